@@ -1,0 +1,70 @@
+"""The Typer application, error rendering and the ``--config`` mechanism.
+
+Commands live one per module in this package and register on :data:`app`. A command
+parses its options, calls one function of :mod:`detkit.api` inside
+:func:`handle_errors`, and renders the result. No pipeline logic here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from detkit.config import check_keys, load_config
+from detkit.errors import DetkitError
+
+app = typer.Typer(
+    name="detkit",
+    help="Train YOLO-style object detectors from the shell, one pipeline stage per command.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Results and tables go to stdout; warnings, progress and errors to stderr.
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn a :class:`DetkitError` into ``error: ...`` on stderr and its exit code."""
+    try:
+        yield
+    except DetkitError as err:
+        err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _config_callback(ctx: typer.Context, param: typer.CallbackParam,
+                     value: Optional[Path]) -> Optional[Path]:
+    """Load ``--config`` before the other options so its values become their defaults."""
+    if value is None:
+        return value
+    with handle_errors():
+        config = load_config(value)
+        names = [p.name for p in ctx.command.params if p.name != "config"]
+        check_keys(config, names, path=value)
+    ctx.default_map = {**(ctx.default_map or {}), **config}
+    return value
+
+
+def config_option() -> Optional[Path]:
+    """The ``--config FILE.yaml`` option every command takes (eager: read first)."""
+    return typer.Option(
+        None, "--config", is_eager=True, callback=_config_callback,
+        help="YAML file of option values (keys are long option names); flags override it.",
+        exists=False, dir_okay=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Train YOLO-style object detectors from the shell, one pipeline stage per command."""

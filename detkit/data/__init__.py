@@ -1,0 +1,1 @@
+"""Datasets: annotation readers and writers, synthetic data, augmentation, loading."""

@@ -1,0 +1,47 @@
+"""The one record type every annotation reader produces."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """One image and its boxes.
+
+    Attributes:
+        image_path: path of the image file (absolute, or relative to the working dir).
+        width, height: image size in pixels (``None`` until known).
+        boxes: ``(N, 4)`` float32 xyxy in pixels.
+        classes: ``(N,)`` int32 class ids (indices into the dataset's class names).
+        difficult: ``(N,)`` bool, VOC ``difficult`` flags (all False elsewhere).
+        iscrowd: ``(N,)`` bool, COCO crowd regions (all False elsewhere).
+        image_id: a stable integer id (COCO ``id``, else the record's index).
+        source_line: where the record came from (line number of a lines file), if any.
+    """
+
+    image_path: str
+    width: Optional[int]
+    height: Optional[int]
+    boxes: np.ndarray
+    classes: np.ndarray
+    difficult: np.ndarray = None
+    iscrowd: np.ndarray = None
+    image_id: int = 0
+    source_line: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        n = len(self.boxes)
+        self.classes = np.asarray(self.classes, dtype=np.int32).reshape(n)
+        self.difficult = (np.zeros(n, bool) if self.difficult is None
+                          else np.asarray(self.difficult, dtype=bool).reshape(n))
+        self.iscrowd = (np.zeros(n, bool) if self.iscrowd is None
+                        else np.asarray(self.iscrowd, dtype=bool).reshape(n))
+
+    @property
+    def num_boxes(self) -> int:
+        return len(self.boxes)
