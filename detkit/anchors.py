@@ -1,0 +1,101 @@
+"""Anchor files: ``w,h, w,h, ...`` in network-input pixels (the keras-yolo3 format).
+
+Anchors are ``(K, 2)`` float32 arrays of widths and heights, sorted by area. For K = 9
+(yolov3) anchors ``[6, 7, 8]`` serve stride 32, ``[3, 4, 5]`` stride 16, ``[0, 1, 2]``
+stride 8; for K = 6 (yolov3-tiny) ``[3, 4, 5]`` stride 32 and ``[0, 1, 2]`` stride 16.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from detkit.artifacts import write_text
+from detkit.errors import DataError, UsageError
+
+#: Folder of the anchor files shipped with detkit (COCO defaults).
+ANCHORS_DIR = Path(__file__).resolve().parent / "anchor_files"
+
+#: Default anchors file name per model.
+DEFAULT_ANCHORS = {"yolov3": "yolov3_coco.txt", "yolov3-tiny": "yolov3-tiny_coco.txt"}
+
+
+def default_anchors_path(model: str) -> Path:
+    """The shipped COCO anchors for ``model`` (``yolov3`` or ``yolov3-tiny``)."""
+    if model not in DEFAULT_ANCHORS:
+        raise UsageError(f"no default anchors for model {model!r}; "
+                         f"known: {', '.join(DEFAULT_ANCHORS)}")
+    return ANCHORS_DIR / DEFAULT_ANCHORS[model]
+
+
+def parse_anchors(text: str, *, path: str | os.PathLike | None = None) -> np.ndarray:
+    """Parse ``w,h, w,h, ...`` (commas and/or whitespace) into ``(K, 2)`` float32.
+
+    Raises:
+        DataError: not numbers, an odd count, or a non-positive size (names the line).
+    """
+    values: list[float] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0]
+        for token in line.replace(",", " ").split():
+            try:
+                value = float(token)
+            except ValueError:
+                raise DataError(f"anchor value {token!r} is not a number",
+                                path=path, line=number) from None
+            if not np.isfinite(value) or value <= 0:
+                raise DataError(f"anchor sizes must be positive, got {token}",
+                                path=path, line=number)
+            values.append(value)
+    if not values:
+        raise DataError("no anchors in file", path=path)
+    if len(values) % 2:
+        raise DataError(f"odd number of anchor values ({len(values)}): expected w,h pairs",
+                        path=path)
+    return np.asarray(values, dtype=np.float32).reshape(-1, 2)
+
+
+def load_anchors(path: str | os.PathLike) -> np.ndarray:
+    """Read an anchors file into ``(K, 2)`` float32 (input pixels, file order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("anchors file not found", path=path)
+    return parse_anchors(path.read_text(encoding="utf-8"), path=path)
+
+
+def sort_by_area(anchors: np.ndarray) -> np.ndarray:
+    """``(K, 2)`` anchors sorted by area, ties by width (stable)."""
+    anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
+    order = np.lexsort((anchors[:, 0], anchors[:, 0] * anchors[:, 1]))
+    return anchors[order]
+
+
+def format_anchors(anchors: np.ndarray, decimals: int = 0) -> str:
+    """``(K, 2)`` -> ``"w,h, w,h, ..."`` with ``decimals`` digits (0: integers)."""
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    if decimals == 0:
+        anchors = np.maximum(np.round(anchors), 1)
+    return ", ".join(f"{w:.{decimals}f},{h:.{decimals}f}" for w, h in anchors)
+
+
+def save_anchors(path: str | os.PathLike, anchors: np.ndarray, decimals: int = 0) -> Path:
+    """Atomically write anchors in the keras-yolo3 one-line format."""
+    return write_text(path, format_anchors(anchors, decimals) + "\n")
+
+
+def anchor_masks(num_anchors: int) -> list[list[int]]:
+    """Anchor indices per output scale, coarsest stride first.
+
+    9 -> ``[[6,7,8],[3,4,5],[0,1,2]]``; 6 -> ``[[3,4,5],[0,1,2]]``.
+    """
+    if num_anchors % 3 or num_anchors < 3:
+        raise UsageError(f"need a multiple of 3 anchors (3 per scale), got {num_anchors}")
+    scales = num_anchors // 3
+    return [[3 * s + i for i in range(3)] for s in reversed(range(scales))]
+
+
+def strides(num_anchors: int) -> list[int]:
+    """Output strides, coarsest first: 9 anchors -> ``[32, 16, 8]``, 6 -> ``[32, 16]``."""
+    return [32 // 2 ** i for i in range(len(anchor_masks(num_anchors)))]
