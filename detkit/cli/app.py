@@ -57,10 +57,10 @@ def _config_callback(ctx: typer.Context, param: typer.CallbackParam,
     return value
 
 
-def config_option() -> Optional[Path]:
-    """The ``--config FILE.yaml`` option every command takes (eager: read first)."""
+def config_option() -> typer.models.OptionInfo:
+    """The ``--config FILE.yaml`` option (for ``Annotated``; eager: read first)."""
     return typer.Option(
-        None, "--config", is_eager=True, callback=_config_callback,
+        "--config", is_eager=True, callback=_config_callback,
         help="YAML file of option values (keys are long option names); flags override it.",
         exists=False, dir_okay=False)
 
