@@ -1,0 +1,187 @@
+"""One entry point for every annotation format: :func:`load_dataset` -> :class:`Dataset`.
+
+Formats (``--format``): ``yolo3`` (keras-yolo3 lines, a ``.txt`` file), ``coco`` (a
+``.json`` file), ``voc`` (a folder of xml files, or with ``Annotations/``), ``yolo`` (a
+folder with ``images/`` and ``labels/``); ``auto`` (or ``None``) detects them in that
+way. Class names come from ``classes`` (a file, one name a line, or a list of names),
+else ``classes.txt`` beside the dataset (in it, for a folder), else the dataset itself
+(COCO categories, VOC names seen, YOLO ``classes.txt`` / ``data.yaml``, or ``"0", ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from detkit.data.fixes import FixReport
+from detkit.data.readers import READERS, read_class_names
+from detkit.data.readers.voc import ANNOTATIONS_DIR
+from detkit.data.readers.yolo import is_yolo_folder
+from detkit.data.records import ImageRecord
+from detkit.errors import DataError, UsageError
+
+__all__ = ["Dataset", "FORMATS", "detect_format", "load_dataset", "read_class_names"]
+
+#: Format names, and the other spellings accepted for them.
+FORMATS = tuple(READERS)
+FORMAT_ALIASES = {"keras-yolo3": "yolo3", "lines": "yolo3", "txt": "yolo3",
+                  "json": "coco", "pascal-voc": "voc", "xml": "voc", "darknet": "yolo",
+                  "ultralytics": "yolo"}
+AUTO = "auto"
+#: The class names file looked for beside a dataset.
+CLASSES_FILE = "classes.txt"
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A loaded dataset.
+
+    Attributes:
+        path: the dataset path as given.
+        format: the format it was read as (one of :data:`FORMATS`).
+        records: one :class:`ImageRecord` per image.
+        class_names: the names class ids index.
+        fixes: the boxes repaired while reading (print ``fixes.summary()`` once).
+        category_ids: COCO category id of each class (COCO datasets only, else ``None``).
+    """
+
+    path: Path
+    format: str
+    records: list[ImageRecord]
+    class_names: list[str]
+    fixes: FixReport = dataclasses.field(default_factory=FixReport)
+    category_ids: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_boxes(self) -> int:
+        """Boxes in all images."""
+        return sum(record.num_boxes for record in self.records)
+
+    def class_counts(self) -> np.ndarray:
+        """``(C,)`` int64 number of boxes of each class."""
+        counts = np.zeros(self.num_classes, np.int64)
+        for record in self.records:
+            np.add.at(counts, record.classes, 1)
+        return counts
+
+    def all_boxes(self) -> np.ndarray:
+        """``(N, 4)`` float32 xyxy pixel boxes of all images concatenated."""
+        boxes = [record.boxes for record in self.records]
+        return np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+
+
+def normalize_format(name: str | None) -> str:
+    """``None``/``"auto"``/an alias -> a format name or ``"auto"``; else UsageError."""
+    if name is None:
+        return AUTO
+    key = str(name).strip().lower()
+    key = FORMAT_ALIASES.get(key, key)
+    if key != AUTO and key not in READERS:
+        raise UsageError(f"unknown dataset format {name!r}; expected one of: "
+                         f"{', '.join((AUTO, *FORMATS))}")
+    return key
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The format of dataset ``path`` from its shape on disk.
+
+    Raises:
+        DataError: the path does not exist.
+        UsageError: the format cannot be told (use ``--format``).
+    """
+    path = Path(path)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".txt":
+            return "yolo3"
+        if suffix == ".json":
+            return "coco"
+    elif path.is_dir():
+        if is_yolo_folder(path):
+            return "yolo"
+        if (path / ANNOTATIONS_DIR).is_dir() or any(path.glob("*.xml")):
+            return "voc"
+    else:
+        raise DataError("dataset not found", path=path)
+    raise UsageError(f"cannot tell the dataset format of {path}: expected a .txt lines "
+                     "file, a COCO .json, a VOC folder of .xml files or a YOLO folder "
+                     "with images/ and labels/; set --format")
+
+
+def _beside(path: Path) -> Path:
+    return (path if path.is_dir() else path.parent) / CLASSES_FILE
+
+
+def resolve_class_names(path: Path,
+                        classes: str | os.PathLike | Sequence[str] | None) -> list[str] | None:
+    """The class names given (file or list), else ``classes.txt`` beside, else ``None``."""
+    if classes is None:
+        beside = _beside(path)
+        return read_class_names(beside) if beside.is_file() and beside != path else None
+    if isinstance(classes, (str, os.PathLike)):
+        return read_class_names(classes)
+    names = [str(name) for name in classes]
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"class names must be non-empty and unique, got {names}")
+    return names
+
+
+def load_dataset(path: str | os.PathLike, format: str | None = None,
+                 classes: str | os.PathLike | Sequence[str] | None = None, *,
+                 image_dir: str | os.PathLike | None = None,
+                 check_images: bool = False) -> Dataset:
+    """Read a dataset in any supported format.
+
+    Args:
+        path: a lines file, COCO json, VOC folder or YOLO folder.
+        format: one of :data:`FORMATS`, ``"auto"`` or ``None`` (detect).
+        classes: a class names file or a list of names (default: see module doc).
+        image_dir: COCO only: the folder ``file_name`` is relative to.
+        check_images: also check that every image file exists (readers otherwise open
+            images only when they need their size).
+
+    Returns:
+        The :class:`Dataset`; its ``fixes`` counts the boxes dropped or clipped.
+
+    Raises:
+        DataError: unreadable or invalid data, naming the file and line.
+        UsageError: unknown format name, or a format that cannot be detected.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError("dataset not found", path=path)
+    fmt = normalize_format(format)
+    if fmt == AUTO:
+        fmt = detect_format(path)
+    class_names = resolve_class_names(path, classes)
+    fixes = FixReport()
+    options = {"image_dir": image_dir} if fmt == "coco" else {}
+    if image_dir is not None and fmt != "coco":
+        raise UsageError("image_dir applies to COCO datasets only")
+    result = READERS[fmt](path, class_names, fixes, **options)
+    if not result.records:
+        raise DataError("no images in the dataset", path=path)
+    if check_images:
+        _check_images(result.records, path)
+    return Dataset(path=path, format=fmt, records=result.records,
+                   class_names=result.class_names, fixes=fixes,
+                   category_ids=result.category_ids)
+
+
+def _check_images(records: list[ImageRecord], path: Path) -> None:
+    for record in records:
+        if not Path(record.image_path).is_file():
+            where = f" (image id {record.image_id})" if record.source_line is None else ""
+            raise DataError(f"image file not found: {record.image_path}{where}",
+                            path=path, line=record.source_line)

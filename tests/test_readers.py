@@ -1,0 +1,477 @@
+"""Annotation readers, format detection and the bad-input policy."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from detkit.data.dataset import detect_format, load_dataset, read_class_names
+from detkit.data.fixes import FixReport, fix_boxes
+from detkit.data.readers import image_size
+from detkit.errors import DataError, UsageError
+
+
+def make_image(path, width, height, **params):
+    """Write a small noisy image; the format follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
+    flags = []
+    for key, value in params.items():
+        flags += [getattr(cv2, key), value]
+    assert cv2.imwrite(str(path), pixels, flags)
+    return path
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------- image sizes
+
+@pytest.mark.parametrize("name, params", [
+    ("a.png", {}), ("b.jpg", {}), ("c.jpg", {"IMWRITE_JPEG_PROGRESSIVE": 1}),
+    ("d.bmp", {}), ("e.webp", {}), ("f.tif", {}),
+])
+def test_image_size_matches_decoded_size(tmp_path, name, params):
+    path = make_image(tmp_path / name, 37, 21, **params)
+    assert image_size(path) == (37, 21)
+    height, width = cv2.imread(str(path)).shape[:2]
+    assert (width, height) == (37, 21)
+
+
+def test_image_size_skips_large_exif_like_segments(tmp_path):
+    path = make_image(tmp_path / "x.jpg", 50, 30)
+    data = path.read_bytes()
+    app1 = b"\xff\xe1" + (2 + 3000).to_bytes(2, "big") + b"\x00" * 3000
+    path.write_bytes(data[:2] + app1 + data[2:])
+    assert image_size(path) == (50, 30)
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xd8\xff", b"\xff\xd8\xff\xd9",
+                                     b"\x89PNG\r\n\x1a\n\x00\x00", b"not an image at all"])
+def test_image_size_corrupt_names_source_and_line(tmp_path, content):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        image_size(path, source="train.txt", line=4)
+    assert str(info.value).startswith("train.txt:4: ")
+    assert "bad.jpg" in str(info.value)
+
+
+def test_image_size_missing(tmp_path):
+    with pytest.raises(DataError, match="image file not found"):
+        image_size(tmp_path / "nope.png")
+
+
+# ------------------------------------------------------------------------ box fixes
+
+def reference_fix(boxes, width, height):
+    """Loop-based clip/drop with the documented counting rules."""
+    out, keep = [], []
+    counts = {"degenerate": 0, "outside": 0, "clipped": 0}
+    for x1, y1, x2, y2 in boxes:
+        if x2 <= x1 or y2 <= y1:
+            counts["degenerate"] += 1
+            keep.append(False)
+            out.append([min(max(x1, 0), width), min(max(y1, 0), height),
+                        min(max(x2, 0), width), min(max(y2, 0), height)])
+            continue
+        c = [min(max(x1, 0), width), min(max(y1, 0), height),
+             min(max(x2, 0), width), min(max(y2, 0), height)]
+        if c[2] <= c[0] or c[3] <= c[1]:
+            counts["outside"] += 1
+            keep.append(False)
+        else:
+            keep.append(True)
+            if c != [x1, y1, x2, y2]:
+                counts["clipped"] += 1
+        out.append(c)
+    return np.float32(out), np.array(keep), counts
+
+
+def test_fix_boxes_matches_loop_reference():
+    rng = np.random.default_rng(1)
+    boxes = rng.integers(-30, 130, (400, 4)).astype(np.float32)
+    report = FixReport()
+    fixed, keep = fix_boxes(boxes, 100, 80, report, where="f.txt:3")
+    ref_boxes, ref_keep, counts = reference_fix(boxes.tolist(), 100, 80)
+    np.testing.assert_array_equal(keep, ref_keep)
+    np.testing.assert_allclose(fixed[keep], ref_boxes[ref_keep])
+    assert (report.dropped_degenerate, report.dropped_outside, report.clipped) == \
+        (counts["degenerate"], counts["outside"], counts["clipped"])
+    assert counts["degenerate"] and counts["outside"] and counts["clipped"]
+    assert report.examples == ["f.txt:3"]
+
+
+def test_fix_report_summary():
+    report = FixReport()
+    assert report.summary() is None
+    fix_boxes(np.float32([[5, 5, 5, 9], [-3, 0, 4, 4], [0, 0, 2, 2]]), 10, 10, report, "a:1")
+    fix_boxes(np.float32([[20, 20, 30, 30]]), 10, 10, report, "a:2")
+    assert report.summary() == ("fixed 3 boxes: dropped 1 with zero or negative area, "
+                                "dropped 1 entirely outside the image, clipped 1 to the "
+                                "image (e.g. a:1, a:2)")
+
+
+# -------------------------------------------------------------------- keras-yolo3 lines
+
+@pytest.fixture
+def lines_dataset(tmp_path):
+    make_image(tmp_path / "imgs" / "a.png", 40, 30)
+    make_image(tmp_path / "imgs" / "b.jpg", 20, 50)
+    write(tmp_path / "classes.txt", "cat\ndog\n\nbird\n")
+    write(tmp_path / "train.txt",
+          "# a comment\n"
+          "imgs/a.png 1,2,11,12,0 3.5,4,20,25.25,2\n"
+          "\n"
+          "imgs/b.jpg\n"
+          "imgs/a.png 0,0,40,30,1\n")
+    return tmp_path
+
+
+def test_yolo3_lines_reads_boxes_sizes_ids_and_lines(lines_dataset):
+    data = load_dataset(lines_dataset / "train.txt")
+    assert data.format == "yolo3"
+    assert data.class_names == ["cat", "dog", "bird"]
+    assert len(data) == 3 and data.num_boxes == 3
+    a, b, again = data.records
+    assert (a.width, a.height, b.width, b.height) == (40, 30, 20, 50)
+    np.testing.assert_array_equal(a.boxes, np.float32([[1, 2, 11, 12], [3.5, 4, 20, 25.25]]))
+    np.testing.assert_array_equal(a.classes, [0, 2])
+    assert a.boxes.dtype == np.float32 and a.classes.dtype == np.int32
+    assert b.num_boxes == 0 and b.boxes.shape == (0, 4)
+    assert [r.image_id for r in data.records] == [0, 1, 2]
+    assert [r.source_line for r in data.records] == [2, 4, 5]
+    assert a.image_path == os.path.join(str(lines_dataset), "imgs", "a.png")
+    assert again.image_path == a.image_path
+    assert not a.difficult.any() and not a.iscrowd.any()
+    assert data.fixes.summary() is None
+    np.testing.assert_array_equal(data.class_counts(), [1, 1, 1])
+
+
+def test_yolo3_paths_relative_to_cwd_also_work(tmp_path, monkeypatch):
+    make_image(tmp_path / "pics" / "a.png", 8, 8)
+    write(tmp_path / "lists" / "t.txt", "pics/a.png 1,1,4,4,0\n")
+    monkeypatch.chdir(tmp_path)
+    data = load_dataset("lists/t.txt")
+    assert data.records[0].image_path == os.path.join("pics", "a.png")
+    assert data.class_names == ["0"]
+
+
+def test_yolo3_absolute_paths(tmp_path):
+    image = make_image(tmp_path / "a.png", 8, 8)
+    write(tmp_path / "sub" / "t.txt", f"{image} 1,1,4,4,3\n")
+    data = load_dataset(tmp_path / "sub" / "t.txt")
+    assert data.records[0].image_path == str(image)
+    assert data.class_names == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("imgs/a.png 1,2,3,0", "malformed box '1,2,3,0'"),
+    ("imgs/a.png 1,2,x,4,0", "not a number"),
+    ("imgs/a.png 1,2,nan,4,0", "not finite"),
+    ("imgs/a.png 1,2,3,4,1.5", "not an integer"),
+    ("imgs/a.png 1,2,3,4,3", "class id 3 out of range"),
+    ("imgs/a.png 1,2,3,4,-1", "class id -1 out of range"),
+    ("imgs/missing.png 1,2,3,4,0", "image file not found: imgs/missing.png"),
+    ("imgs/corrupt.jpg 1,2,3,4,0", "corrupt or unsupported image"),
+])
+def test_yolo3_bad_lines_name_file_and_line(lines_dataset, line, message):
+    write(lines_dataset / "imgs" / "corrupt.jpg", "garbage")
+    path = write(lines_dataset / "bad.txt", "imgs/b.jpg\n\n" + line + "\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(path, classes=lines_dataset / "classes.txt")
+    assert str(info.value).startswith(f"{path}:3: ")
+    assert message in str(info.value)
+
+
+def test_yolo3_fixes_are_counted_not_raised(lines_dataset):
+    path = write(lines_dataset / "fix.txt",
+                 "imgs/a.png 5,5,5,9,0 -4,2,10,40,1 50,50,60,60,0 1,1,3,3,2\n"
+                 "imgs/b.jpg 3,3,1,1,0\n")
+    data = load_dataset(path)
+    fixes = data.fixes
+    assert (fixes.dropped_degenerate, fixes.dropped_outside, fixes.clipped) == (2, 1, 1)
+    np.testing.assert_array_equal(data.records[0].boxes, np.float32([[0, 2, 10, 30],
+                                                                     [1, 1, 3, 3]]))
+    np.testing.assert_array_equal(data.records[0].classes, [1, 2])
+    assert data.records[1].num_boxes == 0
+    assert f"{path}:1" in fixes.summary() and f"{path}:2" in fixes.summary()
+
+
+def test_empty_lines_file_is_an_error(tmp_path):
+    path = write(tmp_path / "empty.txt", "\n# nothing\n")
+    with pytest.raises(DataError, match="no images"):
+        load_dataset(path, classes=["a"])
+
+
+# -------------------------------------------------------------------------------- COCO
+
+def coco_dict():
+    return {
+        "images": [{"id": 10, "file_name": "x.png", "width": 40, "height": 30},
+                   {"id": 3, "file_name": "y.png", "width": 20, "height": 20}],
+        "annotations": [
+            {"id": 1, "image_id": 10, "category_id": 7, "bbox": [1, 2, 10, 5], "iscrowd": 0},
+            {"id": 2, "image_id": 10, "category_id": 2, "bbox": [0, 0, 4, 4], "iscrowd": 1},
+            {"id": 3, "image_id": 10, "category_id": 7, "bbox": [35, 0, 10, 5]},
+        ],
+        "categories": [{"id": 7, "name": "dog"}, {"id": 2, "name": "cat"}],
+    }
+
+
+def test_coco_maps_sparse_ids_and_keeps_image_ids_and_crowd(tmp_path):
+    path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
+    data = load_dataset(path)
+    assert data.format == "coco"
+    assert data.class_names == ["cat", "dog"] and data.category_ids == [2, 7]
+    x, y = data.records
+    assert (x.image_id, y.image_id) == (10, 3)
+    assert (x.width, x.height) == (40, 30)
+    np.testing.assert_array_equal(x.boxes, np.float32([[1, 2, 11, 7], [0, 0, 4, 4],
+                                                       [35, 0, 40, 5]]))
+    np.testing.assert_array_equal(x.classes, [1, 0, 1])
+    np.testing.assert_array_equal(x.iscrowd, [False, True, False])
+    assert y.num_boxes == 0
+    assert data.fixes.clipped == 1
+    assert x.image_path == os.path.join(str(tmp_path), "x.png")
+
+
+def test_coco_with_class_names_maps_by_name(tmp_path):
+    path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
+    data = load_dataset(path, classes=["dog", "bird", "cat"])
+    assert data.class_names == ["dog", "bird", "cat"]
+    assert data.category_ids == [7, 8, 2]
+    np.testing.assert_array_equal(data.records[0].classes, [0, 2, 0])
+
+
+def test_coco_images_folder_and_image_dir(tmp_path):
+    make_image(tmp_path / "images" / "x.png", 40, 30)
+    path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
+    data = load_dataset(path)
+    assert data.records[0].image_path == os.path.join(str(tmp_path), "images", "x.png")
+    data = load_dataset(path, image_dir=tmp_path / "elsewhere")
+    assert data.records[1].image_path == os.path.join(str(tmp_path), "elsewhere", "y.png")
+    with pytest.raises(DataError, match=r"image file not found: .*y\.png \(image id 3\)"):
+        load_dataset(path, check_images=True)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["annotations"][0].update(category_id=5), "unknown category id 5"),
+    (lambda d: d["annotations"][1].update(image_id=99), "unknown image id 99"),
+    (lambda d: d["annotations"][2].update(bbox=[1, 2, 3]), "annotation id 3: 'bbox'"),
+    (lambda d: d["annotations"][2].update(bbox=[1, "a", 3, 4]), "must hold numbers"),
+    (lambda d: d["images"][0].pop("width"), "image id 10: 'width' must be an integer"),
+    (lambda d: d["images"].append(dict(d["images"][0])), "image id 10 is given twice"),
+    (lambda d: d.pop("categories"), "not a COCO dataset"),
+])
+def test_coco_bad_input(tmp_path, mutate, message):
+    data = coco_dict()
+    mutate(data)
+    path = write(tmp_path / "gt.json", json.dumps(data))
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_coco_unknown_class_name(tmp_path):
+    path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
+    with pytest.raises(DataError, match="unknown class name 'dog'"):
+        load_dataset(path, classes=["cat", "bird"])
+
+
+def test_coco_invalid_json_names_line(tmp_path):
+    path = write(tmp_path / "gt.json", '{\n  "images": [],\n  "annotations": [,]\n}\n')
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert str(info.value).startswith(f"{path}:3: invalid JSON")
+
+
+def test_coco_results_list_is_not_ground_truth(tmp_path):
+    path = write(tmp_path / "dets.json", json.dumps([{"image_id": 1, "bbox": [0, 0, 1, 1]}]))
+    with pytest.raises(DataError, match="detections list is not ground truth"):
+        load_dataset(path)
+
+
+# --------------------------------------------------------------------------------- VOC
+
+VOC_XML = """<annotation>
+  <folder>VOC</folder>
+  <filename>{name}</filename>
+  {size}
+  <object>
+    <name>{first}</name>
+    <difficult>0</difficult>
+    <bndbox><xmin>1</xmin><ymin>2</ymin><xmax>10</xmax><ymax>20</ymax></bndbox>
+  </object>
+  <object>
+    <name>aeroplane</name>
+    <difficult>1</difficult>
+    <bndbox><xmin>5.5</xmin><ymin>6</ymin><xmax>70</xmax><ymax>7</ymax></bndbox>
+  </object>
+</annotation>
+"""
+SIZE = "<size><width>64</width><height>48</height><depth>3</depth></size>"
+
+
+def make_voc(root, first="person", size=SIZE):
+    write(root / "Annotations" / "001.xml", VOC_XML.format(name="001.jpg", size=size,
+                                                            first=first))
+    write(root / "Annotations" / "002.xml", "<annotation><filename>002.jpg</filename>"
+          f"{SIZE}</annotation>")
+    make_image(root / "JPEGImages" / "001.jpg", 64, 48)
+    make_image(root / "JPEGImages" / "002.jpg", 64, 48)
+    return root
+
+
+def test_voc_reads_corners_difficult_and_names(tmp_path):
+    data = load_dataset(make_voc(tmp_path / "VOC"))
+    assert data.format == "voc"
+    assert data.class_names == ["aeroplane", "person"]
+    first, second = data.records
+    np.testing.assert_array_equal(first.boxes, np.float32([[0, 1, 10, 20], [4.5, 5, 64, 7]]))
+    np.testing.assert_array_equal(first.classes, [1, 0])
+    np.testing.assert_array_equal(first.difficult, [False, True])
+    assert first.image_path == os.path.join(str(tmp_path), "VOC", "JPEGImages", "001.jpg")
+    assert second.num_boxes == 0 and (second.width, second.height) == (64, 48)
+    assert data.fixes.clipped == 1
+
+
+def test_voc_size_from_image_when_missing(tmp_path):
+    root = make_voc(tmp_path / "VOC", size="<size><width>0</width><height>0</height></size>")
+    make_image(root / "JPEGImages" / "001.jpg", 100, 90)
+    record = load_dataset(root).records[0]
+    assert (record.width, record.height) == (100, 90)
+    assert load_dataset(root).fixes.summary() is None
+
+
+def test_voc_unknown_class_names_the_object_line(tmp_path):
+    root = make_voc(tmp_path / "VOC", first="zebra")
+    with pytest.raises(DataError) as info:
+        load_dataset(root, classes=["person", "aeroplane"])
+    assert str(info.value).startswith(f"{root / 'Annotations' / '001.xml'}:5: ")
+    assert "unknown class name 'zebra'" in str(info.value)
+
+
+def test_voc_bad_xml_and_bad_number(tmp_path):
+    root = make_voc(tmp_path / "VOC")
+    write(root / "Annotations" / "003.xml", "<annotation>\n<filename>x</filename>\n<obj\n")
+    with pytest.raises(DataError, match="invalid XML") as info:
+        load_dataset(root)
+    assert ":4: " in str(info.value) or ":3: " in str(info.value)
+    write(root / "Annotations" / "003.xml", VOC_XML.format(
+        name="001.jpg", size=SIZE, first="person").replace("<ymax>20", "<ymax>2o"))
+    with pytest.raises(DataError, match=r"003\.xml:5: malformed <ymax>"):
+        load_dataset(root)
+
+
+def test_voc_flat_folder_with_images_beside(tmp_path):
+    write(tmp_path / "a.xml", VOC_XML.format(name="a.png", size="", first="dog"))
+    make_image(tmp_path / "a.png", 30, 40)
+    data = load_dataset(tmp_path)
+    assert data.format == "voc" and (data.records[0].width, data.records[0].height) == (30, 40)
+    assert data.records[0].image_path == os.path.join(str(tmp_path), "a.png")
+
+
+# -------------------------------------------------------------------------------- YOLO
+
+def make_yolo(root):
+    make_image(root / "images" / "train" / "a.jpg", 100, 50)
+    make_image(root / "images" / "train" / "b.png", 10, 10)
+    write(root / "labels" / "train" / "a.txt", "1 0.5 0.5 0.2 0.4\n\n0 0.1 0.1 0.1 0.1\n")
+    return root
+
+
+def test_yolo_folder_denormalizes_and_allows_missing_labels(tmp_path):
+    root = make_yolo(tmp_path / "ds")
+    data = load_dataset(root)
+    assert data.format == "yolo" and data.class_names == ["0", "1"]
+    a, b = data.records
+    np.testing.assert_allclose(a.boxes, [[40, 15, 60, 35], [5, 2.5, 15, 7.5]], atol=1e-4)
+    np.testing.assert_array_equal(a.classes, [1, 0])
+    assert b.num_boxes == 0 and (b.width, b.height) == (10, 10)
+
+
+@pytest.mark.parametrize("names_file, text, expected", [
+    ("data.yaml", "names: [cat, dog, cow]\n", ["cat", "dog", "cow"]),
+    ("data.yaml", "names:\n  0: cat\n  1: dog\n", ["cat", "dog"]),
+    ("classes.txt", "x\ny\n", ["x", "y"]),
+    ("labels/classes.txt", "p\nq\nr\n", ["p", "q", "r"]),
+])
+def test_yolo_class_names_sources(tmp_path, names_file, text, expected):
+    root = make_yolo(tmp_path / "ds")
+    write(root / names_file, text)
+    assert load_dataset(root).class_names == expected
+
+
+@pytest.mark.parametrize("label, message", [
+    ("1 0.5 0.5 0.2\n", "malformed label line"),
+    ("2 0.5 0.5 0.2 0.2\n", "class id 2 out of range"),
+    ("1 0.5 zz 0.2 0.2\n", "not a number"),
+])
+def test_yolo_bad_label_line(tmp_path, label, message):
+    root = make_yolo(tmp_path / "ds")
+    path = write(root / "labels" / "train" / "a.txt", "0 0.5 0.5 0.1 0.1\n" + label)
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset(root, classes=["a", "b"])
+    assert str(info.value).startswith(f"{path}:2: ")
+
+
+def test_yolo_label_without_image(tmp_path):
+    root = make_yolo(tmp_path / "ds")
+    orphan = write(root / "labels" / "train" / "zz.txt", "0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DataError, match="label file without an image") as info:
+        load_dataset(root)
+    assert str(orphan) in str(info.value)
+
+
+# ----------------------------------------------------------------- detection, classes
+
+def test_detect_format(tmp_path, lines_dataset):
+    assert detect_format(lines_dataset / "train.txt") == "yolo3"
+    assert detect_format(write(tmp_path / "g.json", "{}")) == "coco"
+    assert detect_format(make_voc(tmp_path / "VOC")) == "voc"
+    assert detect_format(make_yolo(tmp_path / "Y")) == "yolo"
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(UsageError, match="set --format"):
+        detect_format(tmp_path / "nothing")
+    with pytest.raises(UsageError, match="set --format"):
+        detect_format(write(tmp_path / "a.csv", "x"))
+
+
+def test_explicit_format_and_aliases(lines_dataset):
+    path = lines_dataset / "train.txt"
+    assert load_dataset(path, format="keras-yolo3").format == "yolo3"
+    with pytest.raises(UsageError, match="unknown dataset format 'csv'"):
+        load_dataset(path, format="csv")
+    with pytest.raises(DataError, match="not a COCO dataset|invalid JSON"):
+        load_dataset(path, format="coco")
+
+
+def test_missing_dataset(tmp_path):
+    with pytest.raises(DataError, match="dataset not found"):
+        load_dataset(tmp_path / "absent.txt")
+
+
+def test_read_class_names(tmp_path):
+    assert read_class_names(write(tmp_path / "c.txt", " a \n\nb\n")) == ["a", "b"]
+    with pytest.raises(DataError) as info:
+        read_class_names(write(tmp_path / "d.txt", "a\nb\na\n"))
+    assert str(info.value) == f"{tmp_path / 'd.txt'}:3: class name 'a' is given twice"
+    with pytest.raises(DataError, match="no class names"):
+        read_class_names(write(tmp_path / "e.txt", "\n\n"))
+    with pytest.raises(DataError, match="class names file not found"):
+        read_class_names(tmp_path / "nope.txt")
+
+
+def test_class_names_list_and_beside_file(lines_dataset):
+    path = lines_dataset / "train.txt"
+    assert load_dataset(path, classes=["x", "y", "z"]).class_names == ["x", "y", "z"]
+    with pytest.raises(UsageError):
+        load_dataset(path, classes=["x", "x"])
+    (lines_dataset / "classes.txt").unlink()
+    assert load_dataset(path).class_names == ["0", "1", "2"]
