@@ -68,3 +68,9 @@ def config_option() -> typer.models.OptionInfo:
 @app.callback()
 def _root() -> None:
     """Train YOLO-style object detectors from the shell, one pipeline stage per command."""
+
+
+def warn(message: str | None) -> None:
+    """Print a one-line warning on stderr (nothing for ``None`` or empty)."""
+    if message:
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
