@@ -1,0 +1,229 @@
+"""``labels.npz``: sparse YOLOv3 targets of a whole dataset, densified one batch on demand.
+
+Layout (``kind="labels"``, ``format_version=1``), one row per filled target slot, rows
+sorted by image then scale, row, col, anchor:
+
+============== ============ ==========================================================
+key            shape/dtype  meaning
+============== ============ ==========================================================
+``image``      (R,) int32   index into ``image_paths``
+``scale``      (R,) int32   output scale, 0 = coarsest stride (``anchor_masks`` order)
+``row``        (R,) int32   grid row (y)
+``col``        (R,) int32   grid column (x)
+``anchor``     (R,) int32   global anchor index ``0..K-1`` (its mask gives the slot)
+``xywh``       (R,4) f32    box center and size normalized to the input
+``cls``        (R,) int32   class index
+``anchors``    (K,2) f32    anchors in input pixels
+``input_size`` () int32     input side in pixels
+``class_names`` (C,) str    class names
+``scheme``     () str       target scheme (``"yolov3"``)
+``image_paths`` (N,) str    the dataset's images, in dataset order
+``stats_json`` () str       the encoder's counts (:class:`~detkit.encode.EncodeStats`)
+============== ============ ==========================================================
+
+Images are letterboxed (no augmentation) before encoding. :class:`LabelsFile` reads the
+file once and builds the compact dense targets of any batch of images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from detkit.anchors import anchor_masks, strides
+from detkit.artifacts import check_agree, load_npz, save_npz
+from detkit.encode import EncodeStats, densify_yolov3
+from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
+
+#: ``kind`` of a labels file.
+LABELS_KIND = "labels"
+#: Layout version of labels files this code writes and reads.
+LABELS_FORMAT_VERSION = 1
+#: The target scheme stored in labels files.
+SCHEME_YOLOV3 = "yolov3"
+#: Integer row keys, in sort order after ``image``.
+INDEX_KEYS = ("image", "scale", "row", "col", "anchor")
+#: Keys every labels file has.
+REQUIRED_KEYS = (*INDEX_KEYS, "xywh", "cls", "anchors", "input_size", "class_names",
+                 "scheme", "image_paths", "stats_json")
+
+
+def save_labels(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *,
+                anchors: np.ndarray, input_size: int, class_names: Sequence[str],
+                image_paths: Sequence[str], stats: EncodeStats,
+                scheme: str = SCHEME_YOLOV3) -> Path:
+    """Atomically write ``labels.npz``.
+
+    Args:
+        path: output file.
+        rows: ``image, scale, row, col, anchor`` ``(R,)`` ints, ``xywh`` ``(R, 4)`` and
+            ``cls`` ``(R,)``, in any order (sorted here).
+        anchors: ``(K, 2)`` input pixels; input_size: input side in pixels.
+        class_names: the class names; image_paths: every image of the dataset.
+        stats: the encoder's counts over the dataset.
+        scheme: target scheme name.
+    """
+    arrays = {key: np.asarray(rows[key], np.int32).reshape(-1) for key in INDEX_KEYS}
+    order = np.lexsort(tuple(arrays[key] for key in reversed(INDEX_KEYS)))
+    arrays = {key: value[order] for key, value in arrays.items()}
+    arrays["xywh"] = np.asarray(rows["xywh"], np.float32).reshape(-1, 4)[order]
+    arrays["cls"] = np.asarray(rows["cls"], np.int32).reshape(-1)[order]
+    arrays.update(
+        anchors=np.asarray(anchors, np.float32).reshape(-1, 2),
+        input_size=np.asarray(int(input_size), np.int32),
+        class_names=np.asarray(list(class_names), dtype=str).reshape(-1),
+        scheme=np.asarray(scheme),
+        image_paths=np.asarray([str(p) for p in image_paths], dtype=str).reshape(-1),
+        stats_json=np.asarray(json.dumps(stats.to_dict())))
+    return save_npz(path, arrays, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION)
+
+
+class LabelsFile:
+    """A loaded ``labels.npz``.
+
+    Attributes:
+        path: the file.
+        settings: ``anchors`` ``(K, 2)``, ``input_size`` int, ``class_names`` list,
+            ``scheme`` str (compare with :meth:`check_settings`).
+        image_paths: the images, in dataset order.
+        rows: the row arrays (see the module docstring).
+        stats: the encoder's counts.
+        grid_sizes: grid side per scale, coarsest first.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        data = load_npz(self.path, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
+                        required=REQUIRED_KEYS)
+        anchors = np.asarray(data["anchors"], np.float32).reshape(-1, 2)
+        self.settings: dict[str, Any] = {
+            "anchors": anchors, "input_size": int(data["input_size"]),
+            "class_names": [str(n) for n in data["class_names"]],
+            "scheme": str(data["scheme"])}
+        if self.settings["scheme"] != SCHEME_YOLOV3:
+            raise ArtifactError(f"unsupported scheme {self.settings['scheme']!r}",
+                                path=self.path)
+        self.image_paths = [str(p) for p in data["image_paths"]]
+        self.rows = {key: np.asarray(data[key], np.int32).reshape(-1) for key in INDEX_KEYS}
+        self.rows["xywh"] = np.asarray(data["xywh"], np.float32).reshape(-1, 4)
+        self.rows["cls"] = np.asarray(data["cls"], np.int32).reshape(-1)
+        try:
+            self.stats = EncodeStats.from_dict(json.loads(str(data["stats_json"])))
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ArtifactError(f"corrupt stats_json ({err})", path=self.path) from None
+        try:
+            self.masks = anchor_masks(len(anchors))
+        except UsageError as err:  # not a multiple of 3 anchors: the file is broken
+            raise ArtifactError(f"bad anchors in labels file: {err}", path=self.path) from None
+        size = self.settings["input_size"]
+        self.grid_sizes = [size // s for s in strides(len(anchors))]
+        self._validate()
+        self._slot = np.empty(len(anchors), np.int32)
+        for mask in self.masks:
+            self._slot[mask] = np.arange(len(mask))
+        self._offsets = np.searchsorted(self.rows["image"], np.arange(self.num_images + 1))
+
+    def _validate(self) -> None:
+        """Raise :class:`ArtifactError` when row arrays are inconsistent or out of range."""
+        count = len(self.rows["image"])
+        lengths = {key: len(value) for key, value in self.rows.items()}
+        if any(n != count for n in lengths.values()):
+            raise ArtifactError(f"row arrays differ in length: {lengths}", path=self.path)
+        if count == 0:
+            return
+        image, scale = self.rows["image"], self.rows["scale"]
+        grids = np.asarray(self.grid_sizes)
+        problems = []
+        if image.min() < 0 or image.max() >= self.num_images or np.any(np.diff(image) < 0):
+            problems.append("image index out of range or unsorted")
+        if scale.min() < 0 or scale.max() >= len(grids):
+            problems.append("scale out of range")
+        else:
+            grid = grids[scale]
+            for key in ("row", "col"):
+                if np.any((self.rows[key] < 0) | (self.rows[key] >= grid)):
+                    problems.append(f"{key} out of range")
+            anchor = self.rows["anchor"]
+            scale_of = np.empty(len(self.settings["anchors"]), np.int64)
+            for level, mask in enumerate(self.masks):
+                scale_of[mask] = level
+            if (anchor.min() < 0 or anchor.max() >= len(scale_of) or
+                    np.any(scale_of[np.clip(anchor, 0, len(scale_of) - 1)] != scale)):
+                problems.append("anchor out of range or not of its scale")
+        if not np.all(np.isfinite(self.rows["xywh"])):
+            problems.append("non-finite box values")
+        if problems:
+            raise ArtifactError(f"corrupt labels: {'; '.join(problems)}", path=self.path)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def image_rows(self, index: int) -> dict[str, np.ndarray]:
+        """The rows of image ``index`` (a dict of the row arrays)."""
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        return {key: value[start:stop] for key, value in self.rows.items()}
+
+    def dense_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Compact dense targets of images ``indices``, in that order.
+
+        Returns:
+            Per scale a ``(B, g, g, 3, 6)`` float32 array, as
+            :func:`detkit.encode.encode_yolov3` returns for the letterboxed boxes.
+        """
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.num_images):
+            raise IndexError(f"image indices must be in [0, {self.num_images}), got "
+                             f"{indices.min()}..{indices.max()}")
+        starts = self._offsets[indices]
+        counts = self._offsets[indices + 1] - starts
+        batch_pos = np.repeat(np.arange(len(indices)), counts)
+        first_of_image = np.cumsum(counts) - counts
+        take = np.repeat(starts - first_of_image, counts) + np.arange(counts.sum())
+        rows = {key: value[take] for key, value in self.rows.items()}
+        return densify_yolov3(batch_pos, rows["scale"], rows["row"], rows["col"],
+                              self._slot[rows["anchor"]], rows["xywh"], rows["cls"],
+                              len(indices), self.grid_sizes)
+
+    def check_settings(self, settings: Mapping[str, Any], name: str = "this command") -> None:
+        """Raise :class:`ArtifactMismatchError` if ``settings`` (any of ``anchors``,
+        ``input_size``, ``class_names``) disagree with the file's."""
+        check_agree(str(self.path), self.settings, name, settings)
+
+    def check_images(self, image_paths: Sequence[str], name: str = "the dataset") -> None:
+        """Raise :class:`ArtifactMismatchError` unless ``image_paths`` are the file's images
+        in the same order (names the first difference)."""
+        paths = [str(p) for p in image_paths]
+        if paths == self.image_paths:
+            return
+        if len(paths) != len(self.image_paths):
+            raise ArtifactMismatchError(
+                f"{self.path} has labels for {len(self.image_paths)} images, {name} has "
+                f"{len(paths)}; re-run encode-labels")
+        first = next(i for i, (a, b) in enumerate(zip(paths, self.image_paths)) if a != b)
+        raise ArtifactMismatchError(
+            f"{self.path} and {name} differ at image {first}: {self.image_paths[first]!r} "
+            f"vs {paths[first]!r}; re-run encode-labels")
+
+
+def load_labels(path: str | os.PathLike, settings: Optional[Mapping[str, Any]] = None,
+                image_paths: Optional[Sequence[str]] = None) -> LabelsFile:
+    """Open ``labels.npz`` and optionally check it against a consumer's settings and images.
+
+    Raises:
+        ArtifactError: missing, corrupt or another kind/version of file.
+        ArtifactMismatchError: settings or image list differ.
+    """
+    labels = LabelsFile(path)
+    if settings is not None:
+        labels.check_settings(settings)
+    if image_paths is not None:
+        labels.check_images(image_paths)
+    return labels
