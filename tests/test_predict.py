@@ -1,0 +1,201 @@
+"""``detkit predict``: COCO results from images, folders and datasets."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from detkit.cli import app
+from detkit.predict import (ImageItem, collect_images, detections_to_results, drawing_names,
+                            draw_detections)
+
+WIDTH = 0.125
+SIZE = 64
+runner = CliRunner()
+
+
+def _write_image(path: Path, width: int, height: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Three non-square images, 2-class tiny weights, a classes file."""
+    from detkit.models import build_model
+
+    root = tmp_path_factory.mktemp("predict")
+    folder = root / "images"
+    sizes = [(96, 48), (40, 80), (64, 64)]
+    for i, (w, h) in enumerate(sizes):
+        _write_image(folder / f"img{i}.png", w, h, i)
+    model = build_model("yolov3-tiny", 2, width=WIDTH)
+    weights = root / "tiny.weights.h5"
+    model.save_weights(weights)
+    classes = root / "classes.txt"
+    classes.write_text("cat\ndog\n")
+    return {"root": root, "folder": folder, "sizes": sizes, "weights": weights,
+            "classes": classes}
+
+
+def _args(ws, images, out, *extra):
+    return ["predict", str(images), "--model", "yolov3-tiny", "--width", str(WIDTH),
+            "--weights", str(ws["weights"]), "--input-size", str(SIZE),
+            "--out", str(out), *extra]
+
+
+def test_predict_folder_writes_coco_results(workspace, tmp_path):
+    out = tmp_path / "dets.json"
+    result = runner.invoke(app, _args(workspace, workspace["folder"], out, "--classes",
+                                      str(workspace["classes"]), "--conf", "0",
+                                      "--max-det", "7", "--batch-size", "2",
+                                      "--draw-dir", str(tmp_path / "drawn")))
+    assert result.exit_code == 0, result.output
+    assert "3 images (folder)" in result.output and "wrote" in result.output
+    dets = json.loads(out.read_text())
+    assert len(dets) == 3 * 7  # conf 0: every image fills max_det
+    assert {d["image_id"] for d in dets} == {0, 1, 2}
+    assert {d["category_id"] for d in dets} <= {1, 2}
+    for d in dets:
+        assert set(d) == {"image_id", "category_id", "bbox", "score"}
+        w, h = workspace["sizes"][d["image_id"]]
+        x, y, bw, bh = d["bbox"]
+        assert 0 <= x <= x + bw <= w + 0.01 and 0 <= y <= y + bh <= h + 0.01
+        assert 0 <= d["score"] <= 1
+    scores = [d["score"] for d in dets if d["image_id"] == 0]
+    assert scores == sorted(scores, reverse=True)
+    manifest = json.loads((tmp_path / "dets.json.manifest.json").read_text())
+    assert manifest["command"] == "predict" and manifest["class_names"] == ["cat", "dog"]
+    assert [im["id"] for im in manifest["images"]] == [0, 1, 2]
+    drawn = sorted(p.name for p in (tmp_path / "drawn").iterdir())
+    assert drawn == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    assert cv2.imread(str(tmp_path / "drawn" / "img1.jpg")).shape == (80, 40, 3)
+
+
+def test_batch_size_does_not_change_results(workspace, tmp_path):
+    outs = []
+    for batch in ("1", "3"):
+        out = tmp_path / f"b{batch}.json"
+        result = runner.invoke(app, _args(workspace, workspace["folder"], out, "--conf",
+                                          "0.01", "--batch-size", batch))
+        assert result.exit_code == 0, result.output
+        outs.append(json.loads(out.read_text()))
+    assert len(outs[0]) == len(outs[1]) > 0
+    for a, b in zip(outs[0], outs[1]):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+        np.testing.assert_allclose(a["score"], b["score"], atol=1e-4)
+
+
+def test_predict_on_dataset_uses_its_image_ids(workspace, tmp_path):
+    from detkit.data.synth import make_synth_dataset
+
+    data = make_synth_dataset(tmp_path / "synth", images=4, size=64, classes=2, seed=0,
+                              val_fraction=0.5)
+    gt = json.loads(data.val_json.read_text())
+    out = tmp_path / "val_dets.json"
+    result = runner.invoke(app, _args(workspace, data.val_json, out, "--conf", "0",
+                                      "--max-det", "3"))
+    assert result.exit_code == 0, result.output
+    dets = json.loads(out.read_text())
+    assert {d["image_id"] for d in dets} == {im["id"] for im in gt["images"]}
+    assert {d["category_id"] for d in dets} <= {c["id"] for c in gt["categories"]}
+
+
+def test_single_image(workspace, tmp_path):
+    out = tmp_path / "one.json"
+    result = runner.invoke(app, _args(workspace, workspace["folder"] / "img1.png", out,
+                                      "--conf", "0", "--max-det", "2"))
+    assert result.exit_code == 0, result.output
+    assert [d["image_id"] for d in json.loads(out.read_text())] == [0, 0]
+
+
+def test_missing_images_path_exits_1(workspace, tmp_path):
+    result = runner.invoke(app, _args(workspace, tmp_path / "nowhere", tmp_path / "o.json"))
+    assert result.exit_code == 1
+    assert "nowhere: no such image, folder or dataset" in result.output
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_corrupt_image_is_named(workspace, tmp_path):
+    folder = tmp_path / "imgs"
+    _write_image(folder / "good.png", 32, 32, 0)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = runner.invoke(app, _args(workspace, folder, tmp_path / "o.json"))
+    assert result.exit_code == 1
+    assert "broken.jpg" in result.output and "cannot decode image" in result.output
+
+
+def test_empty_folder(workspace, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, _args(workspace, tmp_path / "empty", tmp_path / "o.json"))
+    assert result.exit_code == 1 and "no image files" in result.output
+
+
+def test_missing_and_mismatched_weights(workspace, tmp_path):
+    args = _args(workspace, workspace["folder"], tmp_path / "o.json")
+    missing = runner.invoke(app, [a if a != str(workspace["weights"]) else
+                                  str(tmp_path / "none.weights.h5") for a in args])
+    assert missing.exit_code == 1 and "weights file not found" in missing.output
+    three = tmp_path / "three.txt"
+    three.write_text("a\nb\nc\n")
+    mismatch = runner.invoke(app, args + ["--classes", str(three)])
+    assert mismatch.exit_code == 1
+    assert "head_out_0" in mismatch.output and "number of classes (3)" in mismatch.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--conf", "1.5", "--conf must be in [0, 1]"),
+    ("--iou", "-0.1", "--iou must be in [0, 1]"),
+    ("--max-det", "0", "--max-det must be at least 1"),
+    ("--input-size", "100", "multiple of 32"),
+    ("--model", "yolov9", "unknown model"),
+])
+def test_bad_options_exit_2(workspace, tmp_path, option, value, message):
+    args = _args(workspace, workspace["folder"], tmp_path / "o.json")
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_no_weights_is_usage_error(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 2 and "--weights is required" in result.output
+
+
+def test_detections_to_results_hand_computed():
+    got = detections_to_results(7, np.float32([[1, 2, 11, 22.5]]), np.float32([0.123456]),
+                                np.int32([1]), [5, 9])
+    assert got == [{"image_id": 7, "category_id": 9, "bbox": [1.0, 2.0, 10.0, 20.5],
+                    "score": 0.12346}]
+
+
+def test_collect_images_and_drawing_names(workspace, tmp_path):
+    single = collect_images(workspace["folder"] / "img0.png")
+    assert single.kind == "image" and single.items == [
+        ImageItem(workspace["folder"] / "img0.png", 0)]
+    folder = collect_images(workspace["folder"])
+    assert [i.path.name for i in folder.items] == ["img0.png", "img1.png", "img2.png"]
+    names = drawing_names([ImageItem(Path("a/x.png"), 3), ImageItem(Path("b/x.jpg"), 4)])
+    assert names == ["3_x.jpg", "4_x.jpg"]
+
+
+def test_draw_detections_draws_inside_the_box():
+    image = np.zeros((50, 60, 3), np.uint8)
+    drawn = draw_detections(image, np.float32([[10, 20, 40, 45]]), np.float32([0.9]),
+                            np.int32([0]), ["thing"])
+    assert drawn.shape == image.shape and not np.shares_memory(drawn, image)
+    assert drawn[45, 25].any() and drawn[20, 39].any()   # box edges
+    assert drawn[17, 11].any()                            # label above the box
+    assert not drawn[48:, 45:].any() and not drawn[25:40, 15:35].any()
+    assert not image.any()
