@@ -1,0 +1,165 @@
+"""``detkit eval-map``: COCO and VOC reports from the CLI, errors and exit codes."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from detkit.cli import app
+from detkit.data.synth import make_synth_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A tiny synthetic dataset and detections: every val box found once, plus one FP."""
+    root = tmp_path_factory.mktemp("evalcli")
+    make_synth_dataset(root / "data", images=12, size=64, classes=3, seed=1, val_fraction=0.5)
+    gt = json.loads((root / "data" / "val.json").read_text())
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+             "score": 0.9} for a in gt["annotations"]]
+    first = gt["annotations"][0]
+    dets.append({"image_id": first["image_id"], "category_id": first["category_id"],
+                 "bbox": [0, 0, 3, 3], "score": 0.2})
+    (root / "dets.json").write_text(json.dumps(dets))
+    return {"root": root, "gt": root / "data" / "val.json", "dets": root / "dets.json",
+            "lines": root / "data" / "val.txt", "num_gt": len(gt["annotations"])}
+
+
+def invoke(*args):
+    return runner.invoke(app, ["eval-map", *map(str, args)])
+
+
+def test_coco_report(dataset, tmp_path):
+    out = tmp_path / "report.json"
+    result = invoke(dataset["gt"], "--detections", dataset["dets"], "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["metric"] == "coco" and len(report["stats"]) == 12
+    assert report["AP50"] == pytest.approx(1.0) and report["AR100"] == pytest.approx(1.0)
+    assert report["stats"][0] == report["AP"]
+    assert sum(entry["gt"] for entry in report["per_class"].values()) == dataset["num_gt"]
+    assert sum(entry["tp"] for entry in report["per_class"].values()) == dataset["num_gt"]
+    assert sum(entry["fp"] for entry in report["per_class"].values()) == 0
+    assert report["f1_optimal"]["confidence"] == pytest.approx(0.9)
+    assert out.with_name("report.json.manifest.json").exists()
+    assert "AP50" in result.output and "F1-optimal confidence" in result.output
+
+
+@pytest.mark.parametrize("metric", ["voc07", "voc12"])
+def test_voc_report_from_lines_file(dataset, tmp_path, metric):
+    """Ground truth as a keras-yolo3 lines file: category ids are class index + 1, image
+    ids are record indices, so a COCO-json detections file is checked against those."""
+    out = tmp_path / "voc.json"
+    result = invoke(dataset["lines"], "--detections", dataset["dets"], "--metric", metric,
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["metric"] == metric and report["mAP"] == pytest.approx(1.0)
+    assert set(report["per_class"]) == {"circle", "rectangle", "triangle"}
+
+
+def test_options_and_config(dataset, tmp_path):
+    config = tmp_path / "eval.yaml"
+    config.write_text("iou-thresholds: '0.5,0.75'\nmax_dets: 1,5,20\nclass-agnostic: true\n")
+    out = tmp_path / "r.json"
+    result = invoke(dataset["gt"], "--detections", dataset["dets"], "--config", config,
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["params"]["iou_thresholds"] == [0.5, 0.75]
+    assert report["params"]["max_dets"] == [1, 5, 20] and report["params"]["class_agnostic"]
+    assert list(report["per_class"]) == ["all"] and report["AP75"] > -1
+
+
+def test_plots(dataset, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = invoke(dataset["gt"], "--detections", dataset["dets"], "--out",
+                    tmp_path / "r.json", "--plots", tmp_path / "plots")
+    assert result.exit_code == 0, result.output
+    for name in ("pr_curve.png", "f1_curve.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[{\"image_id\": 1,", "invalid JSON"),
+    ("[{\"image_id\": 424242, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 1}]",
+     "unknown image id 424242"),
+    ("[{\"image_id\": 0, \"category_id\": 77, \"bbox\": [0, 0, 1, 1], \"score\": 1}]",
+     "unknown category id 77"),
+    ("{\"x\": 1}", "expected a COCO results list"),
+])
+def test_bad_detections_exit_1(dataset, tmp_path, content, message):
+    dets = tmp_path / "bad.json"
+    dets.write_text(content)
+    result = invoke(dataset["gt"], "--detections", dets, "--out", tmp_path / "r.json")
+    assert result.exit_code == 1
+    assert message in result.output and "bad.json" in result.output
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_empty_detections_warn_and_score_zero(dataset, tmp_path):
+    dets = tmp_path / "none.json"
+    dets.write_text("[]")
+    result = invoke(dataset["gt"], "--detections", dets, "--out", tmp_path / "r.json")
+    assert result.exit_code == 0 and "no detections" in result.output
+    assert json.loads((tmp_path / "r.json").read_text())["AP"] == 0
+
+
+def test_empty_ground_truth_exit_1(tmp_path, dataset):
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    result = invoke(gt, "--detections", dataset["dets"])
+    assert result.exit_code == 1 and "no images" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--metric", "voc10"], "--metric must be one of"),
+    (["--max-dets", "1,10"], "three increasing"),
+    (["--iou-thresholds", "a:b"], "--iou-thresholds must be"),
+    (["--metric", "voc07", "--iou", "1.5"], "--iou must be in"),
+])
+def test_bad_options_exit_2(dataset, args, message):
+    result = invoke(dataset["gt"], "--detections", dataset["dets"], *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_needs_detections_or_model(dataset):
+    result = invoke(dataset["gt"])
+    assert result.exit_code == 2 and "give --detections" in result.output
+    result = invoke(dataset["gt"], "--model", "yolov3-tiny")
+    assert result.exit_code == 2 and "--model needs --weights" in result.output
+
+
+@pytest.mark.slow
+def test_model_mode_writes_detections(dataset, tmp_path):
+    from detkit.models import build_model
+
+    weights = tmp_path / "tiny.weights.h5"
+    build_model("yolov3-tiny", 3, width=0.125).save_weights(weights)
+    out = tmp_path / "report.json"
+    result = invoke(dataset["gt"], "--model", "yolov3-tiny", "--width", "0.125",
+                    "--weights", weights, "--input-size", "64", "--out", out)
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "report.detections.json"
+    assert isinstance(json.loads(written.read_text()), list)
+    assert json.loads(out.read_text())["inputs"]["detections"] == str(written)
+
+
+def test_plots_without_matplotlib_is_a_clear_usage_error(dataset, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import now fails
+    result = invoke(dataset["gt"], "--detections", dataset["dets"], "--plots", tmp_path)
+    assert result.exit_code == 2 and "--plots needs matplotlib" in result.output
+
+
+def test_iou_threshold_range_syntax(dataset, tmp_path):
+    out = tmp_path / "r.json"
+    result = invoke(dataset["gt"], "--detections", dataset["dets"], "--iou-thresholds",
+                    "0.5:0.95:0.05", "--out", out)
+    assert result.exit_code == 0, result.output
+    default = tmp_path / "d.json"
+    invoke(dataset["gt"], "--detections", dataset["dets"], "--out", default)
+    assert json.loads(out.read_text())["stats"] == json.loads(default.read_text())["stats"]
