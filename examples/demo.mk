@@ -64,11 +64,11 @@ $(DEMO)/student/best.weights.h5: $(DEMO)/stage2/best.weights.h5
 # 8. COCO mAP of teacher and student on the validation split
 $(DEMO)/teacher_report.json: $(DEMO)/stage2/best.weights.h5
 	$(DETKIT) eval-map $(DATA)/val.json $(COMMON) --width $(WIDTH) --weights $< \
-	    --images $(DATA)/val.txt --metric coco --out $@
+	    --metric coco --out $@
 
 $(DEMO)/student_report.json: $(DEMO)/student/best.weights.h5
 	$(DETKIT) eval-map $(DATA)/val.json $(COMMON) --width $(STUDENT_WIDTH) --weights $< \
-	    --images $(DATA)/val.txt --metric coco --out $@
+	    --metric coco --out $@
 
 # 9. the comparison table
 $(DEMO)/summary.txt: $(DEMO)/teacher_report.json $(DEMO)/student_report.json

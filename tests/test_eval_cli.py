@@ -137,14 +137,20 @@ def test_model_mode_writes_detections(dataset, tmp_path):
     from detkit.models import build_model
 
     weights = tmp_path / "tiny.weights.h5"
-    build_model("yolov3-tiny", 3, width=0.125).save_weights(weights)
+    detector = build_model("yolov3-tiny", 3, width=0.125)
+    detector.save_weights(weights)
     out = tmp_path / "report.json"
     result = invoke(dataset["gt"], "--model", "yolov3-tiny", "--width", "0.125",
                     "--weights", weights, "--input-size", "64", "--out", out)
     assert result.exit_code == 0, result.output
     written = tmp_path / "report.detections.json"
     assert isinstance(json.loads(written.read_text()), list)
-    assert json.loads(out.read_text())["inputs"]["detections"] == str(written)
+    report = json.loads(out.read_text())
+    assert report["inputs"]["detections"] == str(written)
+    model = report["model"]
+    assert (model["name"], model["width"]) == ("yolov3-tiny", 0.125)
+    assert model["params"] == detector.count_params() and model["ms_per_image"] > 0
+    assert model["weights_mb"] == round(weights.stat().st_size / 2**20, 3)
 
 
 def test_plots_without_matplotlib_is_a_clear_usage_error(dataset, tmp_path, monkeypatch):

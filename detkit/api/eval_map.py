@@ -136,8 +136,9 @@ def eval_map(ground_truth: str | os.PathLike, *, detections: str | os.PathLike |
     gt = load_ground_truth(ground_truth, format=format, classes=classes)
     if len(gt) == 0:
         raise DataError("the ground truth has no boxes: nothing to evaluate", path=gt.source)
+    model_info = None
     if model is not None:
-        detections = _run_model(ground_truth, detections, out, model=model, weights=weights,
+        detections, model_info = _run_model(ground_truth, detections, out, model=model, weights=weights,
                                 anchors=anchors, classes=classes, input_size=input_size,
                                 width=width, conf=conf, batch_size=batch_size, format=format,
                                 on_progress=on_progress)
@@ -153,6 +154,8 @@ def eval_map(ground_truth: str | os.PathLike, *, detections: str | os.PathLike |
     else:
         result = evaluate_voc(gt, dets, metric=metric, iou=iou)
         report = voc_report(result, **inputs)
+    if model_info is not None:
+        report["model"] = model_info
     plot_paths = []
     if plots is not None:
         from detkit.evaluate.plots import write_plots
@@ -168,12 +171,21 @@ def eval_map(ground_truth: str | os.PathLike, *, detections: str | os.PathLike |
                          plots=plot_paths, warnings=warnings)
 
 
-def _run_model(ground_truth, detections, out, *, on_progress, **options) -> Path:
-    """Run ``detkit predict`` over the ground truth's images; return the results json."""
+def _run_model(ground_truth, detections, out, *, on_progress, **options
+               ) -> tuple[Path, dict]:
+    """Run ``detkit predict`` over the ground truth's images.
+
+    Returns:
+        The results json and the report's ``model`` block: name, width, params,
+        weights_mb and ms_per_image (detection loop wall time per image).
+    """
     from detkit.api.predict import predict
 
     if detections is None:
         base = Path(out) if out is not None else Path(ground_truth)
         detections = base.with_name(base.stem + ".detections.json")
     result = predict(ground_truth, out=detections, on_progress=on_progress, **options)
-    return Path(result.out)
+    info = {"name": options["model"], "width": options["width"], "params": result.params,
+            "weights_mb": round(Path(options["weights"]).stat().st_size / 2**20, 3),
+            "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images}
+    return Path(result.out), info

@@ -27,6 +27,9 @@ class PredictResult:
         draw_dir: folder of drawn images, if requested.
         seconds: wall time of loading the model and running it.
         weights_summary: the weight-loading report.
+        params: the model's parameter count.
+        ms_per_image: wall time per image of the detection loop (decode, letterbox,
+            forward pass, NMS), without model building and weight loading.
     """
 
     out: Path
@@ -37,6 +40,8 @@ class PredictResult:
     draw_dir: Path | None
     seconds: float
     weights_summary: str
+    params: int = 0
+    ms_per_image: float = 0.0
 
 
 def _check_options(conf: float, iou: float, max_det: int, batch_size: int,
@@ -127,10 +132,12 @@ def predict(images: str | os.PathLike, *, weights: str | os.PathLike,
             on_progress(done, total)
 
     draw_path = None if draw_dir is None else Path(draw_dir)
+    loop_started = time.perf_counter()
     results = run_predictions(detector, image_set.items, anchor_sizes, input_size,
                               conf=conf, iou=iou, max_det=max_det, batch_size=batch_size,
                               category_ids=ids, class_names=class_names,
                               draw_dir=draw_path, on_batch=progress)
+    loop_seconds = time.perf_counter() - loop_started
     out = write_json(out, results)
     seconds = time.perf_counter() - started
     per_class = {name: 0 for name in class_names}
@@ -151,7 +158,9 @@ def predict(images: str | os.PathLike, *, weights: str | os.PathLike,
     return PredictResult(out=out, num_images=total, num_detections=len(results),
                          detections_per_class=per_class, source=image_set.kind,
                          draw_dir=draw_path, seconds=seconds,
-                         weights_summary=report.summary())
+                         weights_summary=report.summary(),
+                         params=int(detector.count_params()),
+                         ms_per_image=1000 * loop_seconds / max(total, 1))
 
 
 def _class_names(classes, dataset_names, weights: Path, read_class_names) -> list[str]:
