@@ -1,0 +1,165 @@
+"""Quality gate: a small yolov3-tiny trained from scratch on the synthetic dataset.
+
+Goal: on the synthetic dataset (256 px, 4 classes) a ``yolov3-tiny`` trained from scratch
+on a CPU within 15 minutes (wall clock, everything included) reaches mAP@0.5 >= 0.80 on
+the val split. mAP is measured with pycocotools (the reference) on ``val.json``, from
+detections made by :func:`detkit.postprocess.detect` and mapped back to image pixels by
+:func:`detkit.postprocess.to_image_coords` (predict's postprocessing). The curve (loss
+and per-term losses per epoch, mAP@0.5 every few epochs) is returned and printed.
+
+Run: ``python -m benchmarks.bench_train_quality [--quick]`` (quick: seconds, no gate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: The gate.
+TARGET_MAP50 = 0.80
+TIME_BUDGET_S = 15 * 60
+#: Full run settings (tuned for a 2-core CPU).
+FULL = dict(images=1000, size=256, classes=4, width=0.25, input_size=256, batch_size=16,
+            epochs=24, lr=2e-3, warmup_epochs=1.0, eval_every=4, jit=True, max_boxes=32)
+QUICK = dict(images=24, size=64, classes=4, width=0.0625, input_size=64, batch_size=8,
+             epochs=2, lr=1e-3, warmup_epochs=0.5, eval_every=1, jit=False, max_boxes=32)
+#: Training stops (keeping its last epoch) when this much of the budget is spent, so
+#: the final evaluation still fits in it on a slower (shared) machine.
+STOP_AT_S = TIME_BUDGET_S - 45
+#: Detection thresholds for mAP (low confidence, as COCO evaluation expects).
+CONF, IOU = 0.001, 0.45
+
+
+def coco_map50(model, val_json: Path, anchors, input_size: int, batch_size: int = 16):
+    """mAP@0.5 (and mAP@[.5:.95]) of ``model`` on a COCO ground truth, by pycocotools."""
+    import numpy as np
+    from keras import ops
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detkit.data.augment import letterbox_image
+    from detkit.data.dataset import load_dataset
+    from detkit.data.images import read_image
+    from detkit.postprocess import detect, to_image_coords
+
+    dataset = load_dataset(val_json)
+    category_ids = dataset.category_ids or list(range(len(dataset.class_names)))
+    results = []
+    records = dataset.records
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        images, sizes = [], []
+        for record in chunk:
+            image = read_image(record.image_path)
+            sizes.append((image.shape[1], image.shape[0]))
+            images.append(letterbox_image(image, input_size))
+        batch = np.stack(images).astype(np.float32) / 255.0
+        outputs = model(batch, training=False)
+        found = detect(outputs, anchors, input_size, conf=CONF, iou=IOU)
+        boxes, scores, classes, valid = (ops.convert_to_numpy(t) for t in found)
+        for i, record in enumerate(chunk):
+            n = int(valid[i])
+            if n == 0:
+                continue
+            image_boxes = to_image_coords(boxes[i, :n], sizes[i][0], sizes[i][1], input_size)
+            for box, score, cls in zip(image_boxes, scores[i, :n], classes[i, :n]):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                results.append({"image_id": int(record.image_id),
+                                "category_id": int(category_ids[int(cls)]),
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+    if not results:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(val_json))
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[1]), float(evaluator.stats[0])
+
+
+def main(quick: bool = False) -> dict:
+    import keras
+    import numpy as np
+
+    from detkit.anchors import save_anchors
+    from detkit.api.train import train
+    from detkit.data.dataset import load_dataset
+    from detkit.data.synth import make_synth_dataset
+    from detkit.kmeans import input_box_sizes, iou_kmeans
+
+    settings = QUICK if quick else FULL
+    start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="bench_train_quality_"))
+    data = work / "synth"
+    make_synth_dataset(data, images=settings["images"], size=settings["size"],
+                       classes=settings["classes"], seed=0, val_fraction=0.2)
+    train_set = load_dataset(data / "train.txt")
+    anchors = iou_kmeans(input_box_sizes(train_set.records, settings["input_size"]), 6,
+                         seed=0).anchors.astype(np.float32)
+    save_anchors(work / "anchors.txt", anchors, decimals=1)
+    input_size = settings["input_size"]
+    curve: list[dict] = []
+
+    class MapCurve(keras.callbacks.Callback):
+        """mAP@0.5 on val every ``eval_every`` epochs (and at the last one)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, "elapsed_s": round(time.perf_counter() - start, 1)}
+            row.update({k: round(float(v), 4) for k, v in (logs or {}).items()})
+            last = epoch + 1 == settings["epochs"]
+            if (epoch + 1) % settings["eval_every"] == 0 or last:
+                map50, map_all = coco_map50(self.model.network, data / "val.json",
+                                            anchors, input_size)
+                row.update(map50=round(map50, 4), map=round(map_all, 4))
+            curve.append(row)
+            print(json.dumps(row), flush=True)
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop at the batch that ends past :data:`STOP_AT_S` (full run only); the
+        epoch then ends early and its checkpoint is written."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not quick and time.perf_counter() - start > STOP_AT_S:
+                self.model.stop_training = True
+
+    result = train(data / "train.txt", stage=1, model="yolov3-tiny", width=settings["width"],
+                   anchors=work / "anchors.txt", input_size=input_size,
+                   epochs=settings["epochs"], batch_size=settings["batch_size"],
+                   lr=settings["lr"], warmup_epochs=settings["warmup_epochs"],
+                   freeze="none", seed=0, out=work / "run", workers=2,
+                   jit=settings["jit"], max_boxes=settings["max_boxes"],
+                   callbacks=[MapCurve(), TimeBudget()])
+    elapsed = time.perf_counter() - start
+    # The gate is judged on the last checkpoint, re-evaluated from the file.
+    from detkit.models import build_model
+
+    model = build_model("yolov3-tiny", len(train_set.class_names), settings["width"],
+                        input_size)
+    model.load_weights(work / "run" / "last.weights.h5")
+    map50, map_all = coco_map50(model, data / "val.json", anchors, input_size)
+    figures = {
+        "map50": round(map50, 4), "map": round(map_all, 4), "target_map50": TARGET_MAP50,
+        "wall_s": round(elapsed, 1), "budget_s": TIME_BUDGET_S,
+        "passed": bool(map50 >= TARGET_MAP50 and elapsed <= TIME_BUDGET_S) if not quick
+        else None,
+        "epochs": result.total_epochs, "train_images": len(train_set.records),
+        "settings": settings, "anchors": anchors.round(1).tolist(), "curve": curve,
+    }
+    print(f"train quality: mAP@0.5 {map50:.3f} (target {TARGET_MAP50}), "
+          f"mAP {map_all:.3f}, {elapsed:.0f} s (budget {TIME_BUDGET_S} s), "
+          f"{result.total_epochs} epochs on {len(train_set.records)} images")
+    return figures
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)

@@ -1,0 +1,442 @@
+"""Detection losses as :class:`keras.losses.Loss` subclasses (``keras.ops`` only).
+
+* :class:`YoloV3Loss`: the YOLOv3 loss over all output scales, with an ignore mask from
+  the IoU of decoded predictions with the image's ground-truth boxes.
+* :class:`FocalLoss`, :class:`HuberLoss`: classification and box-regression losses of
+  anchor-matching heads (RetinaNet / RPN), normalized by the number of positive anchors.
+* :class:`MaskedBinaryCrossentropy` and the metric :class:`MaskedBinaryAccuracy`:
+  binary objectness with an ignore label (RPN).
+
+Every loss casts its inputs to float32 (the loss dtype), so it is safe under mixed
+precision. Normalized losses return per-sample values scaled so that Keras' default
+``sum_over_batch_size`` reduction yields ``sum / normalizer`` (and stays correct when
+``tf.distribute`` divides by the number of replicas).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from detkit.decode import decode_yolov3_outputs, yolov3_target_logits
+# Anchor-matching labels of detkit.encode: a class id >= 0 marks a positive anchor,
+# NEGATIVE a background one, IGNORED an anchor left out of the loss.
+from detkit.encode import CLASS, IGNORED, NEGATIVE, OBJECTNESS
+
+#: Small constant that keeps divisions and logs finite.
+EPSILON = 1e-7
+#: Floor of the log-space size target ``log(w S / a)``: a zero-size box (which the
+#: encoder normally drops) gives a large but finite error instead of ``inf``.
+MIN_LOG_WH_TARGET = math.log(EPSILON)
+#: Box-loss and objectness-loss choices of :class:`YoloV3Loss`.
+BOX_LOSSES = ("mse", "huber", "ciou")
+OBJ_LOSSES = ("bce", "focal")
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise pieces
+# ---------------------------------------------------------------------------------------
+
+def bce_with_logits(labels, logits):
+    """Binary cross-entropy on logits, stable for any ``logits`` (elementwise).
+
+    ``max(x, 0) - x * z + log(1 + exp(-|x|))``.
+    """
+    return (ops.maximum(logits, 0.0) - logits * labels +
+            ops.log1p(ops.exp(-ops.abs(logits))))
+
+
+def focal_with_logits(labels, logits, alpha: float = 0.25, gamma: float = 2.0):
+    """Sigmoid focal loss on logits (elementwise).
+
+    ``FL = alpha_t * (1 - p_t) ** gamma * BCE(z, x)`` with ``p = sigmoid(x)``,
+    ``p_t = z p + (1 - z)(1 - p)``, ``alpha_t = z alpha + (1 - z)(1 - alpha)``.
+    ``alpha < 0`` disables the alpha weighting.
+    """
+    prob = ops.sigmoid(logits)
+    p_t = labels * prob + (1.0 - labels) * (1.0 - prob)
+    loss = ops.power(1.0 - p_t, gamma) * bce_with_logits(labels, logits)
+    if alpha >= 0:
+        loss = (labels * alpha + (1.0 - labels) * (1.0 - alpha)) * loss
+    return loss
+
+
+def huber(error, delta: float = 1.0):
+    """Huber loss of an error (elementwise): ``0.5 e^2`` if ``|e| <= delta`` else
+    ``delta (|e| - delta / 2)``."""
+    abs_error = ops.abs(error)
+    quadratic = ops.minimum(abs_error, delta)
+    return 0.5 * ops.square(quadratic) + delta * (abs_error - quadratic)
+
+
+def box_iou_xyxy(boxes_a, boxes_b):
+    """IoU of every box of ``boxes_a`` ``(B, N, 4)`` with every box of ``boxes_b``
+    ``(B, M, 4)`` (xyxy, any unit): ``(B, N, M)``. Zero-area boxes give 0, never NaN."""
+    a = boxes_a[:, :, None, :]
+    b = boxes_b[:, None, :, :]
+    inter_wh = ops.maximum(ops.minimum(a[..., 2:], b[..., 2:]) -
+                           ops.maximum(a[..., :2], b[..., :2]), 0.0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    area_a = (ops.maximum(a[..., 2] - a[..., 0], 0.0) *
+              ops.maximum(a[..., 3] - a[..., 1], 0.0))
+    area_b = (ops.maximum(b[..., 2] - b[..., 0], 0.0) *
+              ops.maximum(b[..., 3] - b[..., 1], 0.0))
+    union = area_a + area_b - inter
+    return inter / ops.maximum(union, EPSILON)
+
+
+def ciou(xy_a, wh_a, xy_b, wh_b):
+    """Complete IoU of paired boxes given as centers and sizes ``(..., 2)``: ``(...)``.
+
+    ``CIoU = IoU - rho^2 / c^2 - alpha v`` with ``rho`` the center distance, ``c`` the
+    diagonal of the enclosing box, ``v = 4 / pi^2 (atan(w_b/h_b) - atan(w_a/h_a))^2`` and
+    ``alpha = v / (1 - IoU + v)`` (held constant in the gradient).
+    """
+    half_a, half_b = wh_a / 2.0, wh_b / 2.0
+    min_a, max_a = xy_a - half_a, xy_a + half_a
+    min_b, max_b = xy_b - half_b, xy_b + half_b
+    inter_wh = ops.maximum(ops.minimum(max_a, max_b) - ops.maximum(min_a, min_b), 0.0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = wh_a[..., 0] * wh_a[..., 1] + wh_b[..., 0] * wh_b[..., 1] - inter
+    iou = inter / ops.maximum(union, EPSILON)
+    enclose_wh = ops.maximum(max_a, max_b) - ops.minimum(min_a, min_b)
+    diagonal2 = ops.sum(ops.square(enclose_wh), axis=-1)
+    rho2 = ops.sum(ops.square(xy_a - xy_b), axis=-1)
+    angle_a = ops.arctan(wh_a[..., 0] / ops.maximum(wh_a[..., 1], EPSILON))
+    angle_b = ops.arctan(wh_b[..., 0] / ops.maximum(wh_b[..., 1], EPSILON))
+    v = (4.0 / math.pi ** 2) * ops.square(angle_b - angle_a)
+    alpha = ops.stop_gradient(v / ops.maximum(1.0 - iou + v, EPSILON))
+    return iou - rho2 / ops.maximum(diagonal2, EPSILON) - alpha * v
+
+
+def _per_sample_sum(values):
+    """``(B, ...)`` -> ``(B,)`` sums over every axis but the first."""
+    return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=1)
+
+
+def _normalized(per_sample, normalizer):
+    """Scale ``(B,)`` sums so that their batch mean is ``sum(per_sample) / normalizer``."""
+    batch = ops.cast(ops.shape(per_sample)[0], per_sample.dtype)
+    return per_sample * batch / ops.maximum(normalizer, 1.0)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; received {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# YOLOv3
+# ---------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="detkit")
+class YoloV3Loss(keras.losses.Loss):
+    """The YOLOv3 loss over all output scales, averaged over the batch.
+
+    For scale ``l`` (grid ``G``, its three anchors ``a`` in input pixels, input side
+    ``S``) with raw prediction ``t = (t_x, t_y, t_w, t_h, t_o, t_c)`` and target
+    ``(x, y, w, h, o, c)`` (normalized center and size, objectness, class), each cell and
+    anchor contributes, with box weight ``s = 2 - w h`` and cell offset ``g``:
+
+    * ``xy  = o s BCE(x G - g_x, t_x) + o s BCE(y G - g_y, t_y)``
+    * ``wh  = o s 0.5 |t_wh - log(wh S / a)|^2`` (``box_loss="mse"``; ``"huber"`` uses the
+      Huber loss of the same log-space error; ``"ciou"`` replaces xy and wh by a single
+      ``box = o s (1 - CIoU(decoded, target))``)
+    * ``obj = o BCE(1, t_o) + (1 - o) [max_j IoU(decoded, g_j) < ignore_thresh] BCE(0, t_o)``
+      (``obj_loss="focal"``: the sigmoid focal loss instead of BCE), where ``g_j`` are
+      all the image's ground-truth boxes (padding rows have zero area and never count)
+    * ``cls = o sum_k BCE(onehot(c)_k, t_c_k)``
+
+    and ``loss = sum over cells, anchors and scales / B``. The ignore mask is computed
+    for all cells and padded boxes at once (no per-image loop) and carries no gradient.
+
+    ``y_true`` is a dict: ``"targets"``, one ``(B, G, G, 3, 6)`` float32 array per scale
+    (coarsest first, see :func:`detkit.encode.encode_yolov3`), and ``"boxes"``,
+    ``(B, M, 4)`` normalized xyxy ground-truth boxes, zero rows as padding.
+    ``y_pred`` is the list of raw outputs ``(B, G, G, 3, 5 + C)``, coarsest first.
+
+    Args:
+        anchors: ``(K, 2)`` anchors in input pixels, sorted by area (``K = 3 * scales``).
+        num_classes: number of classes ``C``.
+        input_size: network input side ``S`` in pixels.
+        ignore_thresh: IoU above which a negative cell's objectness is not penalized.
+        box_loss: ``"mse"``, ``"huber"`` or ``"ciou"``.
+        obj_loss: ``"bce"`` or ``"focal"``.
+        huber_delta: ``delta`` of the Huber box loss.
+        focal_alpha, focal_gamma: focal objectness parameters.
+    """
+
+    def __init__(self, anchors, num_classes: int, input_size: int,
+                 ignore_thresh: float = 0.5, box_loss: str = "mse", obj_loss: str = "bce",
+                 huber_delta: float = 1.0, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, name: str = "yolov3_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
+        if len(anchors) < 3 or len(anchors) % 3:
+            raise ValueError(f"anchors must be (3 * scales, 2); received shape "
+                             f"{anchors.shape}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1; received {num_classes}")
+        self.anchors = anchors
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.ignore_thresh = float(ignore_thresh)
+        self.box_loss = _check_choice("box_loss", box_loss, BOX_LOSSES)
+        self.obj_loss = _check_choice("obj_loss", obj_loss, OBJ_LOSSES)
+        self.huber_delta = float(huber_delta)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        scales = len(anchors) // 3
+        # Anchor indices per scale, coarsest first (the anchor_masks order).
+        self.masks = [[3 * s + i for i in range(3)] for s in reversed(range(scales))]
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """Names of the per-term losses :meth:`terms` returns (their sum is the loss)."""
+        if self.box_loss == "ciou":
+            return ("box", "obj", "cls")
+        return ("xy", "wh", "obj", "cls")
+
+    def call(self, y_true, y_pred):
+        """Per-sample loss ``(B,)``: the sum of :meth:`terms`."""
+        return sum(self.terms(y_true, y_pred).values())
+
+    def terms(self, y_true, y_pred) -> dict:
+        """Per-sample loss terms, a dict of ``(B,)`` tensors named by :attr:`term_names`."""
+        targets, gt_boxes = y_true["targets"], y_true["boxes"]
+        outputs = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
+        targets = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+        if len(outputs) != len(self.masks) or len(targets) != len(self.masks):
+            raise ValueError(f"expected {len(self.masks)} output scales and targets; "
+                             f"received {len(outputs)} outputs, {len(targets)} targets")
+        gt_boxes = ops.cast(gt_boxes, "float32")
+        totals = {name: 0.0 for name in self.term_names}
+        for raw, target, mask in zip(outputs, targets, self.masks):
+            scale_terms = self._scale_terms(ops.cast(raw, "float32"),
+                                            ops.cast(target, "float32"),
+                                            gt_boxes, self.anchors[mask])
+            for name, value in scale_terms.items():
+                totals[name] = totals[name] + value
+        return totals
+
+    def _scale_terms(self, raw, target, gt_boxes, anchors):
+        """Per-sample terms of one scale: raw ``(B, G, G, 3, 5 + C)``, target
+        ``(B, G, G, 3, 6)``, gt_boxes ``(B, M, 4)``, anchors ``(3, 2)`` input pixels."""
+        # Decoded predictions, normalized to the input (exp clamped inside the decoder).
+        pred_xy, pred_wh, obj_logit, cls_logits = decode_yolov3_outputs(
+            raw, anchors, self.input_size)
+        obj_logit = obj_logit[..., 0]
+        raw_xy, raw_wh = raw[..., 0:2], raw[..., 2:4]
+        true_xy, true_wh = target[..., 0:2], target[..., 2:4]
+        obj = target[..., OBJECTNESS]
+        cls = target[..., CLASS]
+
+        box_scale = 2.0 - true_wh[..., 0] * true_wh[..., 1]
+        weight = obj * box_scale
+        terms = {}
+        if self.box_loss == "ciou":
+            box = weight * (1.0 - ciou(pred_xy, pred_wh, true_xy, true_wh))
+            terms["box"] = _per_sample_sum(box)
+        else:
+            # Log-space targets; the floor keeps a degenerate (zero-size) box finite.
+            target_xy, target_wh = yolov3_target_logits(target, anchors, self.input_size)
+            target_wh = ops.maximum(target_wh, MIN_LOG_WH_TARGET)
+            xy = weight[..., None] * bce_with_logits(target_xy, raw_xy)
+            error = raw_wh - target_wh
+            wh_elem = (0.5 * ops.square(error) if self.box_loss == "mse"
+                       else huber(error, self.huber_delta))
+            terms["xy"] = _per_sample_sum(xy)
+            terms["wh"] = _per_sample_sum(weight[..., None] * wh_elem)
+
+        # Ignore mask: negatives whose decoded box overlaps any ground truth enough.
+        batch = ops.shape(raw)[0]
+        pred_xyxy = ops.concatenate([pred_xy - pred_wh / 2, pred_xy + pred_wh / 2], axis=-1)
+        best_iou = ops.max(box_iou_xyxy(ops.reshape(pred_xyxy, (batch, -1, 4)), gt_boxes),
+                           axis=-1)
+        keep_negative = ops.stop_gradient(ops.cast(
+            ops.reshape(best_iou, ops.shape(obj)) < self.ignore_thresh, "float32"))
+        obj_elem = (bce_with_logits(obj, obj_logit) if self.obj_loss == "bce" else
+                    focal_with_logits(obj, obj_logit, self.focal_alpha, self.focal_gamma))
+        terms["obj"] = _per_sample_sum((obj + (1.0 - obj) * keep_negative) * obj_elem)
+
+        class_ids = ops.cast(ops.maximum(cls, 0.0), "int32")
+        onehot = ops.one_hot(class_ids, self.num_classes, dtype="float32")
+        cls_elem = bce_with_logits(onehot, cls_logits)
+        terms["cls"] = _per_sample_sum(obj[..., None] * cls_elem)
+        return terms
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({
+            "anchors": self.anchors.tolist(),
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "ignore_thresh": self.ignore_thresh,
+            "box_loss": self.box_loss,
+            "obj_loss": self.obj_loss,
+            "huber_delta": self.huber_delta,
+            "focal_alpha": self.focal_alpha,
+            "focal_gamma": self.focal_gamma,
+        })
+        return config
+
+
+# ---------------------------------------------------------------------------------------
+# Anchor-matching heads
+# ---------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="detkit")
+class FocalLoss(keras.losses.Loss):
+    """Sigmoid focal loss of an anchor-matching classification head.
+
+    ``loss = sum_{a not ignored} sum_k FL(onehot(label_a)_k, x_ak) / max(1, num_pos)``,
+    with ``FL`` as in :func:`focal_with_logits` and ``num_pos`` the number of positive
+    anchors in the batch. Background anchors have an all-zero target.
+
+    ``y_true``: ``(B, A)`` integer labels as :func:`detkit.encode.encode_anchor_targets`
+    gives them (class id ``>= 0`` positive, ``NEGATIVE = -1``, ``IGNORED = -2``).
+    ``y_pred``: ``(B, A, C)`` logits (or probabilities when ``from_logits=False``).
+    """
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, from_logits: bool = True,
+                 name: str = "focal_loss", reduction: str = "sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        num_classes = ops.shape(y_pred)[-1]
+        logits = y_pred if self.from_logits else _logit(y_pred)
+        labels = ops.cast(y_true, "int32")
+        onehot = ops.one_hot(ops.maximum(labels, 0), num_classes, dtype="float32")
+        onehot = onehot * ops.cast(labels >= 0, "float32")[..., None]
+        valid = ops.cast(labels != IGNORED, "float32")[..., None]
+        per_sample = _per_sample_sum(valid * focal_with_logits(onehot, logits, self.alpha,
+                                                               self.gamma))
+        num_pos = ops.sum(ops.cast(labels >= 0, "float32"))
+        return _normalized(per_sample, num_pos)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "gamma": self.gamma,
+                       "from_logits": self.from_logits})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class HuberLoss(keras.losses.Loss):
+    """Huber (smooth-L1) box regression over positive anchors.
+
+    ``loss = sum_{a positive} sum_d Huber_delta(t_ad - y_ad) / max(1, num_pos)``.
+
+    ``y_true``: ``(B, A, D + 1)``: ``D`` regression targets (e.g. the ``deltas`` of
+    :func:`detkit.encode.encode_anchor_targets`) then the anchor's label (class id
+    ``>= 0`` for a positive anchor; ``NEGATIVE`` and ``IGNORED`` are left out).
+    ``y_pred``: ``(B, A, D)``.
+    """
+
+    def __init__(self, delta: float = 1.0, name: str = "huber_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        self.delta = float(delta)
+
+    def call(self, y_true, y_pred):
+        positive = ops.cast(y_true[..., -1] >= 0.0, "float32")
+        error = y_pred - y_true[..., :-1]
+        per_sample = _per_sample_sum(positive[..., None] * huber(error, self.delta))
+        return _normalized(per_sample, ops.sum(positive))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"delta": self.delta})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy that skips entries labelled ``ignore_label``.
+
+    ``loss = sum_{i: y_i != ignore} BCE(y_i, x_i) / max(1, #{i: y_i != ignore})``.
+
+    ``y_true``: ``(B, ...)`` labels in ``{0, 1, ignore_label}``; ``y_pred``: same shape,
+    logits (or probabilities when ``from_logits=False``).
+    """
+
+    def __init__(self, ignore_label: float = NEGATIVE, from_logits: bool = True,
+                 name: str = "masked_binary_crossentropy",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        self.ignore_label = float(ignore_label)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        logits = y_pred if self.from_logits else _logit(y_pred)
+        valid = ops.cast(y_true != self.ignore_label, "float32")
+        labels = y_true * valid
+        per_sample = _per_sample_sum(valid * bce_with_logits(labels, logits))
+        return _normalized(per_sample, ops.sum(valid))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"ignore_label": self.ignore_label, "from_logits": self.from_logits})
+        return config
+
+
+def _logit(prob):
+    """Probabilities -> logits, clipped away from 0 and 1."""
+    prob = ops.clip(prob, EPSILON, 1.0 - EPSILON)
+    return ops.log(prob) - ops.log1p(-prob)
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class MaskedBinaryAccuracy(keras.metrics.Metric):
+    """Binary accuracy over the entries not labelled ``ignore_label``.
+
+    ``accuracy = #{i valid: [p_i > threshold] == y_i} / #{i valid}``; with
+    ``from_logits=True`` the prediction is a logit and the threshold applies to
+    ``sigmoid(x)``.
+    """
+
+    def __init__(self, ignore_label: float = NEGATIVE, threshold: float = 0.5,
+                 from_logits: bool = True, name: str = "masked_binary_accuracy",
+                 dtype=None):
+        super().__init__(name=name, dtype=dtype or "float32")
+        self.ignore_label = float(ignore_label)
+        self.threshold = float(threshold)
+        self.from_logits = bool(from_logits)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        if self.from_logits:
+            y_pred = ops.sigmoid(y_pred)
+        valid = ops.cast(y_true != self.ignore_label, "float32")
+        if sample_weight is not None:
+            weight = ops.cast(sample_weight, "float32")
+            valid = valid * ops.reshape(weight, ops.shape(weight) +
+                                        (1,) * (len(valid.shape) - len(weight.shape)))
+        predicted = ops.cast(y_pred > self.threshold, "float32")
+        hits = ops.cast(predicted == y_true, "float32") * valid
+        self.correct.assign_add(ops.sum(hits))
+        self.count.assign_add(ops.sum(valid))
+
+    def result(self):
+        return ops.divide_no_nan(self.correct, self.count)
+
+    def reset_state(self):
+        self.correct.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "ignore_label": self.ignore_label,
+                "threshold": self.threshold, "from_logits": self.from_logits}

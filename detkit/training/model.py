@@ -1,0 +1,71 @@
+"""A network with its detection loss: :class:`YoloTrainingModel`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from detkit.training.strategy import num_replicas_in_sync
+
+#: Name of the weight-decay term in the logs (the network's regularization losses).
+REG_TERM = "reg"
+
+
+class YoloTrainingModel(keras.Model):
+    """Wrap ``network`` (inputs -> list of raw YOLO outputs) for ``fit``/``evaluate``.
+
+    Overrides only :meth:`compute_loss`, so the stock ``train_step`` of every backend
+    (TensorFlow, JAX, PyTorch) runs it. The loss is
+
+    ``loss = mean_b sum_terms loss.terms(y, y_pred)[term][b] + sum(network.losses)``
+
+    (the weight decay of the network's regularizers), divided by the number of
+    ``tf.distribute`` replicas (whose gradients are summed). Each term's batch mean is
+    tracked as a metric named after it (``xy``, ``wh``, ``obj``, ``cls`` or ``box``,
+    plus ``reg``), so ``fit`` logs them beside ``loss`` and ``val_*``.
+
+    ``network`` can be the full detector (images in) or its trainable part on cached
+    features (the bottleneck path): anything whose outputs the loss understands.
+    Checkpoints should save ``network``'s weights (``model.network.save_weights``);
+    ``model.save_weights`` also stores the optimizer state (the resume state).
+
+    Args:
+        network: a ``keras.Model`` returning the list of raw outputs, coarsest first.
+        loss: a :class:`detkit.losses.YoloV3Loss` (anything with ``terms(y_true, y_pred)``
+            returning ``(B,)`` tensors named by ``term_names``).
+    """
+
+    def __init__(self, network: keras.Model, loss: Any, **kwargs: Any):
+        super().__init__(name=kwargs.pop("name", f"{network.name}_training"), **kwargs)
+        self.network = network
+        self.detection_loss = loss
+        self.term_names = tuple(loss.term_names) + (REG_TERM,)
+        self.term_trackers = [keras.metrics.Mean(name=name) for name in self.term_names]
+        # No weights of its own: built when the network is (load_weights needs it).
+        self.built = bool(network.built)
+
+    def call(self, inputs, training=None):
+        outputs = self.network(inputs, training=training)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """Total loss of a (replica's) batch; updates the per-term metrics."""
+        del x, sample_weight, training
+        terms = self.detection_loss.terms(y, list(y_pred))
+        per_sample = sum(terms.values())
+        count = ops.cast(ops.shape(per_sample)[0], "float32")
+        # An empty replica batch (a short last batch split over replicas) gives 0, not NaN.
+        data_loss = ops.sum(per_sample) / ops.maximum(count, 1.0)
+        reg = ops.sum([ops.cast(ops.sum(l), "float32") for l in self.losses]) \
+            if self.losses else ops.zeros((), "float32")
+        for name, tracker in zip(self.term_names, self.term_trackers):
+            if name == REG_TERM:
+                tracker.update_state(reg)
+            else:
+                tracker.update_state(terms[name])
+        replicas = num_replicas_in_sync()
+        total = data_loss + reg
+        return total / replicas if replicas > 1 else total

@@ -1,0 +1,470 @@
+"""The stage logic behind ``detkit train``: data, model, optimizer, callbacks, ``fit``.
+
+Stage 1 (default: body frozen, lr 1e-3) trains the heads of a detector that usually
+starts from pretrained ``--weights``; stage 2 (default: nothing frozen, lr 1e-4)
+fine-tunes everything from stage 1's weights. Both are one :func:`run_training` call.
+Training images are augmented and encoded on the fly
+(:class:`detkit.training.targets.YoloTrainingTargets`); validation images are
+letterboxed only.
+
+The optimizer is Adam with global gradient-norm clipping, a linear warmup and then a
+cosine decay (``schedule="cosine"``) or ``ReduceLROnPlateau`` (``"plateau"``), and an
+optional EMA of the weights (checkpoints and validation then use the averages).
+
+:func:`fit_network` is the reusable core: it fits any compiled
+:class:`~detkit.training.model.YoloTrainingModel` on any batches with the run
+directory's callbacks (the seam for training the heads on cached bottlenecks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+
+from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
+from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, HistoryCSV,
+                                       LoaderEpoch, NanGuard, RunCheckpoint,
+                                       load_state_weights, read_history, read_state)
+from detkit.training.schedule import SCHEDULES, LinearWarmup, WarmupCosine
+from detkit.training.strategy import STRATEGIES
+
+#: Learning rate and frozen part by stage when not given.
+DEFAULT_LR = {1: 1e-3, 2: 1e-4}
+DEFAULT_FREEZE = {1: "body", 2: "none"}
+#: Global gradient-norm clip of the optimizer.
+CLIP_NORM = 10.0
+#: Momentum of the weights' exponential moving average (``--ema``).
+EMA_MOMENTUM = 0.99
+#: ``ReduceLROnPlateau`` of the plateau schedule, and ``EarlyStopping``'s min delta.
+PLATEAU_FACTOR = 0.1
+PLATEAU_PATIENCE = 3
+MIN_LR = 1e-7
+#: Policy of ``--mixed-precision`` (loss scaling is added by ``compile``).
+MIXED_POLICY = "mixed_float16"
+#: Settings a resumed run must share with the run it continues.
+RESUME_KEYS = ("model", "width", "stage", "input_size", "anchors", "class_names",
+               "monitor")
+#: Settings stage 2's ``--weights`` must share with it (from the weights' manifest).
+STAGE2_KEYS = ("model", "anchors", "class_names")
+#: Name of the run manifest.
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Every option of ``detkit train`` (``None``: the stage's default).
+
+    See ``detkit train --help`` for each; units are input pixels and epochs.
+    """
+
+    data: Path
+    stage: int = 1
+    model: str = "yolov3"
+    width: float = 1.0
+    anchors: Path | None = None
+    classes: Path | None = None
+    format: str | None = None
+    input_size: int = 416
+    epochs: int = 50
+    batch_size: int = 16
+    weights: Path | None = None
+    val: Path | None = None
+    seed: int = 0
+    out: Path = Path("runs/train")
+    lr: float | None = None
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    freeze: str | None = None
+    box_loss: str = "mse"
+    obj_loss: str = "bce"
+    ignore_thresh: float = 0.5
+    ema: bool = False
+    mixed_precision: bool = False
+    early_stopping: int = 0
+    resume: bool = False
+    strategy: str = "none"
+    workers: int = 1
+    augment: bool = True
+    steps_per_epoch: int | None = None
+    max_boxes: int = 100
+    jit: bool = False
+
+    def resolved(self) -> "TrainOptions":
+        """A copy with the stage defaults filled in and every value checked.
+
+        Raises:
+            UsageError: naming the option and the value received.
+        """
+        from detkit.losses import BOX_LOSSES, OBJ_LOSSES
+        from detkit.models import MODEL_NAMES, check_input_size
+        from detkit.models.freeze import FREEZE_MODES
+
+        if self.stage not in (1, 2):
+            raise UsageError(f"--stage must be 1 or 2, got {self.stage!r}")
+        lr = DEFAULT_LR[self.stage] if self.lr is None else self.lr
+        freeze = DEFAULT_FREEZE[self.stage] if self.freeze is None else self.freeze
+        _choice("--model", self.model, MODEL_NAMES)
+        _choice("--schedule", self.schedule, SCHEDULES)
+        _choice("--freeze", freeze, FREEZE_MODES)
+        _choice("--box-loss", self.box_loss, BOX_LOSSES)
+        _choice("--obj-loss", self.obj_loss, OBJ_LOSSES)
+        _choice("--strategy", self.strategy, STRATEGIES)
+        check_input_size(self.input_size)
+        for name, value, low in (("--epochs", self.epochs, 1),
+                                 ("--batch-size", self.batch_size, 1),
+                                 ("--workers", self.workers, 1),
+                                 ("--early-stopping", self.early_stopping, 0),
+                                 ("--seed", self.seed, 0),
+                                 ("--max-boxes", self.max_boxes, 1)):
+            if int(value) != value or value < low:
+                raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.steps_per_epoch is not None and (int(self.steps_per_epoch) !=
+                                                 self.steps_per_epoch
+                                                 or self.steps_per_epoch < 1):
+            raise UsageError(f"--steps-per-epoch must be a positive integer, "
+                             f"got {self.steps_per_epoch!r}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise UsageError(f"--lr must be a positive number, got {lr!r}")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
+        if not 0 < self.ignore_thresh <= 1:
+            raise UsageError(f"--ignore-thresh must be in (0, 1], got {self.ignore_thresh!r}")
+        if not self.width > 0:
+            raise UsageError(f"--width must be positive, got {self.width!r}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UsageError(f"--out must be a directory, and {self.out} is a file")
+        return dataclasses.replace(self, lr=float(lr), freeze=freeze,
+                                   data=Path(self.data), out=Path(self.out))
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        run_dir: the run directory.
+        epochs_run: epochs trained by this call (0 when a resumed run was complete).
+        start_epoch: epochs already done before this call (``--resume``).
+        total_epochs: epochs the run now holds.
+        monitor: the value that picked ``best`` (``val_loss`` or ``loss``).
+        best: the best ``monitor`` value and its 1-based epoch.
+        history: rows of ``history.csv`` (all epochs of the run), as dicts of floats.
+        stopped_early: ``EarlyStopping`` ended the run.
+        weights_report: what ``--weights`` loaded (``LoadReport.summary()``), if given.
+        notes: warnings worth showing (frozen random body, skipped layers, dataset fixes).
+        files: the files written.
+    """
+
+    run_dir: Path
+    epochs_run: int
+    start_epoch: int
+    total_epochs: int
+    monitor: str
+    best: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    stopped_early: bool = False
+    weights_report: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    files: list[Path] = dataclasses.field(default_factory=list)
+
+
+class FirstBatches(keras.utils.PyDataset):
+    """The first ``steps`` batches of a ``PyDataset`` each epoch (``--steps-per-epoch``)."""
+
+    def __init__(self, base: keras.utils.PyDataset, steps: int):
+        super().__init__(workers=base.workers, use_multiprocessing=base.use_multiprocessing,
+                         max_queue_size=base.max_queue_size)
+        self.base = base
+        self.steps = int(steps)
+
+    def __len__(self) -> int:
+        return min(self.steps, len(self.base))
+
+    def __getitem__(self, index: int):
+        return self.base[index]
+
+    def on_epoch_end(self) -> None:
+        self.base.on_epoch_end()
+
+
+def _batch_images(batches) -> Callable[[int], list[str]]:
+    """``batch index -> image paths`` of a :class:`DetectionBatches` in its current epoch."""
+    def images(batch: int) -> list[str]:
+        order = batches.order[batch * batches.batch_size:(batch + 1) * batches.batch_size]
+        return [str(batches.records[i].image_path) for i in order]
+    return images
+
+
+def make_optimizer(lr: float, steps_per_epoch: int, opts: TrainOptions):
+    """Adam with clipping, warmup and the cosine schedule (plateau: a plain rate)."""
+    warmup_steps = int(round(opts.warmup_epochs * steps_per_epoch))
+    if opts.schedule == "cosine":
+        rate = WarmupCosine(lr, total_steps=opts.epochs * steps_per_epoch,
+                            warmup_steps=warmup_steps)
+    else:
+        rate = lr / max(warmup_steps, 1) if warmup_steps else lr
+    return keras.optimizers.Adam(learning_rate=rate, global_clipnorm=CLIP_NORM,
+                                 use_ema=opts.ema, ema_momentum=EMA_MOMENTUM)
+
+
+def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch: int = 0,
+                val_batches=None, monitor: str = "loss", best: float = math.inf,
+                best_epoch: int = 0, state_extra: dict | None = None,
+                schedule_callbacks: Sequence[keras.callbacks.Callback] = (),
+                early_stopping: int = 0, ema: bool = False,
+                batch_images: Callable[[int], list[str]] | None = None,
+                on_saved: Callable | None = None,
+                callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
+    """Fit a compiled :class:`YoloTrainingModel` with the run directory's callbacks.
+
+    Writes ``last``/``best`` weights of ``model.network``, the resume state and
+    ``history.csv`` after every epoch; stops cleanly on a NaN/Inf loss.
+
+    Returns:
+        ``{"checkpoint": RunCheckpoint, "stopped_early": bool}``.
+
+    Raises:
+        TrainingError: a NaN or Inf loss (naming the epoch, batch and images); the files
+            of the last good epoch are kept.
+    """
+    guard = NanGuard(batch_images)
+    checkpoint = RunCheckpoint(run_dir, model.network, monitor=monitor, best=best,
+                               best_epoch=best_epoch, state_extra=state_extra,
+                               on_saved=on_saved)
+    stopper = None
+    all_callbacks: list[keras.callbacks.Callback] = [guard, *schedule_callbacks]
+    if ema:
+        # Validation sees the averaged weights, like the checkpoints.
+        all_callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
+    all_callbacks += [HistoryCSV(run_dir / HISTORY_CSV, keep_epochs=start_epoch,
+                                 order=("loss", *model.term_names)), checkpoint]
+    if early_stopping:
+        stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping)
+        all_callbacks.append(stopper)
+    all_callbacks += list(callbacks)
+    model.fit(train_batches, validation_data=val_batches, epochs=epochs,
+              initial_epoch=start_epoch, callbacks=all_callbacks, verbose=0)
+    if guard.failure is not None:
+        kept = (f"the weights of epoch {checkpoint.last_epoch or start_epoch} are kept in "
+                f"{run_dir / LAST_WEIGHTS}" if (checkpoint.last_epoch or start_epoch)
+                else "no epoch had finished, so no weights were written")
+        raise TrainingError(f"{guard.failure.describe()}; training stopped, {kept}")
+    return {"checkpoint": checkpoint,
+            "stopped_early": bool(stopper is not None and stopper.stopped_epoch > 0)}
+
+
+def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Callback] = (),
+                 config: dict | None = None) -> TrainResult:
+    """Train one stage end to end and write the run directory.
+
+    Args:
+        opts: the options (stage defaults are filled in by :meth:`TrainOptions.resolved`).
+        callbacks: extra Keras callbacks (e.g. a progress display).
+        config: the command's config to record in the manifests (the resolved options
+            are recorded over it).
+
+    Raises:
+        UsageError: bad option values.
+        DataError: unreadable dataset, anchors or class names.
+        ArtifactError, ArtifactMismatchError: unusable ``--weights`` or resume state.
+        TrainingError: NaN/Inf loss.
+    """
+    from detkit.anchors import default_anchors_path, load_anchors
+    from detkit.artifacts import read_manifest, check_agree
+    from detkit.data.dataset import load_dataset
+    from detkit.models import num_anchors
+
+    opts = opts.resolved()
+    dataset = load_dataset(opts.data, opts.format, opts.classes)
+    class_names = list(dataset.class_names)
+    val_dataset = (load_dataset(opts.val, opts.format, class_names)
+                   if opts.val is not None else None)
+    anchors_path = opts.anchors or default_anchors_path(opts.model)
+    anchors = load_anchors(anchors_path)
+    if len(anchors) != num_anchors(opts.model):
+        raise ArtifactMismatchError(
+            f"{opts.model} needs {num_anchors(opts.model)} anchors, the anchors file has "
+            f"{len(anchors)}", path=anchors_path)
+    run_dir = opts.out
+    monitor = "val_loss" if val_dataset is not None else "loss"
+    settings = {"model": opts.model, "width": opts.width, "stage": opts.stage,
+                "input_size": opts.input_size, "anchors": anchors.tolist(),
+                "class_names": class_names, "monitor": monitor}
+    notes = [summary for summary in (dataset.fixes.summary(),) if summary]
+
+    start_epoch, best, best_epoch = 0, math.inf, 0
+    state = read_state(run_dir) if opts.resume else None
+    if opts.resume and state is None:
+        notes.append(f"--resume: no state in {run_dir}, starting a new run")
+    if state is not None:
+        check_agree(str(run_dir / "state.json"), state, "this command", settings,
+                    keys=RESUME_KEYS)
+        start_epoch = int(state["epoch"])
+        best = float(state.get("best", math.inf))
+        best_epoch = int(state.get("best_epoch", 0))
+    if start_epoch >= opts.epochs:
+        _, rows = read_history(run_dir / HISTORY_CSV)
+        return TrainResult(run_dir, 0, start_epoch, start_epoch, monitor, best, best_epoch,
+                           _float_rows(rows), notes=notes + [
+                               f"the run already holds {start_epoch} epochs "
+                               f"(--epochs {opts.epochs}): nothing to do"])
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The resolved options (stage defaults filled in) over what the caller recorded.
+    config = {**(config or {}), **_plain(dataclasses.asdict(opts))}
+    inputs = [p for p in (opts.data, opts.val, anchors_path, opts.classes, opts.weights)
+              if p is not None and Path(p).is_file()]
+
+    def on_saved(path: Path, epoch: int, logs: dict) -> None:
+        from detkit.artifacts import write_manifest
+
+        write_manifest(path, command="train", config=config, inputs=inputs, seed=opts.seed,
+                       extra={**settings, "epoch": epoch,
+                              "metrics": {k: float(v) for k, v in logs.items()}})
+
+    previous_policy = keras.config.dtype_policy()
+    keras.utils.set_random_seed(opts.seed)
+    if opts.mixed_precision:
+        keras.config.set_dtype_policy(MIXED_POLICY)
+    try:
+        built = _build(opts, anchors, class_names, dataset.records,
+                       val_dataset.records if val_dataset is not None else None,
+                       start_epoch, state is not None, notes)
+        model, train_batches, val_batches, base_batches, distribution, report = built
+        if opts.stage == 2 and opts.weights is not None and state is None:
+            manifest = read_manifest(opts.weights)
+            check_agree(str(opts.weights), manifest, "this command", settings,
+                        keys=STAGE2_KEYS)
+        from detkit.artifacts import write_json
+
+        write_json(run_dir / MANIFEST, _run_manifest(config, settings, opts, inputs))
+        schedule_callbacks: list[keras.callbacks.Callback] = []
+        steps = len(train_batches)
+        if opts.schedule == "plateau":
+            warmup_steps = int(round(opts.warmup_epochs * steps))
+            if warmup_steps:
+                schedule_callbacks.append(LinearWarmup(opts.lr, warmup_steps))
+            schedule_callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+                min_lr=MIN_LR))
+        with distribution.scope():
+            outcome = fit_network(
+                model, train_batches, run_dir=run_dir, epochs=opts.epochs,
+                start_epoch=start_epoch, val_batches=val_batches, monitor=monitor,
+                best=best, best_epoch=best_epoch, state_extra=settings,
+                schedule_callbacks=schedule_callbacks, early_stopping=opts.early_stopping,
+                ema=opts.ema, batch_images=_batch_images(base_batches), on_saved=on_saved,
+                callbacks=[LoaderEpoch(base_batches), *callbacks])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    checkpoint = outcome["checkpoint"]
+    _, rows = read_history(run_dir / HISTORY_CSV)
+    files = [run_dir / name for name in (BEST_WEIGHTS, LAST_WEIGHTS, HISTORY_CSV, MANIFEST)
+             if (run_dir / name).exists()]
+    return TrainResult(run_dir, checkpoint.last_epoch - start_epoch, start_epoch,
+                       checkpoint.last_epoch, monitor, checkpoint.best, checkpoint.best_epoch,
+                       _float_rows(rows), stopped_early=outcome["stopped_early"],
+                       weights_report=report, notes=notes, files=files)
+
+
+def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], records,
+           val_records, start_epoch: int, resuming: bool, notes: list[str]):
+    """Model, batches and distribution of a run (inside the strategy's scope)."""
+    from detkit.data.loader import DetectionBatches
+    from detkit.losses import YoloV3Loss
+    from detkit.models import build_model
+    from detkit.models.freeze import freeze
+    from detkit.models.weights import load_weights_by_name
+    from detkit.training.model import YoloTrainingModel
+    from detkit.training.strategy import make_distribution
+    from detkit.training.targets import YoloTrainingTargets
+
+    num_classes = len(class_names)
+    distribution = make_distribution(opts.strategy)
+    base = DetectionBatches(records, opts.input_size, opts.batch_size, augment=opts.augment,
+                            shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
+                            encoder=YoloTrainingTargets(anchors, opts.input_size, num_classes),
+                            workers=opts.workers, epoch=start_epoch)
+    train_batches = FirstBatches(base, opts.steps_per_epoch) if opts.steps_per_epoch else base
+    val_batches = None
+    if val_records is not None:
+        val_batches = DetectionBatches(
+            val_records, opts.input_size, opts.batch_size, augment=False, shuffle=False,
+            seed=opts.seed, max_boxes=opts.max_boxes,
+            encoder=YoloTrainingTargets(anchors, opts.input_size, num_classes),
+            workers=opts.workers)
+        if opts.steps_per_epoch:
+            val_batches = FirstBatches(val_batches, opts.steps_per_epoch)
+    report = None
+    with distribution.scope():
+        detector = build_model(opts.model, num_classes, opts.width, opts.input_size)
+        if opts.weights is not None and not resuming:
+            loaded = load_weights_by_name(detector, opts.weights)
+            report = loaded.summary()
+            if opts.stage == 2 and not loaded.complete:
+                raise ArtifactMismatchError(
+                    f"stage 2 continues a trained model, but not every layer loaded:\n"
+                    f"{report}", path=opts.weights)
+            if not loaded.complete:
+                notes.append(report)
+        elif opts.freeze != "none" and not resuming:
+            notes.append(f"--freeze {opts.freeze} without --weights keeps a randomly "
+                         f"initialized part frozen; use --freeze none to train from scratch")
+        freeze(detector, opts.freeze)
+        loss = YoloV3Loss(anchors, num_classes, opts.input_size,
+                          ignore_thresh=opts.ignore_thresh, box_loss=opts.box_loss,
+                          obj_loss=opts.obj_loss)
+        model = YoloTrainingModel(detector, loss)
+        optimizer = make_optimizer(opts.lr, len(train_batches), opts)
+        model.compile(optimizer=optimizer, jit_compile=opts.jit)
+        model.optimizer.build(model.trainable_variables)
+        if resuming:
+            load_state_weights(opts.out, model)
+            if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0:
+                raise ArtifactError("the resume state holds no optimizer state; it does "
+                                    "not match this model", path=opts.out / "state.weights.h5")
+    return model, train_batches, val_batches, base, distribution, report
+
+
+def _run_manifest(config: dict, settings: dict, opts: TrainOptions,
+                  inputs: list[Path]) -> dict[str, Any]:
+    import datetime
+
+    from detkit.artifacts import library_versions, sha256_file
+
+    return {"artifact": opts.out.name, "command": "train", "config": config, **settings,
+            "num_classes": len(settings["class_names"]), "seed": opts.seed,
+            "inputs": {str(p): sha256_file(p) for p in inputs},
+            "versions": library_versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")}
+
+
+def _plain(config: dict) -> dict:
+    return {key: (os.fspath(value) if isinstance(value, Path) else value)
+            for key, value in config.items()}
+
+
+def _float_rows(rows: list[dict[str, str]]) -> list[dict[str, float]]:
+    out = []
+    for row in rows:
+        item = {}
+        for key, value in row.items():
+            try:
+                item[key] = float(value)
+            except (TypeError, ValueError):
+                item[key] = math.nan
+        out.append(item)
+    return out

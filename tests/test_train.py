@@ -1,0 +1,316 @@
+"""Training: schedule, targets, loss wrapper, callbacks, and the ``train`` command end to end.
+
+Real training runs (tiny yolov3-tiny at 64 px, a few steps) are marked slow.
+"""
+
+import csv
+import json
+import math
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from detkit.anchors import save_anchors
+from detkit.cli import app
+from detkit.losses import YoloV3Loss
+from detkit.training.callbacks import NanGuard, ema_weights, read_state
+from detkit.training.model import YoloTrainingModel
+from detkit.training.schedule import WarmupCosine
+from detkit.training.targets import YoloTrainingTargets
+
+ANCHORS = np.float32([[8, 8], [12, 16], [16, 12], [20, 24], [28, 28], [40, 40]])
+SIZE = 64
+WIDTH = "0.0625"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from detkit.data.synth import make_synth_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    make_synth_dataset(root, images=12, size=SIZE, classes=2, seed=0, val_fraction=0.25)
+    save_anchors(root / "anchors.txt", ANCHORS)
+    return root
+
+
+def base_args(dataset, out, *extra):
+    return ["train", str(dataset / "train.txt"), "--model", "yolov3-tiny", "--width", WIDTH,
+            "--anchors", str(dataset / "anchors.txt"), "--input-size", str(SIZE),
+            "--batch-size", "4", "--steps-per-epoch", "2", "--out", str(out), *extra]
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def layer_arrays(path):
+    """``{layer name path: [arrays]}`` of a weights file (by layer *name*)."""
+    from detkit.models.weights import file_layer_arrays
+
+    return file_layer_arrays(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Units (fast)
+# ---------------------------------------------------------------------------------------
+
+def test_warmup_cosine_hand_values():
+    schedule = WarmupCosine(1e-3, total_steps=14, warmup_steps=4, floor=0.1)
+    values = [float(schedule(step)) for step in range(16)]
+    np.testing.assert_allclose(values[:4], [2.5e-4, 5e-4, 7.5e-4, 1e-3], rtol=1e-6)
+    # Decay over 10 steps: the midpoint (step 9) is halfway between peak and floor.
+    np.testing.assert_allclose(values[9], 1e-3 * (0.1 + 0.9 * 0.5), rtol=1e-5)
+    np.testing.assert_allclose(values[14:], [1e-4, 1e-4], rtol=1e-5)
+    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+    clone = WarmupCosine(**schedule.get_config())
+    np.testing.assert_allclose(float(clone(7)), values[7], rtol=1e-7)
+
+
+def test_training_targets_carry_normalized_padded_boxes():
+    encoder = YoloTrainingTargets(ANCHORS, SIZE, num_classes=2)
+    boxes = np.zeros((2, 3, 4), np.float32)
+    classes = np.full((2, 3), -1, np.int32)
+    boxes[0, 0], classes[0, 0] = [8, 16, 40, 48], 1
+    boxes[0, 1], classes[0, 1] = [0, 0, 10, 10], 5          # class out of range: dropped
+    y = encoder(boxes, classes)
+    assert [t.shape for t in y["targets"]] == [(2, 2, 2, 3, 6), (2, 4, 4, 3, 6)]
+    np.testing.assert_allclose(y["boxes"][0, 0], [0.125, 0.25, 0.625, 0.75])
+    np.testing.assert_array_equal(y["boxes"][0, 1:], 0)
+    np.testing.assert_array_equal(y["boxes"][1], 0)
+    assert sum(float(t[..., 4].sum()) for t in y["targets"]) == 1.0
+
+
+def _tiny_training_model(box_loss="mse"):
+    from detkit.models import build_model
+
+    keras.utils.set_random_seed(1)
+    detector = build_model("yolov3-tiny", 2, 0.0625, SIZE)
+    loss = YoloV3Loss(ANCHORS, 2, SIZE, box_loss=box_loss)
+    return YoloTrainingModel(detector, loss), loss
+
+
+def test_training_model_loss_is_batch_mean_plus_weight_decay_and_logs_terms():
+    model, loss = _tiny_training_model()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+    boxes = np.zeros((2, 4, 4), np.float32)
+    classes = np.full((2, 4), -1, np.int32)
+    boxes[0, :2] = [[4, 4, 30, 40], [30, 20, 60, 60]]
+    classes[0, :2] = [0, 1]
+    y = YoloTrainingTargets(ANCHORS, SIZE, 2)(boxes, classes)
+    y_pred = model(images)
+    total = float(model.compute_loss(images, y, y_pred))
+    expected_data = float(loss(y, y_pred))
+    reg = float(sum(float(keras.ops.sum(l)) for l in model.losses))
+    assert reg > 0  # the detector has L2 weight decay
+    np.testing.assert_allclose(total, expected_data + reg, rtol=1e-5)
+    results = {m.name: float(m.result()) for m in model.term_trackers}
+    assert list(results) == ["xy", "wh", "obj", "cls", "reg"]
+    np.testing.assert_allclose(sum(results[n] for n in ("xy", "wh", "obj", "cls")),
+                               expected_data, rtol=1e-5)
+    np.testing.assert_allclose(results["reg"], reg, rtol=1e-5)
+    # Those trackers are what fit() logs.
+    assert {"xy", "wh", "obj", "cls", "reg"} <= {m.name for m in model.metrics}
+
+
+def test_nan_guard_stops_and_names_the_batch():
+    model, _ = _tiny_training_model()
+    guard = NanGuard(lambda batch: [f"img{batch}_{i}.jpg" for i in range(2)])
+    guard.set_model(model)
+    model.stop_training = False  # what fit() sets
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(0, {"loss": 3.5})
+    assert guard.failure is None and not model.stop_training
+    guard.on_train_batch_end(4, {"loss": float("nan")})
+    guard.on_train_batch_end(5, {"loss": float("inf")})   # the first one is kept
+    assert model.stop_training
+    message = guard.failure.describe()
+    assert "epoch 3, batch 5" in message and "img4_0.jpg" in message and "nan" in message
+
+
+def test_ema_weights_swaps_in_the_averages_and_back():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(0.1, use_ema=True, ema_momentum=0.5), loss="mse")
+    for _ in range(3):  # not fit(): it ends by copying the averages into the weights
+        model.train_on_batch(np.ones((4, 3)), np.ones((4, 2)))
+    raw = [v.numpy().copy() for v in model.trainable_variables]
+    averages = [v.numpy().copy()
+                for v in model.optimizer._model_variables_moving_average]
+    assert not np.allclose(raw[0], averages[0])
+    with ema_weights(model) as swapped:
+        assert swapped
+        for variable, average in zip(model.trainable_variables, averages):
+            np.testing.assert_allclose(variable.numpy(), average)
+    for variable, value in zip(model.trainable_variables, raw):
+        np.testing.assert_allclose(variable.numpy(), value)
+
+
+@pytest.mark.parametrize("extra,code,message", [
+    (["--schedule", "linear"], 2, "--schedule must be one of cosine, plateau"),
+    (["--stage", "3"], 2, "--stage must be 1 or 2"),
+    (["--box-loss", "giou"], 2, "--box-loss must be one of mse, huber, ciou"),
+    (["--freeze", "head"], 2, "--freeze must be one of"),
+    (["--lr", "-1"], 2, "--lr must be a positive number"),
+    (["--input-size", "50"], 2, "multiple of 32"),
+    (["--strategy", "tpu"], 2, "--strategy must be one of"),
+])
+def test_cli_rejects_bad_options(dataset, tmp_path, extra, code, message):
+    result = runner.invoke(app, base_args(dataset, tmp_path / "run", *extra))
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_reports_bad_inputs(dataset, tmp_path):
+    result = runner.invoke(app, base_args(dataset, tmp_path / "run", "--model", "yolov3"))
+    assert result.exit_code == 1
+    assert "yolov3 needs 9 anchors, the anchors file has 6" in result.output
+    args = base_args(dataset, tmp_path / "run")
+    args[1] = str(dataset / "missing.txt")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "missing.txt: dataset not found" in result.output
+
+
+# ---------------------------------------------------------------------------------------
+# Real training (slow)
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
+    from detkit.models import build_model
+
+    keras.utils.set_random_seed(5)
+    init = tmp_path / "init.weights.h5"
+    build_model("yolov3-tiny", 2, 0.0625, SIZE).save_weights(init)
+    stage1 = tmp_path / "stage1"
+    result = runner.invoke(app, base_args(dataset, stage1, "--stage", "1", "--epochs", "2",
+                                          "--weights", str(init), "--val",
+                                          str(dataset / "val.txt")))
+    assert result.exit_code == 0, result.output
+    assert "best val_loss" in result.output
+    for name in ("best.weights.h5", "last.weights.h5", "history.csv", "manifest.json",
+                 "state.json", "best.weights.h5.manifest.json"):
+        assert (stage1 / name).is_file(), name
+    rows = read_csv(stage1 / "history.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0])[:8] == ["epoch", "lr", "loss", "xy", "wh", "obj", "cls", "reg"]
+    assert "val_loss" in rows[0] and "val_obj" in rows[0]
+    for row in rows:
+        assert all(math.isfinite(float(v)) for v in row.values())
+    manifest = json.loads((stage1 / "manifest.json").read_text())
+    assert manifest["model"] == "yolov3-tiny" and manifest["stage"] == 1
+    assert manifest["class_names"] == (dataset / "classes.txt").read_text().split()
+    np.testing.assert_allclose(manifest["anchors"], ANCHORS)
+    assert manifest["config"]["freeze"] == "body" and "versions" in manifest
+
+    # Stage 1 froze the body: its weights (BN statistics included) are the initial ones;
+    # the heads moved.
+    before, after = layer_arrays(init), layer_arrays(stage1 / "last.weights.h5")
+    body = [k for k in before if k.startswith("body/")]
+    heads = [k for k in before if k.startswith("heads/")]
+    assert body and heads
+    for key in body:
+        for a, b in zip(before[key], after[key]):
+            np.testing.assert_array_equal(a, b, err_msg=key)
+    assert any(not np.allclose(a, b) for key in heads
+               for a, b in zip(before[key], after[key]))
+
+    stage2 = tmp_path / "stage2"
+    result = runner.invoke(app, base_args(dataset, stage2, "--stage", "2", "--epochs", "1",
+                                          "--weights", str(stage1 / "best.weights.h5")))
+    assert result.exit_code == 0, result.output
+    tuned = layer_arrays(stage2 / "last.weights.h5")
+    assert any(not np.allclose(a, b) for key in body for a, b in zip(after[key], tuned[key]))
+    assert json.loads((stage2 / "manifest.json").read_text())["config"]["freeze"] == "none"
+    assert "best loss" in result.output  # no --val: best tracks the training loss
+
+    # Stage 2 refuses weights trained with other anchors.
+    other = tmp_path / "other_anchors.txt"
+    save_anchors(other, ANCHORS * 2)
+    args = base_args(dataset, tmp_path / "stage2b", "--stage", "2", "--weights",
+                     str(stage1 / "best.weights.h5"))
+    args[args.index("--anchors") + 1] = str(other)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "anchors" in result.output and "disagree" in result.output
+
+
+def _run(dataset, out, **options):
+    from detkit.api.train import train
+
+    base = dict(model="yolov3-tiny", width=0.0625, anchors=dataset / "anchors.txt",
+                input_size=SIZE, batch_size=4, steps_per_epoch=2, freeze="none", out=out)
+    base.update(options)
+    return train(dataset / "train.txt", **base)
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(dataset, tmp_path):
+    straight = _run(dataset, tmp_path / "straight", epochs=2)
+    first = _run(dataset, tmp_path / "resumed", epochs=1)
+    assert first.total_epochs == 1 and read_state(tmp_path / "resumed")["epoch"] == 1
+    resumed = _run(dataset, tmp_path / "resumed", epochs=2, resume=True)
+    assert (resumed.start_epoch, resumed.epochs_run, resumed.total_epochs) == (1, 1, 2)
+    assert [row["epoch"] for row in resumed.history] == [1.0, 2.0]
+    np.testing.assert_allclose([r["loss"] for r in resumed.history],
+                               [r["loss"] for r in straight.history], rtol=1e-4)
+    a = layer_arrays(tmp_path / "straight" / "last.weights.h5")
+    b = layer_arrays(tmp_path / "resumed" / "last.weights.h5")
+    for key in a:
+        for x, y in zip(a[key], b[key]):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=key)
+    with h5py.File(tmp_path / "resumed" / "state.weights.h5") as handle:
+        assert int(handle.attrs["detkit_epoch"]) == 2
+    # A complete run has nothing left to do; other settings are refused.
+    again = _run(dataset, tmp_path / "resumed", epochs=2, resume=True)
+    assert again.epochs_run == 0 and "nothing to do" in again.notes[-1]
+    from detkit.errors import ArtifactMismatchError
+
+    with pytest.raises(ArtifactMismatchError, match="width"):
+        _run(dataset, tmp_path / "resumed", epochs=3, resume=True, width=0.125)
+
+
+@pytest.mark.slow
+def test_nan_guard_keeps_last_good_epoch(dataset, tmp_path, monkeypatch):
+    """A NaN batch in epoch 2 stops the run naming it; epoch 1's files stay."""
+    from detkit.data.loader import DetectionBatches
+
+    original = DetectionBatches.__getitem__
+
+    def poisoned(self, batch):
+        images, targets = original(self, batch)
+        if self.augment and self.epoch == 1 and batch == 1:
+            images = np.full_like(images, np.nan)
+        return images, targets
+
+    monkeypatch.setattr(DetectionBatches, "__getitem__", poisoned)
+    out = tmp_path / "run"
+    # Also exercises the other options: EMA, plateau schedule, CIoU and focal losses.
+    result = runner.invoke(app, base_args(dataset, out, "--epochs", "3", "--freeze", "none",
+                                          "--ema", "--schedule", "plateau", "--box-loss",
+                                          "ciou", "--obj-loss", "focal"))
+    assert result.exit_code == 1, result.output
+    assert "loss became nan at epoch 2, batch 2 (images:" in result.output
+    assert "weights of epoch 1 are kept" in result.output
+    assert read_state(out)["epoch"] == 1
+    rows = read_csv(out / "history.csv")
+    assert rows[0]["epoch"] == "1" and math.isfinite(float(rows[0]["loss"]))
+    assert list(rows[0])[:6] == ["epoch", "lr", "loss", "box", "obj", "cls"]
+    for arrays in layer_arrays(out / "last.weights.h5").values():
+        for array in arrays:
+            assert np.all(np.isfinite(array))
+    manifest = json.loads((out / "last.weights.h5.manifest.json").read_text())
+    assert manifest["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_mixed_precision_run_is_finite_and_restores_the_policy(dataset, tmp_path):
+    result = _run(dataset, tmp_path / "mp", epochs=1, steps_per_epoch=1,
+                  mixed_precision=True)
+    assert math.isfinite(result.history[0]["loss"])
+    assert keras.config.dtype_policy().name == "float32"
