@@ -94,6 +94,14 @@ class TrainOptions:
     steps_per_epoch: int | None = None
     max_boxes: int = 100
     jit: bool = False
+    bottlenecks: Path | None = None
+    labels: Path | None = None
+    bottleneck_epochs: int = 0
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run: the cached-feature phase (if any), then ``epochs``."""
+        return (self.bottleneck_epochs if self.bottlenecks is not None else 0) + self.epochs
 
     def resolved(self) -> "TrainOptions":
         """A copy with the stage defaults filled in and every value checked.
@@ -116,7 +124,19 @@ class TrainOptions:
         _choice("--obj-loss", self.obj_loss, OBJ_LOSSES)
         _choice("--strategy", self.strategy, STRATEGIES)
         check_input_size(self.input_size)
-        for name, value, low in (("--epochs", self.epochs, 1),
+        if self.bottlenecks is not None:
+            if self.stage != 1:
+                raise UsageError(f"--bottlenecks trains the heads of stage 1, "
+                                 f"not stage {self.stage}")
+            if self.labels is None:
+                raise UsageError("--bottlenecks needs --labels (the labels.npz of the same "
+                                 "images, from encode-labels)")
+        elif self.bottleneck_epochs:
+            raise UsageError("--bottleneck-epochs needs --bottlenecks (a cache-bottlenecks "
+                             "file)")
+        for name, value, low in (("--epochs", self.epochs,
+                                  0 if self.bottlenecks is not None else 1),
+                                 ("--bottleneck-epochs", self.bottleneck_epochs, 0),
                                  ("--batch-size", self.batch_size, 1),
                                  ("--workers", self.workers, 1),
                                  ("--early-stopping", self.early_stopping, 0),
@@ -139,6 +159,8 @@ class TrainOptions:
             raise UsageError(f"--width must be positive, got {self.width!r}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise UsageError(f"--out must be a directory, and {self.out} is a file")
+        if self.total_epochs < 1:
+            raise UsageError("nothing to train: --epochs and --bottleneck-epochs are 0")
         return dataclasses.replace(self, lr=float(lr), freeze=freeze,
                                    data=Path(self.data), out=Path(self.out))
 
@@ -314,18 +336,19 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
         start_epoch = int(state["epoch"])
         best = float(state.get("best", math.inf))
         best_epoch = int(state.get("best_epoch", 0))
-    if start_epoch >= opts.epochs:
+    total_epochs = opts.total_epochs
+    if start_epoch >= total_epochs:
         _, rows = read_history(run_dir / HISTORY_CSV)
         return TrainResult(run_dir, 0, start_epoch, start_epoch, monitor, best, best_epoch,
                            _float_rows(rows), notes=notes + [
                                f"the run already holds {start_epoch} epochs "
-                               f"(--epochs {opts.epochs}): nothing to do"])
+                               f"(--epochs {total_epochs}): nothing to do"])
 
     run_dir.mkdir(parents=True, exist_ok=True)
     # The resolved options (stage defaults filled in) over what the caller recorded.
     config = {**(config or {}), **_plain(dataclasses.asdict(opts))}
-    inputs = [p for p in (opts.data, opts.val, anchors_path, opts.classes, opts.weights)
-              if p is not None and Path(p).is_file()]
+    inputs = [p for p in (opts.data, opts.val, anchors_path, opts.classes, opts.weights,
+                          opts.labels) if p is not None and Path(p).is_file()]
 
     def on_saved(path: Path, epoch: int, logs: dict) -> None:
         from detkit.artifacts import write_manifest
@@ -338,11 +361,13 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
     keras.utils.set_random_seed(opts.seed)
     if opts.mixed_precision:
         keras.config.set_dtype_policy(MIXED_POLICY)
+    # Stage 1 with --bottlenecks runs two phases numbered as one run: epochs
+    # [0, B) train the heads on cached features, epochs [B, B + E) go on with frozen-body
+    # training on images, starting from the phase-1 weights with a fresh optimizer.
+    cache_epochs = total_epochs - opts.epochs
+    report = None
+    stopped_early = False
     try:
-        built = _build(opts, anchors, class_names, dataset.records,
-                       val_dataset.records if val_dataset is not None else None,
-                       start_epoch, state is not None, notes)
-        model, train_batches, val_batches, base_batches, distribution, report = built
         if opts.stage == 2 and opts.weights is not None and state is None:
             manifest = read_manifest(opts.weights)
             check_agree(str(opts.weights), manifest, "this command", settings,
@@ -350,23 +375,35 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
         from detkit.artifacts import write_json
 
         write_json(run_dir / MANIFEST, _run_manifest(config, settings, opts, inputs))
-        schedule_callbacks: list[keras.callbacks.Callback] = []
-        steps = len(train_batches)
-        if opts.schedule == "plateau":
-            warmup_steps = int(round(opts.warmup_epochs * steps))
-            if warmup_steps:
-                schedule_callbacks.append(LinearWarmup(opts.lr, warmup_steps))
-            schedule_callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-                min_lr=MIN_LR))
-        with distribution.scope():
-            outcome = fit_network(
-                model, train_batches, run_dir=run_dir, epochs=opts.epochs,
-                start_epoch=start_epoch, val_batches=val_batches, monitor=monitor,
-                best=best, best_epoch=best_epoch, state_extra=settings,
-                schedule_callbacks=schedule_callbacks, early_stopping=opts.early_stopping,
-                ema=opts.ema, batch_images=_batch_images(base_batches), on_saved=on_saved,
-                callbacks=[LoaderEpoch(base_batches), *callbacks])
+        fit_options = dict(run_dir=run_dir, monitor=monitor, state_extra=settings,
+                           ema=opts.ema, on_saved=on_saved)
+        val_records = val_dataset.records if val_dataset is not None else None
+        if start_epoch < cache_epochs:
+            outcome, report = _fit_on_cache(
+                opts, anchors, class_names, dataset.records, val_records, notes,
+                start_epoch=start_epoch, resuming=state is not None, callbacks=callbacks,
+                fit_options={**fit_options, "best": best, "best_epoch": best_epoch})
+            best, best_epoch = outcome["checkpoint"].best, outcome["checkpoint"].best_epoch
+            stopped_early = outcome["stopped_early"]
+        if opts.epochs and not stopped_early:
+            # Phase 2 resumes its own state only once it has finished an epoch.
+            resuming = state is not None and start_epoch > cache_epochs
+            first = max(start_epoch, cache_epochs)
+            weights = opts.weights if not cache_epochs else run_dir / LAST_WEIGHTS
+            image_opts = dataclasses.replace(opts, weights=weights)
+            built = _build(image_opts, anchors, class_names, dataset.records, val_records,
+                           first, resuming, notes)
+            model, train_batches, val_batches, base_batches, distribution, loaded = built
+            report = loaded or report
+            with distribution.scope():
+                outcome = fit_network(
+                    model, train_batches, epochs=total_epochs, start_epoch=first,
+                    val_batches=val_batches, best=best, best_epoch=best_epoch,
+                    schedule_callbacks=_schedule_callbacks(opts, monitor, len(train_batches)),
+                    early_stopping=opts.early_stopping,
+                    batch_images=_batch_images(base_batches),
+                    callbacks=[LoaderEpoch(base_batches), *callbacks], **fit_options)
+            stopped_early = outcome["stopped_early"]
     finally:
         keras.config.set_dtype_policy(previous_policy)
     checkpoint = outcome["checkpoint"]
@@ -375,8 +412,92 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
              if (run_dir / name).exists()]
     return TrainResult(run_dir, checkpoint.last_epoch - start_epoch, start_epoch,
                        checkpoint.last_epoch, monitor, checkpoint.best, checkpoint.best_epoch,
-                       _float_rows(rows), stopped_early=outcome["stopped_early"],
+                       _float_rows(rows), stopped_early=stopped_early,
                        weights_report=report, notes=notes, files=files)
+
+
+def _schedule_callbacks(opts: TrainOptions, monitor: str,
+                        steps: int) -> list[keras.callbacks.Callback]:
+    """Warmup and ``ReduceLROnPlateau`` of the plateau schedule (cosine needs none)."""
+    callbacks: list[keras.callbacks.Callback] = []
+    if opts.schedule == "plateau":
+        warmup_steps = int(round(opts.warmup_epochs * steps))
+        if warmup_steps:
+            callbacks.append(LinearWarmup(opts.lr, warmup_steps))
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
+            min_lr=MIN_LR))
+    return callbacks
+
+
+def _fit_on_cache(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], records,
+                  val_records, notes: list[str], *, start_epoch: int, resuming: bool,
+                  callbacks: Sequence[keras.callbacks.Callback], fit_options: dict):
+    """Phase 1 of ``--bottlenecks``: fit the part after the cache's split on its features.
+
+    The detector starts from the weights the cache was computed with
+    (:func:`detkit.bottleneck_training.cache_weights`); ``val_*`` comes from the full
+    detector on the validation images. Returns ``(fit_network's outcome, load report)``.
+    """
+    from detkit.bottleneck_training import (CachedFeaturesTrainingModel, FullModelValidation,
+                                            cache_weights, cached_batches, open_cache)
+    from detkit.data.loader import DetectionBatches
+    from detkit.labels import load_labels
+    from detkit.losses import YoloV3Loss
+    from detkit.models import build_model
+    from detkit.models.freeze import freeze
+    from detkit.models.weights import load_weights_by_name
+    from detkit.training.model import YoloTrainingModel
+    from detkit.training.targets import YoloTrainingTargets
+
+    image_paths = [str(record.image_path) for record in records]
+    weights = cache_weights(opts.bottlenecks, opts.weights)
+    labels = load_labels(opts.labels, settings={"anchors": anchors,
+                                                "input_size": opts.input_size,
+                                                "class_names": class_names},
+                         image_paths=image_paths)
+    cache = open_cache(opts.bottlenecks, model=opts.model, width=opts.width,
+                       input_size=opts.input_size, weights=weights, image_paths=image_paths,
+                       labels=labels)
+    split = str(cache.settings["split"])
+    detector = build_model(opts.model, len(class_names), opts.width, opts.input_size)
+    report = None
+    if not resuming:
+        loaded = load_weights_by_name(detector, weights)
+        report = loaded.summary()
+        if not loaded.complete:
+            notes.append(report)
+    freeze(detector, split)
+    loss = YoloV3Loss(anchors, len(class_names), opts.input_size,
+                      ignore_thresh=opts.ignore_thresh, box_loss=opts.box_loss,
+                      obj_loss=opts.obj_loss)
+    batches = cached_batches(cache, labels, opts.batch_size, seed=opts.seed,
+                             max_boxes=opts.max_boxes, workers=opts.workers, epoch=start_epoch)
+    trainer = CachedFeaturesTrainingModel(detector, split, loss)
+    cache_epochs = opts.total_epochs - opts.epochs
+    trainer.compile(optimizer=make_optimizer(opts.lr, len(batches),
+                                             dataclasses.replace(opts, epochs=cache_epochs)))
+    trainer.optimizer.build(trainer.trainable_variables)
+    if resuming:
+        load_state_weights(opts.out, trainer)
+    schedule = _schedule_callbacks(opts, fit_options["monitor"], len(batches))
+    if val_records is not None:
+        evaluator = YoloTrainingModel(detector, loss)
+        evaluator.compile()
+        val_batches = DetectionBatches(
+            val_records, opts.input_size, opts.batch_size, augment=False, shuffle=False,
+            seed=opts.seed, max_boxes=opts.max_boxes,
+            encoder=YoloTrainingTargets(anchors, opts.input_size, len(class_names)),
+            workers=opts.workers)
+        schedule.insert(0, FullModelValidation(evaluator, val_batches))
+    try:
+        outcome = fit_network(trainer, batches, epochs=cache_epochs, start_epoch=start_epoch,
+                              schedule_callbacks=schedule, early_stopping=opts.early_stopping,
+                              batch_images=batches.batch_images,
+                              callbacks=[LoaderEpoch(batches), *callbacks], **fit_options)
+    finally:
+        cache.close()
+    return outcome, report
 
 
 def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], records,
@@ -427,6 +548,7 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
                           ignore_thresh=opts.ignore_thresh, box_loss=opts.box_loss,
                           obj_loss=opts.obj_loss)
         model = YoloTrainingModel(detector, loss)
+        # The cosine schedule spans this phase's epochs (after a --bottlenecks phase too).
         optimizer = make_optimizer(opts.lr, len(train_batches), opts)
         model.compile(optimizer=optimizer, jit_compile=opts.jit)
         model.optimizer.build(model.trainable_variables)
