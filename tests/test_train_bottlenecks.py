@@ -1,0 +1,116 @@
+"""``train --stage 1 --bottlenecks``: heads on cached features, then images, as one run."""
+
+import csv
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from detkit.cli import app
+
+runner = CliRunner()
+SIZE, WIDTH = "64", "0.125"
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A tiny dataset with anchors, labels.npz and a bottleneck cache."""
+    root = tmp_path_factory.mktemp("chain")
+    data = root / "data"
+    steps = [
+        ["synth", str(data), "--images", "20", "--size", SIZE, "--classes", "3",
+         "--val-fraction", "0.25"],
+        ["kmeans-anchors", str(data / "train.txt"), "--k", "6", "--input-size", SIZE,
+         "--out", str(root / "anchors.txt")],
+        ["encode-labels", str(data / "train.txt"), "--anchors", str(root / "anchors.txt"),
+         "--input-size", SIZE, "--out", str(root / "labels.npz")],
+        ["cache-bottlenecks", str(data / "train.txt"), "--model", "yolov3-tiny", "--width",
+         WIDTH, "--anchors", str(root / "anchors.txt"), "--input-size", SIZE,
+         "--out", str(root / "cache.h5")],
+    ]
+    for argv in steps:
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 0, (argv[0], result.output)
+    return root
+
+
+def train_args(chain, out, *extra):
+    return ["train", str(chain / "data" / "train.txt"), "--stage", "1", "--model",
+            "yolov3-tiny", "--width", WIDTH, "--anchors", str(chain / "anchors.txt"),
+            "--input-size", SIZE, "--bottlenecks", str(chain / "cache.h5"), "--labels",
+            str(chain / "labels.npz"), "--batch-size", "8", "--out", str(out), *extra]
+
+
+def history(run_dir):
+    with open(run_dir / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def head_kernels(path):
+    from detkit.models import build_model
+
+    model = build_model("yolov3-tiny", 3, width=float(WIDTH))
+    model.load_weights(path)
+    heads = model.get_layer("heads")
+    return {layer.name: np.array(layer.get_weights()[0]) for layer in heads.layers
+            if layer.name.startswith("head_out")}, model
+
+
+@pytest.mark.slow
+def test_cache_phase_then_images_is_one_run(chain, tmp_path):
+    out = tmp_path / "s1"
+    result = runner.invoke(app, train_args(chain, out, "--bottleneck-epochs", "2",
+                                           "--epochs", "1", "--val",
+                                           str(chain / "data" / "val.txt")))
+    assert result.exit_code == 0, result.output
+    rows = history(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+    # the heads moved away from the cache's initial weights, the body did not
+    trained, model = head_kernels(out / "last.weights.h5")
+    initial, init_model = head_kernels(chain / "cache.init.weights.h5")
+    assert all(not np.allclose(trained[name], initial[name]) for name in trained)
+    body, init_body = model.get_layer("body"), init_model.get_layer("body")
+    for a, b in zip(body.get_weights(), init_body.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_resume_at_phase_boundary_continues_on_images(chain, tmp_path):
+    out = tmp_path / "s1"
+    first = runner.invoke(app, train_args(chain, out, "--bottleneck-epochs", "1",
+                                          "--epochs", "0"))
+    assert first.exit_code == 0, first.output
+    assert len(history(out)) == 1
+    second = runner.invoke(app, train_args(chain, out, "--bottleneck-epochs", "1",
+                                           "--epochs", "1", "--resume"))
+    assert second.exit_code == 0, second.output
+    assert "epochs: 1 -> 2" in second.output
+    assert [int(r["epoch"]) for r in history(out)] == [1, 2]
+
+
+def without(argv, option):
+    """``argv`` less ``option`` and its value."""
+    index = argv.index(option)
+    return argv[:index] + argv[index + 2:]
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda argv: without(argv, "--labels"), "--bottlenecks needs --labels"),
+    (lambda argv: without(without(argv, "--labels"), "--bottlenecks"),
+     "--bottleneck-epochs needs --bottlenecks"),
+    (lambda argv: argv + ["--stage", "2"], "not stage 2"),
+])
+def test_bottleneck_option_errors(chain, tmp_path, edit, message):
+    argv = edit(train_args(chain, tmp_path / "r", "--bottleneck-epochs", "1"))
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_cache_of_other_width_is_refused(chain, tmp_path):
+    argv = train_args(chain, tmp_path / "r", "--bottleneck-epochs", "1", "--epochs", "0")
+    argv[argv.index("--width") + 1] = "0.25"
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1
+    assert "width" in result.output
