@@ -17,6 +17,10 @@ WIDTH ?= 0.5
 STUDENT_WIDTH ?= 0.25
 IMAGES ?= 400
 SEED ?= 0
+BATCH ?= 16
+BOTTLENECK_EPOCHS ?= 10
+EPOCHS ?= 30
+DISTILL_EPOCHS ?= 30
 COMMON = --model $(MODEL) --anchors $(DEMO)/anchors.txt --classes $(DATA)/classes.txt \
          --input-size $(SIZE) --seed $(SEED)
 
@@ -45,20 +49,20 @@ $(DEMO)/bottlenecks.h5: $(DATA)/train.txt $(DEMO)/anchors.txt
 $(DEMO)/stage1/best.weights.h5: $(DEMO)/bottlenecks.h5 $(DEMO)/labels.npz
 	$(DETKIT) train $(DATA)/train.txt --stage 1 $(COMMON) --width $(WIDTH) \
 	    --bottlenecks $(DEMO)/bottlenecks.h5 --labels $(DEMO)/labels.npz \
-	    --bottleneck-epochs 10 --epochs 0 --batch-size 16 --val $(DATA)/val.txt \
+	    --bottleneck-epochs $(BOTTLENECK_EPOCHS) --epochs 0 --batch-size $(BATCH) --val $(DATA)/val.txt \
 	    --out $(DEMO)/stage1
 
 # 6. stage 2: fine-tune everything at a lower learning rate
 $(DEMO)/stage2/best.weights.h5: $(DEMO)/stage1/best.weights.h5
 	$(DETKIT) train $(DATA)/train.txt --stage 2 $(COMMON) --width $(WIDTH) \
-	    --weights $< --epochs 30 --batch-size 16 --lr 1e-3 --val $(DATA)/val.txt \
+	    --weights $< --epochs $(EPOCHS) --batch-size $(BATCH) --lr 1e-3 --val $(DATA)/val.txt \
 	    --out $(DEMO)/stage2
 
 # 7. a smaller student distilled from the stage-2 teacher
 $(DEMO)/student/best.weights.h5: $(DEMO)/stage2/best.weights.h5
 	$(DETKIT) distill $(DATA)/train.txt --teacher $< --teacher-model $(MODEL) \
 	    --teacher-width $(WIDTH) $(COMMON) --width $(STUDENT_WIDTH) --alpha 0.5 \
-	    --stage 2 --epochs 30 --batch-size 16 --lr 1e-3 --val $(DATA)/val.txt \
+	    --stage 2 --epochs $(DISTILL_EPOCHS) --batch-size $(BATCH) --lr 1e-3 --val $(DATA)/val.txt \
 	    --out $(DEMO)/student
 
 # 8. COCO mAP of teacher and student on the validation split

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from detkit.artifacts import write_text
+from detkit.artifacts import write_manifest, write_text
 from detkit.compare import ReportRow, format_table, read_report_row
 from detkit.errors import UsageError
 
@@ -28,4 +28,6 @@ def compare(reports: Sequence[str | os.PathLike], *,
     table = format_table(rows)
     if out is not None:
         write_text(out, table)
+        write_manifest(out, command="compare", config={"reports": [str(p) for p in reports]},
+                       inputs=reports, extra={"rows": [dataclasses.asdict(r) for r in rows]})
     return CompareResult(rows=rows, table=table, out=None if out is None else Path(out))
