@@ -13,16 +13,19 @@ DATA := $(DEMO)/data
 SIZE ?= 256
 MODEL ?= yolov3-tiny
 # teacher and student widths (channel multipliers)
-WIDTH ?= 0.5
-STUDENT_WIDTH ?= 0.25
+WIDTH ?= 0.25
+STUDENT_WIDTH ?= 0.125
 IMAGES ?= 400
 SEED ?= 0
 BATCH ?= 16
-BOTTLENECK_EPOCHS ?= 10
-EPOCHS ?= 30
-DISTILL_EPOCHS ?= 30
-COMMON = --model $(MODEL) --anchors $(DEMO)/anchors.txt --classes $(DATA)/classes.txt \
-         --input-size $(SIZE) --seed $(SEED)
+LR ?= 2e-3
+BOTTLENECK_EPOCHS ?= 5
+EPOCHS ?= 16
+DISTILL_EPOCHS ?= 16
+# options every model-running stage shares (training stages add --seed)
+MODEL_ARGS = --model $(MODEL) --anchors $(DEMO)/anchors.txt --classes $(DATA)/classes.txt \
+             --input-size $(SIZE)
+COMMON = $(MODEL_ARGS) --seed $(SEED)
 
 .PHONY: all
 all: $(DEMO)/summary.txt
@@ -55,23 +58,23 @@ $(DEMO)/stage1/best.weights.h5: $(DEMO)/bottlenecks.h5 $(DEMO)/labels.npz
 # 6. stage 2: fine-tune everything at a lower learning rate
 $(DEMO)/stage2/best.weights.h5: $(DEMO)/stage1/best.weights.h5
 	$(DETKIT) train $(DATA)/train.txt --stage 2 $(COMMON) --width $(WIDTH) \
-	    --weights $< --epochs $(EPOCHS) --batch-size $(BATCH) --lr 1e-3 --val $(DATA)/val.txt \
+	    --weights $< --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --val $(DATA)/val.txt \
 	    --out $(DEMO)/stage2
 
 # 7. a smaller student distilled from the stage-2 teacher
 $(DEMO)/student/best.weights.h5: $(DEMO)/stage2/best.weights.h5
 	$(DETKIT) distill $(DATA)/train.txt --teacher $< --teacher-model $(MODEL) \
 	    --teacher-width $(WIDTH) $(COMMON) --width $(STUDENT_WIDTH) --alpha 0.5 \
-	    --stage 2 --epochs $(DISTILL_EPOCHS) --batch-size $(BATCH) --lr 1e-3 --val $(DATA)/val.txt \
+	    --stage 2 --epochs $(DISTILL_EPOCHS) --batch-size $(BATCH) --lr $(LR) --val $(DATA)/val.txt \
 	    --out $(DEMO)/student
 
 # 8. COCO mAP of teacher and student on the validation split
 $(DEMO)/teacher_report.json: $(DEMO)/stage2/best.weights.h5
-	$(DETKIT) eval-map $(DATA)/val.json $(COMMON) --width $(WIDTH) --weights $< \
+	$(DETKIT) eval-map $(DATA)/val.json $(MODEL_ARGS) --width $(WIDTH) --weights $< \
 	    --metric coco --out $@
 
 $(DEMO)/student_report.json: $(DEMO)/student/best.weights.h5
-	$(DETKIT) eval-map $(DATA)/val.json $(COMMON) --width $(STUDENT_WIDTH) --weights $< \
+	$(DETKIT) eval-map $(DATA)/val.json $(MODEL_ARGS) --width $(STUDENT_WIDTH) --weights $< \
 	    --metric coco --out $@
 
 # 9. the comparison table
