@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 from keras import ops
@@ -31,17 +31,22 @@ class YoloTrainingModel(keras.Model):
     Checkpoints should save ``network``'s weights (``model.network.save_weights``);
     ``model.save_weights`` also stores the optimizer state (the resume state).
 
+    Subclasses that add loss terms (distillation) override :meth:`loss_terms` and name
+    the extra terms in ``extra_term_names``.
+
     Args:
         network: a ``keras.Model`` returning the list of raw outputs, coarsest first.
         loss: a :class:`detkit.losses.YoloV3Loss` (anything with ``terms(y_true, y_pred)``
             returning ``(B,)`` tensors named by ``term_names``).
+        extra_term_names: names of the terms :meth:`loss_terms` adds to ``loss``'s.
     """
 
-    def __init__(self, network: keras.Model, loss: Any, **kwargs: Any):
+    def __init__(self, network: keras.Model, loss: Any,
+                 extra_term_names: Sequence[str] = (), **kwargs: Any):
         super().__init__(name=kwargs.pop("name", f"{network.name}_training"), **kwargs)
         self.network = network
         self.detection_loss = loss
-        self.term_names = tuple(loss.term_names) + (REG_TERM,)
+        self.term_names = tuple(loss.term_names) + tuple(extra_term_names) + (REG_TERM,)
         self.term_trackers = [keras.metrics.Mean(name=name) for name in self.term_names]
         # No weights of its own: built when the network is (load_weights needs it).
         self.built = bool(network.built)
@@ -53,9 +58,8 @@ class YoloTrainingModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
         """Total loss of a (replica's) batch; updates the per-term metrics."""
-        del x, sample_weight, training
-        terms = self.detection_loss.terms(y, list(y_pred))
-        per_sample = sum(terms.values())
+        del sample_weight
+        terms, per_sample = self.loss_terms(x, y, list(y_pred), training=training)
         count = ops.cast(ops.shape(per_sample)[0], "float32")
         # An empty replica batch (a short last batch split over replicas) gives 0, not NaN.
         data_loss = ops.sum(per_sample) / ops.maximum(count, 1.0)
@@ -69,3 +73,10 @@ class YoloTrainingModel(keras.Model):
         replicas = num_replicas_in_sync()
         total = data_loss + reg
         return total / replicas if replicas > 1 else total
+
+    def loss_terms(self, x, y, y_pred: list, training=True):
+        """Per-sample terms ``{name: (B,)}`` (named by ``term_names`` but ``reg``) and
+        the per-sample data loss ``(B,)``: here the detection loss's terms and their sum."""
+        del x, training
+        terms = self.detection_loss.terms(y, y_pred)
+        return terms, sum(terms.values())

@@ -276,7 +276,9 @@ def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch
         stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping)
         all_callbacks.append(stopper)
     all_callbacks += list(callbacks)
-    model.fit(train_batches, validation_data=val_batches, epochs=epochs,
+    # The loaders shuffle per (seed, epoch) themselves; a Keras reshuffle of the batch
+    # order would draw on Python's global random state and break exact resumes.
+    model.fit(train_batches, validation_data=val_batches, epochs=epochs, shuffle=False,
               initial_epoch=start_epoch, callbacks=all_callbacks, verbose=0)
     if guard.failure is not None:
         kept = (f"the weights of epoch {checkpoint.last_epoch or start_epoch} are kept in "
@@ -287,8 +289,43 @@ def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch
             "stopped_early": bool(stopper is not None and stopper.stopped_epoch > 0)}
 
 
+class RunExtension:
+    """Hooks through which another stage reuses :func:`run_training` (``distill``).
+
+    This base class changes nothing: it is plain ``train``.
+    """
+
+    #: The command recorded in the manifests.
+    command = "train"
+
+    def prepare(self, opts: TrainOptions, anchors: np.ndarray, class_names: list[str],
+                notes: list[str]) -> dict[str, Any]:
+        """Called once anchors and classes are known, before any file is written.
+
+        Returns:
+            Extra settings, recorded in the manifests and ``state.json`` and checked
+            on ``--resume``.
+        """
+        return {}
+
+    def inputs(self) -> list[Path]:
+        """Extra input files whose sha256 the manifests record."""
+        return []
+
+    def training_model(self, detector: keras.Model, loss: Any):
+        """The training model around ``detector`` (inside the strategy's scope)."""
+        from detkit.training.model import YoloTrainingModel
+
+        return YoloTrainingModel(detector, loss)
+
+    def train_batches(self, batches: keras.utils.PyDataset, model) -> keras.utils.PyDataset:
+        """The training batches to fit on, given the loader's and the training model."""
+        return batches
+
+
 def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Callback] = (),
-                 config: dict | None = None) -> TrainResult:
+                 config: dict | None = None,
+                 extension: RunExtension | None = None) -> TrainResult:
     """Train one stage end to end and write the run directory.
 
     Args:
@@ -296,6 +333,7 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
         callbacks: extra Keras callbacks (e.g. a progress display).
         config: the command's config to record in the manifests (the resolved options
             are recorded over it).
+        extension: hooks of a stage built on this one (``distill``); none for ``train``.
 
     Raises:
         UsageError: bad option values.
@@ -308,6 +346,7 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
     from detkit.data.dataset import load_dataset
     from detkit.models import num_anchors
 
+    extension = extension or RunExtension()
     opts = opts.resolved()
     dataset = load_dataset(opts.data, opts.format, opts.classes)
     class_names = list(dataset.class_names)
@@ -325,6 +364,8 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
                 "input_size": opts.input_size, "anchors": anchors.tolist(),
                 "class_names": class_names, "monitor": monitor}
     notes = [summary for summary in (dataset.fixes.summary(),) if summary]
+    extra_settings = extension.prepare(opts, anchors, class_names, notes)
+    settings.update(extra_settings)
 
     start_epoch, best, best_epoch = 0, math.inf, 0
     state = read_state(run_dir) if opts.resume else None
@@ -332,7 +373,7 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
         notes.append(f"--resume: no state in {run_dir}, starting a new run")
     if state is not None:
         check_agree(str(run_dir / "state.json"), state, "this command", settings,
-                    keys=RESUME_KEYS)
+                    keys=RESUME_KEYS + tuple(extra_settings))
         start_epoch = int(state["epoch"])
         best = float(state.get("best", math.inf))
         best_epoch = int(state.get("best_epoch", 0))
@@ -349,12 +390,13 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
     config = {**(config or {}), **_plain(dataclasses.asdict(opts))}
     inputs = [p for p in (opts.data, opts.val, anchors_path, opts.classes, opts.weights,
                           opts.labels) if p is not None and Path(p).is_file()]
+    inputs += extension.inputs()
 
     def on_saved(path: Path, epoch: int, logs: dict) -> None:
         from detkit.artifacts import write_manifest
 
-        write_manifest(path, command="train", config=config, inputs=inputs, seed=opts.seed,
-                       extra={**settings, "epoch": epoch,
+        write_manifest(path, command=extension.command, config=config, inputs=inputs,
+                       seed=opts.seed, extra={**settings, "epoch": epoch,
                               "metrics": {k: float(v) for k, v in logs.items()}})
 
     previous_policy = keras.config.dtype_policy()
@@ -374,7 +416,8 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
                         keys=STAGE2_KEYS)
         from detkit.artifacts import write_json
 
-        write_json(run_dir / MANIFEST, _run_manifest(config, settings, opts, inputs))
+        write_json(run_dir / MANIFEST, _run_manifest(config, settings, opts, inputs,
+                                                     extension.command))
         fit_options = dict(run_dir=run_dir, monitor=monitor, state_extra=settings,
                            ema=opts.ema, on_saved=on_saved)
         val_records = val_dataset.records if val_dataset is not None else None
@@ -392,7 +435,7 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
             weights = opts.weights if not cache_epochs else run_dir / LAST_WEIGHTS
             image_opts = dataclasses.replace(opts, weights=weights)
             built = _build(image_opts, anchors, class_names, dataset.records, val_records,
-                           first, resuming, notes)
+                           first, resuming, notes, extension)
             model, train_batches, val_batches, base_batches, distribution, loaded = built
             report = loaded or report
             with distribution.scope():
@@ -501,14 +544,14 @@ def _fit_on_cache(opts: TrainOptions, anchors: np.ndarray, class_names: list[str
 
 
 def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], records,
-           val_records, start_epoch: int, resuming: bool, notes: list[str]):
+           val_records, start_epoch: int, resuming: bool, notes: list[str],
+           extension: RunExtension):
     """Model, batches and distribution of a run (inside the strategy's scope)."""
     from detkit.data.loader import DetectionBatches
     from detkit.losses import YoloV3Loss
     from detkit.models import build_model
     from detkit.models.freeze import freeze
     from detkit.models.weights import load_weights_by_name
-    from detkit.training.model import YoloTrainingModel
     from detkit.training.strategy import make_distribution
     from detkit.training.targets import YoloTrainingTargets
 
@@ -518,7 +561,6 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
                             shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
                             encoder=YoloTrainingTargets(anchors, opts.input_size, num_classes),
                             workers=opts.workers, epoch=start_epoch)
-    train_batches = FirstBatches(base, opts.steps_per_epoch) if opts.steps_per_epoch else base
     val_batches = None
     if val_records is not None:
         val_batches = DetectionBatches(
@@ -547,7 +589,10 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
         loss = YoloV3Loss(anchors, num_classes, opts.input_size,
                           ignore_thresh=opts.ignore_thresh, box_loss=opts.box_loss,
                           obj_loss=opts.obj_loss)
-        model = YoloTrainingModel(detector, loss)
+        model = extension.training_model(detector, loss)
+        batches = extension.train_batches(base, model)
+        train_batches = (FirstBatches(batches, opts.steps_per_epoch) if opts.steps_per_epoch
+                         else batches)
         # The cosine schedule spans this phase's epochs (after a --bottlenecks phase too).
         optimizer = make_optimizer(opts.lr, len(train_batches), opts)
         model.compile(optimizer=optimizer, jit_compile=opts.jit)
@@ -561,12 +606,12 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
 
 
 def _run_manifest(config: dict, settings: dict, opts: TrainOptions,
-                  inputs: list[Path]) -> dict[str, Any]:
+                  inputs: list[Path], command: str = "train") -> dict[str, Any]:
     import datetime
 
     from detkit.artifacts import library_versions, sha256_file
 
-    return {"artifact": opts.out.name, "command": "train", "config": config, **settings,
+    return {"artifact": opts.out.name, "command": command, "config": config, **settings,
             "num_classes": len(settings["class_names"]), "seed": opts.seed,
             "inputs": {str(p): sha256_file(p) for p in inputs},
             "versions": library_versions(),

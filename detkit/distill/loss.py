@@ -1,0 +1,120 @@
+"""Objectness-scaled distillation of raw YOLO outputs: :class:`DistillationLoss`."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from detkit.losses import _per_sample_sum, bce_with_logits
+
+#: Per-term names of the distillation loss (logged beside the ground-truth terms).
+TERM_NAMES = ("d_obj", "d_xy", "d_wh", "d_cls")
+#: Raw-output layout: ``t_x, t_y, t_w, t_h, t_obj, t_cls...``.
+XY, WH, OBJ, CLS = slice(0, 2), slice(2, 4), 4, slice(5, None)
+#: Default of ``--temperature``.
+DEFAULT_TEMPERATURE = 1.0
+
+
+def binary_kl_with_logits(teacher_logits, student_logits):
+    """``KL(sigmoid(u) || sigmoid(t))`` of Bernoulli variables, elementwise.
+
+    ``BCE(q, t) - BCE(q, u)`` with ``q = sigmoid(u)``: the cross-entropy to the teacher's
+    probability minus the teacher's entropy. Same gradient in ``t`` as the BCE, zero
+    when ``t == u``. Finite for any logits.
+    """
+    prob = ops.sigmoid(teacher_logits)
+    return bce_with_logits(prob, student_logits) - bce_with_logits(prob, teacher_logits)
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class DistillationLoss(keras.losses.Loss):
+    """Objectness-scaled distillation of raw YOLO outputs (Mehta and Ozturk, 2018).
+
+    For every output scale the teacher and the student share (paired by the caller), with
+    teacher raw outputs ``u`` and student raw outputs ``t``, both
+    ``(B, G, G, 3, 5 + C)`` ``(t_x, t_y, t_w, t_h, t_o, t_c...)``, teacher objectness
+    ``p = sigmoid(u_o)`` and temperature ``T``, each cell and anchor contributes
+
+    * ``d_obj = KL(sigmoid(u_o) || sigmoid(t_o))``                 (everywhere)
+    * ``d_xy  = p * sum_{x,y} KL(sigmoid(u_xy) || sigmoid(t_xy))``  (cell offsets)
+    * ``d_wh  = p * 0.5 * sum_{w,h} (t_wh - u_wh)^2``                (log sizes)
+    * ``d_cls = p * T^2 * sum_k KL(sigmoid(u_k / T) || sigmoid(t_k / T))``
+
+    with ``KL(sigmoid(u) || sigmoid(t)) = BCE(sigmoid(u), t) - H(sigmoid(u))`` (see
+    :func:`binary_kl_with_logits`): the binary cross-entropy to the teacher's sigmoid,
+    shifted so that a student equal to the teacher scores 0. Box and class terms are
+    weighted by the teacher's objectness, so cells the teacher calls background teach
+    nothing about boxes and classes; ``T^2`` keeps the class gradients' scale
+    independent of ``T``. Each term is summed over cells, anchors and scales per image;
+    the teacher side carries no gradient.
+
+    ``y_true``: the teacher's raw outputs, a list (one per shared scale);
+    ``y_pred``: the student's raw outputs at the same scales, same order and shapes.
+
+    Args:
+        temperature: ``T > 0`` of the class logits.
+    """
+
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE,
+                 name: str = "distillation_loss", reduction: str = "sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number; received "
+                             f"{temperature!r}")
+        self.temperature = float(temperature)
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """Names of the per-term losses :meth:`terms` returns (their sum is the loss)."""
+        return TERM_NAMES
+
+    def call(self, y_true, y_pred):
+        """Per-sample loss ``(B,)``: the sum of :meth:`terms`."""
+        return sum(self.terms(y_true, y_pred).values())
+
+    def terms(self, teacher_outputs, student_outputs) -> dict:
+        """Per-sample terms ``{name: (B,)}`` summed over the paired scales.
+
+        Raises:
+            ValueError: the two lists differ in length or a pair in shape.
+        """
+        teacher_outputs = as_list(teacher_outputs)
+        student_outputs = as_list(student_outputs)
+        if len(teacher_outputs) != len(student_outputs) or not teacher_outputs:
+            raise ValueError(f"expected one teacher output per student output; received "
+                             f"{len(teacher_outputs)} and {len(student_outputs)}")
+        totals = {name: 0.0 for name in TERM_NAMES}
+        for teacher, student in zip(teacher_outputs, student_outputs):
+            if tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
+                raise ValueError(f"teacher output {tuple(teacher.shape)} and student output "
+                                 f"{tuple(student.shape)} differ in shape")
+            teacher = ops.stop_gradient(ops.cast(teacher, "float32"))
+            scale_terms = self._scale_terms(teacher, ops.cast(student, "float32"))
+            for name, value in scale_terms.items():
+                totals[name] = totals[name] + value
+        return totals
+
+    def _scale_terms(self, teacher, student) -> dict:
+        """Terms of one scale: ``teacher``, ``student`` ``(B, G, G, 3, 5 + C)`` float32."""
+        weight = ops.sigmoid(teacher[..., OBJ])[..., None]          # (B, G, G, 3, 1)
+        temperature = self.temperature
+        obj = binary_kl_with_logits(teacher[..., OBJ], student[..., OBJ])
+        xy = weight * binary_kl_with_logits(teacher[..., XY], student[..., XY])
+        wh = weight * 0.5 * ops.square(student[..., WH] - teacher[..., WH])
+        cls = weight * (temperature ** 2) * binary_kl_with_logits(
+            teacher[..., CLS] / temperature, student[..., CLS] / temperature)
+        return {"d_obj": _per_sample_sum(obj), "d_xy": _per_sample_sum(xy),
+                "d_wh": _per_sample_sum(wh), "d_cls": _per_sample_sum(cls)}
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
+
+
+def as_list(outputs) -> list:
+    """A model's output(s) as a list."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
