@@ -423,7 +423,7 @@ class BottleneckCache:
         self._handle: h5py.File | None = None
         handle = self._file()
         attrs = dict(handle.attrs)
-        self.settings: dict[str, Any] = {key: _plain(attrs[key]) for key in
+        self.settings: dict[str, Any] = {key: plain_attribute(attrs[key]) for key in
                                          (*MATCH_KEYS, "dtype") if key in attrs}
         self.num_scales = int(attrs["num_scales"])
         self._dsets = [handle[f"features_{i}"] for i in range(self.num_scales)]
@@ -441,7 +441,7 @@ class BottleneckCache:
                 handle = h5py.File(self.path, "r")
             except OSError as err:
                 raise ArtifactError(f"not a readable HDF5 file ({err})", path=self.path) from None
-            kind = _plain(handle.attrs.get("kind", ""))
+            kind = plain_attribute(handle.attrs.get("kind", ""))
             version = int(handle.attrs.get("format_version", -1))
             if kind != KIND:
                 handle.close()
@@ -468,7 +468,7 @@ class BottleneckCache:
     @property
     def image_paths(self) -> list[str]:
         """The image of each row, in order."""
-        return [_plain(p) for p in self._file()["image_paths"][:]]
+        return [plain_attribute(p) for p in self._file()["image_paths"][:]]
 
     @property
     def raw_bytes_per_image(self) -> int:
@@ -515,7 +515,7 @@ class BottleneckCache:
         return state
 
 
-def _plain(value: Any) -> Any:
+def plain_attribute(value: Any) -> Any:
     """HDF5 attribute -> plain Python (bytes -> str, NumPy scalars -> Python)."""
     if isinstance(value, bytes):
         return value.decode("utf-8")

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from detkit.bottlenecks import plain_attribute
 from detkit.distill.loss import as_list
 from detkit.distill.model import TEACHER_KEY
 from detkit.distill.scales import StridePair
@@ -116,7 +117,7 @@ class TeacherCache:
             raise ArtifactError(f"teacher cache format_version "
                                 f"{attrs.get('format_version')} is not supported; delete "
                                 f"it to recompute", path=self.path)
-        self.settings = {key: _plain(value) for key, value in attrs.items()}
+        self.settings = {key: plain_attribute(value) for key, value in attrs.items()}
         scales = sum(1 for key in self._handle if key.startswith("outputs_"))
         self._datasets = [self._handle[f"outputs_{i}"] for i in range(scales)]
         self._lock = threading.Lock()
@@ -146,14 +147,6 @@ class TeacherCache:
         handle, self._handle = getattr(self, "_handle", None), None
         if handle is not None:
             handle.close()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class TeacherOutputBatches(keras.utils.PyDataset):
