@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,13 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(MAKE) -f examples/demo.mk PATH="$(CURDIR)/$(BIN):$$PATH"
 
+# every benchmark at full size (about 40 minutes on 2 cores: the training ones dominate)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
+
+# the same benchmarks on small workloads (a few minutes; ratios are indicative only)
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all --quick
 
 clean:
 	rm -rf demo bench-out runs .pytest_cache
