@@ -48,25 +48,15 @@ def _map50(run_dir: Path, width: float, settings: dict, data: Path, anchors) -> 
 def main(quick: bool = False) -> dict:
     import numpy as np
 
-    from detkit.anchors import load_anchors, save_anchors
+    from benchmarks.bench_train_quality import synth_with_anchors
     from detkit.api.distill import distill
     from detkit.api.train import train
-    from detkit.data.dataset import load_dataset
-    from detkit.data.synth import make_synth_dataset
-    from detkit.kmeans import input_box_sizes, iou_kmeans
 
     settings = QUICK if quick else FULL
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_distill_"))
-    data = work / "synth"
-    make_synth_dataset(data, images=settings["images"], size=settings["size"],
-                       classes=settings["classes"], seed=0, val_fraction=0.2,
-                       min_size=settings["min_size"], max_objects=settings["max_objects"])
-    train_set = load_dataset(data / "train.txt")
-    anchors = iou_kmeans(input_box_sizes(train_set.records, settings["input_size"]), 6,
-                         seed=0).anchors.astype(np.float32)
-    save_anchors(work / "anchors.txt", anchors, decimals=1)
-    anchors = load_anchors(work / "anchors.txt")   # as the runs read them (rounded)
+    data, train_set, anchors = synth_with_anchors(
+        work, settings, min_size=settings["min_size"], max_objects=settings["max_objects"])
     common = dict(model="yolov3-tiny", anchors=work / "anchors.txt",
                   input_size=settings["input_size"], batch_size=settings["batch_size"],
                   freeze="none", workers=settings["workers"])

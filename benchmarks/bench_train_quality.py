@@ -87,26 +87,39 @@ def coco_map50(model, val_json: Path, anchors, input_size: int, batch_size: int 
     return float(evaluator.stats[1]), float(evaluator.stats[0])
 
 
-def main(quick: bool = False) -> dict:
-    import keras
+def synth_with_anchors(work: Path, settings: dict, **synth_options):
+    """Make the synthetic dataset in ``work/synth`` and fit 6 anchors to its train split.
+
+    Returns ``(data folder, train Dataset, anchors (6, 2))``; the anchors are written to
+    ``work/anchors.txt`` and returned as read back (rounded as the runs read them).
+    """
     import numpy as np
 
-    from detkit.anchors import save_anchors
-    from detkit.api.train import train
+    from detkit.anchors import load_anchors, save_anchors
     from detkit.data.dataset import load_dataset
     from detkit.data.synth import make_synth_dataset
     from detkit.kmeans import input_box_sizes, iou_kmeans
 
-    settings = QUICK if quick else FULL
-    start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="bench_train_quality_"))
     data = work / "synth"
     make_synth_dataset(data, images=settings["images"], size=settings["size"],
-                       classes=settings["classes"], seed=0, val_fraction=0.2)
+                       classes=settings["classes"], seed=0, val_fraction=0.2,
+                       **synth_options)
     train_set = load_dataset(data / "train.txt")
     anchors = iou_kmeans(input_box_sizes(train_set.records, settings["input_size"]), 6,
                          seed=0).anchors.astype(np.float32)
     save_anchors(work / "anchors.txt", anchors, decimals=1)
+    return data, train_set, load_anchors(work / "anchors.txt")
+
+
+def main(quick: bool = False) -> dict:
+    import keras
+
+    from detkit.api.train import train
+
+    settings = QUICK if quick else FULL
+    start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="bench_train_quality_"))
+    data, train_set, anchors = synth_with_anchors(work, settings)
     input_size = settings["input_size"]
     curve: list[dict] = []
 

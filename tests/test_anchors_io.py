@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detkit.anchors import (anchor_masks, default_anchors_path, format_anchors, load_anchors,
+from detkit.anchors import (anchor_masks, default_anchors_path, load_anchors,
                             parse_anchors, save_anchors, sort_by_area, strides)
 from detkit.errors import DataError, UsageError
 

@@ -28,13 +28,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from detkit.data.synth import make_synth_dataset
-
-    root = tmp_path_factory.mktemp("synth")
-    make_synth_dataset(root, images=12, size=SIZE, classes=2, seed=0, val_fraction=0.25)
-    save_anchors(root / "anchors.txt", ANCHORS)
-    return root
+def dataset(synth_with_anchors):
+    return synth_with_anchors(ANCHORS)
 
 
 def base_args(dataset, out, *extra):

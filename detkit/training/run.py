@@ -484,14 +484,12 @@ def _fit_on_cache(opts: TrainOptions, anchors: np.ndarray, class_names: list[str
     """
     from detkit.bottleneck_training import (CachedFeaturesTrainingModel, FullModelValidation,
                                             cache_weights, cached_batches, open_cache)
-    from detkit.data.loader import DetectionBatches
     from detkit.labels import load_labels
     from detkit.losses import YoloV3Loss
     from detkit.models import build_model
     from detkit.models.freeze import freeze
     from detkit.models.weights import load_weights_by_name
     from detkit.training.model import YoloTrainingModel
-    from detkit.training.targets import YoloTrainingTargets
 
     image_paths = [str(record.image_path) for record in records]
     weights = cache_weights(opts.bottlenecks, opts.weights)
@@ -527,11 +525,7 @@ def _fit_on_cache(opts: TrainOptions, anchors: np.ndarray, class_names: list[str
     if val_records is not None:
         evaluator = YoloTrainingModel(detector, loss)
         evaluator.compile()
-        val_batches = DetectionBatches(
-            val_records, opts.input_size, opts.batch_size, augment=False, shuffle=False,
-            seed=opts.seed, max_boxes=opts.max_boxes,
-            encoder=YoloTrainingTargets(anchors, opts.input_size, len(class_names)),
-            workers=opts.workers)
+        val_batches = _val_batches(opts, anchors, len(class_names), val_records)
         schedule.insert(0, FullModelValidation(evaluator, val_batches))
     try:
         outcome = fit_network(trainer, batches, epochs=cache_epochs, start_epoch=start_epoch,
@@ -541,6 +535,18 @@ def _fit_on_cache(opts: TrainOptions, anchors: np.ndarray, class_names: list[str
     finally:
         cache.close()
     return outcome, report
+
+
+def _val_batches(opts: TrainOptions, anchors: np.ndarray, num_classes: int, records):
+    """Validation batches: letterboxed images in dataset order, encoded targets."""
+    from detkit.data.loader import DetectionBatches
+    from detkit.training.targets import YoloTrainingTargets
+
+    return DetectionBatches(records, opts.input_size, opts.batch_size, augment=False,
+                            shuffle=False, seed=opts.seed, max_boxes=opts.max_boxes,
+                            encoder=YoloTrainingTargets(anchors, opts.input_size,
+                                                        num_classes),
+                            workers=opts.workers)
 
 
 def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], records,
@@ -563,11 +569,7 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
                             workers=opts.workers, epoch=start_epoch)
     val_batches = None
     if val_records is not None:
-        val_batches = DetectionBatches(
-            val_records, opts.input_size, opts.batch_size, augment=False, shuffle=False,
-            seed=opts.seed, max_boxes=opts.max_boxes,
-            encoder=YoloTrainingTargets(anchors, opts.input_size, num_classes),
-            workers=opts.workers)
+        val_batches = _val_batches(opts, anchors, num_classes, val_records)
         if opts.steps_per_epoch:
             val_batches = FirstBatches(val_batches, opts.steps_per_epoch)
     report = None
