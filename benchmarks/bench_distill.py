@@ -10,7 +10,8 @@ of each student's ``last.weights.h5`` on the val split is measured with pycocoto
 (:func:`benchmarks.bench_train_quality.coco_map50`). Goal: the distilled students' mean
 mAP@0.5 beats the plain students' mean by at least 2 points.
 
-Run: ``python -m benchmarks.bench_distill [--quick]`` (quick: seconds, one seed, no goal).
+Run: ``python -m benchmarks.bench_distill [--quick | --gpu]`` (quick: seconds, one seed, no
+goal; gpu: the full-size workload of :data:`GPU`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ FULL = dict(images=200, size=96, classes=4, min_size=0.15, max_objects=4, input_
             batch_size=8, teacher_width=1.0, teacher_epochs=40, teacher_lr=2e-3,
             student_width=0.25, student_epochs=20, student_lr=2e-3,
             alpha=0.5, temperature=1.0, seeds=(0, 1, 2), workers=2)
+#: The issue's workload at full size, for an accelerator (``--gpu``; run with
+#: ``KERAS_BACKEND=jax`` where TensorFlow has no GPU).
+GPU = dict(images=1000, size=256, classes=4, min_size=0.04, max_objects=6, input_size=256,
+           batch_size=16, teacher_width=1.0, teacher_epochs=30, teacher_lr=5e-3,
+           student_width=0.25, student_epochs=16, student_lr=5e-3,
+           alpha=0.5, temperature=1.0, seeds=(0, 1, 2), workers=6, jit=True)
 QUICK = dict(images=24, size=64, classes=2, min_size=0.15, max_objects=4, input_size=64,
              batch_size=8, teacher_width=0.125, teacher_epochs=1, teacher_lr=1e-3,
              student_width=0.0625, student_epochs=1, student_lr=1e-3,
@@ -45,21 +52,21 @@ def _map50(run_dir: Path, width: float, settings: dict, data: Path, anchors) -> 
     return coco_map50(model, data / "val.json", anchors, settings["input_size"])[0]
 
 
-def main(quick: bool = False) -> dict:
+def main(quick: bool = False, preset: dict | None = None) -> dict:
     import numpy as np
 
     from benchmarks.bench_train_quality import synth_with_anchors
     from detkit.api.distill import distill
     from detkit.api.train import train
 
-    settings = QUICK if quick else FULL
+    settings = preset or (QUICK if quick else FULL)
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_distill_"))
     data, train_set, anchors = synth_with_anchors(
         work, settings, min_size=settings["min_size"], max_objects=settings["max_objects"])
     common = dict(model="yolov3-tiny", anchors=work / "anchors.txt",
                   input_size=settings["input_size"], batch_size=settings["batch_size"],
-                  freeze="none", workers=settings["workers"])
+                  freeze="none", workers=settings["workers"], jit=settings.get("jit", False))
 
     teacher_dir = work / "teacher"
     train(data / "train.txt", width=settings["teacher_width"], val=data / "val.txt",
@@ -124,4 +131,5 @@ def _load(path: Path, width: float, settings: dict):
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(quick="--quick" in sys.argv), indent=2))
+    print(json.dumps(main(quick="--quick" in sys.argv,
+                          preset=GPU if "--gpu" in sys.argv else None), indent=2))

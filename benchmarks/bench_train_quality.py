@@ -28,7 +28,7 @@ TARGET_MAP50 = 0.80
 TIME_BUDGET_S = 15 * 60
 #: Full run settings (tuned for a 2-core CPU).
 FULL = dict(images=1000, size=256, classes=4, width=0.25, input_size=256, batch_size=16,
-            epochs=24, lr=2e-3, warmup_epochs=1.0, eval_every=4, jit=True, max_boxes=32)
+            epochs=30, lr=1e-2, warmup_epochs=1.0, eval_every=10, jit=True, max_boxes=32)
 QUICK = dict(images=24, size=64, classes=4, width=0.0625, input_size=64, batch_size=8,
              epochs=2, lr=1e-3, warmup_epochs=0.5, eval_every=1, jit=False, max_boxes=32)
 #: Training stops (keeping its last epoch) when this much of the budget is spent, so

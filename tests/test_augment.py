@@ -366,7 +366,7 @@ def test_same_seed_same_sample_other_seed_differs():
 
 
 def test_placement_and_color_ranges():
-    config = AugmentConfig()
+    config = AugmentConfig(scale=(0.25, 2.0), jitter=0.3)  # keras-yolo3's ranges
     rng = np.random.default_rng(10)
     placements = [sample_placement(rng, 640, 480, 416, config) for _ in range(500)]
     longer = np.array([max(p.new_width, p.new_height) for p in placements])

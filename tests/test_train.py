@@ -154,6 +154,8 @@ def test_ema_weights_swaps_in_the_averages_and_back():
     (["--lr", "-1"], 2, "--lr must be a positive number"),
     (["--input-size", "50"], 2, "multiple of 32"),
     (["--strategy", "tpu"], 2, "--strategy must be one of"),
+    (["--aug-scale", "1.5", "0.5"], 2, "scale must be (low, high) with 0 < low <= high"),
+    (["--aug-jitter", "1.2"], 2, "--aug-jitter 1.2"),
 ])
 def test_cli_rejects_bad_options(dataset, tmp_path, extra, code, message):
     result = runner.invoke(app, base_args(dataset, tmp_path / "run", *extra))
@@ -186,7 +188,8 @@ def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
     stage1 = tmp_path / "stage1"
     result = runner.invoke(app, base_args(dataset, stage1, "--stage", "1", "--epochs", "2",
                                           "--weights", str(init), "--val",
-                                          str(dataset / "val.txt")))
+                                          str(dataset / "val.txt"),
+                                          "--aug-scale", "0.6", "1.4"))
     assert result.exit_code == 0, result.output
     assert "best val_loss" in result.output
     for name in ("best.weights.h5", "last.weights.h5", "history.csv", "manifest.json",
@@ -203,6 +206,8 @@ def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
     assert manifest["class_names"] == (dataset / "classes.txt").read_text().split()
     np.testing.assert_allclose(manifest["anchors"], ANCHORS)
     assert manifest["config"]["freeze"] == "body" and "versions" in manifest
+    assert manifest["config"]["aug_scale"] == [0.6, 1.4]
+    assert manifest["config"]["aug_jitter"] == 0.2
 
     # Stage 1 froze the body: its weights (BN statistics included) are the initial ones;
     # the heads moved.

@@ -19,6 +19,7 @@ from typing_extensions import Annotated
 
 from detkit.cli.options import (Anchors, Classes, Config, Data, Format, InputSize, Model,
                                 Seed, Width)
+from detkit.data.augment import AugmentConfig
 
 Stage = Annotated[int, typer.Option(
     "--stage", help="1: train the heads on a frozen body (lr 1e-3); 2: fine-tune "
@@ -59,11 +60,17 @@ Strategy = Annotated[str, typer.Option(
 Workers = Annotated[int, typer.Option("--workers", help="Threads preparing batches.")]
 Augment = Annotated[bool, typer.Option(
     "--augment/--no-augment", help="Random training augmentation.")]
+AugScale = Annotated[tuple[float, float], typer.Option(
+    "--aug-scale", help="Augmentation: the longer resized side is U(LOW, HIGH) times the "
+    "input size (keras-yolo3 used 0.25 2.0).")]
+AugJitter = Annotated[float, typer.Option(
+    "--aug-jitter", help="Augmentation: aspect-ratio jitter, in [0, 1) (keras-yolo3: 0.3).")]
 StepsPerEpoch = Annotated[Optional[int], typer.Option(
     "--steps-per-epoch", help="Use only the first N batches of each epoch (tests, demos).")]
 MaxBoxes = Annotated[int, typer.Option("--max-boxes", help="Most boxes kept per image.")]
 Jit = Annotated[bool, typer.Option(
-    "--jit/--no-jit", help="XLA-compile the train step (slow to start, faster after).")]
+    "--jit/--no-jit", help="XLA-compile the train step (slow to start, faster after); "
+    "always on with the JAX backend.")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +112,8 @@ TRAIN_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("strategy", Strategy, "none"),
     OptionSpec("workers", Workers, 1),
     OptionSpec("augment", Augment, True),
+    OptionSpec("aug_scale", AugScale, AugmentConfig.scale),
+    OptionSpec("aug_jitter", AugJitter, AugmentConfig.jitter),
     OptionSpec("steps_per_epoch", StepsPerEpoch),
     OptionSpec("max_boxes", MaxBoxes, 100),
     OptionSpec("jit", Jit, False),

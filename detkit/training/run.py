@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
+from detkit.data.augment import AugmentConfig
 from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, HistoryCSV,
                                        LoaderEpoch, NanGuard, RunCheckpoint,
@@ -91,6 +92,8 @@ class TrainOptions:
     strategy: str = "none"
     workers: int = 1
     augment: bool = True
+    aug_scale: tuple[float, float] = AugmentConfig.scale
+    aug_jitter: float = AugmentConfig.jitter
     steps_per_epoch: int | None = None
     max_boxes: int = 100
     jit: bool = False
@@ -102,6 +105,22 @@ class TrainOptions:
     def total_epochs(self) -> int:
         """Epochs of the whole run: the cached-feature phase (if any), then ``epochs``."""
         return (self.bottleneck_epochs if self.bottlenecks is not None else 0) + self.epochs
+
+    def augment_config(self) -> AugmentConfig:
+        """The augmentation ranges of ``--aug-scale`` and ``--aug-jitter``.
+
+        Raises:
+            UsageError: a range that is not one.
+        """
+        scale = tuple(float(v) for v in self.aug_scale)
+        if len(scale) != 2:
+            raise UsageError(f"--aug-scale takes two numbers (low high), got "
+                             f"{self.aug_scale!r}")
+        try:
+            return AugmentConfig(scale=scale, jitter=float(self.aug_jitter))
+        except UsageError as error:
+            raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
+                             f"--aug-jitter {self.aug_jitter:g})") from None
 
     def resolved(self) -> "TrainOptions":
         """A copy with the stage defaults filled in and every value checked.
@@ -161,7 +180,9 @@ class TrainOptions:
             raise UsageError(f"--out must be a directory, and {self.out} is a file")
         if self.total_epochs < 1:
             raise UsageError("nothing to train: --epochs and --bottleneck-epochs are 0")
+        config = self.augment_config()
         return dataclasses.replace(self, lr=float(lr), freeze=freeze,
+                                   aug_scale=config.scale, aug_jitter=config.jitter,
                                    data=Path(self.data), out=Path(self.out))
 
 
@@ -564,6 +585,7 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
     num_classes = len(class_names)
     distribution = make_distribution(opts.strategy)
     base = DetectionBatches(records, opts.input_size, opts.batch_size, augment=opts.augment,
+                            augment_config=opts.augment_config(),
                             shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
                             encoder=YoloTrainingTargets(anchors, opts.input_size, num_classes),
                             workers=opts.workers, epoch=start_epoch)
@@ -597,7 +619,9 @@ def _build(opts: TrainOptions, anchors: np.ndarray, class_names: list[str], reco
                          else batches)
         # The cosine schedule spans this phase's epochs (after a --bottlenecks phase too).
         optimizer = make_optimizer(opts.lr, len(train_batches), opts)
-        model.compile(optimizer=optimizer, jit_compile=opts.jit)
+        # Keras on JAX runs an uncompiled step eagerly (very slow): always compile there.
+        model.compile(optimizer=optimizer,
+                      jit_compile=opts.jit or keras.backend.backend() == "jax")
         model.optimizer.build(model.trainable_variables)
         if resuming:
             load_state_weights(opts.out, model)
