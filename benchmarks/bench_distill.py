@@ -29,8 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGET_GAIN_POINTS = 2.0
 #: Full run (sized for ~15 minutes on a quiet 2-core CPU).
 FULL = dict(images=200, size=96, classes=4, min_size=0.15, max_objects=4, input_size=96,
-            batch_size=8, teacher_width=1.0, teacher_epochs=40, teacher_lr=2e-3,
-            student_width=0.25, student_epochs=20, student_lr=2e-3,
+            batch_size=8, teacher_width=1.0, teacher_epochs=40, teacher_lr=5e-3,
+            student_width=0.25, student_epochs=20, student_lr=5e-3,
             alpha=0.5, temperature=1.0, seeds=(0, 1, 2), workers=2)
 #: The issue's workload at full size, for an accelerator (``--gpu``; run with
 #: ``KERAS_BACKEND=jax`` where TensorFlow has no GPU).
