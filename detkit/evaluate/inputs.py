@@ -8,13 +8,13 @@ index into the sorted unique ids (``GroundTruth.image_ids`` / ``category_ids``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from detkit.data.readers.common import read_json
 from detkit.errors import DataError
 
 #: Keys of a COCO ground-truth file.
@@ -83,22 +83,6 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.image)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a json file; errors name the file and line."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    except IsADirectoryError:
-        raise DataError("expected a json file, got a folder", path=path) from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read file: {err}", path=path) from None
 
 
 def is_coco_dataset(obj: Any) -> bool:
@@ -287,7 +271,7 @@ def load_ground_truth(path: str | os.PathLike, format: str | None = None,
     path = Path(path)
     fmt = (format or "auto").lower()
     if fmt in ("auto", "coco") and path.suffix.lower() == ".json" and path.is_file():
-        data = read_json(path)
+        data = read_json(path, "json file")
         if is_coco_dataset(data) or fmt == "coco":
             return ground_truth_from_coco(data, source=str(path))
     from detkit.data.dataset import load_dataset
@@ -337,4 +321,4 @@ def detections_from_list(entries: Any, gt: GroundTruth,
 def load_detections(path: str | os.PathLike, gt: GroundTruth) -> Detections:
     """Read a COCO results json and check it against ``gt`` (see
     :func:`detections_from_list`)."""
-    return detections_from_list(read_json(path), gt, source=str(path))
+    return detections_from_list(read_json(path, "json file"), gt, source=str(path))

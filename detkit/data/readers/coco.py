@@ -10,35 +10,20 @@ are not opened (sizes are in the json; a ground-truth file may come without imag
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import ReadResult, display_path, make_record
+from detkit.data.readers.common import ReadResult, display_path, make_record, read_json
 from detkit.errors import DataError
 
 #: Keys a COCO dataset (not a results list) has at its top level.
 REQUIRED_KEYS = ("images", "annotations", "categories")
 #: Folder beside the json where images are looked for when not beside it.
 IMAGES_SUBDIR = "images"
-
-
-def load_json(path: Path) -> Any:
-    """Parse a json file; errors name the file and line."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DataError("annotation file not found", path=path) from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read annotation file: {err}", path=path) from None
 
 
 def _int_field(entry: dict, key: str, what: str, path: Path) -> int:
@@ -128,7 +113,7 @@ def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
-    data = load_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
         raise DataError("not a COCO dataset: expected a json object with "
                         f"{', '.join(REQUIRED_KEYS)} (a detections list is not ground truth)",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -30,6 +31,35 @@ class ReadResult:
     records: list[ImageRecord]
     class_names: list[str]
     category_ids: list[int] | None = None
+
+
+def read_text(path: Path, what: str = "annotation file") -> str:
+    """The UTF-8 text of ``path``.
+
+    Raises:
+        DataError: ``"<what> not found"``, a folder, or unreadable (naming the file).
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{what} not found", path=path) from None
+    except IsADirectoryError:
+        raise DataError(f"expected a {what}, got a folder", path=path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {what}: {err}", path=path) from None
+
+
+def read_json(path: str | os.PathLike, what: str = "annotation file") -> Any:
+    """Parse the json file ``path``; errors name the file (and the line).
+
+    Raises:
+        DataError: see :func:`read_text`, or invalid JSON.
+    """
+    path = Path(path)
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as err:
+        raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (ReadResult, check_class_id, display_path,
                                         first_existing, index_names, make_record,
-                                        parse_class_id, parse_number)
+                                        parse_class_id, parse_number, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError
@@ -79,12 +79,7 @@ def read_yolo3_lines(path: str | os.PathLike, class_names: list[str] | None = No
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
     num_classes = None if class_names is None else len(class_names)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("annotation file not found", path=path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read annotation file: {err}", path=path) from None
+    text = read_text(path)
     lines_dir = path.parent
     sizes: dict[Path, tuple[int, int]] = {}
     records: list[ImageRecord] = []
