@@ -44,7 +44,8 @@ def read_text(path: Path, what: str = "annotation file") -> str:
     except FileNotFoundError:
         raise DataError(f"{what} not found", path=path) from None
     except IsADirectoryError:
-        raise DataError(f"expected a {what}, got a folder", path=path) from None
+        article = "an" if what[0] in "aeiou" else "a"
+        raise DataError(f"expected {article} {what}, got a folder", path=path) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read {what}: {err}", path=path) from None
 
