@@ -40,7 +40,7 @@ def test_num_anchors_and_names():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="yolo", num_classes=3), "unknown model"),
     (dict(name="yolov3", num_classes=0), "positive integer"),
-    (dict(name="yolov3", num_classes=3, width=0), "--width must be positive"),
+    (dict(name="yolov3", num_classes=3, width=0), "width must be positive"),
     (dict(name="yolov3", num_classes=3, input_size=100), "multiple of 32"),
 ])
 def test_bad_arguments_are_usage_errors(kwargs, message):

@@ -1,4 +1,4 @@
-"""``kmeans-anchors``: anchors for a dataset by IoU k-means, written with their quality.
+"""``detkit kmeans-anchors DATA``: anchors for a dataset by IoU k-means, written with their quality.
 
 Writes three files: ``OUT`` (``w,h, w,h, ...`` in input pixels, sorted by area, the
 keras-yolo3 format), ``OUT`` with the suffix ``.json`` (e.g. ``anchors/mine.json`` beside
@@ -20,9 +20,15 @@ import numpy as np
 from detkit import kmeans
 from detkit.anchors import format_anchors, load_anchors, parse_anchors, sort_by_area
 from detkit.artifacts import write_json, write_manifest, write_text
-from detkit.errors import DataError, UsageError
+from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions
+from detkit.errors import DataError
+from detkit.options import as_config, option
+from detkit.progress import SILENT, Progress
 
 COMMAND = "kmeans-anchors"
+#: The options recorded in the JSON report (beside the quality figures).
+REPORT_SETTINGS = ("k", "input_size", "seed", "resize", "center", "restarts", "max_iter",
+                   "refine", "evolve", "anchor_t", "min_size")
 
 
 @dataclasses.dataclass
@@ -65,19 +71,6 @@ def json_path_for(out: str | os.PathLike) -> Path:
         out.name + ".report.json")
 
 
-def _check(k: int, input_size: int, anchor_t: float, min_size: float, decimals: int) -> None:
-    if input_size <= 0:
-        raise UsageError(f"--input-size must be positive, got {input_size}")
-    if k < 1:
-        raise UsageError(f"--k must be at least 1, got {k}")
-    if anchor_t <= 1:
-        raise UsageError(f"--anchor-t must be greater than 1, got {anchor_t}")
-    if min_size < 0:
-        raise UsageError(f"--min-size must be 0 or more pixels, got {min_size}")
-    if not 0 <= decimals <= 6:
-        raise UsageError(f"--decimals must be between 0 and 6, got {decimals}")
-
-
 def cluster_sizes(wh: np.ndarray, *, k: int = 9, seed: int = 0,
                   restarts: int = kmeans.DEFAULT_RESTARTS, center: str = "median",
                   max_iter: int = kmeans.DEFAULT_MAX_ITER, refine: int = kmeans.DEFAULT_REFINE,
@@ -108,66 +101,68 @@ def cluster_sizes(wh: np.ndarray, *, k: int = 9, seed: int = 0,
     return sort_by_area(written), kept, n_tiny, evolved
 
 
-def kmeans_anchors(data: str | os.PathLike, *, k: int = 9, input_size: int = 416,
-                   seed: int = 0, out: str | os.PathLike = "anchors.txt",
-                   resize: str = "letterbox", center: str = "median",
-                   restarts: int = kmeans.DEFAULT_RESTARTS,
-                   max_iter: int = kmeans.DEFAULT_MAX_ITER,
-                   refine: int = kmeans.DEFAULT_REFINE, evolve: int = 0,
-                   anchor_t: float = kmeans.DEFAULT_ANCHOR_T,
-                   min_size: float = kmeans.MIN_BOX_SIZE, decimals: int = 0,
-                   compare: str | os.PathLike | None = None, format: Optional[str] = None,
-                   classes: str | os.PathLike | None = None,
-                   config: Optional[dict[str, Any]] = None) -> KMeansAnchorsResult:
+@dataclasses.dataclass(kw_only=True)
+class Options(DatasetOptions, InputOptions, SeedOptions):
+    """The options of ``kmeans-anchors``."""
+
+    k: int = option(9, "Number of anchors (9: yolov3, 6: yolov3-tiny).", integer=True, low=1)
+    out: Path = option(Path("anchors.txt"), "Anchors file to write ('w,h, w,h, ...'); a "
+                       ".json report with the same stem goes beside it.")
+    resize: str = option("letterbox", "How boxes reach the input: letterbox (as training) "
+                         "or stretch.", choices=kmeans.RESIZE_MODES)
+    center: str = option("median", "Cluster center: median (robust) or mean.",
+                         choices=kmeans.CENTERS)
+    restarts: int = option(kmeans.DEFAULT_RESTARTS,
+                           "k-means++ seeded runs; the best mean IoU wins.",
+                           integer=True, low=1)
+    max_iter: int = option(kmeans.DEFAULT_MAX_ITER, "Lloyd iterations at most per run.",
+                           integer=True, low=1)
+    refine: int = option(kmeans.DEFAULT_REFINE, "Sweeps that move each center to its "
+                         "boxes' IoU-maximizing size (0: plain median/mean centers).",
+                         integer=True, low=0)
+    evolve: int = option(0, "Generations of YOLOv5-style evolution of the ratio fitness "
+                         "(0: none).", integer=True, low=0)
+    anchor_t: float = option(kmeans.DEFAULT_ANCHOR_T,
+                             "Side-ratio threshold of BPR and fitness.", above=1)
+    min_size: float = option(kmeans.MIN_BOX_SIZE,
+                             "Drop boxes with a side under this many input pixels.", low=0)
+    decimals: int = option(0, "Digits written per value (0: integers, as keras-yolo3).",
+                           integer=True, low=0, high=6)
+    compare: Optional[Path] = option(None, "An existing anchors file (e.g. the COCO "
+                                     "defaults) to measure side by side.")
+
+
+def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
     """Cluster a dataset's box sizes (as the network input sees them) into anchors.
 
-    Args:
-        data: the dataset (any format :func:`detkit.data.dataset.load_dataset` reads).
-        k: number of anchors (9 for yolov3, 6 for yolov3-tiny).
-        input_size: network input side in pixels.
-        seed: random seed (same seed, same anchors, byte for byte).
-        out: the anchors file to write.
-        resize: ``letterbox`` (as training) or ``stretch``.
-        center, restarts, max_iter, refine: see :func:`detkit.kmeans.iou_kmeans`.
-        evolve: generations of YOLOv5-style evolution (0: none).
-        anchor_t: side-ratio threshold of BPR and fitness.
-        min_size: boxes with a side under this many input pixels are dropped (counted).
-        decimals: digits written per value (0: integers, as keras-yolo3).
-        compare: an existing anchors file whose quality is reported alongside.
-        format, classes: passed to the dataset reader.
-        config: the resolved options, recorded in the manifest.
+    Writes ``opts.out``, its JSON report (:func:`json_path_for`) and its manifest.
 
     Raises:
         DataError: unreadable dataset, no boxes, bad box sizes, bad compare file.
-        UsageError: bad option values, ``k`` above the number of distinct sizes.
+        UsageError: ``k`` above the number of distinct sizes.
     """
     from detkit.data.dataset import load_dataset
 
-    _check(k, input_size, anchor_t, min_size, decimals)
-    if resize not in kmeans.RESIZE_MODES:
-        raise UsageError(f"--resize must be one of {', '.join(kmeans.RESIZE_MODES)}, "
-                         f"got {resize!r}")
+    del progress  # clustering takes well under a second per 100k boxes
+    data, compare = opts.data, opts.compare
     compare_anchors = load_anchors(compare) if compare is not None else None
-    dataset = load_dataset(data, format=format, classes=classes)
-    wh = kmeans.input_box_sizes(dataset.records, input_size, resize)
+    dataset = load_dataset(data, format=opts.format, classes=opts.classes)
+    wh = kmeans.input_box_sizes(dataset.records, opts.input_size, opts.resize)
     if not len(wh):
         raise DataError("the dataset has no boxes to cluster", path=data)
 
     start = time.perf_counter()
     anchors, kept, n_tiny, evolved = cluster_sizes(
-        wh, k=k, seed=seed, restarts=restarts, center=center, max_iter=max_iter,
-        refine=refine, evolve=evolve, anchor_t=anchor_t, min_size=min_size,
-        decimals=decimals)
+        wh, k=opts.k, seed=opts.seed, restarts=opts.restarts, center=opts.center,
+        max_iter=opts.max_iter, refine=opts.refine, evolve=opts.evolve,
+        anchor_t=opts.anchor_t, min_size=opts.min_size, decimals=opts.decimals)
     elapsed = time.perf_counter() - start
-    quality = kmeans.anchor_quality(kept, anchors, anchor_t)
-    compare_quality = (kmeans.anchor_quality(kept, compare_anchors, anchor_t)
+    quality = kmeans.anchor_quality(kept, anchors, opts.anchor_t)
+    compare_quality = (kmeans.anchor_quality(kept, compare_anchors, opts.anchor_t)
                        if compare_anchors is not None else None)
 
-    settings = {"k": k, "input_size": input_size, "seed": seed, "resize": resize,
-                "center": center, "restarts": restarts, "max_iter": max_iter,
-                "refine": refine, "evolve": evolve, "anchor_t": anchor_t,
-                "min_size": min_size}
-    out = Path(out)
+    settings = {key: getattr(opts, key) for key in REPORT_SETTINGS}
+    out = Path(opts.out)
     json_path = json_path_for(out)
     report = {"anchors": anchors.tolist(), **quality.as_dict(), "n_tiny": n_tiny,
               **settings, "elapsed_s": round(elapsed, 4)}
@@ -178,12 +173,13 @@ def kmeans_anchors(data: str | os.PathLike, *, k: int = 9, input_size: int = 416
                              **compare_quality.as_dict()}
     write_json(json_path, report)
     inputs = [data] + ([compare] if compare is not None else [])
-    manifest = write_manifest(out, command=COMMAND, config=config or {
-        "data": str(data), **settings, "out": str(out)}, inputs=inputs, seed=seed,
-        extra={"anchors": anchors.tolist(), "input_size": input_size,
-               "quality": quality.as_dict(), "report": json_path.name})
+    manifest = write_manifest(out, command=COMMAND, config=as_config(opts), inputs=inputs,
+                              seed=opts.seed,
+                              extra={"anchors": anchors.tolist(),
+                                     "input_size": opts.input_size,
+                                     "quality": quality.as_dict(), "report": json_path.name})
     # The anchors file last: it is the make target, so it must be the newest file.
-    write_text(out, format_anchors(anchors, decimals) + "\n")
+    write_text(out, format_anchors(anchors, opts.decimals) + "\n")
     fixes = getattr(dataset, "fixes", None)
     summary = fixes.summary() if fixes is not None and hasattr(fixes, "summary") else None
     return KMeansAnchorsResult(

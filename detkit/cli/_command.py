@@ -1,0 +1,80 @@
+"""Registering a command from its ``Options`` dataclass, ``run`` and a renderer.
+
+:func:`register` derives the Typer signature from the fields of ``Options`` (flag, type,
+default, help), adds ``--config``, builds the options from what Typer parsed, validates
+them (errors name the flag), runs the command with a Rich progress display, and renders
+the result. A command module in ``cli/`` is then one :func:`register` call and its
+renderer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from detkit.cli.app import app, config_option, handle_errors
+from detkit.cli._display import RichProgress
+from detkit.options import check, specs
+
+Config = Annotated[Optional[Path], config_option()]
+
+
+def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
+    """The Typer parameter of one options field of type ``kind``."""
+    if type(kind) is types.UnionType:  # ``X | None``, spelled as Typer reads it
+        kind = typing.Union[kind.__args__]
+    position = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    if spec.positional:
+        info = typer.Argument(help=spec.help, show_default=False, metavar=spec.flag)
+        return inspect.Parameter(field.name, position, annotation=Annotated[kind, info])
+    names = [f"{spec.flag}/--no-{spec.flag[2:]}"] if spec.toggle else [spec.flag]
+    info = typer.Option(*names, help=spec.help)
+    return inspect.Parameter(field.name, position, annotation=Annotated[kind, info],
+                             default=field.default)
+
+
+def signature(options_cls: type) -> inspect.Signature:
+    """Typer's view of ``options_cls``: one parameter per field, then ``--config``."""
+    hints = typing.get_type_hints(options_cls)
+    fields = sorted(specs(options_cls), key=lambda pair: not pair[1].positional)
+    params = [_parameter(field, spec, hints[field.name]) for field, spec in fields]
+    params.append(inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=Config, default=None))
+    return inspect.Signature(params)
+
+
+def register(name: str, options_cls: type, run: Callable[..., Any],
+             render: Callable[[Any], None], *, help: str) -> Callable[..., None]:
+    """Add the command ``name`` to the app.
+
+    Args:
+        name: the subcommand (``kmeans-anchors``).
+        options_cls: the command's ``Options`` dataclass (fields from
+            :func:`detkit.options.option`).
+        run: ``run(options, progress) -> result`` (the command's library entry point).
+        render: prints the result (tables, files written).
+        help: the one-line description ``--help`` shows.
+    """
+
+    def command(**values: Any) -> None:
+        values.pop("config", None)  # already applied to the defaults
+        with handle_errors(), RichProgress() as progress:
+            options = options_cls(**values)
+            check(options)
+            result = run(options, progress)
+        render(result)
+
+    command.__signature__ = signature(options_cls)
+    command.__annotations__ = {param.name: param.annotation
+                               for param in command.__signature__.parameters.values()}
+    command.__doc__ = help
+    command.__name__ = name.replace("-", "_")
+    app.command(name)(command)
+    return command

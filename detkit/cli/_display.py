@@ -1,0 +1,54 @@
+"""Rich rendering of progress: the :class:`detkit.progress.Progress` the CLI passes."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from detkit.cli.app import err_console
+from detkit.progress import Progress as ProgressSink
+
+
+class RichProgress(ProgressSink):
+    """Bars on stderr (one at a time, removed when done) and lines that stay.
+
+    Use as a context manager: the display stops on exit, also after an error.
+    """
+
+    def __init__(self, console=err_console):
+        self.console = console
+        self._bars: Optional[Progress] = None
+        self._task = None
+
+    def __enter__(self) -> "RichProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+
+    def start(self, description: str, total: Optional[int]) -> None:
+        self.finish()
+        if self._bars is None:
+            self._bars = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
+                console=self.console, transient=True)
+            self._bars.start()
+        self._task = self._bars.add_task(description, total=total, text="")
+
+    def update(self, done: int, text: str = "") -> None:
+        if self._task is not None:
+            self._bars.update(self._task, completed=done, text=text)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._bars.remove_task(self._task)
+            self._task = None
+
+    def note(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True, markup=False)

@@ -1,0 +1,65 @@
+"""Option groups shared by several commands, each declared once.
+
+A command's ``Options`` inherits the groups it takes (dataclass inheritance flattens
+them into one set of flags) and adds its own fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from detkit.families import MODEL_NAMES
+from detkit.options import argument, option
+
+#: Help of the DATA argument of every command that reads a dataset.
+DATA_HELP = "Dataset: keras-yolo3 lines file, COCO json, VOC folder or YOLO txt folder."
+#: Network input side every command defaults to (pixels).
+DEFAULT_INPUT_SIZE = 416
+
+
+@dataclasses.dataclass(kw_only=True)
+class DatasetOptions:
+    """A dataset and how to read it."""
+
+    data: Path = argument(DATA_HELP)
+    format: Optional[str] = option(
+        None, "Dataset format: auto, yolo3, coco, voc or yolo (default: auto).",
+)
+    classes: Optional[Path] = option(
+        None, "classes.txt, one name a line (default: from the dataset).")
+
+
+@dataclasses.dataclass(kw_only=True)
+class InputOptions:
+    """The network input side."""
+
+    input_size: int = option(DEFAULT_INPUT_SIZE,
+                             "Network input side in pixels, a multiple of 32.",
+                             integer=True, low=32)
+
+
+@dataclasses.dataclass(kw_only=True)
+class AnchorOptions:
+    """An anchors file."""
+
+    anchors: Optional[Path] = option(
+        None, "Anchors file 'w,h, w,h, ...' in input pixels (default: the COCO anchors "
+              "of the model).")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ModelOptions(AnchorOptions, InputOptions):
+    """A detector: family, width, anchors and input size."""
+
+    model: str = option("yolov3", f"Architecture: {', '.join(MODEL_NAMES)}.",
+                        choices=MODEL_NAMES)
+    width: float = option(1.0, "Channel width multiplier.", above=0)
+
+
+@dataclasses.dataclass(kw_only=True)
+class SeedOptions:
+    """The random seed."""
+
+    seed: int = option(0, "Random seed.", integer=True, low=0)

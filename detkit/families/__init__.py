@@ -1,0 +1,139 @@
+"""The detector families: one registry entry per ``--model`` name.
+
+A :class:`Family` names everything a command needs to handle a model without branching on
+its name: the model builder, the label assigner (encoder), the loss, the output decoder
+and the anchor layout (anchors per scale, strides). Commands and stages call
+:func:`get_family` and use the entry; a new detector is one new entry here plus its
+pieces in ``models/``, the encoders, ``losses`` and ``decode``.
+
+Pieces are named as ``"module:attribute"`` and imported on first use, so listing the
+families (``detkit --help``) does not import Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from detkit.anchors import ANCHORS_DIR, load_anchors
+from detkit.errors import ArtifactMismatchError, UsageError
+
+
+def _load(reference: str) -> Any:
+    """``"package.module:name"`` -> the object it names."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One detector family (see the module docstring).
+
+    Attributes:
+        name: the ``--model`` name.
+        strides: output strides, coarsest first (one output per stride).
+        anchors_per_scale: anchors predicted in each cell of each output.
+        default_anchors: file name under ``detkit/anchor_files`` used without ``--anchors``.
+        builder: ``"module:function"`` of ``build(num_classes, width, input_size,
+            weight_decay) -> keras.Model`` (``heads(body(image))``).
+        assigner: ``"module:class"`` of the label encoder ``(anchors, input_size,
+            num_classes=C)`` whose call maps padded boxes and classes to targets.
+        loss: ``"module:class"`` of the ``keras.losses.Loss`` over raw outputs.
+        decoder: ``"module:function"`` of ``decode(outputs, anchors, input_size) ->
+            (boxes (B, N, 4), scores (B, N, C))`` in input pixels.
+    """
+
+    name: str
+    strides: tuple[int, ...]
+    anchors_per_scale: int
+    default_anchors: str
+    builder: str
+    assigner: str
+    loss: str
+    decoder: str
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors the family expects in an anchors file."""
+        return self.anchors_per_scale * len(self.strides)
+
+    @property
+    def max_stride(self) -> int:
+        """The coarsest stride: input sides must be multiples of it."""
+        return max(self.strides)
+
+    def build(self, num_classes: int, width: float, input_size: int | None,
+              weight_decay: float) -> Any:
+        """The untrained ``keras.Model`` (see :func:`detkit.models.build_model`)."""
+        return _load(self.builder)(num_classes, width, input_size, weight_decay)
+
+    def assigner_class(self) -> type:
+        """The label encoder class."""
+        return _load(self.assigner)
+
+    def loss_class(self) -> type:
+        """The loss class."""
+        return _load(self.loss)
+
+    def decode(self, outputs, anchors: np.ndarray, input_size: int):
+        """Raw outputs -> ``boxes (B, N, 4)`` and ``scores (B, N, C)`` in input pixels."""
+        return _load(self.decoder)(outputs, anchors, input_size)
+
+    def default_anchors_path(self) -> Path:
+        """The packaged COCO anchors of this family."""
+        return ANCHORS_DIR / self.default_anchors
+
+    def resolve_anchors(self, path: str | os.PathLike | None) -> tuple[np.ndarray, Path]:
+        """Load ``path`` (or the family's default anchors) and check the count.
+
+        Returns:
+            ``(anchors (K, 2) float32 input pixels, the path read)``.
+
+        Raises:
+            DataError: an unreadable anchors file (naming it and the line).
+            ArtifactMismatchError: a count other than :attr:`num_anchors` (naming the
+                file), exit code 1 wherever it happens.
+        """
+        source = Path(path) if path is not None else self.default_anchors_path()
+        anchors = load_anchors(source)
+        if len(anchors) != self.num_anchors:
+            raise ArtifactMismatchError(
+                f"{self.name} needs {self.num_anchors} anchors ({self.anchors_per_scale} "
+                f"per scale at strides {', '.join(map(str, self.strides))}), the anchors "
+                f"file has {len(anchors)}", path=source)
+        return anchors, source
+
+
+_YOLOV3_PIECES = {"assigner": "detkit.encode:Yolov3Encoder",
+                  "loss": "detkit.losses:YoloV3Loss",
+                  "decoder": "detkit.postprocess:decode_outputs"}
+
+#: Every family, by ``--model`` name.
+FAMILIES: dict[str, Family] = {family.name: family for family in (
+    Family(name="yolov3", strides=(32, 16, 8), anchors_per_scale=3,
+           default_anchors="yolov3_coco.txt",
+           builder="detkit.models.yolov3:build_yolov3", **_YOLOV3_PIECES),
+    Family(name="yolov3-tiny", strides=(32, 16), anchors_per_scale=3,
+           default_anchors="yolov3-tiny_coco.txt",
+           builder="detkit.models.yolov3_tiny:build_yolov3_tiny", **_YOLOV3_PIECES),
+)}
+#: The ``--model`` choices.
+MODEL_NAMES = tuple(FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    """The registry entry of ``name``.
+
+    Raises:
+        UsageError: an unknown name (listing the known ones).
+    """
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UsageError(f"unknown model {name!r}; choose one of: "
+                         f"{', '.join(MODEL_NAMES)}") from None

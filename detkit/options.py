@@ -1,0 +1,157 @@
+"""Declaring a command's options once: a dataclass field per option.
+
+A command's ``Options`` is a keyword-only dataclass whose fields are made with
+:func:`argument` (a positional path) or :func:`option` (a ``--flag``). Each field holds its
+type, default, help text and validation in one place; the Typer signature, ``--config``
+keys and the config recorded in manifests are all derived from these fields, so adding an
+option means adding one field. Groups shared by several commands (dataset, model,
+training) are dataclasses the command's ``Options`` inherits from.
+
+This module is a foundation: it knows nothing of Typer (the CLI reads the metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from detkit.errors import UsageError
+
+#: Key of the per-field :class:`Spec` in ``dataclasses.Field.metadata``.
+SPEC = "detkit.option"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """How one field reads on the command line and what values it accepts.
+
+    Attributes:
+        help: the ``--help`` text.
+        flag: ``--name`` (derived from the field name when not given).
+        positional: a positional argument instead of a flag.
+        toggle: a boolean shown as ``--flag/--no-flag``.
+        choices: allowed values (``None``: any).
+        low, high: inclusive numeric bounds (``None``: unbounded).
+        above: exclusive lower bound.
+        integer: the value must be a whole number.
+    """
+
+    help: str
+    flag: Optional[str] = None
+    positional: bool = False
+    toggle: bool = False
+    choices: Optional[tuple[Any, ...]] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    above: Optional[float] = None
+    integer: bool = False
+
+    def check(self, value: Any) -> None:
+        """Raise :class:`UsageError` naming the flag when ``value`` is out of bounds."""
+        if value is None:
+            return
+        name = self.flag
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"{name} must be one of {', '.join(map(str, self.choices))}, "
+                             f"got {value!r}")
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric:
+            return
+        if self.integer and int(value) != value:
+            raise UsageError(f"{name} must be an integer, got {value!r}")
+        if not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value!r}")
+        if self.low is not None and value < self.low:
+            raise UsageError(f"{name} must be >= {self.low:g}, got {value!r}")
+        if self.high is not None and value > self.high:
+            raise UsageError(f"{name} must be <= {self.high:g}, got {value!r}")
+        if self.above is not None and not value > self.above:
+            raise UsageError(f"{name} must be greater than {self.above:g}, got {value!r}")
+
+
+def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,
+           toggle: bool = False, choices: Optional[Sequence[Any]] = None,
+           low: Optional[float] = None, high: Optional[float] = None,
+           above: Optional[float] = None, integer: bool = False) -> Any:
+    """A ``--flag`` field (``flag`` defaults to the field name with dashes).
+
+    Args:
+        default: the default value (immutable: paths, numbers, strings, tuples).
+        help: the ``--help`` text.
+        toggle: a boolean shown as ``--flag/--no-flag``.
+        choices, low, high, above, integer: validation (see :class:`Spec`).
+    """
+    spec = Spec(help=help, flag=flag, toggle=toggle,
+                choices=None if choices is None else tuple(choices), low=low, high=high,
+                above=above, integer=integer)
+    return dataclasses.field(default=default, metadata={SPEC: spec})
+
+
+def argument(help: str) -> Any:
+    """A required positional argument."""
+    return dataclasses.field(metadata={SPEC: Spec(help=help, positional=True)})
+
+
+def specs(cls_or_obj: Any) -> list[tuple[dataclasses.Field, Spec]]:
+    """Every option field of an ``Options`` class with its :class:`Spec`, in order."""
+    found = []
+    for field in dataclasses.fields(cls_or_obj):
+        spec = field.metadata.get(SPEC)
+        if spec is not None:
+            flag = spec.flag or (field.name.upper() if spec.positional
+                                 else "--" + field.name.replace("_", "-"))
+            found.append((field, dataclasses.replace(spec, flag=flag)))
+    return found
+
+
+def flag_of(cls_or_obj: Any, name: str) -> str:
+    """The command-line name of field ``name`` (``--input-size`` or ``DATA``)."""
+    for field, spec in specs(cls_or_obj):
+        if field.name == name:
+            return spec.flag
+    raise KeyError(name)
+
+
+def check(opts: Any) -> None:
+    """Validate every field of ``opts`` against its :class:`Spec`.
+
+    Raises:
+        UsageError: naming the first flag whose value is out of bounds.
+    """
+    for field, spec in specs(opts):
+        spec.check(getattr(opts, field.name))
+
+
+def plain(value: Any) -> Any:
+    """A value as recorded in JSON: paths as strings, tuples as lists."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (tuple, list)):
+        return [plain(item) for item in value]
+    return value
+
+
+def as_config(opts: Any) -> dict[str, Any]:
+    """The resolved options as recordable values, keyed by field name."""
+    return {field.name: plain(getattr(opts, field.name)) for field, _ in specs(opts)}
+
+
+def from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
+    """Build ``cls`` from keyword values; paths given as strings become :class:`Path`.
+
+    Raises:
+        TypeError: a key that is not an option of ``cls``.
+    """
+    known = {field.name: field for field, _ in specs(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+    converted = {}
+    for key, value in values.items():
+        wants_path = "Path" in str(known[key].type)
+        converted[key] = Path(value) if wants_path and isinstance(value, str) else value
+    return cls(**converted)
+
