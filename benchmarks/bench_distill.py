@@ -56,8 +56,14 @@ def main(quick: bool = False, preset: dict | None = None) -> dict:
     import numpy as np
 
     from benchmarks.bench_train_quality import synth_with_anchors
-    from detkit.api.distill import distill
-    from detkit.api.train import train
+    from detkit.commands import distill as distill_command
+    from detkit.commands import train as train_command
+
+    def train(data, **options):
+        return train_command.run(train_command.Options(data=data, **options))
+
+    def distill(data, **options):
+        return distill_command.run(distill_command.Options(data=data, **options))
 
     settings = preset or (QUICK if quick else FULL)
     start = time.perf_counter()

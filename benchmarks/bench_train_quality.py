@@ -114,7 +114,8 @@ def synth_with_anchors(work: Path, settings: dict, **synth_options):
 def main(quick: bool = False) -> dict:
     import keras
 
-    from detkit.api.train import train
+    from detkit.training.options import TrainOptions
+    from detkit.training.run import run_training
 
     settings = QUICK if quick else FULL
     start = time.perf_counter()
@@ -145,13 +146,14 @@ def main(quick: bool = False) -> dict:
             if not quick and time.perf_counter() - start > STOP_AT_S:
                 self.model.stop_training = True
 
-    result = train(data / "train.txt", stage=1, model="yolov3-tiny", width=settings["width"],
-                   anchors=work / "anchors.txt", input_size=input_size,
-                   epochs=settings["epochs"], batch_size=settings["batch_size"],
-                   lr=settings["lr"], warmup_epochs=settings["warmup_epochs"],
-                   freeze="none", seed=0, out=work / "run", workers=2,
-                   jit=settings["jit"], max_boxes=settings["max_boxes"],
-                   callbacks=[MapCurve(), TimeBudget()])
+    opts = TrainOptions(data=data / "train.txt", stage=1, model="yolov3-tiny",
+                        width=settings["width"], anchors=work / "anchors.txt",
+                        input_size=input_size, epochs=settings["epochs"],
+                        batch_size=settings["batch_size"], lr=settings["lr"],
+                        warmup_epochs=settings["warmup_epochs"], freeze="none", seed=0,
+                        out=work / "run", workers=2, jit=settings["jit"],
+                        max_boxes=settings["max_boxes"])
+    result = run_training(opts, callbacks=[MapCurve(), TimeBudget()])
     elapsed = time.perf_counter() - start
     # The gate is judged on the last checkpoint, re-evaluated from the file.
     from detkit.models import build_model

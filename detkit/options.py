@@ -64,12 +64,21 @@ class Spec:
             raise UsageError(f"{name} must be an integer, got {value!r}")
         if not math.isfinite(value):
             raise UsageError(f"{name} must be a finite number, got {value!r}")
-        if self.low is not None and value < self.low:
-            raise UsageError(f"{name} must be >= {self.low:g}, got {value!r}")
-        if self.high is not None and value > self.high:
+        lower = self.low if self.above is None else self.above
+        closed = "[" if self.above is None else "("
+        too_low = ((self.low is not None and value < self.low)
+                   or (self.above is not None and not value > self.above))
+        too_high = self.high is not None and value > self.high
+        if (too_low or too_high) and lower is not None and self.high is not None:
+            raise UsageError(f"{name} must be in {closed}{lower:g}, {self.high:g}], "
+                             f"got {value!r}")
+        if too_low and self.above == 0:
+            raise UsageError(f"{name} must be a positive number, got {value!r}")
+        if too_low:
+            relation = ">=" if self.above is None else ">"
+            raise UsageError(f"{name} must be {relation} {lower:g}, got {value!r}")
+        if too_high:
             raise UsageError(f"{name} must be <= {self.high:g}, got {value!r}")
-        if self.above is not None and not value > self.above:
-            raise UsageError(f"{name} must be greater than {self.above:g}, got {value!r}")
 
 
 def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,

@@ -148,7 +148,7 @@ def test_ema_weights_swaps_in_the_averages_and_back():
 
 @pytest.mark.parametrize("extra,code,message", [
     (["--schedule", "linear"], 2, "--schedule must be one of cosine, plateau"),
-    (["--stage", "3"], 2, "--stage must be 1 or 2"),
+    (["--stage", "3"], 2, "--stage must be one of 1, 2"),
     (["--box-loss", "giou"], 2, "--box-loss must be one of mse, huber, ciou"),
     (["--freeze", "head"], 2, "--freeze must be one of"),
     (["--lr", "-1"], 2, "--lr must be a positive number"),
@@ -241,12 +241,12 @@ def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
 
 
 def _run(dataset, out, **options):
-    from detkit.api.train import train
+    from detkit.commands.train import Options, run
 
     base = dict(model="yolov3-tiny", width=0.0625, anchors=dataset / "anchors.txt",
                 input_size=SIZE, batch_size=4, steps_per_epoch=2, freeze="none", out=out)
     base.update(options)
-    return train(dataset / "train.txt", **base)
+    return run(Options(data=dataset / "train.txt", **base))
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ the teacher is resolved and checked before any file is written, built after the 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,71 +18,14 @@ import numpy as np
 
 from detkit.distill.cache import (TeacherCache, TeacherOutputBatches, cache_settings,
                                   write_teacher_cache)
-from detkit.distill.loss import DEFAULT_TEMPERATURE, DistillationLoss
+from detkit.distill.loss import DistillationLoss
 from detkit.distill.model import DEFAULT_ALPHA, DistillationTrainingModel
 from detkit.distill.scales import StridePair, match_strides, require_pairs
 from detkit.distill.teacher import (TeacherSpec, build_teacher, preserved_random_state,
                                     resolve_teacher)
-from detkit.errors import ArtifactMismatchError, UsageError
+from detkit.errors import ArtifactMismatchError
 from detkit.training.model import YoloTrainingModel
-from detkit.training.run import RunExtension, TrainOptions, TrainResult, run_training
-
-
-@dataclasses.dataclass
-class DistillOptions(TrainOptions):
-    """Every option of ``detkit distill``: ``train``'s plus the teacher's.
-
-    Attributes (beyond :class:`~detkit.training.run.TrainOptions`):
-        teacher: the teacher's ``*.weights.h5`` or its run directory (required).
-        teacher_model, teacher_width: its architecture (default: from its manifest).
-        teacher_anchors: its anchors file (default: manifest, student's, model default).
-        alpha: weight of the distillation terms in ``[0, 1]`` (0: ground truth only).
-        temperature: ``T`` of the class logits.
-        teacher_cache: HDF5 file of the teacher's outputs on the non-augmented images,
-            computed when missing and reused after (requires ``augment=False``).
-    """
-
-    out: Path = Path("runs/distill")
-    teacher: Path | None = None
-    teacher_model: str | None = None
-    teacher_width: float | None = None
-    teacher_anchors: Path | None = None
-    alpha: float = DEFAULT_ALPHA
-    temperature: float = DEFAULT_TEMPERATURE
-    teacher_cache: Path | None = None
-
-    def resolved(self) -> "DistillOptions":
-        """:meth:`TrainOptions.resolved` plus the distillation options' checks.
-
-        Raises:
-            UsageError: naming the option and the value received.
-        """
-        from detkit.models import MODEL_NAMES
-
-        opts = super().resolved()
-        if opts.teacher is None:
-            raise UsageError("--teacher is required (a *.weights.h5 file or a run "
-                             "directory)")
-        if not (math.isfinite(opts.alpha) and 0.0 <= opts.alpha <= 1.0):
-            raise UsageError(f"--alpha must be in [0, 1], got {opts.alpha!r}")
-        if not (math.isfinite(opts.temperature) and opts.temperature > 0):
-            raise UsageError(f"--temperature must be a positive number, "
-                             f"got {opts.temperature!r}")
-        if opts.teacher_model is not None and opts.teacher_model not in MODEL_NAMES:
-            raise UsageError(f"--teacher-model must be one of {', '.join(MODEL_NAMES)}, "
-                             f"got {opts.teacher_model!r}")
-        if opts.teacher_width is not None and not opts.teacher_width > 0:
-            raise UsageError(f"--teacher-width must be positive, got {opts.teacher_width!r}")
-        if opts.bottlenecks is not None:
-            raise UsageError("distill trains on images, which the teacher must see: "
-                             "--bottlenecks is not supported (train the heads with "
-                             "`detkit train --bottlenecks` first, then distill)")
-        if opts.teacher_cache is not None and opts.augment:
-            raise UsageError("--teacher-cache needs --no-augment: cached teacher outputs "
-                             "are of the letterboxed images, and the teacher must see the "
-                             "pixels the student sees")
-        return dataclasses.replace(opts, teacher=Path(opts.teacher), teacher_cache=(
-            None if opts.teacher_cache is None else Path(opts.teacher_cache)))
+from detkit.training.run import RunExtension, TrainResult, run_training
 
 
 @dataclasses.dataclass
@@ -109,14 +51,14 @@ class DistillExtension(RunExtension):
     command = "distill"
 
     def __init__(self) -> None:
-        self.opts: DistillOptions | None = None
+        self.opts: Any = None
         self.spec: TeacherSpec | None = None
         self.pairs: list[StridePair] = []
         self.settings: dict[str, Any] = {}
         self.report = None
         self.notes: list[str] = []
 
-    def prepare(self, opts: DistillOptions, anchors: np.ndarray, class_names: list[str],
+    def prepare(self, opts: Any, anchors: np.ndarray, class_names: list[str],
                 notes: list[str]) -> dict[str, Any]:
         """Resolve the teacher, check its classes, pair the scales (before any file)."""
         from detkit.artifacts import check_agree, sha256_file
@@ -182,7 +124,7 @@ class DistillExtension(RunExtension):
         return TeacherOutputBatches(base, cache)
 
 
-def run_distillation(opts: DistillOptions, *, callbacks: Sequence[Any] = (),
+def run_distillation(opts: Any, *, callbacks: Sequence[Any] = (),
                      config: dict | None = None) -> DistillResult:
     """Distill one stage end to end into a run directory (files as ``train``'s).
 

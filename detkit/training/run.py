@@ -27,17 +27,13 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from detkit.data.augment import AugmentConfig
-from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
+from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, HistoryCSV,
                                        LoaderEpoch, NanGuard, RunCheckpoint,
                                        load_state_weights, read_history, read_state)
-from detkit.training.schedule import SCHEDULES, LinearWarmup, WarmupCosine
-from detkit.training.strategy import STRATEGIES
+from detkit.training.options import TrainOptions
+from detkit.training.schedule import LinearWarmup, WarmupCosine
 
-#: Learning rate and frozen part by stage when not given.
-DEFAULT_LR = {1: 1e-3, 2: 1e-4}
-DEFAULT_FREEZE = {1: "body", 2: "none"}
 #: Global gradient-norm clip of the optimizer.
 CLIP_NORM = 10.0
 #: Momentum of the weights' exponential moving average (``--ema``).
@@ -55,140 +51,6 @@ RESUME_KEYS = ("model", "width", "stage", "input_size", "anchors", "class_names"
 STAGE2_KEYS = ("model", "anchors", "class_names")
 #: Name of the run manifest.
 MANIFEST = "manifest.json"
-
-
-@dataclasses.dataclass
-class TrainOptions:
-    """Every option of ``detkit train`` (``None``: the stage's default).
-
-    See ``detkit train --help`` for each; units are input pixels and epochs.
-    """
-
-    data: Path
-    stage: int = 1
-    model: str = "yolov3"
-    width: float = 1.0
-    anchors: Path | None = None
-    classes: Path | None = None
-    format: str | None = None
-    input_size: int = 416
-    epochs: int = 50
-    batch_size: int = 16
-    weights: Path | None = None
-    val: Path | None = None
-    seed: int = 0
-    out: Path = Path("runs/train")
-    lr: float | None = None
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    freeze: str | None = None
-    box_loss: str = "mse"
-    obj_loss: str = "bce"
-    ignore_thresh: float = 0.5
-    ema: bool = False
-    mixed_precision: bool = False
-    early_stopping: int = 0
-    resume: bool = False
-    strategy: str = "none"
-    workers: int = 1
-    augment: bool = True
-    aug_scale: tuple[float, float] = AugmentConfig.scale
-    aug_jitter: float = AugmentConfig.jitter
-    steps_per_epoch: int | None = None
-    max_boxes: int = 100
-    jit: bool = False
-    bottlenecks: Path | None = None
-    labels: Path | None = None
-    bottleneck_epochs: int = 0
-
-    @property
-    def total_epochs(self) -> int:
-        """Epochs of the whole run: the cached-feature phase (if any), then ``epochs``."""
-        return (self.bottleneck_epochs if self.bottlenecks is not None else 0) + self.epochs
-
-    def augment_config(self) -> AugmentConfig:
-        """The augmentation ranges of ``--aug-scale`` and ``--aug-jitter``.
-
-        Raises:
-            UsageError: a range that is not one.
-        """
-        scale = tuple(float(v) for v in self.aug_scale)
-        if len(scale) != 2:
-            raise UsageError(f"--aug-scale takes two numbers (low high), got "
-                             f"{self.aug_scale!r}")
-        try:
-            return AugmentConfig(scale=scale, jitter=float(self.aug_jitter))
-        except UsageError as error:
-            raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
-                             f"--aug-jitter {self.aug_jitter:g})") from None
-
-    def resolved(self) -> "TrainOptions":
-        """A copy with the stage defaults filled in and every value checked.
-
-        Raises:
-            UsageError: naming the option and the value received.
-        """
-        from detkit.losses import BOX_LOSSES, OBJ_LOSSES
-        from detkit.models import MODEL_NAMES, check_input_size
-        from detkit.models.freeze import FREEZE_MODES
-
-        if self.stage not in (1, 2):
-            raise UsageError(f"--stage must be 1 or 2, got {self.stage!r}")
-        lr = DEFAULT_LR[self.stage] if self.lr is None else self.lr
-        freeze = DEFAULT_FREEZE[self.stage] if self.freeze is None else self.freeze
-        _choice("--model", self.model, MODEL_NAMES)
-        _choice("--schedule", self.schedule, SCHEDULES)
-        _choice("--freeze", freeze, FREEZE_MODES)
-        _choice("--box-loss", self.box_loss, BOX_LOSSES)
-        _choice("--obj-loss", self.obj_loss, OBJ_LOSSES)
-        _choice("--strategy", self.strategy, STRATEGIES)
-        check_input_size(self.input_size)
-        if self.bottlenecks is not None:
-            if self.stage != 1:
-                raise UsageError(f"--bottlenecks trains the heads of stage 1, "
-                                 f"not stage {self.stage}")
-            if self.labels is None:
-                raise UsageError("--bottlenecks needs --labels (the labels.npz of the same "
-                                 "images, from encode-labels)")
-        elif self.bottleneck_epochs:
-            raise UsageError("--bottleneck-epochs needs --bottlenecks (a cache-bottlenecks "
-                             "file)")
-        for name, value, low in (("--epochs", self.epochs,
-                                  0 if self.bottlenecks is not None else 1),
-                                 ("--bottleneck-epochs", self.bottleneck_epochs, 0),
-                                 ("--batch-size", self.batch_size, 1),
-                                 ("--workers", self.workers, 1),
-                                 ("--early-stopping", self.early_stopping, 0),
-                                 ("--seed", self.seed, 0),
-                                 ("--max-boxes", self.max_boxes, 1)):
-            if int(value) != value or value < low:
-                raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.steps_per_epoch is not None and (int(self.steps_per_epoch) !=
-                                                 self.steps_per_epoch
-                                                 or self.steps_per_epoch < 1):
-            raise UsageError(f"--steps-per-epoch must be a positive integer, "
-                             f"got {self.steps_per_epoch!r}")
-        if not (math.isfinite(lr) and lr > 0):
-            raise UsageError(f"--lr must be a positive number, got {lr!r}")
-        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
-            raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
-        if not 0 < self.ignore_thresh <= 1:
-            raise UsageError(f"--ignore-thresh must be in (0, 1], got {self.ignore_thresh!r}")
-        if not self.width > 0:
-            raise UsageError(f"--width must be positive, got {self.width!r}")
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UsageError(f"--out must be a directory, and {self.out} is a file")
-        if self.total_epochs < 1:
-            raise UsageError("nothing to train: --epochs and --bottleneck-epochs are 0")
-        config = self.augment_config()
-        return dataclasses.replace(self, lr=float(lr), freeze=freeze,
-                                   aug_scale=config.scale, aug_jitter=config.jitter,
-                                   data=Path(self.data), out=Path(self.out))
-
-
-def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclasses.dataclass

@@ -7,8 +7,8 @@ import math
 import keras
 from keras import ops
 
-#: ``--schedule`` choices.
-SCHEDULES = ("cosine", "plateau")
+from detkit.training.options import SCHEDULES  # noqa: F401 (the --schedule choices)
+
 #: The cosine schedule ends at this fraction of the peak rate.
 COSINE_FLOOR = 0.01
 

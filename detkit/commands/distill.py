@@ -1,0 +1,84 @@
+"""``detkit distill DATA --teacher T``: train a student with a frozen teacher's outputs.
+
+Writes what ``train`` writes (see :func:`detkit.distill.run_distillation`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from detkit.errors import UsageError
+from detkit.families import MODEL_NAMES
+from detkit.options import as_config, option
+from detkit.progress import SILENT, Progress
+from detkit.training.options import TrainOptions
+
+__all__ = ["Options", "run"]
+
+
+@dataclasses.dataclass(kw_only=True)
+class Options(TrainOptions):
+    """Every option of ``detkit distill``: ``train``'s plus the teacher's."""
+
+    out: Path = option(Path("runs/distill"), "Run directory.")
+    teacher: Optional[Path] = option(
+        None, "The teacher: its *.weights.h5, or a run directory (best.weights.h5 and the "
+              "manifest naming its architecture). Required.")
+    teacher_model: Optional[str] = option(
+        None, "Teacher architecture (default: from its manifest).", choices=MODEL_NAMES)
+    teacher_width: Optional[float] = option(
+        None, "Teacher channel width multiplier (default: from its manifest, else 1.0).",
+        above=0)
+    teacher_anchors: Optional[Path] = option(
+        None, "Teacher anchors file (default: its manifest's, else the student's when the "
+              "count fits, else its model's).")
+    alpha: float = option(0.5, "Weight of the teacher terms in [0, 1]: loss = (1 - alpha) "
+                               "ground truth + alpha distillation (0: ground truth only).",
+                          low=0, high=1)
+    temperature: float = option(1.0, "Temperature of the class logits in the distillation "
+                                     "term.", above=0)
+    teacher_cache: Optional[Path] = option(
+        None, "HDF5 file of the teacher's outputs on the letterboxed images: computed "
+              "once, reused after (needs --no-augment).")
+
+    def resolved(self) -> "Options":
+        """:meth:`TrainOptions.resolved` plus the distillation options' checks.
+
+        Raises:
+            UsageError: naming the option and the value received.
+        """
+        opts = super().resolved()
+        if opts.teacher is None:
+            raise UsageError("--teacher is required (a *.weights.h5 file or a run "
+                             "directory)")
+        if opts.bottlenecks is not None:
+            raise UsageError("distill trains on images, which the teacher must see: "
+                             "--bottlenecks is not supported (train the heads with "
+                             "`detkit train --bottlenecks` first, then distill)")
+        if opts.teacher_cache is not None and opts.augment:
+            raise UsageError("--teacher-cache needs --no-augment: cached teacher outputs "
+                             "are of the letterboxed images, and the teacher must see the "
+                             "pixels the student sees")
+        return dataclasses.replace(opts, teacher=Path(opts.teacher), teacher_cache=(
+            None if opts.teacher_cache is None else Path(opts.teacher_cache)))
+
+
+
+
+def run(opts: Options, progress: Progress = SILENT):
+    """Distill one training stage.
+
+    Returns:
+        :class:`detkit.distill.DistillResult`.
+
+    Raises:
+        UsageError, DataError, ArtifactError, ArtifactMismatchError, TrainingError: see
+            :func:`detkit.distill.run_distillation`.
+    """
+    from detkit.distill import run_distillation
+    from detkit.training.progress import ProgressCallback
+
+    return run_distillation(opts, callbacks=[ProgressCallback(progress, opts.epochs)],
+                            config=as_config(opts))
