@@ -1,4 +1,4 @@
-"""``cache-bottlenecks``: run the frozen part of a detector once over every image.
+"""``detkit cache-bottlenecks DATA``: run the frozen part of a detector once over every image.
 
 Without ``--weights`` (a from-scratch demo) the model is initialized from ``--seed`` and
 its weights are saved beside the cache as ``NAME.init.weights.h5`` (recorded in the
@@ -9,11 +9,16 @@ file, so the heads are trained on features of exactly the body they will sit on.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Optional
 
 import numpy as np
+
+from detkit.errors import DataError
+from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
+from detkit.families import get_family
+from detkit.options import as_config, option
+from detkit.progress import SILENT, Progress
 
 #: Images per forward pass (and per HDF5 flush).
 DEFAULT_BATCH_SIZE = 8
@@ -52,69 +57,57 @@ class CacheBottlenecksResult:
         return self.file_bytes / max(1, self.num_images)
 
 
-def cache_bottlenecks(data: str | os.PathLike, *, out: str | os.PathLike,
-                      model: str = "yolov3", width: float = 1.0,
-                      weights: str | os.PathLike | None = None,
-                      anchors: str | os.PathLike | None = None,
-                      classes: str | os.PathLike | None = None, input_size: int = 416,
-                      format: str | None = None, split: str | None = None,
-                      dtype: str = "float16", compression: str = "auto",
-                      batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
-                      resume: bool = False,
-                      progress: Callable[[int, int], None] | None = None,
-                      config: Mapping[str, Any] | None = None) -> CacheBottlenecksResult:
-    """Compute and store the frozen part's features of every image of ``data``.
+@dataclasses.dataclass(kw_only=True)
+class Options(SeedOptions, ModelOptions, DatasetOptions):
+    """The options of ``cache-bottlenecks``."""
+
+    out: Path = option(Path("bottlenecks.h5"), "Cache file (.h5).")
+    weights: Optional[Path] = option(
+        None, "Weights (*.weights.h5) of the frozen part; without it the model is "
+              "initialized from --seed and saved as OUT.init.weights.h5 for train to start "
+              "from.")
+    split: str = option("all-but-heads", "Where the model is cut: all-but-heads (cache the "
+                        "inputs of the output convs, keras-yolo3's bottlenecks) or body "
+                        "(cache the body's outputs; the whole heads train).",
+                        choices=("body", "all-but-heads"))
+    dtype: str = option("float16", "Storage dtype: float16 or float32.",
+                        choices=("float16", "float32"))
+    compression: str = option("auto", "auto (compress only if it pays, measured), none, "
+                              "lzf or gzip.", choices=("auto", "none", "lzf", "gzip"))
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "Images per forward pass.", integer=True,
+                             low=1)
+    resume: bool = option(False, "Continue an interrupted run with the same settings.",
+                          toggle=True)
+
+
+def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
+    """Compute and store the frozen part's features of every image of ``opts.data``.
 
     Images take the deterministic path (letterbox, no augmentation) of
-    :class:`detkit.data.loader.DetectionBatches`.
-
-    Args:
-        data: the dataset (any format :func:`detkit.data.dataset.load_dataset` reads).
-        out: the cache file (``.h5``); its manifest goes beside it.
-        model, width: architecture and channel multiplier.
-        weights: ``*.weights.h5`` to load by name (None: seeded init, saved beside).
-        anchors: anchors file (only checked against the model and recorded).
-        classes: classes.txt (default: from the dataset).
-        input_size: network input side in pixels (multiple of 32).
-        format: dataset format (default: detected).
-        split: where the model is cut (:data:`detkit.bottleneck_training.SPLITS`).
-        dtype: ``float16`` (default) or ``float32``.
-        compression: ``auto``, ``none``, ``lzf`` or ``gzip``.
-        batch_size: images per forward pass.
-        seed: initialization seed (used when ``weights`` is None).
-        resume: continue an interrupted run with the same settings.
-        progress: ``progress(done, total)`` after each batch.
-        config: the resolved options, recorded in the manifest.
+    :class:`detkit.data.loader.DetectionBatches`; the anchors are only checked against
+    the model and recorded.
 
     Raises:
         DataError, UsageError, ArtifactError: bad dataset, options or weights.
     """
     import keras
 
-    from detkit.anchors import default_anchors_path, load_anchors
     from detkit.artifacts import atomic_path, sha256_file, write_manifest
-    from detkit.bottleneck_training import (DEFAULT_SPLIT, check_split, frozen_features,
-                                            init_weights_path, split_model)
-    from detkit.bottlenecks import CacheSettings, DTYPES, write_cache
+    from detkit.bottleneck_training import frozen_features, init_weights_path, split_model
+    from detkit.bottlenecks import CacheSettings, write_cache
     from detkit.data.dataset import load_dataset
     from detkit.data.loader import DetectionBatches
-    from detkit.errors import UsageError
-    from detkit.models import build_model, check_input_size, num_anchors
+    from detkit.models import build_model, check_input_size
     from detkit.models.weights import load_weights_by_name
 
-    split = check_split(split or DEFAULT_SPLIT)
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    data, out, weights, classes = opts.data, Path(opts.out), opts.weights, opts.classes
+    model, width, input_size, seed = opts.model, opts.width, opts.input_size, opts.seed
+    split, dtype, batch_size = opts.split, opts.dtype, opts.batch_size
     check_input_size(input_size)
-    out = Path(out)
-    anchors_path = Path(anchors) if anchors is not None else default_anchors_path(model)
-    anchor_sizes = load_anchors(anchors_path)
-    if len(anchor_sizes) != num_anchors(model):
-        raise UsageError(f"{model} needs {num_anchors(model)} anchors, "
-                         f"{anchors_path} has {len(anchor_sizes)}")
-    dataset = load_dataset(data, format=format, classes=classes)
+    anchor_sizes, anchors_path = get_family(model).resolve_anchors(opts.anchors)
+    dataset = load_dataset(data, format=opts.format, classes=classes)
     if not dataset.records:
-        raise UsageError(f"no images in {data}")
+        raise DataError("no images in the dataset", path=data)
     notes = []
     fixes = dataset.fixes.summary() if dataset.fixes is not None else None
     if fixes:
@@ -130,7 +123,7 @@ def cache_bottlenecks(data: str | os.PathLike, *, out: str | os.PathLike,
         weights_file = Path(weights)
     else:
         init_path = init_weights_path(out)
-        if resume and init_path.is_file():
+        if opts.resume and init_path.is_file():
             load_weights_by_name(net, init_path, strict=True)
         else:
             with atomic_path(init_path) as tmp:
@@ -149,8 +142,11 @@ def cache_bottlenecks(data: str | os.PathLike, *, out: str | os.PathLike,
         images = np.stack([loader.load_sample(int(i)).image for i in indices])
         return frozen_features(parts, images.astype(np.float32) * np.float32(1 / 255))
 
+    progress.start("caching features", len(dataset.records))
     written = write_cache(out, settings, compute, batch_size=batch_size,
-                          compression=compression, resume=resume, progress=progress)
+                          compression=opts.compression, resume=opts.resume,
+                          progress=lambda done, total: progress.update(done))
+    progress.finish()
     notes += written.notes
     inputs = [p for p in (data, weights, anchors_path, classes) if p is not None]
     extra = {
@@ -166,11 +162,7 @@ def cache_bottlenecks(data: str | os.PathLike, *, out: str | os.PathLike,
         "anchors": anchor_sizes, "class_names": dataset.class_names,
         "input_size": int(input_size),
     }
-    resolved = dict(config or {})
-    resolved.update(model=model, width=width, split=split, dtype=dtype,
-                    input_size=input_size, compression=compression, seed=seed,
-                    weights=None if weights is None else str(weights))
-    manifest = write_manifest(out, command="cache-bottlenecks", config=resolved,
+    manifest = write_manifest(out, command="cache-bottlenecks", config=as_config(opts),
                               inputs=inputs, seed=seed, extra=extra)
     return CacheBottlenecksResult(
         path=out, manifest=manifest, init_weights=init_path,
