@@ -103,9 +103,9 @@ class Family:
         anchors = load_anchors(source)
         if len(anchors) != self.num_anchors:
             raise ArtifactMismatchError(
-                f"{self.name} needs {self.num_anchors} anchors ({self.anchors_per_scale} "
-                f"per scale at strides {', '.join(map(str, self.strides))}), the anchors "
-                f"file has {len(anchors)}", path=source)
+                f"{self.name} needs {self.num_anchors} anchors, the anchors file has "
+                f"{len(anchors)} ({self.anchors_per_scale} per scale at strides "
+                f"{', '.join(map(str, self.strides))})", path=source)
         return anchors, source
 
 

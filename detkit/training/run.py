@@ -224,10 +224,9 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
         ArtifactError, ArtifactMismatchError: unusable ``--weights`` or resume state.
         TrainingError: NaN/Inf loss.
     """
-    from detkit.anchors import default_anchors_path, load_anchors
     from detkit.artifacts import read_manifest, check_agree
     from detkit.data.dataset import load_dataset
-    from detkit.models import num_anchors
+    from detkit.families import get_family
 
     extension = extension or RunExtension()
     opts = opts.resolved()
@@ -235,12 +234,7 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
     class_names = list(dataset.class_names)
     val_dataset = (load_dataset(opts.val, opts.format, class_names)
                    if opts.val is not None else None)
-    anchors_path = opts.anchors or default_anchors_path(opts.model)
-    anchors = load_anchors(anchors_path)
-    if len(anchors) != num_anchors(opts.model):
-        raise ArtifactMismatchError(
-            f"{opts.model} needs {num_anchors(opts.model)} anchors, the anchors file has "
-            f"{len(anchors)}", path=anchors_path)
+    anchors, anchors_path = get_family(opts.model).resolve_anchors(opts.anchors)
     run_dir = opts.out
     monitor = "val_loss" if val_dataset is not None else "loss"
     settings = {"model": opts.model, "width": opts.width, "stage": opts.stage,
