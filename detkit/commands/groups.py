@@ -63,3 +63,13 @@ class SeedOptions:
     """The random seed."""
 
     seed: int = option(0, "Random seed.", integer=True, low=0)
+
+
+@dataclasses.dataclass(kw_only=True)
+class InferenceOptions:
+    """Running trained weights over images (predict, eval-map --model)."""
+
+    weights: Optional[Path] = option(None, "Trained model weights (.weights.h5).")
+    conf: float = option(0.001, "Score threshold (objectness x class probability); keep it "
+                         "low for mAP, which needs the whole PR curve.", low=0, high=1)
+    batch_size: int = option(8, "Images per forward pass.", integer=True, low=1)

@@ -1,0 +1,205 @@
+"""``detkit eval-map DATA``: COCO (pycocotools-exact) or VOC mAP of detections, to report.json.
+
+Evaluates ``--detections`` (a COCO results json), or first runs ``--model`` with
+``--weights`` over the ground truth's images (``detkit predict``). Writes ``OUT`` (the
+report: stats, per-class table, F1-optimal confidence, the model block in ``--model``
+mode) with its sidecar manifest, and PR / F1 curves under ``--plots``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from detkit.artifacts import write_json, write_manifest
+from detkit.commands import predict
+from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
+from detkit.errors import DataError, UsageError
+from detkit.families import MODEL_NAMES
+from detkit.options import as_config, option
+from detkit.progress import SILENT, Progress
+
+COMMAND = "eval-map"
+#: Metrics the command computes.
+METRICS = ("coco", "voc07", "voc12")
+#: The option groups eval-map hands to ``predict`` in ``--model`` mode.
+PREDICT_GROUPS = (DatasetOptions, ModelOptions, InferenceOptions)
+
+
+@dataclasses.dataclass
+class EvalMapResult:
+    """What :func:`run` computed and wrote.
+
+    Attributes:
+        metric: ``coco``, ``voc07`` or ``voc12``.
+        report: the report.json mapping (see :mod:`detkit.evaluate.report`).
+        out: the report file, if one was written.
+        detections: the detections file evaluated (given, or written by ``--model``).
+        plots: PNG files written.
+        warnings: things the user should know (e.g. no detections at all).
+    """
+
+    metric: str
+    report: dict[str, Any]
+    out: Path | None
+    detections: Path
+    plots: list[Path]
+    warnings: list[str]
+
+
+def parse_iou_thresholds(value: str | Sequence[float] | None) -> tuple[float, ...] | None:
+    """``"0.5:0.95:0.05"`` (start:stop:step, stop included) or ``"0.5,0.75"`` -> floats."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else tuple(float(v) for v in value)
+    text = str(value).strip()
+    try:
+        if ":" in text:
+            start, stop, step = (float(part) for part in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            count = int(round((stop - start) / step)) + 1
+            return tuple(np.linspace(start, stop, count).tolist())
+        return tuple(float(part) for part in text.replace(" ", ",").split(",") if part)
+    except ValueError:
+        raise UsageError(f"--iou-thresholds must be 'start:stop:step' or a comma list of "
+                         f"numbers, got {value!r}") from None
+
+
+def parse_max_dets(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``"1,10,100"`` -> ``(1, 10, 100)``."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else tuple(int(v) for v in value)
+    try:
+        return tuple(int(part) for part in str(value).replace(" ", ",").split(",") if part)
+    except ValueError:
+        raise UsageError(f"--max-dets must be three integers like 1,10,100, got {value!r}") \
+            from None
+
+
+@dataclasses.dataclass(kw_only=True)
+class Options(InferenceOptions, ModelOptions, DatasetOptions):
+    """The options of ``eval-map`` (DATA is the ground truth)."""
+
+    detections: Optional[Path] = option(
+        None, "COCO results json [{image_id, category_id, bbox, score}] to evaluate; with "
+              "--model, where to write the model's detections (default: <out stem>"
+              ".detections.json).")
+    metric: str = option("coco", "coco (pycocotools-exact), voc07 (11-point) or voc12 "
+                         "(all points).", choices=METRICS)
+    iou: float = option(0.5, "VOC overlap threshold.", above=0, high=1)
+    iou_thresholds: Optional[str] = option(
+        None, "COCO IoU thresholds: start:stop:step or a comma list (default "
+              "0.5:0.95:0.05).")
+    max_dets: Optional[str] = option(
+        None, "COCO detections per image and category for AR1/AR10/AR100, three integers "
+              "(default 1,10,100).")
+    class_agnostic: bool = option(
+        False, "COCO: ignore categories when matching (one pooled class).")
+    out: Optional[Path] = option(Path("report.json"), "report.json to write (with its "
+                                 "manifest).")
+    plots: Optional[Path] = option(
+        None, "Folder for pr_curve.png and f1_curve.png (needs matplotlib).")
+    model: Optional[str] = option(
+        None, f"Run this architecture ({', '.join(MODEL_NAMES)}) over the ground truth's "
+              f"images instead of reading --detections.", choices=MODEL_NAMES)
+
+
+def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
+    """Evaluate detections against ground truth; write report.json (and plots).
+
+    The ground truth ``opts.data`` is a COCO json (read directly, with its ``area`` and
+    ``iscrowd``) or any dataset detkit reads (areas are box areas; category ids as
+    ``predict`` writes). ``opts.out`` ``None`` writes no report.
+
+    Raises:
+        UsageError: bad option values, neither ``detections`` nor ``model``, ``model``
+            without ``weights``.
+        DataError: unreadable or empty ground truth, malformed detections, unknown image
+            or category ids.
+    """
+    from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
+                                 load_ground_truth)
+    from detkit.evaluate.report import coco_report, voc_report
+
+    if opts.detections is None and opts.model is None:
+        raise UsageError("give --detections DETS.json, or --model and --weights to run a model")
+    if opts.model is not None and opts.weights is None:
+        raise UsageError("--model needs --weights (the trained model's .weights.h5)")
+    params = None
+    if opts.metric == "coco":
+        kwargs = {}
+        thresholds = parse_iou_thresholds(opts.iou_thresholds)
+        limits = parse_max_dets(opts.max_dets)
+        if thresholds is not None:
+            kwargs["iou_thresholds"] = thresholds
+        if limits is not None:
+            kwargs["max_dets"] = limits
+        params = CocoParams(class_agnostic=opts.class_agnostic, **kwargs)
+    if opts.plots is not None:
+        from detkit.evaluate.plots import require_pyplot
+
+        require_pyplot()                    # fail early when matplotlib is missing
+
+    gt = load_ground_truth(opts.data, format=opts.format, classes=opts.classes)
+    if len(gt) == 0:
+        raise DataError("the ground truth has no boxes: nothing to evaluate", path=gt.source)
+    model_info, detections = None, opts.detections
+    if opts.model is not None:
+        detections, model_info = _run_model(opts, progress)
+    detections = Path(detections)
+    dets = load_detections(detections, gt)
+    warnings = []
+    if len(dets) == 0:
+        warnings.append(f"{detections} has no detections: every AP is 0")
+    inputs = {"ground_truth": str(opts.data), "detections": str(detections)}
+    if opts.metric == "coco":
+        result = evaluate_coco(gt, dets, params)
+        report = coco_report(result, **inputs)
+    else:
+        result = evaluate_voc(gt, dets, metric=opts.metric, iou=opts.iou)
+        report = voc_report(result, **inputs)
+    if model_info is not None:
+        report["model"] = model_info
+    plot_paths = []
+    if opts.plots is not None:
+        from detkit.evaluate.plots import write_plots
+
+        plot_paths = write_plots(result.matches, result.class_names, opts.plots,
+                                 title=opts.metric)
+    out_path = None
+    if opts.out is not None:
+        out_path = write_json(opts.out, report)
+        write_manifest(out_path, command=COMMAND, config=as_config(opts),
+                       inputs=[p for p in (Path(opts.data), detections) if p.is_file()],
+                       extra={"metric": opts.metric})
+    return EvalMapResult(metric=opts.metric, report=report, out=out_path,
+                         detections=detections, plots=plot_paths, warnings=warnings)
+
+
+def predict_options(opts: Options) -> predict.Options:
+    """``predict``'s options for eval-map's ``--model`` mode: the shared groups, and the
+    detections file (default: ``<out stem>.detections.json`` beside the report)."""
+    detections = opts.detections
+    if detections is None:
+        base = Path(opts.out) if opts.out is not None else Path(opts.data)
+        detections = base.with_name(base.stem + ".detections.json")
+    shared = {field.name for group in PREDICT_GROUPS for field in dataclasses.fields(group)}
+    return predict.Options(out=Path(detections),
+                           **{name: getattr(opts, name) for name in sorted(shared)})
+
+
+def _run_model(opts: Options, progress: Progress) -> tuple[Path, dict[str, Any]]:
+    """Run ``detkit predict`` over the ground truth's images.
+
+    Returns:
+        The results json and the report's ``model`` block: name, width, params,
+        weights_mb, ms_per_image (detection loop wall time per image) and images.
+    """
+    result = predict.run(predict_options(opts), progress)
+    info = {"name": opts.model, "width": opts.width, "params": result.params,
+            "weights_mb": round(Path(opts.weights).stat().st_size / 2**20, 3),
+            "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images}
+    return Path(result.out), info
