@@ -61,7 +61,7 @@ def measure(settings: dict, policy: str) -> dict:
     from detkit.losses import YoloV3Loss
     from detkit.models import build_model
     from detkit.training.model import YoloTrainingModel
-    from detkit.training.options import TrainOptions
+    from detkit.commands.train import Options as TrainOptions
     from detkit.training.run import make_optimizer
 
     previous = keras.config.dtype_policy()

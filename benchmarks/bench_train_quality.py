@@ -114,7 +114,7 @@ def synth_with_anchors(work: Path, settings: dict, **synth_options):
 def main(quick: bool = False) -> dict:
     import keras
 
-    from detkit.training.options import TrainOptions
+    from detkit.commands.train import Options as TrainOptions
     from detkit.training.run import run_training
 
     settings = QUICK if quick else FULL

@@ -35,12 +35,9 @@ from detkit.bottlenecks import BottleneckCache, CacheSettings, CachedFeatureBatc
 from detkit.errors import ArtifactError, TrainingError, UsageError
 from detkit.models.detector import BODY_NAME, HEADS_NAME
 from detkit.training.model import YoloTrainingModel
+from detkit.choices import DEFAULT_SPLIT, SPLITS  # noqa: F401 (re-exported)
 
-#: Where a detector can be cut (the freeze modes of detkit.models.freeze that leave a
-#: frozen prefix).
-SPLITS = ("body", "all-but-heads")
 #: keras-yolo3's bottleneck split: only the output convs train (~30x faster epochs).
-DEFAULT_SPLIT = "all-but-heads"
 #: Name prefixes of the layers made by :func:`detkit.models.layers.head_output`.
 HEAD_OUT_PREFIX = "head_out_"
 HEAD_RESHAPE_PREFIX = "head_reshape_"

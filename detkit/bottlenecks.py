@@ -32,15 +32,12 @@ import numpy as np
 
 from detkit.artifacts import sha256_strings
 from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
+from detkit.choices import COMPRESSIONS, DTYPES  # noqa: F401 (re-exported)
 
 #: ``kind`` attribute of a bottleneck cache.
 KIND = "detkit-bottlenecks"
 #: Layout version written and read by this module.
 FORMAT_VERSION = 1
-#: Storage dtypes a cache may use.
-DTYPES = ("float16", "float32")
-#: ``compression=`` choices: ``auto`` measures the first batch and keeps the best.
-COMPRESSIONS = ("auto", "none", "lzf", "gzip")
 #: gzip level used for ``gzip`` (1: fast; higher levels gain little on activations).
 GZIP_LEVEL = 1
 #: ``auto`` compresses only when the file gets at least this fraction smaller.

@@ -26,15 +26,13 @@ from detkit.decode import decode_yolov3_outputs, yolov3_target_logits
 # Anchor-matching labels of detkit.encode: a class id >= 0 marks a positive anchor,
 # NEGATIVE a background one, IGNORED an anchor left out of the loss.
 from detkit.encode import CLASS, IGNORED, NEGATIVE, OBJECTNESS
+from detkit.choices import BOX_LOSSES, OBJ_LOSSES  # noqa: F401 (re-exported)
 
 #: Small constant that keeps divisions and logs finite.
 EPSILON = 1e-7
 #: Floor of the log-space size target ``log(w S / a)``: a zero-size box (which the
 #: encoder normally drops) gives a large but finite error instead of ``inf``.
 MIN_LOG_WH_TARGET = math.log(EPSILON)
-#: Box-loss and objectness-loss choices of :class:`YoloV3Loss`.
-BOX_LOSSES = ("mse", "huber", "ciou")
-OBJ_LOSSES = ("bce", "focal")
 
 
 # ---------------------------------------------------------------------------------------

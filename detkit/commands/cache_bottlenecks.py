@@ -14,8 +14,9 @@ from typing import Optional
 
 import numpy as np
 
-from detkit.errors import DataError
+from detkit import choices
 from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
+from detkit.errors import DataError
 from detkit.families import get_family
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
@@ -66,14 +67,14 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
         None, "Weights (*.weights.h5) of the frozen part; without it the model is "
               "initialized from --seed and saved as OUT.init.weights.h5 for train to start "
               "from.")
-    split: str = option("all-but-heads", "Where the model is cut: all-but-heads (cache the "
+    split: str = option(choices.DEFAULT_SPLIT, "Where the model is cut: all-but-heads (cache the "
                         "inputs of the output convs, keras-yolo3's bottlenecks) or body "
                         "(cache the body's outputs; the whole heads train).",
-                        choices=("body", "all-but-heads"))
+                        choices=choices.SPLITS)
     dtype: str = option("float16", "Storage dtype: float16 or float32.",
-                        choices=("float16", "float32"))
+                        choices=choices.DTYPES)
     compression: str = option("auto", "auto (compress only if it pays, measured), none, "
-                              "lzf or gzip.", choices=("auto", "none", "lzf", "gzip"))
+                              "lzf or gzip.", choices=choices.COMPRESSIONS)
     batch_size: int = option(DEFAULT_BATCH_SIZE, "Images per forward pass.", integer=True,
                              low=1)
     resume: bool = option(False, "Continue an interrupted run with the same settings.",

@@ -13,7 +13,7 @@ from detkit.errors import UsageError
 from detkit.families import MODEL_NAMES
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
-from detkit.training.options import TrainOptions
+from detkit.commands.train import Options as TrainOptions
 
 __all__ = ["Options", "run"]
 

@@ -1,16 +1,146 @@
 """``detkit train DATA``: one training stage of a detector -> a run directory.
 
 Writes ``OUT/best.weights.h5``, ``OUT/last.weights.h5``, ``OUT/history.csv`` and
-``OUT/manifest.json`` (see :func:`detkit.training.run.run_training`).
+``OUT/manifest.json`` (see :func:`detkit.training.run.run_training`). :class:`Options`
+declares every option once and imports no Keras, so building the command line stays
+fast; ``distill``'s options extend it.
 """
 
 from __future__ import annotations
 
-from detkit.options import as_config
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from detkit import choices
+from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
+from detkit.data.augment import AugmentConfig
+from detkit.errors import UsageError
+from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
-from detkit.training.options import TrainOptions as Options
 
 __all__ = ["Options", "run"]
+
+#: Learning rate and frozen part by stage when not given.
+DEFAULT_LR = {1: 1e-3, 2: 1e-4}
+DEFAULT_FREEZE = {1: "body", 2: "none"}
+
+
+@dataclasses.dataclass(kw_only=True)
+class Options(SeedOptions, ModelOptions, DatasetOptions):
+    """Every option of ``detkit train`` (``None``: the stage's default).
+
+    Units are input pixels and epochs; see each field's help.
+    """
+
+    stage: int = option(1, "1: train the heads on a frozen body (lr 1e-3); 2: fine-tune "
+                           "everything (lr 1e-4).", choices=(1, 2))
+    epochs: int = option(50, "Epochs of the run (in total, counting a resumed run's).",
+                         integer=True, low=0)
+    batch_size: int = option(16, "Images per (global) batch.", integer=True, low=1)
+    weights: Optional[Path] = option(
+        None, "Initial weights (*.weights.h5), loaded by layer name.")
+    val: Optional[Path] = option(None, "Validation dataset; best.weights.h5 then tracks "
+                                       "val_loss.")
+    out: Path = option(Path("runs/train"), "Run directory.")
+    lr: Optional[float] = option(None, "Peak learning rate (default 1e-3 for stage 1, "
+                                       "1e-4 for stage 2).", above=0)
+    warmup_epochs: float = option(1.0, "Epochs of linear learning-rate warmup.", low=0)
+    schedule: str = option("cosine", "After warmup: cosine decay, or plateau "
+                                     "(ReduceLROnPlateau).", choices=choices.SCHEDULES)
+    freeze: Optional[str] = option(
+        None, "Frozen part: body, all-but-heads or none (default: body for stage 1, none "
+              "for stage 2).", choices=choices.FREEZE_MODES)
+    box_loss: str = option("mse", "Box loss: mse, huber or ciou.",
+                           choices=choices.BOX_LOSSES)
+    obj_loss: str = option("bce", "Objectness loss: bce or focal.", choices=choices.OBJ_LOSSES)
+    ignore_thresh: float = option(0.5, "IoU with a ground-truth box above which a negative "
+                                       "prediction's objectness is not penalized.",
+                                  above=0, high=1)
+    ema: bool = option(False, "Keep an exponential moving average of the weights "
+                              "(checkpoints and validation use it).", toggle=True)
+    mixed_precision: bool = option(False, "float16 compute with loss scaling.", toggle=True)
+    early_stopping: int = option(0, "Stop after this many epochs without improvement "
+                                    "(0: off).", integer=True, low=0)
+    resume: bool = option(False, "Continue from the run directory's last epoch.",
+                          toggle=True)
+    strategy: str = option("none", "none, mirrored (all local devices) or multi-worker "
+                                   "(TF_CONFIG).",
+                           choices=choices.STRATEGIES)
+    workers: int = option(1, "Threads preparing batches.", integer=True, low=1)
+    augment: bool = option(True, "Random training augmentation.", toggle=True)
+    aug_scale: tuple[float, float] = option(
+        AugmentConfig.scale, "Augmentation: the longer resized side is U(LOW, HIGH) times "
+                             "the input size (keras-yolo3 used 0.25 2.0).")
+    aug_jitter: float = option(AugmentConfig.jitter, "Augmentation: aspect-ratio jitter, "
+                                                     "in [0, 1) (keras-yolo3: 0.3).")
+    steps_per_epoch: Optional[int] = option(
+        None, "Use only the first N batches of each epoch (tests, demos).", integer=True,
+        low=1)
+    max_boxes: int = option(100, "Most boxes kept per image.", integer=True, low=1)
+    jit: bool = option(False, "XLA-compile the train step (slow to start, faster after); "
+                              "always on with the JAX backend.", toggle=True)
+    bottlenecks: Optional[Path] = option(
+        None, "Stage 1: a cache-bottlenecks file; the heads first train on its features "
+              "for --bottleneck-epochs (needs --labels).")
+    labels: Optional[Path] = option(None, "labels.npz (encode-labels) of the cached images.")
+    bottleneck_epochs: int = option(0, "Epochs on cached features before --epochs on "
+                                       "images.", integer=True, low=0)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run: the cached-feature phase (if any), then ``epochs``."""
+        return (self.bottleneck_epochs if self.bottlenecks is not None else 0) + self.epochs
+
+    def augment_config(self) -> AugmentConfig:
+        """The augmentation ranges of ``--aug-scale`` and ``--aug-jitter``.
+
+        Raises:
+            UsageError: a range that is not one.
+        """
+        scale = tuple(float(v) for v in self.aug_scale)
+        if len(scale) != 2:
+            raise UsageError(f"--aug-scale takes two numbers (low high), got "
+                             f"{self.aug_scale!r}")
+        try:
+            return AugmentConfig(scale=scale, jitter=float(self.aug_jitter))
+        except UsageError as error:
+            raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
+                             f"--aug-jitter {self.aug_jitter:g})") from None
+
+    def resolved(self) -> "Options":
+        """A copy with the stage defaults filled in and every value checked.
+
+        Raises:
+            UsageError: naming the option and the value received.
+        """
+        from detkit.models import check_input_size
+        from detkit.options import check
+
+        check(self)
+        check_input_size(self.input_size)
+        lr = DEFAULT_LR[self.stage] if self.lr is None else self.lr
+        freeze = DEFAULT_FREEZE[self.stage] if self.freeze is None else self.freeze
+        if self.bottlenecks is not None:
+            if self.stage != 1:
+                raise UsageError(f"--bottlenecks trains the heads of stage 1, "
+                                 f"not stage {self.stage}")
+            if self.labels is None:
+                raise UsageError("--bottlenecks needs --labels (the labels.npz of the same "
+                                 "images, from encode-labels)")
+        elif self.bottleneck_epochs:
+            raise UsageError("--bottleneck-epochs needs --bottlenecks (a cache-bottlenecks "
+                             "file)")
+        if self.bottlenecks is None and self.epochs < 1:
+            raise UsageError(f"--epochs must be an integer >= 1, got {self.epochs!r}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UsageError(f"--out must be a directory, and {self.out} is a file")
+        if self.total_epochs < 1:
+            raise UsageError("nothing to train: --epochs and --bottleneck-epochs are 0")
+        config = self.augment_config()
+        return dataclasses.replace(self, lr=float(lr), freeze=freeze,
+                                   aug_scale=config.scale, aug_jitter=config.jitter,
+                                   data=Path(self.data), out=Path(self.out))
 
 
 def run(opts: Options, progress: Progress = SILENT):

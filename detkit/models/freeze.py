@@ -11,10 +11,8 @@ from __future__ import annotations
 import keras
 
 from detkit.models.detector import BODY_NAME, HEADS_NAME
+from detkit.choices import FREEZE_MODES  # noqa: F401 (re-exported)
 
-#: ``none``: all trainable; ``body``: the body frozen (freeze_body=1);
-#: ``all-but-heads``: only the final ``head_out_*`` convs train (freeze_body=2).
-FREEZE_MODES = ("none", "body", "all-but-heads")
 #: Name prefix of the final output convs (the only layers ``all-but-heads`` trains).
 HEAD_OUT_PREFIX = "head_out_"
 

@@ -22,7 +22,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -31,8 +31,10 @@ from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, HistoryCSV,
                                        LoaderEpoch, NanGuard, RunCheckpoint,
                                        load_state_weights, read_history, read_state)
-from detkit.training.options import TrainOptions
 from detkit.training.schedule import LinearWarmup, WarmupCosine
+
+if TYPE_CHECKING:  # the train command's options (the stage reads their attributes)
+    from detkit.commands.train import Options as TrainOptions
 
 #: Global gradient-norm clip of the optimizer.
 CLIP_NORM = 10.0
@@ -212,7 +214,7 @@ def run_training(opts: TrainOptions, *, callbacks: Sequence[keras.callbacks.Call
     """Train one stage end to end and write the run directory.
 
     Args:
-        opts: the options (stage defaults are filled in by :meth:`TrainOptions.resolved`).
+        opts: the options (stage defaults are filled in by their ``resolved()``).
         callbacks: extra Keras callbacks (e.g. a progress display).
         config: the command's config to record in the manifests (the resolved options
             are recorded over it).

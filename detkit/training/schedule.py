@@ -7,7 +7,6 @@ import math
 import keras
 from keras import ops
 
-from detkit.training.options import SCHEDULES  # noqa: F401 (the --schedule choices)
 
 #: The cosine schedule ends at this fraction of the peak rate.
 COSINE_FLOOR = 0.01

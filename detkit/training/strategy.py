@@ -21,9 +21,8 @@ from typing import Any, Iterator, Sequence
 import keras
 
 from detkit.errors import UsageError
+from detkit.choices import STRATEGIES  # noqa: F401 (re-exported)
 
-#: ``--strategy`` choices.
-STRATEGIES = ("none", "mirrored", "multi-worker")
 
 
 @dataclasses.dataclass

@@ -1,0 +1,27 @@
+"""The names options choose among, each tuple written once and free of Keras.
+
+The modules that implement a choice (losses, schedules, strategies, freezing, the
+bottleneck cache, k-means) and the ``Options`` that offer it on the command line both
+import the tuple from here, so ``detkit --help`` never imports Keras to list them.
+"""
+
+#: Box regression losses (``--box-loss``) and objectness losses (``--obj-loss``).
+BOX_LOSSES = ("mse", "huber", "ciou")
+OBJ_LOSSES = ("bce", "focal")
+#: Learning-rate schedules after warmup (``--schedule``).
+SCHEDULES = ("cosine", "plateau")
+#: Distribution strategies (``--strategy``).
+STRATEGIES = ("none", "mirrored", "multi-worker")
+#: Parts of a detector that can be frozen (``--freeze``): ``none`` (all trainable),
+#: ``body`` (keras-yolo3's freeze_body=1), ``all-but-heads`` (only the final ``head_out_*``
+#: convs train, freeze_body=2).
+FREEZE_MODES = ("none", "body", "all-but-heads")
+#: Where a detector is cut for the bottleneck cache (``--split``), and the default.
+SPLITS = ("body", "all-but-heads")
+DEFAULT_SPLIT = "all-but-heads"
+#: Storage dtypes and compressions of the bottleneck cache (``--dtype``, ``--compression``).
+DTYPES = ("float16", "float32")
+COMPRESSIONS = ("auto", "none", "lzf", "gzip")
+#: How k-means sees boxes (``--resize``) and its cluster centers (``--center``).
+RESIZE_MODES = ("letterbox", "stretch")
+CENTERS = ("median", "mean")
