@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from detkit.anchors import default_anchors_path, load_anchors
-from detkit.api.encode_labels import encode_labels
+from detkit.commands.encode_labels import Options, run
 from detkit.artifacts import manifest_path, save_npz
 from detkit.cli import app
 from detkit.encode import EncodeStats, encode_yolov3
@@ -71,8 +71,8 @@ def expected_batch(indices, size, anchors):
 def test_api_dense_batch_equals_encoding_letterboxed_boxes(lines_dataset, size, anchors):
     anchors_path = default_anchors_path("yolov3-tiny") if anchors else None
     anchor_sizes = ANCHORS6 if anchors else ANCHORS9
-    result = encode_labels(lines_dataset / "train.txt", out=lines_dataset / "labels.npz",
-                           anchors=anchors_path, input_size=size)
+    result = run(Options(data=lines_dataset / "train.txt", out=lines_dataset / "labels.npz",
+                         anchors=anchors_path, input_size=size))
     assert result.num_images == 4
     labels = load_labels(result.out)
     assert labels.settings["input_size"] == size
@@ -93,15 +93,15 @@ def test_api_dense_batch_equals_encoding_letterboxed_boxes(lines_dataset, size, 
 
 def test_tiny_boxes_after_letterbox_are_dropped_and_counted(lines_dataset):
     # d.png's 1x1 box shrinks below 1 px at input 64 (scale 64/120)
-    result = encode_labels(lines_dataset / "train.txt", out=lines_dataset / "l.npz",
-                           input_size=64)
+    result = run(Options(data=lines_dataset / "train.txt", out=lines_dataset / "l.npz",
+                         input_size=64))
     assert result.letterbox.too_small >= 1
     assert result.stats.boxes + result.letterbox.too_small == result.num_boxes
 
 
 def test_settings_and_image_checks(lines_dataset):
     out = lines_dataset / "labels.npz"
-    encode_labels(lines_dataset / "train.txt", out=out, input_size=416)
+    run(Options(data=lines_dataset / "train.txt", out=out, input_size=416))
     labels = LabelsFile(out)
     labels.check_settings({"input_size": 416, "anchors": ANCHORS9,
                            "class_names": ["cat", "dog", "bird"]})
@@ -197,7 +197,7 @@ def test_cli_config_file_and_multi_anchor(lines_dataset):
 @pytest.mark.parametrize("args, code, message", [
     (["--input-size", "100"], 2, "multiple of 32"),
     (["--multi-anchor-iou", "1.5"], 2, "between 0 and 1"),
-    (["--model", "resnet"], 2, "no default anchors"),
+    (["--model", "resnet"], 2, "--model must be one of"),
     (["--format", "nope"], 2, "unknown dataset format"),
 ])
 def test_cli_bad_options_exit_2(lines_dataset, args, code, message):

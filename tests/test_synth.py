@@ -1,6 +1,8 @@
 """The synthetic dataset: exact boxes, determinism, variety, files, and the CLI."""
 
+import inspect
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -218,3 +220,12 @@ def test_cli_unknown_config_key_exit_2(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "o"), "--config", str(config)])
     assert result.exit_code == 2
     assert "imagez" in result.output
+
+
+def test_command_defaults_are_the_library_defaults():
+    from detkit.commands.synth import SETTINGS, Options
+
+    library = inspect.signature(synth.make_synth_dataset).parameters
+    command = Options(out=Path("x"))
+    assert {key: getattr(command, key) for key in SETTINGS} == \
+        {key: library[key].default for key in SETTINGS}

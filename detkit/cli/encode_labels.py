@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from rich.table import Table
 
-import typer
-from typing_extensions import Annotated
-
-from detkit.cli.app import app, console, err_console, handle_errors
-from detkit.cli.options import (Anchors, Classes, Config, Data, Format, InputSize, Model,
-                                Out)
-
-MultiAnchorIou = Annotated[Optional[float], typer.Option(
-    "--multi-anchor-iou",
-    help="Also assign every anchor whose (w, h) IoU with the box exceeds this (0..1).")]
+from detkit.cli.app import console, warn
+from detkit.cli._command import register
+from detkit.commands.encode_labels import EncodeLabelsResult, Options, run
+from detkit.data.letterbox import MIN_BOX_PIXELS
 
 
-@app.command("encode-labels")
-def encode_labels(
-    data: Data,
-    anchors: Anchors = None,
-    classes: Classes = None,
-    input_size: InputSize = 416,
-    out: Out = Path("labels.npz"),
-    model: Model = "yolov3",
-    format: Format = None,
-    multi_anchor_iou: MultiAnchorIou = None,
-    config: Config = None,
-) -> None:
-    """Encode every image's letterboxed boxes as YOLOv3 targets (labels.npz)."""
-    from detkit.api.encode_labels import encode_labels as run
-
-    settings = {"data": str(data), "anchors": None if anchors is None else str(anchors),
-                "classes": None if classes is None else str(classes),
-                "input_size": input_size, "out": str(out), "model": model,
-                "format": format, "multi_anchor_iou": multi_anchor_iou}
-    with handle_errors():
-        result = run(data, out=out, anchors=anchors, classes=classes,
-                     input_size=input_size, model=model, format=format,
-                     multi_anchor_iou=multi_anchor_iou, config=settings)
-    _render(result)
-
-
-def _render(result) -> None:
-    from rich.table import Table
-
-    if result.fixes_summary:
-        err_console.print(f"[yellow]warning:[/] {result.fixes_summary}", highlight=False)
+def _render(result: EncodeLabelsResult) -> None:
+    warn(result.fixes_summary)
     stats = result.stats
     table = Table(title=f"encode-labels: {result.num_images} images, "
                         f"input {result.input_size}", title_justify="left")
@@ -73,7 +37,7 @@ def _render(result) -> None:
         lines.append(f"clipped to the input after letterbox: {result.letterbox.clipped}")
     dropped = dict(stats.dropped)
     if result.letterbox.too_small:
-        dropped["smaller than 1 px after letterbox"] = result.letterbox.too_small
+        dropped[f"smaller than {MIN_BOX_PIXELS:g} px after letterbox"] = result.letterbox.too_small
     if dropped:
         lines.append("dropped: " + ", ".join(f"{count} {why}" for why, count in dropped.items()))
     else:
@@ -81,3 +45,7 @@ def _render(result) -> None:
     lines.append(f"wrote {result.out} (+ {result.manifest.name})")
     for line in lines:
         console.print(line, highlight=False)
+
+
+register("encode-labels", Options, run, _render,
+         help="Encode every image's letterboxed boxes as YOLOv3 targets (labels.npz).")

@@ -1,14 +1,24 @@
-"""Side-by-side comparison of ``eval-map`` reports (accuracy, size, speed)."""
+"""``detkit compare REPORT...``: eval-map reports side by side (accuracy, size, speed).
+
+Reads the headline figures of each ``eval-map`` report.json; with ``--out`` writes them as
+a plain-text table (for a Makefile target) and its sidecar manifest.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Optional
 
-from detkit.errors import DataError
+from detkit.artifacts import write_manifest, write_text
+from detkit.data.readers.common import read_json
+from detkit.errors import DataError, UsageError
+from detkit.options import argument, as_config, option
+from detkit.progress import SILENT, Progress
+
+COMMAND = "compare"
+#: Column titles of :func:`row_cells`.
+COLUMNS = ("run", "model", "width", "AP", "AP50", "params", "MB", "ms/img")
 
 
 @dataclasses.dataclass
@@ -26,19 +36,26 @@ class ReportRow:
     ms_per_image: Optional[float]
 
 
-def read_report_row(path: str | os.PathLike) -> ReportRow:
+@dataclasses.dataclass
+class CompareResult:
+    """The rows read, their text table, and the table file written (or None)."""
+
+    rows: list[ReportRow]
+    table: str
+    out: Optional[Path]
+
+
+def read_report_row(path: str | Path) -> ReportRow:
     """Read the headline figures of one ``eval-map`` report.json.
 
     COCO reports give ``AP`` (0.50:0.95) and ``AP50``; VOC reports give ``mAP`` as AP50.
     The ``model`` block (written in ``--model`` mode) gives size and speed.
+
+    Raises:
+        DataError: a missing or invalid file, or JSON that is not an eval-map report.
     """
     path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("report not found", path=path) from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
+    report = read_json(path, "report")
     if not isinstance(report, dict) or not ("AP50" in report or "mAP" in report):
         raise DataError("not an eval-map report (no AP50 or mAP)", path=path)
     model = report.get("model") or {}
@@ -53,10 +70,6 @@ def read_report_row(path: str | os.PathLike) -> ReportRow:
         weights_mb=model.get("weights_mb"),
         ms_per_image=model.get("ms_per_image"),
     )
-
-
-#: Column titles of :func:`row_cells`.
-COLUMNS = ("run", "model", "width", "AP", "AP50", "params", "MB", "ms/img")
 
 
 def row_cells(row: ReportRow) -> list[str]:
@@ -77,3 +90,31 @@ def format_table(rows: list[ReportRow]) -> str:
                        for i, (text, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(kw_only=True)
+class Options:
+    """The options of ``compare``."""
+
+    reports: list[Path] = argument("eval-map report.json files.")
+    out: Optional[Path] = option(None, "Also write the table here.")
+
+
+def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
+    """Read each report's headline figures; with ``opts.out`` write the table there.
+
+    Raises:
+        UsageError: no reports.
+        DataError: a report that is missing, invalid or not from eval-map.
+    """
+    del progress  # a few small JSON files
+    if not opts.reports:
+        raise UsageError("give at least one report.json")
+    rows = [read_report_row(path) for path in opts.reports]
+    table = format_table(rows)
+    out = Path(opts.out) if opts.out is not None else None
+    if out is not None:
+        write_text(out, table)
+        write_manifest(out, command=COMMAND, config=as_config(opts), inputs=opts.reports,
+                       extra={"rows": [dataclasses.asdict(row) for row in rows]})
+    return CompareResult(rows=rows, table=table, out=out)
