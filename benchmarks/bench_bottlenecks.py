@@ -53,14 +53,14 @@ class EpochTimer(keras.callbacks.Callback):
 def _setup(root: Path, *, model: str, width: float, size: int, images: int, seed: int = 0,
            val_fraction: float = 0.0):
     """Synthetic dataset + labels.npz; returns (train.txt, val.txt or None, classes.txt)."""
-    from detkit.api.encode_labels import encode_labels
+    from detkit.commands import encode_labels
     from detkit.data.synth import make_synth_dataset
 
     make_synth_dataset(root / "data", images=images, size=size, classes=4, seed=seed,
                        val_fraction=val_fraction)
     train, classes = root / "data" / "train.txt", root / "data" / "classes.txt"
-    encode_labels(train, out=root / "labels.npz", classes=classes, input_size=size,
-                  model=model)
+    encode_labels.run(encode_labels.Options(data=train, out=root / "labels.npz", classes=classes,
+                                            input_size=size, model=model))
     val = root / "data" / "val.txt" if val_fraction else None
     return train, val, classes
 
@@ -129,7 +129,6 @@ def _cache_training(model, cache_path, labels, loss, *, size: int, batch_size: i
 
 def speed(quick: bool) -> dict:
     """Epoch time from the cache vs a frozen-body epoch, and the cache size."""
-    from detkit.api.cache_bottlenecks import cache_bottlenecks
     from detkit.data.dataset import load_dataset
     from detkit.labels import LabelsFile
     from detkit.losses import YoloV3Loss
@@ -152,7 +151,7 @@ def speed(quick: bool) -> dict:
         for split in ("all-but-heads",) if quick else ("all-but-heads", "body"):
             cache_path = root / f"{split}.h5"
             start = time.perf_counter()
-            result = cache_bottlenecks(train, out=cache_path, model=model_name, width=width,
+            result = cache_features(train, out=cache_path, model=model_name, width=width,
                                        weights=weights, classes=classes, input_size=size,
                                        split=split, batch_size=batch)
             cache_s = time.perf_counter() - start
@@ -194,7 +193,6 @@ def speed(quick: bool) -> dict:
 
 def exactness(quick: bool) -> dict:
     """Validation loss after training on the cache vs with a frozen body on images."""
-    from detkit.api.cache_bottlenecks import cache_bottlenecks
     from detkit.data.dataset import load_dataset
     from detkit.data.loader import DetectionBatches
     from detkit.labels import LabelsFile
@@ -218,9 +216,9 @@ def exactness(quick: bool) -> dict:
         loss = YoloV3Loss(labels.settings["anchors"], num_classes, size)
         weights = calibrated_weights(root / "pretrained.weights.h5", model_name, width, size,
                                      num_classes, dataset.records)
-        cache_bottlenecks(train, out=root / "b16.h5", model=model_name, width=width,
+        cache_features(train, out=root / "b16.h5", model=model_name, width=width,
                           classes=classes, input_size=size, weights=weights)
-        cache_bottlenecks(train, out=root / "b32.h5", model=model_name, width=width,
+        cache_features(train, out=root / "b32.h5", model=model_name, width=width,
                           classes=classes, input_size=size, weights=weights, dtype="float32")
         val_batches = DetectionBatches(val_set.records, size, batch, augment=False,
                                        encoder=YoloTrainingTargets(loss.anchors, size,
@@ -264,6 +262,13 @@ def exactness(quick: bool) -> dict:
     return out
 
 
+def cache_features(data, **options):
+    """``detkit cache-bottlenecks`` through its library entry point."""
+    from detkit.commands import cache_bottlenecks
+
+    return cache_bottlenecks.run(cache_bottlenecks.Options(data=data, **options))
+
+
 def main(quick: bool = False) -> dict:
     """Run the speed/size and exactness measurements; return their figures."""
     results = {"speed": speed(quick), "exactness": exactness(quick)}
@@ -276,3 +281,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     main(quick=parser.parse_args().quick)
+

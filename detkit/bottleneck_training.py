@@ -36,6 +36,7 @@ from detkit.errors import ArtifactError, TrainingError, UsageError
 from detkit.models.detector import BODY_NAME, HEADS_NAME
 from detkit.training.model import YoloTrainingModel
 from detkit.choices import DEFAULT_SPLIT, SPLITS  # noqa: F401 (re-exported)
+from detkit.data.records import DEFAULT_MAX_BOXES
 
 #: keras-yolo3's bottleneck split: only the output convs train (~30x faster epochs).
 #: Name prefixes of the layers made by :func:`detkit.models.layers.head_output`.
@@ -44,7 +45,6 @@ HEAD_RESHAPE_PREFIX = "head_reshape_"
 #: Suffix of the weights a from-scratch cache run saves beside the cache.
 INIT_WEIGHTS_SUFFIX = ".init.weights.h5"
 #: Rows of the padded ground-truth box array of :class:`LabelTargets`.
-DEFAULT_MAX_BOXES = 100
 
 
 @dataclasses.dataclass

@@ -351,14 +351,13 @@ def make_dataset(root, n=5, size=64):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A dataset, its labels.npz and a float32 cache of a from-scratch tiny model."""
-    from detkit.api.cache_bottlenecks import cache_bottlenecks
-    from detkit.api.encode_labels import encode_labels
+    from detkit.commands import encode_labels
 
     root = tmp_path_factory.mktemp("pipe")
     data = make_dataset(root)
     common = dict(classes=root / "classes.txt", input_size=64, model="yolov3-tiny")
-    encode_labels(data, out=root / "labels.npz", **common)
-    result = cache_bottlenecks(data, out=root / "b32.h5", width=0.125, dtype="float32",
+    encode_labels.run(encode_labels.Options(data=data, out=root / "labels.npz", **common))
+    result = cache_features(data, out=root / "b32.h5", width=0.125, dtype="float32",
                                seed=5, batch_size=2, **common)
     return root, data, result
 
@@ -410,13 +409,12 @@ def test_heads_on_cached_features_equal_heads_on_images(pipeline):
 
 
 def test_float16_cache_heads_close_to_images(tmp_path, pipeline):
-    from detkit.api.cache_bottlenecks import cache_bottlenecks
     from detkit.bottleneck_training import split_model
 
     root, data, _ = pipeline
     out = tmp_path / "b16.h5"
     init = root / "b32.init.weights.h5"
-    result = cache_bottlenecks(data, out=out, model="yolov3-tiny", width=0.125,
+    result = cache_features(data, out=out, model="yolov3-tiny", width=0.125,
                                weights=init, classes=root / "classes.txt", input_size=64)
     assert result.init_weights is None and result.dtype == "float16"
     model = _model_from_cache_weights(root)
@@ -645,3 +643,10 @@ def test_cached_trainer_fits_through_the_train_stage_loop(pipeline, tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert "val_loss" in (tmp_path / "history.csv").read_text()
     cache.close()
+
+
+def cache_features(data, **options):
+    """``detkit cache-bottlenecks`` through its library entry point."""
+    from detkit.commands import cache_bottlenecks
+
+    return cache_bottlenecks.run(cache_bottlenecks.Options(data=data, **options))

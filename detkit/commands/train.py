@@ -15,6 +15,7 @@ from typing import Optional
 from detkit import choices
 from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
 from detkit.data.augment import AugmentConfig
+from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import UsageError
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
@@ -77,7 +78,7 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
     steps_per_epoch: Optional[int] = option(
         None, "Use only the first N batches of each epoch (tests, demos).", integer=True,
         low=1)
-    max_boxes: int = option(100, "Most boxes kept per image.", integer=True, low=1)
+    max_boxes: int = option(DEFAULT_MAX_BOXES, "Most boxes kept per image.", integer=True, low=1)
     jit: bool = option(False, "XLA-compile the train step (slow to start, faster after); "
                               "always on with the JAX backend.", toggle=True)
     bottlenecks: Optional[Path] = option(

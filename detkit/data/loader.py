@@ -13,7 +13,7 @@ from detkit.data.augment import (AugmentConfig, Sample, prepare_sample, random_s
                                  sample_placement)
 from detkit.data.images import check_size, read_image, reduce_factor
 from detkit.data.letterbox import Letterbox
-from detkit.data.records import ImageRecord
+from detkit.data.records import DEFAULT_MAX_BOXES, ImageRecord
 from detkit.errors import UsageError
 
 #: Class id of padding rows in ``classes``.
@@ -65,7 +65,7 @@ class DetectionBatches(keras.utils.PyDataset):
 
     def __init__(self, records: Sequence[ImageRecord], input_size: int, batch_size: int, *,
                  augment: bool = False, shuffle: bool = False, seed: int = 0,
-                 max_boxes: int = 100, encoder: Encoder | None = None,
+                 max_boxes: int = DEFAULT_MAX_BOXES, encoder: Encoder | None = None,
                  augment_config: AugmentConfig | None = None, workers: int = 1,
                  use_multiprocessing: bool = False, max_queue_size: int = 10,
                  epoch: int = 0):

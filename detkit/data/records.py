@@ -7,6 +7,9 @@ from typing import Optional
 
 import numpy as np
 
+#: Boxes kept per image in padded batches (``--max-boxes``): the most by area win.
+DEFAULT_MAX_BOXES = 100
+
 
 @dataclasses.dataclass
 class ImageRecord:

@@ -1,0 +1,107 @@
+"""The package's shape: the import-linter layers, commands derived from their Options,
+and the family registry as the one place a model name is known."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+import detkit.commands
+from detkit.cli import app
+from detkit.errors import ArtifactMismatchError, UsageError
+from detkit.families import FAMILIES, get_family
+from detkit.options import Spec, check, option, specs
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND_MODULES = sorted(m.name for m in pkgutil.iter_modules(detkit.commands.__path__)
+                         if not m.name.startswith("_") and m.name != "groups")
+
+
+def test_import_layers_are_kept():
+    """`lint-imports` checks .importlinter; a violation names the offending import."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "broken" not in result.stdout.split("Contracts:")[-1].replace("0 broken", "")
+
+
+@pytest.mark.parametrize("module_name", COMMAND_MODULES)
+def test_each_command_is_its_options(module_name):
+    """The Typer parameters of a command are exactly its Options fields plus --config."""
+    module = importlib.import_module(f"detkit.commands.{module_name}")
+    name = module_name.replace("_", "-")
+    command = get_command(app).commands[name]
+    params = {param.name for param in command.params}
+    fields = {field.name for field in dataclasses.fields(module.Options)}
+    assert params == fields | {"config"}
+    for field, spec in specs(module.Options):
+        if not spec.positional:
+            param = next(p for p in command.params if p.name == field.name)
+            assert spec.flag in param.opts
+            assert param.default == field.default or param.default is None
+
+
+def test_spec_names_the_flag():
+    spec = Spec(help="", flag="--k", integer=True, low=1)
+    spec.check(1)
+    with pytest.raises(UsageError, match=r"--k must be >= 1, got 0"):
+        spec.check(0)
+    with pytest.raises(UsageError, match=r"--k must be an integer, got 1.5"):
+        spec.check(1.5)
+    with pytest.raises(UsageError, match=r"--x must be in \(0, 1\], got 0"):
+        Spec(help="", flag="--x", above=0, high=1).check(0)
+    with pytest.raises(UsageError, match="--m must be one of a, b, got 'c'"):
+        Spec(help="", flag="--m", choices=("a", "b")).check("c")
+
+
+def test_check_derives_flags_from_field_names():
+    @dataclasses.dataclass(kw_only=True)
+    class Options:
+        max_boxes: int = option(100, "Most boxes.", integer=True, low=1)
+
+    check(Options())
+    with pytest.raises(UsageError, match="--max-boxes must be >= 1"):
+        check(Options(max_boxes=0))
+
+
+def test_max_boxes_default_is_written_once():
+    """Grep-able bar of the architecture issue: one declaration of the default."""
+    pattern = re.compile(r"max_boxes\w*\s*(:\s*int\s*)?=\s*(option\()?\s*100\b",
+                         re.IGNORECASE)
+    hits = [path.relative_to(ROOT).as_posix() for path in (ROOT / "detkit").rglob("*.py")
+            if pattern.search(path.read_text(encoding="utf-8"))]
+    assert hits == ["detkit/data/records.py"]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_family_anchor_layout_matches_its_model(name):
+    """The registry's strides are the model's output strides, coarsest first."""
+    import numpy as np
+
+    family = get_family(name)
+    model = family.build(2, 0.0625, 64, 0.0)
+    grids = [int(output.shape[1]) for output in model.outputs]
+    assert [64 // grid for grid in grids] == list(family.strides)
+    assert all(int(output.shape[3]) == family.anchors_per_scale for output in model.outputs)
+    anchors, path = family.resolve_anchors(None)
+    assert anchors.shape == (family.num_anchors, 2) and path.is_file()
+    assert np.all(np.diff(anchors.prod(axis=1)) >= 0)
+
+
+def test_wrong_anchor_count_is_one_error_everywhere(tmp_path):
+    path = tmp_path / "three.txt"
+    path.write_text("10,13, 16,30, 33,23\n")
+    with pytest.raises(ArtifactMismatchError, match="yolov3 needs 9 anchors") as err:
+        get_family("yolov3").resolve_anchors(path)
+    assert err.value.exit_code == 1 and str(path) in str(err.value)
+    with pytest.raises(UsageError, match="unknown model 'yolov9'"):
+        get_family("yolov9")
