@@ -14,7 +14,7 @@ from typing import Optional
 
 from detkit import choices
 from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
-from detkit.data.augment import AugmentConfig
+from detkit.data.augment_config import AugmentConfig
 from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import UsageError
 from detkit.options import as_config, option
