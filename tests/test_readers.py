@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -475,3 +476,331 @@ def test_class_names_list_and_beside_file(lines_dataset):
         load_dataset(path, classes=["x", "x"])
     (lines_dataset / "classes.txt").unlink()
     assert load_dataset(path).class_names == ["0", "1", "2"]
+
+
+# ------------------------------------------- vectorized readers against loop references
+#
+# The readers check and convert whole columns at once; these loop-based references read
+# the same randomized files one box at a time (clip/drop with ``reference_fix``) and the
+# readers must agree on every record, every repair count and the example locations.
+# Coordinates are multiples of 0.25, so float32 and float64 arithmetic agree exactly.
+
+
+def random_boxes(rng, n, low=-30, high=130):
+    """``(n, 4)`` xywh in quarters of a pixel: some empty, outside or partly outside."""
+    xy = rng.integers(low * 4, high * 4, (n, 2)) / 4
+    wh = rng.integers(-20, 240, (n, 2)) / 4
+    return np.concatenate([xy, wh], axis=1)
+
+
+def reference_records(images, rows_of, where_of):
+    """Loop reference: ``images`` (path, w, h, id, line), ``rows_of(i)`` ->
+    [(xyxy, class, flag)]; returns comparable tuples, fix counts and examples."""
+    records, totals, examples = [], {"degenerate": 0, "outside": 0, "clipped": 0}, []
+    for i, (path, width, height, image_id, line) in enumerate(images):
+        rows = rows_of(i)
+        boxes, keep, counts = reference_fix([r[0] for r in rows], width, height)
+        boxes, keep = boxes.reshape(-1, 4), np.asarray(keep, bool)
+        for key in totals:
+            totals[key] += counts[key]
+        if any(counts.values()) and len(examples) < 3:
+            examples.append(where_of(i))
+        kept = [r for r, k in zip(rows, keep) if k]
+        records.append((path, width, height, image_id, line, boxes[keep].reshape(-1, 4),
+                        [r[1] for r in kept], [r[2] for r in kept]))
+    return records, (totals["degenerate"], totals["outside"], totals["clipped"]), examples
+
+
+def assert_same_records(data, reference, flag="iscrowd"):
+    records, counts, examples = reference
+    assert len(data.records) == len(records)
+    for record, (path, width, height, image_id, line, boxes, classes, flags) in zip(
+            data.records, records):
+        assert (record.image_path, record.width, record.height, record.image_id,
+                record.source_line) == (path, width, height, image_id, line)
+        np.testing.assert_array_equal(record.boxes, np.float32(boxes).reshape(-1, 4))
+        np.testing.assert_array_equal(record.classes, np.int32(classes).reshape(-1))
+        np.testing.assert_array_equal(getattr(record, flag), np.bool_(flags).reshape(-1))
+        assert record.boxes.dtype == np.float32 and record.classes.dtype == np.int32
+    fixes = data.fixes
+    assert (fixes.dropped_degenerate, fixes.dropped_outside, fixes.clipped) == counts
+    assert fixes.examples == examples
+    assert min(counts) > 0  # the data exercised every repair
+
+
+def random_coco(rng, dense):
+    """A COCO dict of 60 images (ids dense or sparse, some written as floats such as
+    ``7.0``) and 500 annotations in random order, with bad boxes of every kind."""
+    ids = (rng.permutation(60) + 1 if dense else rng.choice(10 ** 9, 60, replace=False))
+    images = [{"id": int(i), "file_name": f"im{i}.jpg", "width": int(rng.integers(20, 100)),
+               "height": int(rng.integers(20, 100))} for i in ids]
+    for image in images[::7]:
+        image["id"] = float(image["id"])
+    cats = [3, 17, 90]
+    annotations = []
+    for k, (x, y, w, h) in enumerate(random_boxes(rng, 500)):
+        annotation = {"id": 1000 + k, "image_id": int(rng.choice(ids)),
+                      "category_id": int(rng.choice(cats)), "bbox": [x, y, w, h]}
+        if k % 3:
+            annotation["iscrowd"] = int(rng.integers(0, 2))
+        if k % 11 == 0:
+            annotation["bbox"] = [int(v) for v in annotation["bbox"]]
+        annotations.append(annotation)
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": c, "name": f"c{c}"} for c in cats]}
+
+
+def reference_coco(data, folder):
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    by_image = {int(image["id"]): [] for image in data["images"]}
+    for annotation in data["annotations"]:
+        x, y, w, h = (float(v) for v in annotation["bbox"])
+        by_image[int(annotation["image_id"])].append(
+            ([x, y, x + w, y + h], cat_ids.index(annotation["category_id"]),
+             bool(annotation.get("iscrowd", 0))))
+    images = [(os.path.join(str(folder), image["file_name"]), image["width"],
+               image["height"], int(image["id"]), None) for image in data["images"]]
+    return reference_records(images, lambda i: by_image[images[i][3]],
+                             lambda i: f"{folder / 'gt.json'} (image id {images[i][3]})")
+
+
+@pytest.mark.parametrize("seed, dense", [(0, True), (1, False), (2, True), (3, False)])
+def test_coco_reader_matches_loop_reference(tmp_path, seed, dense):
+    data = random_coco(np.random.default_rng(seed), dense)
+    path = write(tmp_path / "gt.json", json.dumps(data))
+    assert_same_records(load_dataset(path), reference_coco(data, tmp_path))
+
+
+#: COCO corruptions: (what to do to an annotation, the message fragment it gets).
+COCO_CORRUPTIONS = [
+    (lambda a: a.update(image_id=123456789012), "refers to unknown image id 123456789012"),
+    (lambda a: a.update(image_id=True), "'image_id' must be an integer, got True"),
+    (lambda a: a.update(image_id=2.5), "'image_id' must be an integer, got 2.5"),
+    (lambda a: a.pop("category_id"), "'category_id' must be an integer, got None"),
+    (lambda a: a.update(category_id=4), "refers to unknown category id 4"),
+    (lambda a: a.update(bbox=[1, 2, 3]), "'bbox' must be [x, y, width, height]"),
+    (lambda a: a.update(bbox="1234"), "'bbox' must be [x, y, width, height]"),
+    (lambda a: a.update(bbox=[1, None, 3, 4]), "'bbox' must hold numbers"),
+    (lambda a: a.update(bbox=[1, [2], 3, 4]), "'bbox' must hold numbers"),
+    (lambda a: a.update(bbox=[1, 2, float("inf"), 4]), "'bbox' is not finite"),
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_coco_first_bad_annotation_is_named(tmp_path, seed):
+    """Two corrupted annotations: the message is the first one's, as a loop would give."""
+    rng = np.random.default_rng(seed)
+    data = random_coco(rng, dense=bool(seed % 2))
+    first, second = sorted(rng.choice(len(data["annotations"]), 2, replace=False))
+    kinds = rng.choice(len(COCO_CORRUPTIONS), 2)
+    for position, kind in zip((second, first), kinds[::-1]):
+        COCO_CORRUPTIONS[kind][0](data["annotations"][position])
+    path = write(tmp_path / "gt.json", json.dumps(data))
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    message = COCO_CORRUPTIONS[kinds[0]][1]
+    assert str(info.value).startswith(
+        f"{path}: annotation id {data['annotations'][first]['id']}"), str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda images: images[4].update(id=images[1]["id"]), "image id {1} is given twice"),
+    (lambda images: images[4].update(width=True), "image id {4}: 'width' must be an integer"),
+    (lambda images: images[4].update(height=1.5), "image id {4}: 'height' must be an integer"),
+    (lambda images: images[4].update(file_name=""), "image id {4}: no 'file_name'"),
+    (lambda images: images.__setitem__(4, "x.jpg"), "image #4: 'id' must be an integer"),
+])
+def test_coco_first_bad_image_is_named(tmp_path, mutate, message):
+    data = random_coco(np.random.default_rng(5), dense=False)
+    ids = [int(image["id"]) for image in data["images"]]
+    mutate(data["images"])
+    data["images"][9]["id"] = "later"  # a second problem, after the first
+    path = write(tmp_path / "gt.json", json.dumps(data))
+    with pytest.raises(DataError, match=re.escape(message.format(*ids))):
+        load_dataset(path)
+
+
+def random_lines(rng, folder, sizes):
+    """keras-yolo3 lines over images of ``sizes`` (some shared), with blank and comment
+    lines, lines without boxes, and bad boxes of every repair kind."""
+    for k, (width, height) in enumerate(sizes):
+        make_image(folder / "imgs" / f"{k}.png", width, height)
+    lines = []
+    for number in range(120):
+        if number % 17 == 5:
+            lines.append("" if number % 2 else "# comment 1,2,3,4,0")
+            continue
+        boxes = random_boxes(rng, int(rng.integers(0, 6)))
+        tokens = [",".join(f"{v:g}" for v in (x, y, x + w, y + h)) + f",{rng.integers(0, 4)}"
+                  for x, y, w, h in boxes]
+        lines.append(" ".join([f"imgs/{rng.integers(0, len(sizes))}.png", *tokens]))
+    return lines
+
+
+def reference_lines(lines, folder, path):
+    entries = []
+    for number, raw in enumerate(lines, start=1):
+        tokens = raw.split()
+        if tokens and not tokens[0].startswith("#"):
+            rows = []
+            for token in tokens[1:]:
+                *xyxy, cls = (float(v) for v in token.split(","))
+                rows.append((xyxy, int(cls), False))
+            entries.append((number, tokens[0], rows))
+    images = []
+    for k, (number, image, _) in enumerate(entries):
+        width, height = cv2.imread(str(folder / image)).shape[1::-1]
+        images.append((os.path.join(str(folder), image), width, height, k, number))
+    return reference_records(images, lambda i: entries[i][2],
+                             lambda i: f"{path}:{entries[i][0]}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_yolo3_reader_matches_loop_reference(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    lines = random_lines(rng, tmp_path, [(64, 48), (100, 30), (33, 90)])
+    path = write(tmp_path / "train.txt", "\n".join(lines) + "\n")
+    data = load_dataset(path, classes=["a", "b", "c", "d"])
+    assert_same_records(data, reference_lines(lines, tmp_path, path), flag="difficult")
+
+
+#: Bad box tokens of a lines file and the message fragment each gets.
+LINE_CORRUPTIONS = [
+    ("1,2,3,4", "malformed box '1,2,3,4'"),
+    ("1,2,3,4,0,5", "malformed box '1,2,3,4,0,5'"),
+    ("1,2,x,4,0", "is not a number"),
+    ("1,2,,4,0", "is not a number"),
+    ("1,2,inf,4,0", "is not finite"),
+    ("1,2,3,4,1.5", "malformed class id: '1.5' is not an integer"),
+    ("1,2,3,4,4", "class id 4 out of range"),
+    ("1,2,3,4,-1", "class id -1 out of range"),
+    ("1,2,3,4,1e30", "class id 1000000000000000019884624838656 out of range"),
+]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_yolo3_first_bad_line_is_named(tmp_path, seed):
+    """A bad box (or a missing image) on an earlier line wins over one on a later line."""
+    rng = np.random.default_rng(seed)
+    lines = random_lines(rng, tmp_path, [(64, 48)])
+    first, second = sorted(rng.choice([k for k, ln in enumerate(lines) if ln and ln[0] != "#"],
+                                      2, replace=False))
+    kinds = rng.choice(len(LINE_CORRUPTIONS), 2)
+    lines[second] += " " + LINE_CORRUPTIONS[kinds[1]][0]
+    if seed % 3 == 2:  # the first problem is a missing image, before any bad box
+        lines[first] = "imgs/missing.png" + lines[first][len("imgs/0.png"):]
+        message = "image file not found: imgs/missing.png"
+    else:
+        lines[first] += " 1,1,5,5,0 " + LINE_CORRUPTIONS[kinds[0]][0]
+        message = LINE_CORRUPTIONS[kinds[0]][1]
+    path = write(tmp_path / "bad.txt", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(path, classes=["a", "b", "c", "d"])
+    assert str(info.value).startswith(f"{path}:{first + 1}: "), str(info.value)
+    assert message in str(info.value)
+
+
+def random_yolo(rng, root, count=12):
+    """A YOLO folder of ``count`` images (some without a label file) with normalized
+    boxes, some partly or entirely outside the image."""
+    texts = {}
+    for k in range(count):
+        width, height = int(rng.integers(20, 90)), int(rng.integers(20, 90))
+        make_image(root / "images" / f"{k:02d}.png", width, height)
+        if k % 5 == 4:
+            continue
+        boxes = random_boxes(rng, int(rng.integers(0, 8)), -10, 70) / 64
+        rows = [f"{rng.integers(0, 3)} {x + w / 2:g} {y + h / 2:g} {w:g} {h:g}"
+                for x, y, w, h in boxes]
+        texts[k] = "\n".join(rows[:2] + [""] + rows[2:]) + "\n"
+        write(root / "labels" / f"{k:02d}.txt", texts[k])
+    return texts
+
+
+def reference_yolo(root, count):
+    images, rows_of = [], []
+    for k in range(count):
+        image = root / "images" / f"{k:02d}.png"
+        width, height = cv2.imread(str(image)).shape[1::-1]
+        label = root / "labels" / f"{k:02d}.txt"
+        rows = []
+        for line in (label.read_text().splitlines() if label.is_file() else []):
+            if line.split():
+                cls, cx, cy, w, h = (np.float32(v) for v in line.split())
+                xyxy = np.float32([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+                rows.append(((xyxy * np.float32([width, height] * 2)).tolist(), int(cls),
+                             False))
+        images.append((str(image), width, height, k, None))
+        rows_of.append(rows)
+    where = [str(root / "labels" / f"{k:02d}.txt") for k in range(count)]
+    return reference_records(images, lambda i: rows_of[i], lambda i: where[i])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_yolo_reader_matches_loop_reference(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    random_yolo(rng, tmp_path / "ds")
+    data = load_dataset(tmp_path / "ds", classes=["a", "b", "c"])
+    assert_same_records(data, reference_yolo(tmp_path / "ds", 12), flag="iscrowd")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_yolo_first_bad_label_line_is_named(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    texts = random_yolo(rng, tmp_path / "ds")
+    first, second = sorted(rng.choice(sorted(texts), 2, replace=False))
+    bad = ["0 0.5 0.5 0.2", "7 0.5 0.5 0.1 0.1", "0 0.5 nan 0.1 0.1", "0 320 240 50 80"]
+    write(tmp_path / "ds" / "labels" / f"{second:02d}.txt", texts[second] + bad[seed] + "\n")
+    label = write(tmp_path / "ds" / "labels" / f"{first:02d}.txt",
+                  texts[first] + bad[(seed + 1) % 4] + "\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path / "ds", classes=["a", "b", "c"])
+    line = len(texts[first].splitlines()) + 1
+    assert str(info.value).startswith(f"{label}:{line}: "), str(info.value)
+
+
+# ------------------------------------------------------- pixel labels, byte order marks
+
+@pytest.mark.parametrize("row, ok", [
+    ("0 320 240 50 80", False), ("0 0.5 0.5 2.5 0.1", False), ("0 2.01 0.5 0.1 0.1", False),
+    ("0 1.5 0.5 0.2 0.2", True), ("0 0.5 0.5 2 1", True), ("0 0.5 0.5 0.2 0.2", True),
+])
+def test_yolo_labels_in_pixels_are_named(tmp_path, row, ok):
+    """A value above 2 cannot be a fraction of the image size: the file holds pixels."""
+    root = make_yolo(tmp_path / "ds")
+    label = write(root / "labels" / "train" / "a.txt", "0 0.5 0.5 0.1 0.1\n" + row + "\n")
+    if ok:
+        assert load_dataset(root).num_boxes >= 1
+        return
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert str(info.value) == (
+        f"{label}:2: label values {row[2:]} look like pixel coordinates: YOLO labels are "
+        "'class cx cy w h' divided by the image width and height (values in [0, 1])")
+
+
+def test_byte_order_marks_are_dropped(tmp_path, lines_dataset):
+    bom = "\ufeff"
+    lines = lines_dataset / "train.txt"
+    write(lines, bom + lines.read_text())
+    write(lines_dataset / "classes.txt", bom + "cat\ndog\nbird\n")
+    data = load_dataset(lines)
+    assert data.class_names == ["cat", "dog", "bird"]
+    assert data.records[0].image_path == os.path.join(str(lines_dataset), "imgs", "a.png")
+    path = write(tmp_path / "coco" / "gt.json", bom + json.dumps(coco_dict()))
+    assert load_dataset(path).class_names == ["cat", "dog"]
+    root = make_yolo(tmp_path / "ds")
+    write(root / "labels" / "train" / "a.txt", bom + "1 0.5 0.5 0.2 0.4\n")
+    write(root / "classes.txt", bom + "x\ny\n")
+    data = load_dataset(root)
+    assert data.class_names == ["x", "y"] and data.records[0].classes.tolist() == [1]
+
+
+def test_records_own_their_arrays(lines_dataset):
+    """Records share one array per field as views; each view is its own image's rows."""
+    data = load_dataset(lines_dataset / "train.txt")
+    first, _, third = data.records
+    first.boxes[0, 0] = 99
+    first.difficult[:] = True
+    assert third.boxes[0, 0] == 0 and not third.difficult.any()

@@ -10,14 +10,18 @@ are not opened (sizes are in the json; a ground-truth file may come without imag
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import ReadResult, display_path, make_record, read_json
+from detkit.data.records import ImageRecord
+from detkit.data.readers.common import (ReadResult, column, display_join, float_rows,
+                                        gc_paused, int_column, is_integer, lookup,
+                                        make_records, raise_first_bad, read_json)
 from detkit.errors import DataError
 
 #: Keys a COCO dataset (not a results list) has at its top level.
@@ -26,11 +30,42 @@ REQUIRED_KEYS = ("images", "annotations", "categories")
 IMAGES_SUBDIR = "images"
 
 
-def _int_field(entry: dict, key: str, what: str, path: Path) -> int:
+@dataclasses.dataclass
+class _Images:
+    """The checked ``images`` list: ``(M,)`` int64 ids, sizes in pixels, file names."""
+
+    ids: np.ndarray
+    widths: list[int]
+    heights: list[int]
+    file_names: list[str]
+
+
+@dataclasses.dataclass
+class _Annotations:
+    """The checked ``annotations``: image position ``(N,)``, class ``(N,)``, boxes
+    ``(N, 4)`` float64 xyxy pixels and crowd flags ``(N,)``, in file order."""
+
+    image_pos: np.ndarray
+    classes: np.ndarray
+    boxes: np.ndarray
+    iscrowd: np.ndarray
+
+
+def _int_field(entry: Any, key: str, what: str, path: Path) -> int:
     value = entry.get(key) if isinstance(entry, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if not is_integer(value):
         raise DataError(f"{what}: {key!r} must be an integer, got {value!r}", path=path)
     return int(value)
+
+
+def _check_top_level(data: Any, path: Path) -> None:
+    if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
+        raise DataError("not a COCO dataset: expected a json object with "
+                        f"{', '.join(REQUIRED_KEYS)} (a detections list is not ground truth)",
+                        path=path)
+    for key in REQUIRED_KEYS:
+        if not isinstance(data[key], list):
+            raise DataError(f"not a COCO dataset: {key!r} must be a list", path=path)
 
 
 def _categories(data: dict, path: Path,
@@ -65,6 +100,102 @@ def _categories(data: dict, path: Path,
     return mapping, list(class_names), category_ids
 
 
+def _check_image(image: Any, number: int, seen: set[int], path: Path) -> None:
+    """The checks of one ``images`` entry, ``seen`` holding the ids before it."""
+    image_id = _int_field(image, "id", f"image #{number}", path)
+    if image_id in seen:
+        raise DataError(f"image id {image_id} is given twice", path=path)
+    for key in ("width", "height"):
+        _int_field(image, key, f"image id {image_id}", path)
+    if not image.get("file_name"):
+        raise DataError(f"image id {image_id}: no 'file_name'", path=path)
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: True where a value has not appeared before."""
+    first = np.zeros(len(values), bool)
+    first[np.unique(values, return_index=True)[1]] = True
+    return first
+
+
+def _image_table(images: list, path: Path) -> _Images:
+    """Check every ``images`` entry (the first bad one raises, naming it)."""
+    ids, ok = int_column(column(images, "id"))
+    widths, ok_width = int_column(column(images, "width"))
+    heights, ok_height = int_column(column(images, "height"))
+    names = column(images, "file_name")
+    ok &= ok_width & ok_height & _first_occurrences(ids)
+    ok &= np.fromiter(map(bool, names), bool, len(names))
+    raise_first_bad(ok, lambda i: _check_image(images[i], i, set(ids[:i].tolist()), path))
+    return _Images(ids, widths.tolist(), heights.tolist(), [str(n) for n in names])
+
+
+def _bbox(annotation: dict, path: Path) -> list[float]:
+    """``[x1, y1, x2, y2]`` of one annotation's ``[x, y, w, h]`` (raises naming its id)."""
+    bbox = annotation.get("bbox")
+    what = f"annotation id {annotation.get('id')}"
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        raise DataError(f"{what}: 'bbox' must be [x, y, width, height], got {bbox!r}",
+                        path=path)
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{what}: 'bbox' must hold numbers, got {bbox!r}", path=path) from None
+    if not np.all(np.isfinite([x, y, w, h])):
+        raise DataError(f"{what}: 'bbox' is not finite: {bbox!r}", path=path)
+    return [x, y, x + w, y + h]
+
+
+def _bbox_or_nan(bbox: Any) -> list[float]:
+    """``[x, y, w, h]`` of a valid ``bbox`` value, else NaNs."""
+    try:
+        x1, y1, x2, y2 = _bbox({"bbox": bbox}, Path())
+    except DataError:
+        return [np.nan] * 4
+    return [x1, y1, float(bbox[2]), float(bbox[3])]
+
+
+def _bbox_column(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 4)`` float64 xyxy boxes of ``[x, y, w, h]`` values and ``(N,)`` ok mask."""
+    xywh = float_rows(values, 4)
+    if xywh is None:
+        xywh = np.array([_bbox_or_nan(v) for v in values], np.float64).reshape(-1, 4)
+    ok = np.isfinite(xywh).all(axis=1)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1), ok
+
+
+def _check_annotation(annotation: Any, image_ids: set[int], mapping: dict[int, int],
+                      path: Path) -> None:
+    """The checks of one ``annotations`` entry (raise naming its id)."""
+    what = f"annotation id {annotation.get('id') if isinstance(annotation, dict) else '?'}"
+    image_id = _int_field(annotation, "image_id", what, path)
+    if image_id not in image_ids:
+        raise DataError(f"{what} refers to unknown image id {image_id}", path=path)
+    cat_id = _int_field(annotation, "category_id", what, path)
+    if cat_id not in mapping:
+        raise DataError(f"{what} refers to unknown category id {cat_id}", path=path)
+    _bbox(annotation, path)
+
+
+def _annotation_table(annotations: list, images: _Images, mapping: dict[int, int],
+                      path: Path) -> _Annotations:
+    """Check every annotation (the first bad one raises, naming its id) and convert."""
+    image_ids, ok = int_column(column(annotations, "image_id"))
+    image_pos, known_image = lookup(images.ids, image_ids)
+    cat_ids, ok_cat = int_column(column(annotations, "category_id"))
+    cat_keys = np.array(sorted(mapping), np.int64)
+    cat_pos, known_cat = lookup(cat_keys, cat_ids)
+    boxes, ok_box = _bbox_column(column(annotations, "bbox"))
+    ok &= known_image & ok_cat & known_cat & ok_box
+    raise_first_bad(ok, lambda i: _check_annotation(
+        annotations[i], set(images.ids.tolist()), mapping, path))
+    classes = np.array([mapping[k] for k in cat_keys.tolist()], np.int64)[cat_pos] \
+        if len(cat_keys) else np.zeros(len(annotations), np.int64)
+    iscrowd = np.fromiter(map(bool, column(annotations, "iscrowd")), bool,
+                          len(annotations))
+    return _Annotations(image_pos, classes, boxes, iscrowd)
+
+
 def _image_base(images: list[dict], json_dir: Path, image_dir: Path | None) -> Path:
     """The folder ``file_name`` is relative to (decided once, from the first image)."""
     if image_dir is not None:
@@ -77,19 +208,10 @@ def _image_base(images: list[dict], json_dir: Path, image_dir: Path | None) -> P
     return json_dir
 
 
-def _bbox(annotation: dict, path: Path) -> list[float]:
-    bbox = annotation.get("bbox")
-    what = f"annotation id {annotation.get('id')}"
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise DataError(f"{what}: 'bbox' must be [x, y, width, height], got {bbox!r}",
-                        path=path)
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise DataError(f"{what}: 'bbox' must hold numbers, got {bbox!r}", path=path) from None
-    if not np.all(np.isfinite([x, y, w, h])):
-        raise DataError(f"{what}: 'bbox' is not finite: {bbox!r}", path=path)
-    return [x, y, x + w, y + h]
+def _image_paths(file_names: list[str], base: Path) -> list[str]:
+    """Normalized image paths: absolute names as given, relative ones under ``base``."""
+    base = str(base)
+    return [display_join(base, name) for name in file_names]
 
 
 def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None,
@@ -113,46 +235,26 @@ def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
-    data = read_json(path)
-    if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
-        raise DataError("not a COCO dataset: expected a json object with "
-                        f"{', '.join(REQUIRED_KEYS)} (a detections list is not ground truth)",
-                        path=path)
-    for key in REQUIRED_KEYS:
-        if not isinstance(data[key], list):
-            raise DataError(f"not a COCO dataset: {key!r} must be a list", path=path)
-    mapping, names, category_ids = _categories(data, path, class_names)
-    images = data["images"]
-    seen: dict[int, dict] = {}
-    for number, image in enumerate(images):
-        image_id = _int_field(image, "id", f"image #{number}", path)
-        if image_id in seen:
-            raise DataError(f"image id {image_id} is given twice", path=path)
-        for key in ("width", "height"):
-            _int_field(image, key, f"image id {image_id}", path)
-        if not image.get("file_name"):
-            raise DataError(f"image id {image_id}: no 'file_name'", path=path)
-        seen[image_id] = image
-    boxes, classes, crowd = defaultdict(list), defaultdict(list), defaultdict(list)
-    for annotation in data["annotations"]:
-        what = f"annotation id {annotation.get('id') if isinstance(annotation, dict) else '?'}"
-        image_id = _int_field(annotation, "image_id", what, path)
-        if image_id not in seen:
-            raise DataError(f"{what} refers to unknown image id {image_id}", path=path)
-        cat_id = _int_field(annotation, "category_id", what, path)
-        if cat_id not in mapping:
-            raise DataError(f"{what} refers to unknown category id {cat_id}", path=path)
-        boxes[image_id].append(_bbox(annotation, path))
-        classes[image_id].append(mapping[cat_id])
-        crowd[image_id].append(bool(annotation.get("iscrowd", 0)))
-    base = _image_base(images, path.parent, None if image_dir is None else Path(image_dir))
-    records = []
-    for image_id, image in seen.items():
-        file_name = Path(str(image["file_name"]))
-        records.append(make_record(
-            display_path(file_name if file_name.is_absolute() else base / file_name),
-            int(image["width"]), int(image["height"]),
-            np.asarray(boxes[image_id], np.float32), classes[image_id], fixes,
-            where=f"{path} (image id {image_id})", iscrowd=crowd[image_id],
-            image_id=image_id))
-    return ReadResult(records, names, category_ids)
+    with gc_paused():
+        data = read_json(path)
+        _check_top_level(data, path)
+        mapping, names, category_ids = _categories(data, path, class_names)
+        images = _image_table(data["images"], path)
+        annotations = _annotation_table(data["annotations"], images, mapping, path)
+        base = _image_base(data["images"], path.parent,
+                           None if image_dir is None else Path(image_dir))
+        return ReadResult(_records(images, annotations, base, path, fixes), names,
+                          category_ids)
+
+
+def _records(images: _Images, annotations: _Annotations, base: Path, path: Path,
+             fixes: FixReport) -> list[ImageRecord]:
+    """One record per image, its annotations in file order, boxes repaired."""
+    order = np.argsort(annotations.image_pos, kind="stable")
+    counts = np.bincount(annotations.image_pos, minlength=len(images.ids))
+    ids = images.ids.tolist()
+    return make_records(
+        _image_paths(images.file_names, base), images.widths, images.heights, counts,
+        annotations.boxes[order], annotations.classes[order], fixes,
+        lambda i: f"{path} (image id {ids[i]})", iscrowd=annotations.iscrowd[order],
+        image_ids=ids)

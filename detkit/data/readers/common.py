@@ -1,16 +1,26 @@
-"""Pieces every annotation reader shares: class-id checks, image lookup, record making."""
+"""Pieces every annotation reader shares: class-id checks, image lookup, record making.
+
+Readers check and convert whole columns with NumPy (one pass per field, not per box); where
+a column holds a bad entry, the first one is checked again by the per-entry function, which
+raises the message naming its file and line (or image id). :func:`make_records` repairs the
+boxes of all images at once and splits them into records.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import itertools
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from detkit.data.fixes import FixReport, fix_boxes
+from detkit.data.fixes import MAX_EXAMPLES, FixReport, fix_boxes
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError
 
@@ -33,14 +43,25 @@ class ReadResult:
     category_ids: list[int] | None = None
 
 
+#: Text files are UTF-8; a leading byte order mark (Windows editors write one) is dropped.
+TEXT_ENCODING = "utf-8-sig"
+#: Class ids are stored as int32: at most this many classes.
+CLASS_ID_LIMIT = 2 ** 31 - 1
+#: Integers (ids, sizes) must fit in int64.
+INT64_LIMIT = 2 ** 63
+#: :func:`lookup` uses a direct table when the keys span at most this many times their count.
+DENSE_LOOKUP = 8
+
+
 def read_text(path: Path, what: str = "annotation file") -> str:
-    """The UTF-8 text of ``path``.
+    """The UTF-8 text of ``path``, without a leading byte order mark.
 
     Raises:
         DataError: ``"<what> not found"``, a folder, or unreadable (naming the file).
     """
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding=TEXT_ENCODING) as handle:
+            return handle.read()
     except FileNotFoundError:
         raise DataError(f"{what} not found", path=path) from None
     except IsADirectoryError:
@@ -50,6 +71,22 @@ def read_text(path: Path, what: str = "annotation file") -> str:
         raise DataError(f"cannot read {what}: {err}", path=path) from None
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while many containers are made.
+
+    Parsing a large json or making a record per image allocates hundreds of thousands of
+    objects, none of them cyclic garbage; the collector would scan them repeatedly.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_json(path: str | os.PathLike, what: str = "annotation file") -> Any:
     """Parse the json file ``path``; errors name the file (and the line).
 
@@ -57,8 +94,10 @@ def read_json(path: str | os.PathLike, what: str = "annotation file") -> Any:
         DataError: see :func:`read_text`, or invalid JSON.
     """
     path = Path(path)
+    text = read_text(path, what)
     try:
-        return json.loads(read_text(path, what))
+        with gc_paused():
+            return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from None
 
@@ -72,7 +111,7 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except FileNotFoundError:
         raise DataError("class names file not found", path=path) from None
     except (OSError, UnicodeDecodeError) as err:
@@ -93,9 +132,12 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
 def check_class_id(class_id: int, num_classes: int | None, *, path: str | os.PathLike,
                    line: int | None = None) -> None:
     """Raise :class:`DataError` when ``class_id`` is negative or ``>= num_classes``."""
-    if class_id < 0 or (num_classes is not None and class_id >= num_classes):
-        valid = "a non-negative integer" if num_classes is None else \
-            f"0..{num_classes - 1} ({num_classes} classes)"
+    limit = CLASS_ID_LIMIT if num_classes is None else num_classes
+    if class_id < 0 or class_id >= limit:
+        if num_classes is not None:
+            valid = f"0..{num_classes - 1} ({num_classes} classes)"
+        else:
+            valid = "a non-negative integer" if class_id < 0 else f"at most {limit - 1}"
         raise DataError(f"class id {class_id} out of range: expected {valid}",
                         path=path, line=line)
 
@@ -105,17 +147,43 @@ def index_names(max_class_id: int) -> list[str]:
     return [str(i) for i in range(max_class_id + 1)]
 
 
-def first_existing(candidates: Iterable[Path]) -> Path | None:
+def first_existing(candidates: Iterable[str | os.PathLike]) -> str | os.PathLike | None:
     """The first path of ``candidates`` that is a file, else ``None``."""
     for candidate in candidates:
-        if candidate.is_file():
+        if os.path.isfile(candidate):
             return candidate
     return None
 
 
-def display_path(path: Path) -> str:
+def join_path(folder: str, name: str) -> str:
+    """``str(Path(folder) / name)``, without making Path objects for plain names.
+
+    ``folder`` is a path as ``str(Path(...))`` writes it.
+    """
+    if _needs_pathlib(name):
+        return str(Path(folder) / name)
+    if name.startswith(os.sep) or folder in ("", "."):
+        return name
+    return folder.rstrip(os.sep) + os.sep + name
+
+
+def _needs_pathlib(name: str) -> bool:
+    """Whether ``name`` has parts that pathlib would normalize (``//``, ``.``, a
+    trailing separator)."""
+    sep = os.sep
+    return (not name or name.startswith(".") or name.endswith((sep, sep + "."))
+            or (sep + sep) in name or (sep + "." + sep) in name)
+
+
+def display_path(path: str | os.PathLike) -> str:
     """``path`` normalized (``a/./b/../c`` -> ``a/c``) as a string, relative kept relative."""
     return os.path.normpath(path)
+
+
+def display_join(folder: str, name: str) -> str:
+    """``display_path(Path(folder) / name)``, fast for plain names (no ``..``)."""
+    joined = join_path(folder, name)
+    return display_path(joined) if ".." in joined else joined
 
 
 def make_record(image_path: str | os.PathLike, width: int, height: int, boxes: np.ndarray,
@@ -133,6 +201,197 @@ def make_record(image_path: str | os.PathLike, width: int, height: int, boxes: n
     return ImageRecord(image_path=str(image_path), width=int(width), height=int(height),
                        boxes=boxes[keep], classes=classes, difficult=difficult,
                        iscrowd=iscrowd, image_id=int(image_id), source_line=source_line)
+
+
+#: The fields of a normally made empty record (defaults for :func:`_typed_record`).
+_DEFAULT_FIELDS = dict(ImageRecord("", 0, 0, np.zeros((0, 4)), []).__dict__)
+
+
+def make_records(image_paths: Sequence[str], widths: Sequence[int], heights: Sequence[int],
+                 counts: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+                 report: FixReport, where: Callable[[int], str | None], *,
+                 difficult: np.ndarray | None = None, iscrowd: np.ndarray | None = None,
+                 image_ids: Sequence[int] | None = None,
+                 source_lines: Sequence[int | None] | None = None) -> list[ImageRecord]:
+    """Repair the boxes of many images at once (as :func:`make_record` does one by one).
+
+    The records' arrays are views into one array per field (one allocation, not ``M``).
+
+    Args:
+        image_paths, widths, heights: ``M`` images, sizes in pixels.
+        counts: ``(M,)`` boxes of each image; image ``i`` owns the next ``counts[i]`` rows.
+        boxes: ``(N, 4)`` xyxy pixels, ``N = counts.sum()``, grouped by image in order.
+        classes: ``(N,)`` class ids.
+        report: the repair counts to update; its example locations are ``where(i)`` of
+            the first images with a repaired box.
+        difficult, iscrowd: ``(N,)`` flags, or ``None`` (all False).
+        image_ids: ``M`` ids (default: positions); source_lines: ``M`` line numbers.
+
+    Returns:
+        ``M`` records, in order.
+    """
+    counts = np.asarray(counts, np.int64).reshape(-1)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    sizes = np.asarray([widths, heights], np.int64).reshape(2, -1)
+    box_sizes = sizes[:, owner, None].astype(np.float32)
+    tally = FixReport()
+    fixed, keep = fix_boxes(boxes, box_sizes[0], box_sizes[1], tally)
+    _add_fixes(report, tally, owner[~keep | np.any(fixed != boxes, axis=1)], where)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(counts)))])
+    arrays = [fixed[keep], np.asarray(classes, np.int32).reshape(-1)[keep]]
+    arrays += [np.zeros(len(arrays[0]), bool) if f is None
+               else np.asarray(f, bool).reshape(-1)[keep] for f in (difficult, iscrowd)]
+    ids = range(len(counts)) if image_ids is None else image_ids
+    lines = [None] * len(counts) if source_lines is None else source_lines
+    with gc_paused():
+        return [_record(path, width, height, arrays, start, end, image_id, line)
+                for path, width, height, start, end, image_id, line in zip(
+                    image_paths, sizes[0].tolist(), sizes[1].tolist(),
+                    bounds[:-1].tolist(), bounds[1:].tolist(), ids, lines)]
+
+
+def _record(path: str, width: int, height: int, arrays: list, start: int, end: int,
+            image_id: int, line: int | None) -> ImageRecord:
+    """The record owning rows ``start:end`` of ``arrays`` (boxes, classes, flags)."""
+    boxes, classes, difficult, iscrowd = arrays
+    return _typed_record({
+        "image_path": path, "width": width, "height": height,
+        "boxes": boxes[start:end], "classes": classes[start:end],
+        "difficult": difficult[start:end], "iscrowd": iscrowd[start:end],
+        "image_id": int(image_id), "source_line": line})
+
+
+def _typed_record(fields: dict[str, Any]) -> ImageRecord:
+    """An :class:`ImageRecord` of arrays already typed and shaped as it stores them.
+
+    Skips ``__post_init__``'s conversions (a third of the reading time of a large
+    dataset); fields not given keep the defaults of a normally made record.
+    """
+    record = object.__new__(ImageRecord)
+    record.__dict__.update(_DEFAULT_FIELDS)
+    record.__dict__.update(fields)
+    return record
+
+
+def _add_fixes(report: FixReport, tally: FixReport, repaired_owners: np.ndarray,
+               where: Callable[[int], str | None]) -> None:
+    """Add ``tally``'s counts to ``report``, citing the first images with repairs.
+
+    ``repaired_owners`` is sorted: the image of every repaired box.
+    """
+    report.dropped_degenerate += tally.dropped_degenerate
+    report.dropped_outside += tally.dropped_outside
+    report.clipped += tally.clipped
+    starts = np.flatnonzero(np.diff(repaired_owners, prepend=-1))
+    for owner in repaired_owners[starts].tolist():
+        if len(report.examples) >= MAX_EXAMPLES:
+            break
+        report.note(where(owner))
+
+
+def column(entries: Sequence[Any], key: str) -> list[Any]:
+    """``entry.get(key)`` of every entry (``None`` for a missing key or a non-dict entry)."""
+    try:
+        return [entry[key] for entry in entries]
+    except (KeyError, TypeError, IndexError):
+        return [entry.get(key) if isinstance(entry, dict) else None for entry in entries]
+
+
+def raise_first_bad(ok: np.ndarray, check: Callable[[int], None]) -> None:
+    """Run ``check(i)`` (the per-entry check that raises) on the first entry not ``ok``."""
+    bad = first_bad(ok)
+    if bad is not None:
+        check(bad)
+        raise AssertionError(f"entry {bad} failed a column check but passed its own check")
+
+
+def lookup(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each query in ``keys`` (``(K,)`` int64, unique) and whether it is there.
+
+    Returns:
+        ``(positions (N,) int64, found (N,) bool)``; positions of missing queries are 0.
+    """
+    keys, queries = np.asarray(keys, np.int64).reshape(-1), np.asarray(queries, np.int64)
+    if not len(keys):
+        return np.zeros(len(queries), np.int64), np.zeros(len(queries), bool)
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < DENSE_LOOKUP * len(keys):
+        table = np.full(high - low + 1, -1, np.int64)
+        table[keys - low] = np.arange(len(keys))
+        inside = (queries >= low) & (queries <= high)
+        positions = np.where(inside, table[np.where(inside, queries - low, 0)], -1)
+        found = positions >= 0
+    else:
+        sorter = np.argsort(keys, kind="stable")
+        index = np.minimum(np.searchsorted(keys, queries, sorter=sorter), len(keys) - 1)
+        positions = sorter[index]
+        found = keys[positions] == queries
+    return np.where(found, positions, 0), found
+
+
+def first_bad(ok: np.ndarray) -> int | None:
+    """Index of the first ``False`` in ``ok`` (a ``(N,)`` bool mask), else ``None``."""
+    bad = np.flatnonzero(~np.asarray(ok, bool))
+    return int(bad[0]) if len(bad) else None
+
+
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integral number (an ``int``, or a float such as ``3.0``)
+    that fits in int64. ``bool`` is not a number here, and neither are NaN or infinity."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not (math.isfinite(value) and value == int(value)):
+        return False
+    return -INT64_LIMIT <= value < INT64_LIMIT
+
+
+def int_column(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` int64 values and ``(N,)`` mask of :func:`is_integer` (bad ones read 0)."""
+    if set(map(type, values)) <= {int}:
+        try:
+            return np.fromiter(values, np.int64, len(values)), np.ones(len(values), bool)
+        except OverflowError:
+            pass
+    ok = np.fromiter(map(is_integer, values), bool, len(values))
+    ints = [int(v) if good else 0 for v, good in zip(values, ok.tolist())]
+    return np.array(ints, np.int64).reshape(-1), ok
+
+
+def float_rows(rows: Sequence[Any], width: int) -> np.ndarray | None:
+    """``(N, width)`` float64 of ``N`` lists of ``width`` values, else ``None``.
+
+    Values convert as Python's ``float`` does (``"1.5"`` and ``True`` too); ``None``
+    becomes NaN. ``None`` is returned when a row is not a list or tuple of ``width``
+    scalars; callers then check the rows one by one.
+    """
+    if not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) - {width}:
+        return None
+    try:
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64,
+                           width * len(rows))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return flat.reshape(-1, width)
+
+
+def parse_floats(fields: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` float64 of ``float(field)`` and ``(N,)`` ok mask (parsed and finite).
+
+    The same syntax as :func:`parse_number` (Python's ``float``); bad fields are NaN.
+    """
+    try:
+        values = np.fromiter(map(float, fields), np.float64, len(fields))
+    except (TypeError, ValueError):
+        values = np.fromiter(map(_float_or_nan, fields), np.float64, len(fields))
+    return values, np.isfinite(values)
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def parse_number(text: str, *, what: str, path: str | os.PathLike,

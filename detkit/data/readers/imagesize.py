@@ -40,12 +40,11 @@ def image_size(path: str | os.PathLike, *, source: str | os.PathLike | None = No
     Raises:
         DataError: the file is missing, unreadable, corrupt or not an image.
     """
-    path = Path(path)
-    where = {"path": source if source is not None else path, "line": line}
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}", **where)
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise _error(f"image file not found: {Path(name)}", path, source, line)
     try:
-        with open(path, "rb") as handle:
+        with open(name, "rb") as handle:
             head = handle.read(32)
             if head.startswith(PNG_SIGNATURE):
                 size = _png_size(head)
@@ -54,14 +53,23 @@ def image_size(path: str | os.PathLike, *, source: str | os.PathLike | None = No
             elif head.startswith(BMP_SIGNATURE):
                 size = _bmp_size(head)
             else:
-                size = _decoded_size(path)
+                size = _decoded_size(Path(name))
     except OSError as err:
-        raise DataError(f"cannot read image {path}: {err.strerror or err}", **where) from None
+        raise _error(f"cannot read image {Path(name)}: {err.strerror or err}", path, source,
+                     line) from None
     except _Corrupt as err:
-        raise DataError(f"corrupt or unsupported image {path}: {err}", **where) from None
+        raise _error(f"corrupt or unsupported image {Path(name)}: {err}", path, source,
+                     line) from None
     if size[0] <= 0 or size[1] <= 0:
-        raise DataError(f"corrupt image {path}: size {size[0]}x{size[1]}", **where)
+        raise _error(f"corrupt image {Path(name)}: size {size[0]}x{size[1]}", path, source,
+                     line)
     return size
+
+
+def _error(message: str, path: str | os.PathLike, source: str | os.PathLike | None,
+           line: int | None) -> DataError:
+    """The error citing ``source`` (and ``line``) when given, else the image itself."""
+    return DataError(message, path=source if source is not None else Path(path), line=line)
 
 
 def _png_size(head: bytes) -> tuple[int, int]:

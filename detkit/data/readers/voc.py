@@ -20,7 +20,7 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (ReadResult, display_path, first_existing,
-                                        make_record, parse_number)
+                                        make_records, parse_number)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -148,15 +148,17 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
     if class_names is None:
         class_names = sorted({obj[0] for *_, objects in parsed for obj in objects})
     index = {name: i for i, name in enumerate(class_names)}
-    records = []
-    for xml_path, image, (width, height), objects in parsed:
+    for xml_path, _, _, objects in parsed:
         for name, _, _, line in objects:
             if name not in index:
                 raise DataError(f"unknown class name {name!r}; known classes: "
                                 f"{', '.join(class_names)}", path=xml_path, line=line)
-        records.append(make_record(
-            display_path(image), width, height,
-            np.asarray([obj[1] for obj in objects], np.float32),
-            [index[obj[0]] for obj in objects], fixes, where=str(xml_path),
-            difficult=[obj[2] for obj in objects], image_id=len(records)))
+    objects = [obj for *_, file_objects in parsed for obj in file_objects]
+    records = make_records(
+        [display_path(image) for _, image, _, _ in parsed],
+        [size[0] for _, _, size, _ in parsed], [size[1] for _, _, size, _ in parsed],
+        np.array([len(file_objects) for *_, file_objects in parsed], np.int64),
+        np.array([obj[1] for obj in objects], np.float32).reshape(-1, 4),
+        np.array([index[obj[0]] for obj in objects], np.int64), fixes,
+        lambda i: str(parsed[i][0]), difficult=np.array([obj[2] for obj in objects], bool))
     return ReadResult(records, list(class_names))

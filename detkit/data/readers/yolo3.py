@@ -12,35 +12,57 @@ position among the file's records, its ``source_line`` the 1-based line number.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import (ReadResult, check_class_id, display_path,
-                                        first_existing, index_names, make_record,
-                                        parse_class_id, parse_number, read_text)
+from detkit.data.readers.common import (CLASS_ID_LIMIT, ReadResult, check_class_id,
+                                        display_join, display_path, first_existing,
+                                        index_names, join_path, make_records,
+                                        parse_class_id, parse_floats, parse_number,
+                                        read_text)
 from detkit.data.readers.imagesize import image_size
-from detkit.data.records import ImageRecord
 from detkit.errors import DataError
 
 #: Fields of one box: ``x1,y1,x2,y2,class``.
 BOX_FIELDS = 5
 COMMENT = "#"
+#: What a box token of the wrong shape is parsed as (a bad box, checked again alone).
+_BAD_TOKEN = ",".join(["nan"] * BOX_FIELDS)
 
 
-def resolve_image(token: str, lines_dir: Path, *, path: Path, line: int) -> Path:
-    """Where the image named ``token`` on line ``line`` of ``path`` is.
+@dataclasses.dataclass
+class _Line:
+    """One image line: its 1-based number, image token and box tokens."""
+
+    number: int
+    image: str
+    boxes: list[str]
+
+
+@dataclasses.dataclass
+class _Boxes:
+    """Boxes of all lines: ``(N, 4)`` float64 xyxy, ``(N,)`` class ids, ``(L,)`` boxes per
+    line, and the index of the first line with a bad box (``None`` if none)."""
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    counts: np.ndarray
+    first_bad_line: int | None
+
+
+def resolve_image(token: str, lines_dir: str, *, path: Path, line: int) -> str:
+    """Where the image named ``token`` on line ``line`` of ``path`` is (a path string
+    as ``str(Path(...))`` writes it).
 
     Raises:
         DataError: neither beside the lines file nor relative to the working directory.
     """
-    image = Path(token)
-    if image.is_absolute():
-        candidates = [image]
-    else:
-        candidates = [lines_dir / image, image]
+    image = join_path("", token)
+    candidates = [image] if os.path.isabs(image) else [join_path(lines_dir, token), image]
     found = first_existing(candidates)
     if found is None:
         looked = " or ".join(dict.fromkeys(display_path(c) for c in candidates))
@@ -58,6 +80,41 @@ def parse_box(token: str, *, path: Path, line: int) -> tuple[list[float], int]:
     coords = [parse_number(f, what=f"box {token!r}", path=path, line=line)
               for f in fields[:4]]
     return coords, parse_class_id(fields[4], path=path, line=line)
+
+
+def _check_line_boxes(line: _Line, num_classes: int | None, path: Path) -> None:
+    """Every check of one line's boxes, in token order (raises naming the line)."""
+    for token in line.boxes:
+        _, class_id = parse_box(token, path=path, line=line.number)
+        check_class_id(class_id, num_classes, path=path, line=line.number)
+
+
+def _split_lines(text: str) -> list[_Line]:
+    """The image lines of a lines file (blank and ``#`` comment lines skipped)."""
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        tokens = raw.split()
+        if tokens and not tokens[0].startswith(COMMENT):
+            lines.append(_Line(number, tokens[0], tokens[1:]))
+    return lines
+
+
+def _parse_boxes(lines: list[_Line], num_classes: int | None) -> _Boxes:
+    """Parse every box token at once; bad boxes only mark their line (checked later)."""
+    tokens = [token for line in lines for token in line.boxes]
+    counts = np.array([len(line.boxes) for line in lines], np.int64)
+    shaped = np.array([token.count(",") == BOX_FIELDS - 1 for token in tokens], bool)
+    if not shaped.all():
+        tokens = [t if ok else _BAD_TOKEN for t, ok in zip(tokens, shaped.tolist())]
+    values, finite = parse_floats(",".join(tokens).split(",") if tokens else [])
+    values = values.reshape(-1, BOX_FIELDS)
+    ok = finite.reshape(-1, BOX_FIELDS).all(axis=1)
+    classes = values[:, 4]
+    ok &= (classes == np.floor(classes)) & (classes >= 0)
+    ok &= classes < (CLASS_ID_LIMIT if num_classes is None else num_classes)
+    bad_lines = np.repeat(np.arange(len(lines)), counts)[~ok]
+    return _Boxes(values[:, :4], np.where(ok, classes, 0).astype(np.int64), counts,
+                  int(bad_lines[0]) if len(bad_lines) else None)
 
 
 def read_yolo3_lines(path: str | os.PathLike, class_names: list[str] | None = None,
@@ -79,29 +136,24 @@ def read_yolo3_lines(path: str | os.PathLike, class_names: list[str] | None = No
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
     num_classes = None if class_names is None else len(class_names)
-    text = read_text(path)
-    lines_dir = path.parent
-    sizes: dict[Path, tuple[int, int]] = {}
-    records: list[ImageRecord] = []
-    max_class = -1
-    for number, raw in enumerate(text.splitlines(), start=1):
-        tokens = raw.split()
-        if not tokens or tokens[0].startswith(COMMENT):
-            continue
-        boxes, classes = [], []
-        for token in tokens[1:]:
-            coords, class_id = parse_box(token, path=path, line=number)
-            check_class_id(class_id, num_classes, path=path, line=number)
-            boxes.append(coords)
-            classes.append(class_id)
-            max_class = max(max_class, class_id)
-        image = resolve_image(tokens[0], lines_dir, path=path, line=number)
+    lines = _split_lines(read_text(path))
+    parsed = _parse_boxes(lines, num_classes)
+    lines_dir = str(path.parent)
+    sizes: dict[str, tuple[int, int]] = {}
+    images, widths, heights = [], [], []
+    for index, line in enumerate(lines):
+        if index == parsed.first_bad_line:
+            _check_line_boxes(line, num_classes, path)
+            raise AssertionError(f"line {line.number} failed a column check only")
+        image = resolve_image(line.image, lines_dir, path=path, line=line.number)
         if image not in sizes:
-            sizes[image] = image_size(image, source=path, line=number)
-        width, height = sizes[image]
-        records.append(make_record(
-            display_path(image), width, height, np.asarray(boxes, np.float32), classes,
-            fixes, where=f"{path}:{number}", image_id=len(records), source_line=number))
+            sizes[image] = image_size(image, source=path, line=line.number)
+        images.append(display_join("", image))
+        widths.append(sizes[image][0])
+        heights.append(sizes[image][1])
+    records = make_records(
+        images, widths, heights, parsed.counts, parsed.boxes, parsed.classes, fixes,
+        lambda i: f"{path}:{lines[i].number}", source_lines=[ln.number for ln in lines])
     if class_names is None:
-        class_names = index_names(max_class)
+        class_names = index_names(int(parsed.classes.max(initial=-1)))
     return ReadResult(records, list(class_names))
