@@ -1,8 +1,9 @@
 """The Typer application, error rendering and the ``--config`` mechanism.
 
-Commands live one per module in this package and register on :data:`app`. A command
-parses its options, calls one function of :mod:`detkit.api` inside
-:func:`handle_errors`, and renders the result. No pipeline logic here.
+Commands live one per module in this package: each registers the ``Options`` and
+``run`` of its :mod:`detkit.commands` module on :data:`app` (:mod:`detkit.cli._command`
+derives the flags, runs it inside :func:`handle_errors`) and renders the result. No
+pipeline logic here.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from detkit.config import check_keys, load_config
+from detkit.config import check_keys, check_types, load_config
 from detkit.errors import DetkitError
 
 app = typer.Typer(
@@ -36,8 +38,9 @@ def handle_errors() -> Iterator[None]:
     try:
         yield
     except DetkitError as err:
-        err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False,
-                          soft_wrap=True)
+        # Messages quote cfg sections ("[yolo]") and file names: never Rich markup.
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", markup=True,
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
@@ -51,8 +54,9 @@ def _config_callback(ctx: typer.Context, param: typer.CallbackParam,
         return value
     with handle_errors():
         config = load_config(value)
-        names = [p.name for p in ctx.command.params if p.name != "config"]
-        check_keys(config, names, path=value)
+        params = [p for p in ctx.command.params if p.name != "config"]
+        check_keys(config, [p.name for p in params], path=value)
+        check_types(config, params, path=value)
     ctx.default_map = {**(ctx.default_map or {}), **config}
     return value
 
@@ -73,4 +77,5 @@ def _root() -> None:
 def warn(message: str | None) -> None:
     """Print a one-line warning on stderr (nothing for ``None`` or empty)."""
     if message:
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False,
+                          soft_wrap=True)
