@@ -62,7 +62,7 @@ def measure(settings: dict, policy: str) -> dict:
     from detkit.models import build_model
     from detkit.training.model import YoloTrainingModel
     from detkit.commands.train import Options as TrainOptions
-    from detkit.training.run import make_optimizer
+    from detkit.training.fit import make_optimizer
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)

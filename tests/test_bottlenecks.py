@@ -612,7 +612,7 @@ def test_cached_trainer_fits_through_the_train_stage_loop(pipeline, tmp_path):
     from detkit.models.freeze import freeze
     from detkit.models.weights import load_weights_by_name
     from detkit.training.model import YoloTrainingModel
-    from detkit.training.run import fit_network
+    from detkit.training.fit import fit_network
     from detkit.training.targets import YoloTrainingTargets
 
     root, data, result = pipeline

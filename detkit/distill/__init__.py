@@ -26,13 +26,13 @@ from detkit.distill.cache import (TeacherCache, TeacherOutputBatches, cache_sett
                                   write_teacher_cache)
 from detkit.distill.loss import DistillationLoss, binary_kl_with_logits
 from detkit.distill.model import DistillationTrainingModel
-from detkit.distill.run import DistillExtension, DistillResult, run_distillation
+from detkit.distill.run import Distillation, DistillResult, run_distillation
 from detkit.distill.scales import StridePair, match_strides, require_pairs
 from detkit.distill.teacher import (TeacherSpec, build_teacher, preserved_random_state,
                                     resolve_teacher, teacher_weights_and_manifest)
 
 __all__ = [
-    "DistillExtension", "DistillResult", "DistillationLoss",
+    "DistillResult", "Distillation", "DistillationLoss",
     "DistillationTrainingModel", "StridePair", "TeacherCache", "TeacherOutputBatches",
     "TeacherSpec", "binary_kl_with_logits", "build_teacher", "cache_settings",
     "match_strides", "preserved_random_state", "require_pairs", "resolve_teacher",

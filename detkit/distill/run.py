@@ -1,7 +1,7 @@
 """The stage behind ``detkit distill``: ``train``'s run with the teacher plugged in.
 
 :func:`run_distillation` is :func:`detkit.training.run.run_training` (stages,
-checkpoints, resume, NaN guard, mixed precision) with :class:`DistillExtension`'s hooks:
+checkpoints, resume, NaN guard, mixed precision) with the :class:`Distillation` objective:
 the teacher is resolved and checked before any file is written, built after the student
 (leaving the random draws of a ``train`` run as they were), and run in-graph by
 :class:`~detkit.distill.model.DistillationTrainingModel` or read from ``--teacher-cache``.
@@ -25,7 +25,8 @@ from detkit.distill.teacher import (TeacherSpec, build_teacher, preserved_random
                                     resolve_teacher)
 from detkit.errors import ArtifactMismatchError
 from detkit.training.model import YoloTrainingModel
-from detkit.training.run import RunExtension, TrainResult, run_training
+from detkit.training.objective import Objective
+from detkit.training.run import TrainResult, run_training
 
 
 @dataclasses.dataclass
@@ -45,24 +46,30 @@ class DistillResult(TrainResult):
     teacher_report: str | None = None
 
 
-class DistillExtension(RunExtension):
-    """The hooks that turn :func:`~detkit.training.run.run_training` into distillation."""
+class Distillation(Objective):
+    """The objective of ``distill``: the ground-truth loss plus a frozen teacher's.
+
+    Made once the run's anchors and classes are known, before any file is written: the
+    teacher is resolved, its classes checked and the shared output strides paired here;
+    it is built later, after the student, so a distill run draws the random numbers a
+    train run draws.
+
+    Args:
+        opts: the distill command's resolved options.
+        anchors: the student's ``(K, 2)`` anchors; class_names: the dataset's classes.
+        notes: the run's notes (a skipped stride is reported there).
+
+    Raises:
+        ArtifactError, ArtifactMismatchError: see :func:`run_distillation`.
+    """
 
     command = "distill"
 
-    def __init__(self) -> None:
-        self.opts: Any = None
-        self.spec: TeacherSpec | None = None
-        self.pairs: list[StridePair] = []
-        self.settings: dict[str, Any] = {}
-        self.report = None
-        self.notes: list[str] = []
-
-    def prepare(self, opts: Any, anchors: np.ndarray, class_names: list[str],
-                notes: list[str]) -> dict[str, Any]:
-        """Resolve the teacher, check its classes, pair the scales (before any file)."""
+    def __init__(self, opts: Any, anchors: np.ndarray, class_names: list[str],
+                 notes: list[str]) -> None:
         from detkit.artifacts import check_agree, sha256_file
 
+        super().__init__()
         self.opts = opts
         spec = resolve_teacher(opts.teacher, model=opts.teacher_model,
                                width=opts.teacher_width, anchors=opts.teacher_anchors,
@@ -75,16 +82,15 @@ class DistillExtension(RunExtension):
         if skipped:
             notes.append("distilling at stride " + ", ".join(str(p.stride) for p in pairs)
                          + " only; skipped " + "; ".join(skipped))
-        self.spec, self.pairs = spec, pairs
+        self.spec: TeacherSpec = spec
+        self.pairs: list[StridePair] = pairs
+        self.report = None
         self.settings = {"teacher_model": spec.model, "teacher_width": spec.width,
                          "teacher_sha256": sha256_file(spec.weights),
                          "alpha": float(opts.alpha), "temperature": float(opts.temperature),
                          "distill_strides": [p.stride for p in pairs]}
-        return dict(self.settings)
-
-    def inputs(self) -> list[Path]:
-        return [self.spec.weights] + ([Path(self.opts.teacher_anchors)]
-                                      if self.opts.teacher_anchors is not None else [])
+        self.inputs = [spec.weights] + ([Path(opts.teacher_anchors)]
+                                        if opts.teacher_anchors is not None else [])
 
     def training_model(self, detector: keras.Model, loss: Any) -> YoloTrainingModel:
         # Building draws initializer seeds from the global generators, which also order
@@ -137,13 +143,19 @@ def run_distillation(opts: Any, *, callbacks: Sequence[Any] = (),
             (naming what differs), or no shared output stride.
         TrainingError: NaN/Inf loss.
     """
-    extension = DistillExtension()
-    result = run_training(opts, callbacks=callbacks, config=config, extension=extension)
+    made: list[Distillation] = []
+
+    def objective_for(ctx) -> Distillation:
+        made.append(Distillation(ctx.opts, ctx.anchors, ctx.class_names, ctx.notes))
+        return made[0]
+
+    result = run_training(opts, callbacks=callbacks, config=config,
+                          objective_for=objective_for)
+    distillation = made[0]
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(TrainResult)}
-    fields["notes"] = list(result.notes) + extension.notes
-    spec = extension.spec
-    return DistillResult(**fields, teacher=spec.describe() if spec else "",
-                         strides=[p.stride for p in extension.pairs],
+    fields["notes"] = list(result.notes) + distillation.notes
+    return DistillResult(**fields, teacher=distillation.spec.describe(),
+                         strides=[p.stride for p in distillation.pairs],
                          alpha=float(opts.alpha),
-                         teacher_report=extension.report.summary() if extension.report
-                         else None)
+                         teacher_report=distillation.report.summary()
+                         if distillation.report else None)

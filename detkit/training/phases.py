@@ -1,0 +1,228 @@
+"""The phases of a run, each turned into a :class:`TrainingPlan` that one routine fits.
+
+A run has one or two phases: with ``--bottlenecks``, epochs ``[0, B)`` train the part
+after the cache's split on cached features (:func:`cached_features_plan`); then epochs
+``[B, B + E)`` train on images (:func:`images_plan`). Both build the detector, load its
+weights and make its loss the same way (:func:`build_detector`,
+:func:`detection_loss`); :func:`fit_plan` runs either with the run directory's
+callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Sequence
+
+import keras
+
+from detkit.errors import ArtifactError, ArtifactMismatchError
+from detkit.training.callbacks import LoaderEpoch, load_state_weights
+from detkit.training.fit import (FirstBatches, batch_images_of, fit_network, make_optimizer,
+                                 schedule_callbacks)
+from detkit.training.objective import Objective
+
+if TYPE_CHECKING:
+    from detkit.training.run import RunContext
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """Everything one phase fits: what :func:`fit_plan` needs and nothing else.
+
+    Attributes:
+        model: the compiled training model (its ``network`` is what checkpoints save).
+        batches: the training batches; loader: the one whose epoch is set each epoch.
+        start_epoch, end_epoch: the phase's epochs ``[start, end)`` of the whole run.
+        callbacks: the phase's own callbacks (learning-rate schedule, validation).
+        val_batches: validation batches ``fit`` evaluates (``None``: none or done by a
+            callback).
+        batch_images: ``batch index -> image paths`` for the NaN report.
+        scope: the distribution strategy's scope.
+        report: how the initial weights loaded (``None``: none loaded).
+        close: releases the phase's files.
+    """
+
+    model: Any
+    batches: Any
+    loader: Any
+    start_epoch: int
+    end_epoch: int
+    callbacks: list = dataclasses.field(default_factory=list)
+    val_batches: Any = None
+    batch_images: Optional[Callable[[int], list[str]]] = None
+    scope: Callable[[], ContextManager] = contextlib.nullcontext
+    report: Optional[str] = None
+    close: Callable[[], None] = lambda: None
+
+
+def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool,
+                   require_complete: bool = False) -> tuple[keras.Model, Optional[str]]:
+    """The run's detector with ``weights`` loaded by layer name (not when resuming).
+
+    Returns:
+        ``(detector, load report or None)``; an incomplete load adds a note.
+
+    Raises:
+        ArtifactMismatchError: ``require_complete`` (stage 2) and a layer did not load.
+    """
+    from detkit.models import build_model
+    from detkit.models.weights import load_weights_by_name
+
+    opts = ctx.opts
+    detector = build_model(opts.model, len(ctx.class_names), opts.width, opts.input_size)
+    if weights is None or resuming:
+        return detector, None
+    loaded = load_weights_by_name(detector, weights)
+    report = loaded.summary()
+    if require_complete and not loaded.complete:
+        raise ArtifactMismatchError(f"stage 2 continues a trained model, but not every "
+                                    f"layer loaded:\n{report}", path=weights)
+    if not loaded.complete:
+        ctx.notes.append(report)
+    return detector, report
+
+
+def detection_loss(ctx: "RunContext"):
+    """The family's loss for the run's anchors, classes and loss options."""
+    opts = ctx.opts
+    return ctx.family.loss_class()(ctx.anchors, len(ctx.class_names), opts.input_size,
+                                   ignore_thresh=opts.ignore_thresh,
+                                   box_loss=opts.box_loss, obj_loss=opts.obj_loss)
+
+
+def compile_model(model, opts, steps: int, epochs: int, *, resuming: bool,
+                  run_dir: Path, **compile_options: Any) -> None:
+    """Compile with the run's optimizer over ``epochs`` of ``steps``; restore the resume
+    state (weights and optimizer) when ``resuming``."""
+    model.compile(optimizer=make_optimizer(opts.lr, steps,
+                                           dataclasses.replace(opts, epochs=epochs)),
+                  **compile_options)
+    model.optimizer.build(model.trainable_variables)
+    if resuming:
+        load_state_weights(run_dir, model)
+
+
+def validation_batches(ctx: "RunContext"):
+    """Validation batches: letterboxed images in dataset order, encoded targets."""
+    from detkit.data.loader import DetectionBatches
+    from detkit.training.targets import YoloTrainingTargets
+
+    opts = ctx.opts
+    return DetectionBatches(ctx.val_records, opts.input_size, opts.batch_size,
+                            augment=False, shuffle=False, seed=opts.seed,
+                            max_boxes=opts.max_boxes,
+                            encoder=YoloTrainingTargets(ctx.anchors, opts.input_size,
+                                                        len(ctx.class_names)),
+                            workers=opts.workers)
+
+
+def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
+    """Phase 1 of ``--bottlenecks``: the part after the cache's split, on its features.
+
+    The detector starts from the weights the cache was computed with
+    (:func:`detkit.bottleneck_training.cache_weights`); ``val_*`` comes from the full
+    detector on the validation images.
+    """
+    from detkit.bottleneck_training import (CachedFeaturesTrainingModel, FullModelValidation,
+                                            cache_weights, cached_batches, open_cache)
+    from detkit.labels import load_labels
+    from detkit.models.freeze import freeze
+    from detkit.training.model import YoloTrainingModel
+
+    opts = ctx.opts
+    image_paths = [str(record.image_path) for record in ctx.records]
+    weights = cache_weights(opts.bottlenecks, opts.weights)
+    labels = load_labels(opts.labels, settings={"anchors": ctx.anchors,
+                                                "input_size": opts.input_size,
+                                                "class_names": ctx.class_names},
+                         image_paths=image_paths)
+    cache = open_cache(opts.bottlenecks, model=opts.model, width=opts.width,
+                       input_size=opts.input_size, weights=weights, image_paths=image_paths,
+                       labels=labels)
+    split = str(cache.settings["split"])
+    detector, report = build_detector(ctx, weights, resuming=resuming)
+    freeze(detector, split)
+    loss = detection_loss(ctx)
+    batches = cached_batches(cache, labels, opts.batch_size, seed=opts.seed,
+                             max_boxes=opts.max_boxes, workers=opts.workers,
+                             epoch=ctx.start_epoch)
+    trainer = CachedFeaturesTrainingModel(detector, split, loss)
+    compile_model(trainer, opts, len(batches), ctx.cache_epochs, resuming=resuming,
+                  run_dir=ctx.run_dir)
+    callbacks = schedule_callbacks(opts, ctx.monitor, len(batches))
+    if ctx.val_records is not None:
+        evaluator = YoloTrainingModel(detector, loss)
+        evaluator.compile()
+        callbacks.insert(0, FullModelValidation(evaluator, validation_batches(ctx)))
+    return TrainingPlan(model=trainer, batches=batches, loader=batches,
+                        start_epoch=ctx.start_epoch, end_epoch=ctx.cache_epochs,
+                        callbacks=callbacks, batch_images=batches.batch_images,
+                        report=report, close=cache.close)
+
+
+def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
+                resuming: bool, weights: Optional[Path]) -> TrainingPlan:
+    """The phase on (augmented) images, from ``start_epoch`` to the end of the run."""
+    from detkit.data.loader import DetectionBatches
+    from detkit.models.freeze import freeze
+    from detkit.training.strategy import make_distribution
+    from detkit.training.targets import YoloTrainingTargets
+
+    opts = ctx.opts
+    distribution = make_distribution(opts.strategy)
+    base = DetectionBatches(ctx.records, opts.input_size, opts.batch_size,
+                            augment=opts.augment, augment_config=opts.augment_config(),
+                            shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
+                            encoder=YoloTrainingTargets(ctx.anchors, opts.input_size,
+                                                        len(ctx.class_names)),
+                            workers=opts.workers, epoch=start_epoch)
+    val_batches = None
+    if ctx.val_records is not None:
+        val_batches = validation_batches(ctx)
+        if opts.steps_per_epoch:
+            val_batches = FirstBatches(val_batches, opts.steps_per_epoch)
+    with distribution.scope():
+        detector, report = build_detector(ctx, weights, resuming=resuming,
+                                          require_complete=opts.stage == 2)
+        if weights is None and opts.freeze != "none" and not resuming:
+            ctx.notes.append(f"--freeze {opts.freeze} without --weights keeps a randomly "
+                             f"initialized part frozen; use --freeze none to train from "
+                             f"scratch")
+        freeze(detector, opts.freeze)
+        model = objective.training_model(detector, detection_loss(ctx))
+        batches = objective.train_batches(base, model)
+        if opts.steps_per_epoch:
+            batches = FirstBatches(batches, opts.steps_per_epoch)
+        # The cosine schedule spans this phase's epochs (after a --bottlenecks phase too).
+        # Keras on JAX runs an uncompiled step eagerly (very slow): always compile there.
+        compile_model(model, opts, len(batches), opts.epochs, resuming=resuming,
+                      run_dir=ctx.run_dir,
+                      jit_compile=opts.jit or keras.backend.backend() == "jax")
+        if resuming and int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0:
+            raise ArtifactError("the resume state holds no optimizer state; it does not "
+                                "match this model", path=ctx.run_dir / "state.weights.h5")
+    return TrainingPlan(model=model, batches=batches, loader=base, start_epoch=start_epoch,
+                        end_epoch=opts.total_epochs,
+                        callbacks=schedule_callbacks(opts, ctx.monitor, len(batches)),
+                        val_batches=val_batches, batch_images=batch_images_of(base),
+                        scope=distribution.scope, report=report)
+
+
+def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: int,
+             on_saved: Callable, callbacks: Sequence[keras.callbacks.Callback] = ()
+             ) -> dict[str, Any]:
+    """Fit one phase's plan (see :func:`detkit.training.fit.fit_network`)."""
+    try:
+        with plan.scope():
+            return fit_network(
+                plan.model, plan.batches, run_dir=ctx.run_dir, epochs=plan.end_epoch,
+                start_epoch=plan.start_epoch, val_batches=plan.val_batches,
+                monitor=ctx.monitor, best=best, best_epoch=best_epoch,
+                state_extra=ctx.settings, schedule_callbacks=plan.callbacks,
+                early_stopping=ctx.opts.early_stopping, ema=ctx.opts.ema,
+                batch_images=plan.batch_images, on_saved=on_saved,
+                callbacks=[LoaderEpoch(plan.loader), *callbacks])
+    finally:
+        plan.close()
