@@ -1,0 +1,219 @@
+"""What the figures of a doctor report mean: fatal problems, warnings and notes.
+
+Fatal problems (``doctor`` exits with code 1; training on the dataset would fail or learn
+nothing):
+
+- ``no_images``: the image files were checked and not one is readable.
+- ``missing_images``: more than ``max_missing`` of the images (records) are missing or
+  unreadable (default 0: training stops at the first one it cannot read).
+- ``no_boxes``: no box is left for training: the dataset has none, or every box was
+  dropped (zero area, outside its image, or under one pixel after letterboxing).
+
+Everything else is a warning (printed, exit code 0) or a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+#: Finding levels, most severe first.
+FATAL, WARNING, NOTE = "fatal", "warning", "note"
+LEVELS = (FATAL, WARNING, NOTE)
+
+#: A class is rare below this share of the boxes (``--rare-fraction``) ...
+DEFAULT_RARE_FRACTION = 0.01
+#: ... or below this many boxes (``--rare-count``).
+DEFAULT_RARE_COUNT = 10
+#: Boxes of the most frequent class per box of the least frequent (``--max-imbalance``).
+DEFAULT_MAX_IMBALANCE = 20.0
+#: Share of images allowed to be missing or unreadable (``--max-missing``).
+DEFAULT_MAX_MISSING = 0.0
+#: Warn when the anchors' best possible recall is below this (YOLOv5's autoanchor rule).
+MIN_BPR = 0.98
+#: Warn when more than this share of the kept boxes is under the finest stride.
+MAX_UNDER_STRIDE = 0.05
+#: Warn when more than this share of the images has no box.
+MAX_NEGATIVES = 0.5
+#: Note the suggested anchors when their mean IoU is this much higher.
+SUGGEST_GAIN = 0.05
+#: Warn that coordinates look normalized when this share of boxes lies in [0, 1].
+UNIT_RANGE_SHARE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One conclusion: ``level`` (fatal, warning, note), a stable ``code``, a message."""
+
+    level: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """The limits the findings apply (see the module constants)."""
+
+    rare_fraction: float = DEFAULT_RARE_FRACTION
+    rare_count: int = DEFAULT_RARE_COUNT
+    max_imbalance: float = DEFAULT_MAX_IMBALANCE
+    max_missing: float = DEFAULT_MAX_MISSING
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "0%"
+
+
+def _plural(count: int, noun: str) -> str:
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}" + ("es" if noun.endswith(("s", "x")) else "s")
+
+
+def rare_classes(classes: list[dict[str, Any]], limits: Thresholds) -> list[dict[str, Any]]:
+    """The classes with boxes, but fewer than ``rare_count`` or ``rare_fraction``."""
+    return [row for row in classes if 0 < row["boxes"] and (
+        row["boxes"] < limits.rare_count or row["share"] < limits.rare_fraction)]
+
+
+def image_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
+    images = report["images"]
+    found: list[Finding] = []
+    if images["checked"] == "none":
+        return found
+    records = images["records"]
+    bad = images["records_missing_or_unreadable"]
+    if images["found"] == 0:
+        found.append(Finding(FATAL, "no_images", f"none of the {images['files']} image "
+                             "files can be read"))
+    elif bad and bad / records > limits.max_missing:
+        found.append(Finding(FATAL, "missing_images",
+                             f"{bad} of {records} images ({_pct(bad, records)}) are missing "
+                             f"or unreadable, above --max-missing {limits.max_missing:g}"))
+    elif bad:
+        found.append(Finding(WARNING, "missing_images",
+                             f"{bad} of {records} images are missing or unreadable "
+                             "(training stops at the first one)"))
+    if images["size_mismatch"]:
+        turned = images["size_transposed"]
+        extra = (f", {turned} of them transposed (EXIF rotation?)" if turned else "")
+        found.append(Finding(WARNING, "size_mismatch",
+                             f"{_plural(images['size_mismatch'], 'image')} differ in size "
+                             f"from their annotation{extra}"))
+    if images["truncated_jpeg"]:
+        found.append(Finding(WARNING, "truncated_jpeg",
+                             f"{_plural(images['truncated_jpeg'], 'JPEG file')} lack the "
+                             "end-of-image marker: truncated? (OpenCV may refuse them; see "
+                             "--check-images decode)"))
+    dup = images["duplicates"]
+    if dup["files"]:
+        found.append(Finding(WARNING, "duplicate_images",
+                             f"{_plural(dup['files'], 'image file')} duplicate another "
+                             f"byte for byte ({_plural(dup['groups'], 'group')})"))
+    return found
+
+
+def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
+    images, boxes = report["images"], report["boxes"]
+    found: list[Finding] = []
+    if images["repeated_entries"]:
+        found.append(Finding(WARNING, "repeated_entries",
+                             f"{_plural(images['repeated_entries'], 'record')} name an "
+                             "image file another record names too"))
+    if boxes["kept"] == 0:
+        why = ("the dataset has no boxes" if boxes["annotated"] == 0 else
+               f"all {boxes['annotated']} boxes are dropped (zero area, outside the image "
+               "or under 1 px after letterboxing)")
+        found.append(Finding(FATAL, "no_boxes", f"no box left for training: {why}"))
+    reader = boxes["reader"]
+    if reader["dropped_degenerate"] or reader["dropped_outside"] or reader["clipped"]:
+        found.append(Finding(
+            WARNING, "repaired_boxes",
+            f"reader: {reader['dropped_degenerate']} boxes with zero or negative area and "
+            f"{reader['dropped_outside']} outside their image dropped, "
+            f"{reader['clipped']} clipped to the image"))
+    lb = boxes["letterbox"]
+    if lb["dropped"]:
+        found.append(Finding(WARNING, "tiny_boxes",
+                             f"{_plural(lb['dropped'], 'box')} under 1 px after "
+                             f"letterboxing to {report['settings']['input_size']} are "
+                             "dropped by training"))
+    if boxes["unit_range"] and boxes["unit_range"] >= UNIT_RANGE_SHARE * max(
+            boxes["annotated"], 1) and report["dataset"]["format"] != "yolo":
+        found.append(Finding(WARNING, "normalized_coordinates",
+                             f"{boxes['unit_range']} of {boxes['annotated']} boxes lie in "
+                             "[0, 1]: coordinates look normalized, but this format holds "
+                             "pixels"))
+    negatives = images["without_boxes"]
+    if negatives and negatives > MAX_NEGATIVES * images["records"]:
+        found.append(Finding(WARNING, "many_negatives",
+                             f"{negatives} of {images['records']} images have no box"))
+    elif negatives:
+        found.append(Finding(NOTE, "negatives",
+                             f"{_plural(negatives, 'image')} without boxes (negatives)"))
+    return found
+
+
+def class_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
+    classes = report["classes"]
+    found: list[Finding] = []
+    absent = [row["name"] for row in classes if row["boxes"] == 0]
+    if absent and report["boxes"]["annotated"]:
+        found.append(Finding(WARNING, "absent_classes",
+                             f"{_plural(len(absent), 'class')} without boxes: "
+                             f"{', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")))
+    rare = rare_classes(classes, limits)
+    if rare:
+        listed = ", ".join(f"{row['name']} ({row['boxes']})" for row in rare[:10])
+        found.append(Finding(WARNING, "rare_classes",
+                             f"{_plural(len(rare), 'rare class')} (under "
+                             f"{limits.rare_count} boxes or "
+                             f"{100 * limits.rare_fraction:g}% of them): {listed}"
+                             + (" ..." if len(rare) > 10 else "")))
+    imbalance = report["balance"]["imbalance"]
+    if imbalance is not None and imbalance > limits.max_imbalance:
+        found.append(Finding(WARNING, "class_imbalance",
+                             f"class imbalance {imbalance:g}: {report['balance']['most']} has "
+                             f"{imbalance:g}x the boxes of {report['balance']['least']} "
+                             f"(above --max-imbalance {limits.max_imbalance:g})"))
+    return found
+
+
+def anchor_findings(report: dict[str, Any]) -> list[Finding]:
+    anchors, kept = report["anchors"], report["boxes"]["kept"]
+    found: list[Finding] = []
+    quality = anchors["quality"]
+    if quality is None:
+        return found
+    under = anchors["under_finest_stride"]
+    finest = min(anchors["strides"])
+    if under and under > MAX_UNDER_STRIDE * kept:
+        found.append(Finding(WARNING, "small_boxes",
+                             f"{under} of {kept} boxes ({_pct(under, kept)}) are smaller "
+                             f"than the finest stride ({finest} px) at input "
+                             f"{report['settings']['input_size']}: consider a larger "
+                             "--input-size"))
+    if quality["bpr"] < MIN_BPR:
+        unfit = anchors["unfit"]
+        found.append(Finding(WARNING, "anchor_fit",
+                             f"anchors fit {100 * quality['bpr']:.1f}% of the boxes (BPR "
+                             f"< {MIN_BPR:g}): {unfit['too_small']} too small, "
+                             f"{unfit['too_large']} too large, {unfit['aspect']} of an odd "
+                             "aspect for every anchor"))
+    suggested = anchors["suggested"]
+    if suggested and suggested["quality"]["avg_iou"] >= quality["avg_iou"] + SUGGEST_GAIN:
+        found.append(Finding(NOTE, "better_anchors",
+                             f"k-means anchors raise the mean IoU from {quality['avg_iou']:.3f}"
+                             f" to {suggested['quality']['avg_iou']:.3f}: run "
+                             "kmeans-anchors"))
+    return found
+
+
+def findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
+    """Every finding of ``report``, fatal ones first."""
+    found = (image_findings(report, limits) + box_findings(report, limits)
+             + class_findings(report, limits) + anchor_findings(report))
+    return sorted(found, key=lambda f: LEVELS.index(f.level))
