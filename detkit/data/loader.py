@@ -160,9 +160,16 @@ class DetectionBatches(keras.utils.PyDataset):
 
     def __getitem__(self, batch: int):
         """Batch number ``batch``: ``(images, targets)`` (see the class docstring)."""
+        return self.rows(batch, 0, self.batch_size)
+
+    def rows(self, batch: int, start: int, stop: int):
+        """Rows ``[start, stop)`` of batch ``batch`` only (a replica's share of a global
+        batch in distributed training): ``(images, targets)`` as :meth:`__getitem__`."""
         if not 0 <= batch < len(self):
             raise IndexError(f"batch {batch} out of range [0, {len(self)})")
-        indices = self._order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        first = batch * self.batch_size
+        end = min(first + self.batch_size, first + int(stop))
+        indices = self._order[first + int(start):end]
         count, size, rows = len(indices), self.input_size, self.max_boxes
         images = np.empty((count, size, size, 3), dtype=np.float32)
         boxes = np.zeros((count, rows, 4), dtype=np.float32)
