@@ -3,17 +3,22 @@
 Anchors are ``(K, 2)`` float32 arrays of widths and heights, sorted by area. For K = 9
 (yolov3) anchors ``[6, 7, 8]`` serve stride 32, ``[3, 4, 5]`` stride 16, ``[0, 1, 2]``
 stride 8; for K = 6 (yolov3-tiny) ``[3, 4, 5]`` stride 32 and ``[0, 1, 2]`` stride 16.
+
+A file not sorted by area is used as written (its order decides which scale each anchor
+serves, and imported Darknet weights can rely on it) with a warning, unless its manifest
+says import-darknet wrote it in that order on purpose.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from detkit.artifacts import write_text
-from detkit.errors import DataError, UsageError
+from detkit.artifacts import DetkitWarning, read_manifest, write_text
+from detkit.errors import ArtifactError, DataError, UsageError
 
 #: Folder of the anchor files shipped with detkit (COCO defaults).
 ANCHORS_DIR = Path(__file__).resolve().parent / "anchor_files"
@@ -57,12 +62,45 @@ def parse_anchors(text: str, *, path: str | os.PathLike | None = None) -> np.nda
     return np.asarray(values, dtype=np.float32).reshape(-1, 2)
 
 
+#: Commands whose anchors files may list anchors out of area order on purpose.
+ORDERED_BY_WRITER = ("import-darknet",)
+
+
 def load_anchors(path: str | os.PathLike) -> np.ndarray:
-    """Read an anchors file into ``(K, 2)`` float32 (input pixels, file order)."""
+    """Read an anchors file into ``(K, 2)`` float32 (input pixels, file order).
+
+    Warns (:class:`detkit.artifacts.DetkitWarning`) when the file is not sorted by area.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError("anchors file not found", path=path)
-    return parse_anchors(path.read_text(encoding="utf-8"), path=path)
+    anchors = parse_anchors(path.read_text(encoding="utf-8"), path=path)
+    message = unsorted_message(anchors)
+    if message and _writer(path) not in ORDERED_BY_WRITER:
+        warnings.warn(f"{path}: {message}", DetkitWarning, stacklevel=2)
+    return anchors
+
+
+def _writer(path: Path) -> str | None:
+    """The command that wrote ``path``, from its manifest (``None``: unknown)."""
+    try:
+        return read_manifest(path).get("command")
+    except ArtifactError:
+        return None
+
+
+def unsorted_message(anchors: np.ndarray) -> str | None:
+    """What is wrong with the order of ``anchors`` (``None``: sorted by area)."""
+    area = np.asarray(anchors, np.float64).reshape(-1, 2).prod(axis=1)
+    drops = np.flatnonzero(np.diff(area) < 0)
+    if not len(drops):
+        return None
+    i = int(drops[0])
+    (w1, h1), (w2, h2) = anchors[i], anchors[i + 1]
+    return (f"the anchors are not sorted by area (anchor {i + 1}, {w1:g}x{h1:g}, is larger "
+            f"than anchor {i + 2}, {w2:g}x{h2:g}); they are used as written, so a finer "
+            f"scale gets a larger anchor than a coarser one: sort them by w*h unless "
+            f"that is intended")
 
 
 def sort_by_area(anchors: np.ndarray) -> np.ndarray:

@@ -2,7 +2,13 @@
 
 Every file detkit writes goes through :func:`atomic_path`, so an interrupted run never
 leaves a half-written file that ``make`` would take as fresh. Every artifact gets a
-``NAME.manifest.json`` beside it (see :func:`write_manifest`).
+``NAME.manifest.json`` beside it (see :func:`write_manifest`), written before the
+artifact is renamed into place, so the artifact never appears without it.
+
+Before a command works, :func:`check_outputs` refuses an output that is (or links to)
+one of its inputs and one that cannot be written; a run directory is held by
+:func:`run_lock`; a consumed artifact whose recorded inputs changed since is refused by
+:func:`check_fresh`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,41 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import socket
 import sys
+import time
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
 from detkit import __version__
-from detkit.errors import ArtifactError, ArtifactMismatchError
+from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
+from detkit.options import io_paths
 
 #: Settings two artifacts must agree on before one stage consumes another's output.
 AGREEMENT_KEYS = ("anchors", "class_names", "input_size")
+#: Prefix of the temporary files of :func:`atomic_path` (``.tmp-<id>-NAME``).
+TMP_PREFIX = ".tmp-"
+#: Least free space an output's file system must have before a command starts.
+MIN_FREE_BYTES = 1 << 20
+#: The lock file of a run directory (:func:`run_lock`).
+LOCK_NAME = ".detkit.lock"
+#: A lock file younger than this may still be being written (not stale when unreadable).
+LOCK_GRACE_S = 5.0
+#: The files of a training run directory (:mod:`detkit.training.callbacks`): an input
+#: among them is refused, and a new run over them needs an explicit overwrite.
+RUN_FILES = ("best.weights.h5", "best.weights.h5.manifest.json", "last.weights.h5",
+             "last.weights.h5.manifest.json", "state.weights.h5", "state.json",
+             "history.csv", "manifest.json")
+
+
+class DetkitWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints it
+    as one ``warning:`` line)."""
 
 
 @contextlib.contextmanager
@@ -34,14 +62,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the final name as its suffix (``.tmp-<id>-best.weights.h5``)
     so writers that check extensions (Keras, h5py) accept it. On any exception the
-    temporary file is removed and ``path`` is left untouched.
+    temporary file is removed and ``path`` is left untouched; an ``OSError`` that names
+    no file (a full disk while writing) is raised again naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or " ".join(str(err).split()),
+                      str(path)) from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -54,9 +88,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON detkit writes (NumPy scalars and arrays allowed)."""
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NumPy scalars and arrays allowed)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return write_text(path, json_text(obj))
 
 
 def _json_default(value: Any) -> Any:
@@ -108,8 +147,13 @@ def manifest_path(path: str | os.PathLike) -> Path:
 
 def write_manifest(path: str | os.PathLike, *, command: str, config: Mapping[str, Any],
                    inputs: Iterable[str | os.PathLike] = (), seed: int | None = None,
-                   extra: Mapping[str, Any] | None = None) -> Path:
+                   extra: Mapping[str, Any] | None = None,
+                   data: str | os.PathLike | None = None) -> Path:
     """Write the sidecar manifest of artifact ``path``.
+
+    Write it before the artifact is renamed into place (inside :func:`atomic_path`'s
+    block, passing the temporary file as ``data``), so the artifact appears last and
+    only with its manifest.
 
     Args:
         path: the artifact the manifest describes.
@@ -118,24 +162,30 @@ def write_manifest(path: str | os.PathLike, *, command: str, config: Mapping[str
         inputs: input files; each is recorded with its sha256 (folders by name only).
         seed: the random seed, if the command has one.
         extra: anything else worth recording (settings, counts, metrics).
+        data: the file holding the artifact's bytes now (its temporary file); its size
+            is recorded as ``bytes``, which :func:`check_fresh` compares.
 
     Returns:
         The manifest's path.
     """
-    hashes = {}
+    hashes, resolved = {}, {}
     for item in inputs:
         item = Path(item)
         hashes[str(item)] = sha256_file(item) if item.is_file() else None
+        resolved[str(item)] = str(item.resolve())
     manifest = {
         "artifact": Path(path).name,
         "command": command,
         "argv": sys.argv,
         "config": dict(config),
         "inputs": hashes,
+        "input_paths": resolved,
         "seed": seed,
         "versions": library_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if data is not None:
+        manifest["bytes"] = Path(data).stat().st_size
     if extra:
         manifest.update(extra)
     return write_json(manifest_path(path), manifest)
@@ -153,7 +203,8 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, kind: str,
-             format_version: int, compress: bool = True) -> Path:
+             format_version: int, compress: bool = True,
+             before_commit: Optional[Callable[[Path], Any]] = None) -> Path:
     """Atomically write a versioned ``.npz``.
 
     Args:
@@ -162,6 +213,8 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, kind: str,
             unicode arrays so they load without pickle.
         kind: what the file is (e.g. ``"labels"``), checked on load.
         format_version: the layout version of ``kind``, checked on load.
+        before_commit: called with the finished temporary file before it is renamed
+            onto ``path`` (write the manifest there: ``data=tmp``).
     """
     payload = {key: np.asarray(value) for key, value in arrays.items()}
     for key, value in payload.items():
@@ -172,6 +225,8 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, kind: str,
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             (np.savez_compressed if compress else np.savez)(handle, **payload)
+        if before_commit is not None:
+            before_commit(tmp)
     return Path(path)
 
 
@@ -242,3 +297,290 @@ def check_agree(name_a: str, settings_a: Mapping[str, Any], name_b: str,
     if differences:
         raise ArtifactMismatchError(f"{name_a} and {name_b} disagree:\n" +
                                     "\n".join(differences))
+
+
+# --------------------------------------------------------------------------- outputs
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file or folder (after links, or hard links)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a link loop
+        pass
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _written_by(path: Path, spec: Any) -> list[Path]:
+    """Every path an output option writes: its own, then the ones derived from it."""
+    if spec.writes is not None:
+        derived = [Path(p) for p in spec.writes(path)]
+    else:
+        derived = [] if spec.folder else [manifest_path(path)]
+    return [path] + [p for p in derived if p != path]
+
+
+def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) -> None:
+    """Refuse an output of ``opts`` that is, or links to, one of its inputs.
+
+    Inputs and outputs are the fields with ``role="input"``/``"output"``
+    (:func:`detkit.options.io_paths`); each output also counts the files derived from it
+    (its manifest, a report beside it, the files of a run directory).
+
+    Args:
+        opts: a command's options.
+        extra_outputs: ``(flag, path)`` of outputs not in a field (e.g. a default
+            computed from an input).
+
+    Raises:
+        UsageError: naming the output and the input, with both flags.
+    """
+    inputs, outputs = io_paths(opts)
+    written = [(item.flag, item.path, _written_by(item.path, item.spec)) for item in outputs]
+    written += [(flag, Path(path), [Path(path), manifest_path(path)])
+                for flag, path in extra_outputs]
+    for flag, out, paths in written:
+        for target in paths:
+            for source in inputs:
+                if not same_file(target, source.path):
+                    continue
+                same_name = os.path.abspath(target) == os.path.abspath(source.path)
+                relation = "is the same path" if same_name else "links to it"
+                how = (f"{flag} {out} {relation}" if target == out else
+                       f"{flag} {out} also writes {target}, which {relation}")
+                raise UsageError(f"{flag} would overwrite the input {source.flag} "
+                                 f"{source.path}: {how}; choose another {flag}")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (as a file or a folder)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_writable(path: str | os.PathLike, *, flag: str = "--out", folder: bool = False,
+                   need_bytes: int = MIN_FREE_BYTES) -> None:
+    """One clear error, before any work, when ``path`` cannot be written.
+
+    Creates nothing: a probe file is made and removed in the nearest existing folder.
+
+    Args:
+        path: the output file (or folder, with ``folder=True``).
+        flag: how to name the option in the message.
+        need_bytes: free space the file system must have.
+
+    Raises:
+        UsageError: a folder is wanted and ``path`` is a file (exit 2).
+        ArtifactError: ``path`` is a folder where a file is wanted, lies under a file,
+            is not writable, or its disk is (nearly) full (exit 1).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} must be a folder: {path} exists and is not a folder")
+    if not folder and path.is_dir():
+        raise ArtifactError(f"cannot write {flag} {path}: it is a folder; give a file "
+                            f"name (e.g. {path / 'NAME'})")
+    base = _existing_ancestor(path if folder else path.parent)
+    if not base.is_dir():
+        raise ArtifactError(f"cannot write {flag} {path}: {base} is a file, not a folder")
+    probe = base / f"{TMP_PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as err:
+        raise ArtifactError(f"cannot write {flag} {path}: {err.strerror or err} "
+                            f"(in {base})") from None
+    free = shutil.disk_usage(base).free
+    if free < need_bytes:
+        raise ArtifactError(f"cannot write {flag} {path}: no space left on its disk "
+                            f"({free / 2**20:.1f} MiB free in {base}, "
+                            f"{need_bytes / 2**20:.1f} MiB needed)")
+
+
+def check_outputs(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) -> None:
+    """Everything a command checks about its outputs before it starts: none is an input
+    (:func:`check_no_clobber`, exit 2) and each can be written (:func:`check_writable`,
+    exit 1)."""
+    extra_outputs = list(extra_outputs)
+    check_no_clobber(opts, extra_outputs)
+    _, outputs = io_paths(opts)
+    for item in outputs:
+        check_writable(item.path, flag=item.flag, folder=item.spec.folder)
+    for flag, path in extra_outputs:
+        check_writable(path, flag=flag)
+
+
+def ensure_space(folder: str | os.PathLike, need_bytes: int, what: str) -> None:
+    """Raise before writing ``what`` when ``folder``'s disk has less than ``need_bytes``.
+
+    Raises:
+        ArtifactError: naming the folder, the space free and needed.
+    """
+    free = shutil.disk_usage(_existing_ancestor(Path(folder))).free
+    if free < need_bytes:
+        raise ArtifactError(f"no space left to write {what}: {free / 2**20:.1f} MiB free, "
+                            f"about {need_bytes / 2**20:.1f} MiB needed", path=folder)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the ``.tmp-*`` files an interrupted writer left in ``folder`` (not below).
+
+    Call it only while holding the folder (:func:`run_lock`): another writer's
+    temporary files would go too.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for item in folder.iterdir():
+        if item.name.startswith(TMP_PREFIX) and item.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                item.unlink()
+                removed.append(item)
+    return removed
+
+
+# --------------------------------------------------------------------------- run locks
+
+def run_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The paths of :data:`RUN_FILES` in ``run_dir``."""
+    return [Path(run_dir) / name for name in RUN_FILES]
+
+
+def _lock_holder(lock: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _is_stale(lock: Path, holder: Mapping[str, Any]) -> bool:
+    """A lock whose process is gone (same host), or unreadable and not just created."""
+    if not holder:
+        try:
+            return time.time() - lock.stat().st_mtime > LOCK_GRACE_S
+        except FileNotFoundError:
+            return True
+    if holder.get("host") != socket.gethostname():
+        return False  # another machine: its processes cannot be checked from here
+    pid = holder.get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid)
+
+
+def _describe_holder(holder: Mapping[str, Any]) -> str:
+    if not holder:
+        return "an unknown process (unreadable lock)"
+    return (f"pid {holder.get('pid')} on {holder.get('host')}, started "
+            f"{holder.get('started', '?')}")
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, command: str = "detkit") -> Iterator[list[str]]:
+    """Hold ``folder`` (created if needed) for one run: ``FOLDER/.detkit.lock``.
+
+    The lock file is created with ``O_EXCL`` and holds the pid, host and start time; it
+    is removed on exit. A lock left by a process that is gone (same host) is taken over
+    with a note; a live one stops this run.
+
+    Yields:
+        Notes for the user (a stale lock taken over).
+
+    Raises:
+        ArtifactError: another live process holds the folder (naming it).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    notes: list[str] = []
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if not _is_stale(lock, holder):
+                raise ArtifactError(
+                    f"in use by another run: {_describe_holder(holder)} holds {lock}; wait "
+                    f"for it to finish or choose another --out (delete the lock only if "
+                    f"no run is using the folder)", path=folder) from None
+            notes.append(f"took over the stale lock {lock} of "
+                         f"{_describe_holder(holder)} (no longer running)")
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(mine, handle)
+        break
+    else:
+        raise ArtifactError(f"could not take the lock {lock}: other runs keep taking it",
+                            path=folder)
+    try:
+        yield notes
+    finally:
+        if _lock_holder(lock).get("pid") == mine["pid"]:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+
+# --------------------------------------------------------------------------- freshness
+
+def check_fresh(path: str | os.PathLike, *, remake: str | None = None) -> None:
+    """Refuse artifact ``path`` when its manifest no longer describes it or its inputs.
+
+    Compares the sha256 recorded for each input file with the file now (inputs that no
+    longer exist are skipped: moved data cannot be compared) and the recorded size of
+    the artifact with its size now.
+
+    Args:
+        path: the artifact being consumed (``labels.npz``, a bottleneck cache).
+        remake: the command that re-creates it (default: the manifest's command).
+
+    Raises:
+        ArtifactMismatchError: an input changed since (naming it and the artifact).
+        ArtifactError: the manifest was written for another version of the file.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if not manifest:
+        return
+    remake = remake or manifest.get("command") or "the command that made it"
+    recorded = manifest.get("bytes")
+    if isinstance(recorded, int) and path.is_file() and path.stat().st_size != recorded:
+        raise ArtifactError(f"{manifest_path(path).name} describes a file of {recorded} "
+                            f"bytes, this one has {path.stat().st_size}: an interrupted "
+                            f"write? re-run {remake}", path=path)
+    resolved = manifest.get("input_paths") or {}
+    for name, digest in (manifest.get("inputs") or {}).items():
+        if not digest:
+            continue
+        current = next((Path(p) for p in (resolved.get(name), name)
+                        if p and Path(p).is_file()), None)
+        if current is None:
+            continue
+        if sha256_file(current) != digest:
+            raise ArtifactMismatchError(
+                f"stale: its input {name} changed after it was made (the sha256 in "
+                f"{manifest_path(path).name} differs); re-run {remake}", path=path)

@@ -16,12 +16,14 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from detkit.errors import UsageError
 
 #: Key of the per-field :class:`Spec` in ``dataclasses.Field.metadata``.
 SPEC = "detkit.option"
+#: What a path option is to its command (``None``: not a path it reads or writes).
+ROLES = (None, "input", "output")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,13 @@ class Spec:
         low, high: inclusive numeric bounds (``None``: unbounded).
         above: exclusive lower bound.
         integer: the value must be a whole number.
+        role: ``"input"`` (a file or folder the command reads) or ``"output"`` (one it
+            writes); an output may never be, or link to, an input (:func:`io_paths`,
+            checked by :func:`detkit.artifacts.check_outputs` before the command runs).
+        folder: an output that is a folder (else a file).
+        writes: for an output, ``writes(path)`` lists every path written for it (the
+            default: the path and its ``NAME.manifest.json``; a folder: the files
+            written inside it).
     """
 
     help: str
@@ -48,6 +57,13 @@ class Spec:
     high: Optional[float] = None
     above: Optional[float] = None
     integer: bool = False
+    role: Optional[str] = None
+    folder: bool = False
+    writes: Optional[Callable[[Path], Iterable[Path]]] = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
 
     def check(self, value: Any) -> None:
         """Raise :class:`UsageError` naming the flag when ``value`` is out of bounds."""
@@ -84,7 +100,9 @@ class Spec:
 def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,
            toggle: bool = False, choices: Optional[Sequence[Any]] = None,
            low: Optional[float] = None, high: Optional[float] = None,
-           above: Optional[float] = None, integer: bool = False) -> Any:
+           above: Optional[float] = None, integer: bool = False,
+           role: Optional[str] = None, folder: bool = False,
+           writes: Optional[Callable[[Path], Iterable[Path]]] = None) -> Any:
     """A ``--flag`` field (``flag`` defaults to the field name with dashes).
 
     Args:
@@ -92,16 +110,19 @@ def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,
         help: the ``--help`` text.
         toggle: a boolean shown as ``--flag/--no-flag``.
         choices, low, high, above, integer: validation (see :class:`Spec`).
+        role, folder, writes: what the path is to the command (see :class:`Spec`).
     """
     spec = Spec(help=help, flag=flag, toggle=toggle,
                 choices=None if choices is None else tuple(choices), low=low, high=high,
-                above=above, integer=integer)
+                above=above, integer=integer, role=role, folder=folder, writes=writes)
     return dataclasses.field(default=default, metadata={SPEC: spec})
 
 
-def argument(help: str) -> Any:
-    """A required positional argument."""
-    return dataclasses.field(metadata={SPEC: Spec(help=help, positional=True)})
+def argument(help: str, *, role: Optional[str] = None, folder: bool = False,
+             writes: Optional[Callable[[Path], Iterable[Path]]] = None) -> Any:
+    """A required positional argument (``role`` etc.: see :class:`Spec`)."""
+    spec = Spec(help=help, positional=True, role=role, folder=folder, writes=writes)
+    return dataclasses.field(metadata={SPEC: spec})
 
 
 def specs(cls_or_obj: Any) -> list[tuple[dataclasses.Field, Spec]]:
@@ -132,6 +153,32 @@ def check(opts: Any) -> None:
     """
     for field, spec in specs(opts):
         spec.check(getattr(opts, field.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class RolePath:
+    """One path an option names, with the option's flag and :class:`Spec`."""
+
+    flag: str
+    path: Path
+    spec: Spec
+
+
+def io_paths(opts: Any) -> tuple[list[RolePath], list[RolePath]]:
+    """The ``(inputs, outputs)`` that the path options of ``opts`` name (unset: skipped).
+
+    A field whose value is a list of paths (e.g. several reports) gives one entry each.
+    """
+    found: dict[str, list[RolePath]] = {"input": [], "output": []}
+    for field, spec in specs(opts):
+        if spec.role is None:
+            continue
+        value = getattr(opts, field.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if isinstance(item, (str, os.PathLike)) and os.fspath(item) != "":
+                found[spec.role].append(RolePath(spec.flag, Path(item), spec))
+    return found["input"], found["output"]
 
 
 def plain(value: Any) -> Any:

@@ -5,10 +5,14 @@ afterwards (nothing is lost or rewritten)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import socket
+import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -75,12 +79,21 @@ def _anchors(root: Path) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One bad input: ``args(root)`` makes the inputs under ``root`` and returns argv."""
+    """One bad input: ``args(root)`` makes the inputs under ``root`` and returns argv.
+
+    ``message`` may name ``{root}``. ``patch(monkeypatch, root)`` sets up a fault (a
+    full disk) and may return a cleanup; ``changes`` are files under ``root`` the command
+    may remove (a stale lock, an interrupted run's temporary file); ``check(root)`` makes
+    further assertions afterwards.
+    """
 
     id: str
     args: Callable[[Path], list[str]]
     exit_code: int
     message: str
+    patch: Optional[Callable[[pytest.MonkeyPatch, Path], Optional[Callable[[], None]]]] = None
+    changes: tuple[str, ...] = ()
+    check: Optional[Callable[[Path], None]] = None
 
 
 def _kmeans(data: Path, root: Path, *extra: str) -> list[str]:
@@ -128,16 +141,654 @@ def _hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input(case, tmp_path, monkeypatch):
+def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``case``: its exit code and message, no traceback, every input byte-identical,
+    nothing written outside ``tmp_path/in``."""
     monkeypatch.chdir(tmp_path)  # a file the command should not write lands here
     root = tmp_path / "in"
     argv = case.args(root)
     before = _hashes(root)
-    result = CliRunner().invoke(app, argv)
-    assert result.exit_code == case.exit_code, result.output
-    assert case.message in result.output
-    assert "Traceback" not in result.output
+    cleanup = case.patch(monkeypatch, root) if case.patch is not None else None
+    try:
+        result = CliRunner().invoke(app, argv)
+    finally:
+        if cleanup is not None:
+            cleanup()
+    output = result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == case.exit_code, output
+    message = case.message.replace("{root}", str(root))
+    assert message in output or message in output.replace("\n", ""), output
+    assert "Traceback" not in output
+    if case.exit_code:
+        assert sum(line.startswith("error:") for line in output.splitlines()) == 1, output
     after = _hashes(root)
-    assert {name: after.get(name) for name in before} == before
+    kept = {name: digest for name, digest in before.items() if name not in case.changes}
+    assert {name: after.get(name) for name in kept} == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    assert not [p for p in root.rglob(".tmp-*") if str(p.relative_to(root)) not in case.changes]
+    if case.check is not None:
+        case.check(root)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------
+# More inputs: a dataset any command (and train) takes, and run directories
+# ---------------------------------------------------------------------------------------
+
+TRAIN = ("--model", "yolov3-tiny", "--width", "0.0625", "--input-size", "64",
+         "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "1")
+
+
+def _kmeans_out(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["kmeans-anchors", str(data), "--k", "2", "--input-size", "64", "--out", str(out),
+            *extra]
+
+
+def _encode(root: Path, *extra: str, anchors: Optional[Path] = None) -> list[str]:
+    return ["encode-labels", str(_lines_file(root)), "--anchors",
+            str(anchors or _anchors(root)), "--input-size", "64",
+            "--out", str(root / "out" / "labels.npz"), *extra]
+
+
+def _train(root: Path, *extra: str, command: str = "train",
+           data: Optional[str] = None) -> list[str]:
+    data = data or str(_lines_file(root))
+    return [command, data, *TRAIN, "--anchors", str(_anchors(root)), "--out",
+            str(root / "run"), *extra]
+
+
+def _cache(root: Path, *extra: str) -> list[str]:
+    return ["cache-bottlenecks", str(_lines_file(root)), "--model", "yolov3-tiny",
+            "--anchors", str(_anchors(root)), "--input-size", "64", *extra]
+
+
+def _lock(root: Path, pid: int, host: Optional[str] = None) -> Path:
+    holder = {"pid": pid, "host": host or socket.gethostname(),
+              "started": "2030-01-02T03:04:05+00:00"}
+    return _write(root / "run" / ".detkit.lock", json.dumps(holder))
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def _old_run(root: Path) -> None:
+    for name in ("best.weights.h5", "last.weights.h5", "history.csv", "state.json"):
+        _write(root / "run" / name, f"the previous run's {name}\n")
+
+
+def _no_lock(root: Path) -> None:
+    assert not (root / "run" / ".detkit.lock").exists()
+
+
+def _no_run_dir(root: Path) -> None:
+    assert not (root / "run").exists()
+
+
+def _link(root: Path, name: str, target: Path, hard: bool = False) -> Path:
+    link = root / name
+    (os.link if hard else os.symlink)(target, link)
+    return link
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs never overwrite inputs (exit 2, both paths and both flags named)
+# ---------------------------------------------------------------------------------------
+
+CLOBBER_CASES = [
+    Case("kmeans-out-is-data",
+         lambda r: _kmeans_out(_lines_file(r), r / "train.txt"), 2,
+         "--out would overwrite the input DATA {root}/train.txt: --out {root}/train.txt is "
+         "the same path; choose another --out"),
+    Case("kmeans-report-is-coco-ground-truth",
+         lambda r: _kmeans_out(_coco(r), r / "gt.anchors"), 2,
+         "--out would overwrite the input DATA {root}/gt.json: --out {root}/gt.anchors also "
+         "writes {root}/gt.json, which is the same path"),
+    Case("kmeans-manifest-is-classes",
+         lambda r: _kmeans_out(_coco(r), r / "names", "--classes",
+                               str(_write(r / "names.manifest.json", "cat\ndog\n"))), 2,
+         "--out would overwrite the input --classes {root}/names.manifest.json: --out "
+         "{root}/names also writes {root}/names.manifest.json"),
+    Case("kmeans-out-symlink-to-data",
+         lambda r: _kmeans_out(_lines_file(r), _link(r, "link.txt", r / "train.txt")), 2,
+         "--out would overwrite the input DATA {root}/train.txt: --out {root}/link.txt "
+         "links to it"),
+    Case("kmeans-out-hard-link-to-data",
+         lambda r: _kmeans_out(_lines_file(r), _link(r, "hard.txt", r / "train.txt", True)),
+         2, "--out {root}/hard.txt links to it"),
+    Case("kmeans-out-is-compare",
+         lambda r: _kmeans_out(_lines_file(r), _anchors(r), "--compare", str(_anchors(r))),
+         2, "--out would overwrite the input --compare {root}/anchors.txt"),
+    Case("encode-out-is-anchors",
+         lambda r: [*_encode(r), "--out", str(_anchors(r))], 2,
+         "--out would overwrite the input --anchors {root}/anchors.txt"),
+    Case("eval-map-out-is-ground-truth",
+         lambda r: ["eval-map", str(_coco(r)), "--detections",
+                    str(_write(r / "det.json", "[]")), "--out", str(r / "gt.json")], 2,
+         "--out would overwrite the input DATA {root}/gt.json: --out {root}/gt.json is the "
+         "same path"),
+    Case("eval-map-out-is-detections",
+         lambda r: ["eval-map", str(_coco(r)), "--detections",
+                    str(_write(r / "det.json", "[]")), "--out", str(r / "det.json")], 2,
+         "--out would overwrite the input --detections {root}/det.json"),
+    Case("compare-out-is-a-report",
+         lambda r: ["compare", str(_write(r / "a.json", "{}")), str(_write(r / "b.json", "{}")),
+                    "--out", str(r / "b.json")], 2,
+         "--out would overwrite the input REPORTS {root}/b.json"),
+    Case("predict-draw-dir-is-the-images",
+         lambda r: (_images(r / "imgs"), ["predict", str(r / "imgs"), "--draw-dir",
+                                          str(r / "imgs"), "--out", str(r / "d.json")])[-1],
+         2, "--draw-dir would overwrite the input DATA {root}/imgs"),
+    Case("train-weights-inside-out",
+         lambda r: (_old_run(r), _train(r, "--weights", str(r / "run" / "best.weights.h5"),
+                                        "--stage", "2"))[-1], 2,
+         "--out would overwrite the input --weights {root}/run/best.weights.h5: --out "
+         "{root}/run also writes {root}/run/best.weights.h5, which is the same path"),
+    Case("distill-teacher-is-out",
+         lambda r: (_old_run(r), _train(r, "--teacher", str(r / "run"),
+                                        command="distill"))[-1], 2,
+         "--out would overwrite the input --teacher {root}/run: --out {root}/run is the "
+         "same path"),
+    Case("cache-weights-are-its-init-weights",
+         lambda r: _cache(r, "--weights", str(_write(r / "c.init.weights.h5", "w")),
+                          "--out", str(r / "c.h5")), 2,
+         "--out would overwrite the input --weights {root}/c.init.weights.h5: --out "
+         "{root}/c.h5 also writes {root}/c.init.weights.h5"),
+    Case("import-darknet-anchors-file-is-classes",
+         lambda r: ["import-darknet", str(_write(r / "y.cfg", "[net]\n")),
+                    str(_write(r / "y.weights", "w")), "--out", str(r / "n.weights.h5"),
+                    "--classes", str(_write(r / "n.anchors.txt", "a\nb\n"))], 2,
+         "--out would overwrite the input --classes {root}/n.anchors.txt: --out "
+         "{root}/n.weights.h5 also writes {root}/n.anchors.txt"),
+    Case("doctor-report-is-anchors",
+         lambda r: ["doctor", str(_lines_file(r)), "--anchors",
+                    str(_write(r / "d" / "report.json", "10,14, 23,27, 37,58\n")),
+                    "--out", str(r / "d")], 2,
+         "--out would overwrite the input --anchors {root}/d/report.json"),
+]
+
+
+@pytest.mark.parametrize("case", CLOBBER_CASES, ids=[case.id for case in CLOBBER_CASES])
+def test_outputs_never_overwrite_inputs(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------
+# Run directories: an existing run needs --resume/--exist-ok; one run at a time
+# ---------------------------------------------------------------------------------------
+
+RUN_DIR_CASES = [
+    Case("train-over-an-existing-run", lambda r: (_old_run(r), _train(r))[-1], 2,
+         "--out {root}/run already holds a run (best.weights.h5, last.weights.h5, "
+         "state.json, ...): pass --resume to continue it, --exist-ok to replace it, or "
+         "choose another --out", check=_no_lock),
+    Case("distill-over-an-existing-run",
+         lambda r: (_old_run(r), _train(r, "--teacher", str(_write(r / "t.weights.h5", "t")),
+                                        command="distill"))[-1], 2,
+         "--out {root}/run already holds a run"),
+    Case("train-into-a-held-run-dir",
+         lambda r: (_lock(r, os.getppid()), _train(r))[-1], 1,
+         f"{{root}}/run: in use by another run: pid {os.getppid()} on "
+         f"{socket.gethostname()}, started 2030-01-02T03:04:05+00:00 holds "
+         "{root}/run/.detkit.lock; wait for it to finish or choose another --out"),
+    Case("train-into-a-dir-held-from-another-host",
+         lambda r: (_lock(r, 1, host="elsewhere"), _train(r))[-1], 1,
+         "in use by another run: pid 1 on elsewhere"),
+    Case("train-takes-over-a-stale-lock",
+         lambda r: (_lock(r, _dead_pid()), _train(r, data=str(r / "missing.txt")))[-1], 1,
+         "missing.txt: dataset not found", changes=("run/.detkit.lock",), check=_no_lock),
+    Case("train-cleans-an-interrupted-checkpoint",
+         lambda r: (_old_run(r), _write(r / "run" / ".tmp-0123abcd-last.weights.h5", "half"),
+                    _train(r, "--resume", data=str(r / "missing.txt")))[-1], 1,
+         "missing.txt: dataset not found", changes=("run/.tmp-0123abcd-last.weights.h5",),
+         check=_no_lock),
+    Case("train-failing-early-leaves-no-run-dir",
+         lambda r: _train(r, data=str(r / "missing.txt")), 1, "dataset not found",
+         check=_no_run_dir),
+]
+
+
+@pytest.mark.parametrize("case", RUN_DIR_CASES, ids=[case.id for case in RUN_DIR_CASES])
+def test_run_directories(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------
+# Stale inputs: a consumed artifact whose recorded inputs changed since (exit 1)
+# ---------------------------------------------------------------------------------------
+
+def _encoded(root: Path) -> Path:
+    result = CliRunner().invoke(app, _encode(root))
+    assert result.exit_code == 0, result.output
+    return root / "out" / "labels.npz"
+
+
+def _edit_annotations(root: Path) -> None:
+    path = root / "train.txt"
+    path.write_text(path.read_text().replace("2,3,30,20,0", "2,3,31,20,0"))
+
+
+def _stale_labels(root: Path) -> list[str]:
+    labels = _encoded(root)
+    argv = _train(root, "--bottlenecks", str(root / "c.h5"), "--labels", str(labels),
+                  "--bottleneck-epochs", "1", "--epochs", "0")
+    _edit_annotations(root)
+    return argv
+
+
+def _stale_cache(root: Path) -> list[str]:
+    from detkit.artifacts import write_manifest
+
+    cache = _write(root / "c.h5", "features")
+    write_manifest(cache, command="cache-bottlenecks", config={},
+                   inputs=[_lines_file(root)])
+    argv = _train(root, "--bottlenecks", str(cache), "--labels",
+                  str(_write(root / "l.npz", "no manifest")), "--bottleneck-epochs", "1",
+                  "--epochs", "0")
+    _edit_annotations(root)
+    return argv
+
+
+def _labels_not_its_manifests(root: Path) -> list[str]:
+    labels = _encoded(root)
+    with open(labels, "ab") as handle:
+        handle.write(b"\0")
+    return _train(root, "--bottlenecks", str(root / "c.h5"), "--labels", str(labels),
+                  "--bottleneck-epochs", "1", "--epochs", "0")
+
+
+STALE_CASES = [
+    Case("labels-encoded-before-the-annotations-changed", _stale_labels, 1,
+         "{root}/out/labels.npz: stale: its input {root}/train.txt changed after it was "
+         "made (the sha256 in labels.npz.manifest.json differs); re-run encode-labels",
+         check=_no_run_dir),
+    Case("bottlenecks-cached-before-the-annotations-changed", _stale_cache, 1,
+         "{root}/c.h5: stale: its input {root}/train.txt changed after it was made"),
+    Case("labels-file-its-manifest-does-not-describe", _labels_not_its_manifests, 1,
+         "labels.npz.manifest.json describes a file of"),
+]
+
+
+@pytest.mark.parametrize("case", STALE_CASES, ids=[case.id for case in STALE_CASES])
+def test_stale_inputs(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------
+# Unwritable outputs and full disks: one line, exit 1, before the work, nothing partial
+# ---------------------------------------------------------------------------------------
+
+def _full_disk(monkeypatch: pytest.MonkeyPatch, root: Path) -> Optional[Callable[[], None]]:
+    """``root/disk``: a 64 KiB tmpfs where mounting is allowed, else a disk that reports
+    64 KiB free."""
+    disk = root / "disk"
+    disk.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True).returncode == 0 if os.geteuid() == 0 \
+        else False
+    if mounted:
+        return lambda: subprocess.run(["umount", str(disk)], check=True)
+    import shutil
+
+    import detkit.artifacts
+
+    real = shutil.disk_usage
+
+    def usage(path):
+        found = real(path)
+        if Path(path).resolve().is_relative_to(disk.resolve()):
+            return found._replace(free=64 << 10)
+        return found
+
+    monkeypatch.setattr(detkit.artifacts.shutil, "disk_usage", usage)
+    return None
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _disk_fills_in_savez(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    def savez(handle, **arrays):
+        handle.write(b"PK\3\4 half a zip")
+        _enospc()
+
+    monkeypatch.setattr(np, "savez_compressed", savez)
+
+
+WRITE_CASES = [
+    Case("kmeans-out-is-a-folder",
+         lambda r: (_write(r / "out" / "keep.txt", "x"),
+                    _kmeans_out(_lines_file(r), r / "out"))[-1], 1,
+         "cannot write --out {root}/out: it is a folder; give a file name"),
+    Case("kmeans-out-under-a-file",
+         lambda r: _kmeans_out(_lines_file(r), _write(r / "blocker", "x") / "a.txt"), 1,
+         "cannot write --out {root}/blocker/a.txt: {root}/blocker is a file, not a folder"),
+    Case("encode-out-under-a-file",
+         lambda r: [*_encode(r), "--out", str(_write(r / "blocker", "x") / "l" / "l.npz")], 1,
+         "cannot write --out {root}/blocker/l/l.npz: {root}/blocker is a file"),
+    Case("cache-out-is-a-folder",
+         lambda r: _cache(r, "--out", str(_write(r / "c" / "x", "x").parent)), 1,
+         "cannot write --out {root}/c: it is a folder"),
+    Case("eval-map-out-under-a-file",
+         lambda r: ["eval-map", str(_coco(r)), "--detections", str(_write(r / "d.json", "[]")),
+                    "--out", str(_write(r / "blocker", "x") / "r.json")], 1,
+         "cannot write --out {root}/blocker/r.json: {root}/blocker is a file"),
+    Case("train-out-is-a-file",
+         lambda r: (_write(r / "run", "a file"), _train(r))[-1], 2,
+         "--out must be a folder: {root}/run exists and is not a folder"),
+    Case("synth-out-under-a-file",
+         lambda r: ["synth", str(_write(r / "blocker", "x") / "ds"), "--images", "2"], 1,
+         "cannot write OUT {root}/blocker/ds: {root}/blocker is a file"),
+    Case("kmeans-disk-full-before-the-work",
+         lambda r: _kmeans_out(_lines_file(r), r / "disk" / "anchors.txt"), 1,
+         "cannot write --out {root}/disk/anchors.txt: no space left on its disk",
+         patch=_full_disk, check=lambda r: not list((r / "disk").iterdir())),
+    Case("train-disk-full-before-the-work",
+         lambda r: _train(r, "--out", str(r / "disk" / "run")), 1,
+         "cannot write --out {root}/disk/run: no space left on its disk",
+         patch=_full_disk, check=lambda r: not list((r / "disk").iterdir())),
+    Case("encode-disk-full-while-writing",
+         lambda r: (_write(r / "out" / "keep", "x"), _encode(r))[-1], 1,
+         "{root}/out/labels.npz: No space left on device",
+         patch=_disk_fills_in_savez,
+         check=lambda r: [p.name for p in (r / "out").iterdir()] == ["keep"]),
+]
+
+
+@pytest.mark.parametrize("case", WRITE_CASES, ids=[case.id for case in WRITE_CASES])
+def test_unwritable_outputs_and_full_disks(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------
+# An artifact appears last, and only with its manifest
+# ---------------------------------------------------------------------------------------
+
+def _previous(root: Path, *names: str) -> None:
+    """The files of a previous successful run in ``root/out`` (they must survive)."""
+    for name in names:
+        _write(root / "out" / name, f"previous {name}\n")
+
+
+def _manifest_write_fails(module: str) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    def patch(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+        def fails(path, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                          str(Path(path).with_name(Path(path).name + ".manifest.json")))
+
+        monkeypatch.setattr(f"{module}.write_manifest", fails)
+    return patch
+
+
+COMMIT_CASES = [
+    Case("kmeans-disk-fills-at-the-manifest",
+         lambda r: (_previous(r, "anchors.txt", "anchors.json", "anchors.txt.manifest.json"),
+                    _kmeans(_lines_file(r), r))[-1], 1,
+         "{root}/out/anchors.txt.manifest.json: No space left on device",
+         patch=_manifest_write_fails("detkit.commands.kmeans_anchors")),
+    Case("encode-disk-fills-at-the-manifest",
+         lambda r: (_previous(r, "labels.npz", "labels.npz.manifest.json"), _encode(r))[-1], 1,
+         "{root}/out/labels.npz.manifest.json: No space left on device",
+         patch=_manifest_write_fails("detkit.commands.encode_labels")),
+]
+
+
+@pytest.mark.parametrize("case", COMMIT_CASES, ids=[case.id for case in COMMIT_CASES])
+def test_artifact_never_without_its_manifest(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+def test_the_manifest_lands_before_its_artifact(tmp_path, monkeypatch):
+    """encode-labels and kmeans-anchors rename the manifest into place first, and record
+    the artifact's size in it."""
+    import detkit.artifacts
+
+    renamed: list[str] = []
+    real = os.replace
+
+    def replace(src, dst):
+        renamed.append(Path(dst).name)
+        return real(src, dst)
+
+    monkeypatch.setattr(detkit.artifacts.os, "replace", replace)
+    root = tmp_path / "in"
+    assert CliRunner().invoke(app, _encode(root)).exit_code == 0
+    assert CliRunner().invoke(app, _kmeans(_lines_file(root), root)).exit_code == 0
+    assert renamed == ["labels.npz.manifest.json", "labels.npz",
+                       "anchors.txt.manifest.json", "anchors.json", "anchors.txt"]
+    for name in ("labels.npz", "anchors.txt"):
+        manifest = json.loads((root / "out" / f"{name}.manifest.json").read_text())
+        assert manifest["bytes"] == (root / "out" / name).stat().st_size
+
+
+# ---------------------------------------------------------------------------------------
+# Misleading or silent: one anchor-count check, unsorted anchors, resumed caches
+# ---------------------------------------------------------------------------------------
+
+ANCHORS9 = "10,13, 16,30, 33,23, 30,61, 62,45, 59,119, 116,90, 156,198, 373,326\n"
+
+
+def _partial_cache(root: Path, width: float) -> None:
+    import h5py
+
+    from detkit.bottlenecks import FORMAT_VERSION, KIND
+
+    (root / "out").mkdir(parents=True, exist_ok=True)
+    with h5py.File(root / "out" / ".c.h5.partial", "w") as handle:
+        handle.attrs.update(kind=KIND, format_version=FORMAT_VERSION, model="yolov3-tiny",
+                            width=width, input_size=64, dtype="float16", n_done=1,
+                            complete=False)
+
+
+MISLEADING_CASES = [
+    Case("encode-9-anchors-for-yolov3-tiny",
+         lambda r: _encode(r, "--model", "yolov3-tiny",
+                           anchors=_write(r / "a9.txt", ANCHORS9)), 1,
+         "{root}/a9.txt: yolov3-tiny needs 6 anchors, the anchors file has 9"),
+    Case("encode-5-anchors-for-yolov3",
+         lambda r: _encode(r, "--model", "yolov3",
+                           anchors=_write(r / "a5.txt", "1,2, 3,4, 5,6, 7,8, 9,10\n")), 1,
+         "{root}/a5.txt: yolov3 needs 9 anchors, the anchors file has 5"),
+    Case("encode-7-anchors-fit-no-model",
+         lambda r: _encode(r, anchors=_write(r / "a7.txt", "1,2, 3,4, 5,6, 7,8, 9,10, "
+                                                           "11,12, 13,14\n")), 1,
+         "{root}/a7.txt: the anchors file has 7 anchors, which fit no model (yolov3 needs 9, "
+         "yolov3-tiny needs 6"),
+    Case("encode-6-anchors-take-yolov3-tiny", _encode, 0, "per scale: stride 32: "),
+    Case("anchors-not-sorted-by-area",
+         lambda r: _kmeans(_lines_file(r), r, "--compare",
+                           str(_write(r / "unsorted.txt", "30,30, 10,12\n"))), 0,
+         "warning: {root}/unsorted.txt: the anchors are not sorted by area (anchor 1, "
+         "30x30, is larger than anchor 2, 10x12); they are used as written"),
+    Case("cache-resume-with-another-width",
+         lambda r: (_partial_cache(r, 0.125),
+                    _cache(r, "--width", "0.25", "--resume", "--out",
+                           str(r / "out" / "c.h5")))[-1], 1,
+         "{root}/out/.c.h5.partial: cannot resume: the partial cache was made with width "
+         "0.125, this command has width 0.25; run without --resume to start over"),
+]
+
+
+@pytest.mark.parametrize("case", MISLEADING_CASES, ids=[case.id for case in MISLEADING_CASES])
+def test_misleading_or_silent(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+def test_encode_labels_without_model_follows_the_anchor_count(tmp_path):
+    """The demo's 6 k-means anchors without --model: yolov3-tiny's two scales."""
+    from detkit.labels import LabelsFile
+
+    root = tmp_path / "in"
+    assert CliRunner().invoke(app, _encode(root)).exit_code == 0
+    labels = LabelsFile(root / "out" / "labels.npz")
+    assert labels.grid_sizes == [2, 4]
+    manifest = json.loads((root / "out" / "labels.npz.manifest.json").read_text())
+    assert manifest["config"]["model"] == "yolov3-tiny"
+
+
+# ---------------------------------------------------------------------------------------
+# Training: the plateau schedule's reductions during warmup, a NaN val_loss
+# ---------------------------------------------------------------------------------------
+
+class _Optimizer:
+    def __init__(self, rate: float):
+        self.iterations = np.int64(0)
+        self.learning_rate = np.float32(rate)
+
+
+class _Model:
+    def __init__(self, rate: float):
+        self.optimizer = _Optimizer(rate)
+        self.stop_training = False
+
+
+def test_plateau_reductions_during_warmup_are_kept():
+    from detkit.training.schedule import LinearWarmup
+
+    model = _Model(0.1 / 4)
+    warmup = LinearWarmup(0.1, warmup_steps=4)
+    warmup.set_model(model)
+    rates = []
+    for step in range(6):
+        model.optimizer.iterations = np.int64(step)
+        if step == 2:  # ReduceLROnPlateau at an epoch end inside warmup
+            model.optimizer.learning_rate = np.float32(model.optimizer.learning_rate * 0.1)
+        warmup.on_train_batch_begin(0)
+        rates.append(float(model.optimizer.learning_rate))
+    np.testing.assert_allclose(rates, [0.025, 0.05, 0.0075, 0.01, 0.01, 0.01], rtol=1e-5)
+    # A run resumed inside warmup takes the reduction from the restored rate.
+    resumed = LinearWarmup(0.1, warmup_steps=4)
+    model = _Model(0.005)   # restored: step 1's rate (0.05) after a 0.1 reduction
+    resumed.set_model(model)
+    model.optimizer.iterations = np.int64(2)
+    resumed.on_train_batch_begin(0)
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.0075, rtol=1e-5)
+
+
+def test_nan_val_loss_stops_training_and_saves_nothing(tmp_path):
+    from detkit.training.callbacks import NanGuard, RunCheckpoint
+
+    model = _Model(0.1)
+    guard = NanGuard()
+    guard.set_model(model)
+    guard.on_epoch_end(2, {"loss": 1.5, "val_loss": 2.0})
+    assert guard.failure is None and not model.stop_training
+    guard.on_epoch_end(3, {"loss": 1.5, "val_loss": float("nan")})
+    assert model.stop_training
+    assert guard.failure.describe() == "val_loss became nan in the validation after epoch 4"
+    checkpoint = RunCheckpoint(tmp_path, network=None, monitor="val_loss")
+    checkpoint.on_epoch_end(3, {"loss": 1.5, "val_loss": float("nan")})
+    assert checkpoint.last_epoch == 0 and not list(tmp_path.iterdir())
+
+
+def test_fit_puts_the_nan_guard_after_callbacks_that_add_val_loss():
+    """FullModelValidation adds val_loss at epoch end: the guard must see it."""
+    import inspect
+
+    from detkit.training import fit
+
+    source = inspect.getsource(fit.fit_network)
+    assert "[*schedule_callbacks, guard]" in source
+
+
+# ---------------------------------------------------------------------------------------
+# The run lock and the clobber check as library functions
+# ---------------------------------------------------------------------------------------
+
+def test_run_lock_holds_names_and_takes_over(tmp_path):
+    from detkit.artifacts import LOCK_NAME, run_lock
+    from detkit.errors import ArtifactError
+
+    with run_lock(tmp_path / "run") as notes:
+        assert notes == []
+        holder = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        # Held by this very process: another run_lock (e.g. a thread) is refused too.
+        with pytest.raises(ArtifactError, match=f"pid {os.getpid()} on"):
+            with run_lock(tmp_path / "run"):
+                pass
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    _lock(tmp_path, _dead_pid())
+    with run_lock(tmp_path / "run") as notes:
+        assert len(notes) == 1 and "took over the stale lock" in notes[0]
+    # An unreadable lock: held while young (being written), stale once old.
+    lock = _write(tmp_path / "run" / LOCK_NAME, "")
+    with pytest.raises(ArtifactError, match="an unknown process"):
+        with run_lock(tmp_path / "run"):
+            pass
+    os.utime(lock, (0, 0))
+    with run_lock(tmp_path / "run") as notes:
+        assert "unknown process" in notes[0]
+    assert not lock.exists()
+
+
+def test_no_clobber_check_compares_resolved_paths(tmp_path):
+    from detkit.artifacts import check_no_clobber
+    from detkit.commands.kmeans_anchors import Options
+    from detkit.errors import UsageError
+
+    data = _write(tmp_path / "x" / "t.txt", "a.png 1,1,5,5,0\n")
+    check_no_clobber(Options(data=data, out=tmp_path / "x" / "anchors.txt"))
+    with pytest.raises(UsageError, match="is the same path"):
+        check_no_clobber(Options(data=data, out=tmp_path / "x" / ".." / "x" / "t.txt"))
+    with pytest.raises(UsageError, match="also writes .*t.json, which is the same path"):
+        check_no_clobber(Options(data=data.with_suffix(".json"),
+                                 out=tmp_path / "x" / "t.anchors"))
+    with pytest.raises(UsageError, match="--out would overwrite the input DATA"):
+        check_no_clobber(Options(data=data, out=tmp_path / "y"),
+                         extra_outputs=[("--out", data)])
+
+
+# ---------------------------------------------------------------------------------------
+# A real run directory (slow: trains a tiny model)
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_real_run_directory(tmp_path, monkeypatch):
+    """--exist-ok over an old run holding a stale lock and an interrupted checkpoint; a
+    new run without a flag refused; a checkpoint the disk cannot take stops the run in
+    one line, the previous epoch's files kept."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "in"
+    run = root / "run"
+    argv = _train(root, "--exist-ok")
+    _old_run(root)
+    _lock(root, _dead_pid())
+    _write(run / ".tmp-0123abcd-state.weights.h5", "half")
+    inputs = {name: digest for name, digest in _hashes(root).items()
+              if not name.startswith("run")}
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "took over the stale lock" in said
+    assert "removed 1 temporary file(s) an interrupted run left" in said
+    assert "--exist-ok: replaced the run" in said
+    assert not (run / ".detkit.lock").exists() and not list(run.glob(".tmp-*"))
+    assert (run / "best.weights.h5").read_bytes()[:4] == b"\x89HDF"
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+
+    result = CliRunner().invoke(app, _train(root))
+    assert result.exit_code == 2, result.output
+    assert "already holds a run" in result.output
+
+    monkeypatch.setattr("detkit.training.callbacks._variables_bytes", lambda v: 1 << 50)
+    kept = {name: (run / name).read_bytes() for name in ("last.weights.h5", "state.json")}
+    result = CliRunner().invoke(app, _train(root, "--resume", "--epochs", "2"))
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "no space left to write the checkpoint of epoch 2 (the weights of epoch 1 stay " \
+           f"in {run / 'last.weights.h5'})" in said
+    assert "Traceback" not in result.output
+    assert {name: (run / name).read_bytes() for name in kept} == kept
+    assert not (run / ".detkit.lock").exists() and not list(run.glob(".tmp-*"))
+    assert {name: digest for name, digest in _hashes(root).items()
+            if not name.startswith("run")} == inputs

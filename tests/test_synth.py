@@ -210,7 +210,7 @@ def test_cli_output_is_a_file_exit_2_and_unwritable_exit_1(tmp_path):
     result = runner.invoke(app, ["synth", str(blocker / "sub"), "--images", "2",
                                  "--size", "32"])
     assert result.exit_code == 1
-    assert "error:" in result.output and "cannot write the dataset" in result.output
+    assert "error:" in result.output and "cannot write OUT" in result.output
     assert "Traceback" not in result.output
 
 

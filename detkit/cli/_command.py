@@ -2,7 +2,8 @@
 
 :func:`register` derives the Typer signature from the fields of ``Options`` (flag, type,
 default, help), adds ``--config``, builds the options from what Typer parsed, validates
-them (errors name the flag), runs the command with a Rich progress display, and renders
+them (errors name the flag), checks the outputs (none is an input, each can be written:
+:func:`detkit.artifacts.check_outputs`), runs the command with a Rich progress display, and renders
 the result. A command module in ``cli/`` is then one :func:`register` call and its
 renderer.
 """
@@ -66,8 +67,11 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
     def command(**values: Any) -> None:
         values.pop("config", None)  # already applied to the defaults
         with handle_errors(), RichProgress() as progress:
+            from detkit.artifacts import check_outputs
+
             options = options_cls(**values)
             check(options)
+            check_outputs(options)
             result = run(options, progress)
         render(result)
 

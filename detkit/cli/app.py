@@ -9,6 +9,8 @@ pipeline logic here.
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -32,19 +34,53 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _error(message: str) -> None:
+    # Messages quote cfg sections ("[yolo]") and file names: never Rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True,
+                      highlight=False, soft_wrap=True)
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an operating-system error: the path(s), then what went wrong."""
+    reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    names = [os.fsdecode(name) for name in (err.filename, err.filename2) if name]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
 @contextlib.contextmanager
 def handle_errors() -> Iterator[None]:
-    """Turn a :class:`DetkitError` into ``error: ...`` on stderr and its exit code."""
-    try:
-        yield
-    except DetkitError as err:
-        # Messages quote cfg sections ("[yolo]") and file names: never Rich markup.
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", markup=True,
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(err.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        raise typer.Exit(130) from None
+    """Turn a :class:`DetkitError` into ``error: ...`` on stderr and its exit code.
+
+    An ``OSError`` (a full disk, an unwritable folder) is one line naming the path, exit
+    code 1. A :class:`detkit.artifacts.DetkitWarning` raised meanwhile is printed once
+    as ``warning: ...``; other warnings go their usual way.
+    """
+    from detkit.artifacts import DetkitWarning
+
+    shown: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DetkitWarning)
+        previous = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if not issubclass(category, DetkitWarning):
+                return previous(message, category, *args, **kwargs)
+            if str(message) not in shown:
+                shown.add(str(message))
+                warn(str(message))
+
+        warnings.showwarning = show
+        try:
+            yield
+        except DetkitError as err:
+            _error(str(err))
+            raise typer.Exit(err.exit_code) from None
+        except OSError as err:
+            _error(os_error_message(err))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
 
 
 def _config_callback(ctx: typer.Context, param: typer.CallbackParam,

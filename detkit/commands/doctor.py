@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from detkit import kmeans
-from detkit.artifacts import write_json, write_manifest
+from detkit.artifacts import manifest_path, write_json, write_manifest
 from detkit.commands.groups import (AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
                                     SeedOptions)
 from detkit.doctor.findings import (DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_MISSING,
@@ -71,7 +71,9 @@ class Options(DatasetOptions, AnchorOptions, InputOptions, SeedOptions):
 
     model: str = dataclasses.field(default=_MODEL.default, metadata=_MODEL.metadata)
     out: Path = option(Path("doctor"), f"Folder for {REPORT_FILE} (+ its manifest) and "
-                       "the PNG plots.")
+                       "the PNG plots.", role="output", folder=True,
+                       writes=lambda out: [out / REPORT_FILE,
+                                           manifest_path(out / REPORT_FILE)])
     check_images: str = option(
         "header", "How deep to check image files: none; stat (missing, empty); header "
         "(also unreadable headers, sizes that differ from the annotation, truncated "

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
+from detkit.errors import ArtifactMismatchError, UsageError
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -74,14 +74,16 @@ class Options:
     """The options of ``import-darknet``."""
 
     cfg: Path = argument("Darknet .cfg: the official yolov3, yolov3-tiny or darknet53 "
-                         "layout (any classes and anchors).")
+                         "layout (any classes and anchors).", role="input")
     weights: Path = argument("Darknet .weights: complete, or stopping after any conv "
-                             "(darknet53.conv.74).")
+                             "(darknet53.conv.74).", role="input")
     out: Optional[Path] = option(None, "NAME.weights.h5 to write; NAME.anchors.txt and the "
                                  "manifests go beside it (default: WEIGHTS' file name + "
-                                 ".weights.h5 in the current folder).")
+                                 ".weights.h5 in the current folder).", role="output",
+                                 writes=lambda out: written_files(out))
     classes: Optional[Path] = option(None, "Class names, one a line; their number must "
-                                     "match the cfg's classes= (default: 0..C-1).")
+                                     "match the cfg's classes= (default: 0..C-1).",
+                                     role="input")
     input_size: Optional[int] = option(None, "Input side recorded in the manifest, a "
                                        "multiple of 32 (default: the width in the cfg's "
                                        "net section).", integer=True, low=32)
@@ -93,29 +95,24 @@ def anchors_path_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.name[:-len(WEIGHTS_SUFFIX)] + ANCHORS_SUFFIX)
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    """``--out`` names a Keras weights file and neither it nor the anchors file beside it
-    is an input."""
+def written_files(out: str | os.PathLike) -> list[Path]:
+    """What ``--out`` writes besides itself: its manifest, the anchors file and its
+    manifest."""
+    from detkit.artifacts import manifest_path
+
+    anchors = anchors_path_for(out) if str(out).endswith(WEIGHTS_SUFFIX) else None
+    return [manifest_path(out)] + ([anchors, manifest_path(anchors)] if anchors else [])
+
+
+def _check_out(opts: "Options", out: Path) -> None:
+    """``--out`` names a Keras weights file, none of the files it writes is an input, and
+    it can be written (before the slow part)."""
+    from detkit.artifacts import check_outputs
+
     if not out.name.endswith(WEIGHTS_SUFFIX) or out.name == WEIGHTS_SUFFIX:
         raise UsageError(f"--out must be a NAME{WEIGHTS_SUFFIX} file (Keras 3 weights), "
                          f"got {str(out)!r}")
-    targets = [out, anchors_path_for(out)]
-    for target in targets:
-        for item in inputs:
-            if target.resolve() == item.resolve():
-                raise UsageError(f"--out would overwrite the input {item}")
-
-
-def _check_writable(out: Path) -> None:
-    """One clear error before the slow part when ``out`` cannot be written."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.with_name(f".probe-{os.getpid()}-{out.name}")
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ArtifactError(f"cannot write --out: {err.strerror or err}",
-                            path=out) from None
+    check_outputs(dataclasses.replace(opts, out=out))
 
 
 def default_out(weights: str | os.PathLike) -> Path:
@@ -156,7 +153,7 @@ def run(opts: Options, progress: Progress = SILENT) -> ImportDarknetResult:
                          f"got {input_size}")
     out = Path(opts.out) if opts.out is not None else default_out(weights)
     inputs = [cfg, weights] + ([Path(classes)] if classes is not None else [])
-    _check_out(out, inputs)
+    _check_out(opts, out)
     layout = recognize(read_cfg(cfg))
     notes = list(layout.notes)
     names = read_class_names(classes) if classes is not None else None
@@ -178,7 +175,6 @@ def run(opts: Options, progress: Progress = SILENT) -> ImportDarknetResult:
             notes.append("the cfg's [net] width/height are not one multiple of 32: no "
                          "input size recorded (give --input-size)")
     darknet = read_weights(weights, [conv.shape for conv in layout.convs])
-    _check_writable(out)
 
     model = build_model(layout.model, num_classes, 1.0)
     report = fill_model(model, layout, darknet.convs)

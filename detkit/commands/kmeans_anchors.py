@@ -19,7 +19,7 @@ import numpy as np
 
 from detkit import kmeans
 from detkit.anchors import format_anchors, load_anchors, parse_anchors, sort_by_area
-from detkit.artifacts import write_json, write_manifest, write_text
+from detkit.artifacts import atomic_path, json_text, manifest_path, write_manifest
 from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions
 from detkit.errors import DataError
 from detkit.options import as_config, option
@@ -107,7 +107,8 @@ class Options(DatasetOptions, InputOptions, SeedOptions):
 
     k: int = option(9, "Number of anchors (9: yolov3, 6: yolov3-tiny).", integer=True, low=1)
     out: Path = option(Path("anchors.txt"), "Anchors file to write ('w,h, w,h, ...'); a "
-                       ".json report with the same stem goes beside it.")
+                       ".json report with the same stem goes beside it.", role="output",
+                       writes=lambda out: [json_path_for(out), manifest_path(out)])
     resize: str = option("letterbox", "How boxes reach the input: letterbox (as training) "
                          "or stretch.", choices=kmeans.RESIZE_MODES)
     center: str = option("median", "Cluster center: median (robust) or mean.",
@@ -129,7 +130,7 @@ class Options(DatasetOptions, InputOptions, SeedOptions):
     decimals: int = option(0, "Digits written per value (0: integers, as keras-yolo3).",
                            integer=True, low=0, high=6)
     compare: Optional[Path] = option(None, "An existing anchors file (e.g. the COCO "
-                                     "defaults) to measure side by side.")
+                                     "defaults) to measure side by side.", role="input")
 
 
 def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
@@ -171,15 +172,18 @@ def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
     if compare_quality is not None:
         report["compare"] = {"path": str(compare), "anchors": compare_anchors.tolist(),
                              **compare_quality.as_dict()}
-    write_json(json_path, report)
     inputs = [data] + ([compare] if compare is not None else [])
-    manifest = write_manifest(out, command=COMMAND, config=as_config(opts), inputs=inputs,
-                              seed=opts.seed,
-                              extra={"anchors": anchors.tolist(),
-                                     "input_size": opts.input_size,
-                                     "quality": quality.as_dict(), "report": json_path.name})
-    # The anchors file last: it is the make target, so it must be the newest file.
-    write_text(out, format_anchors(anchors, opts.decimals) + "\n")
+    # The manifest first, then the report, then the anchors file (the make target): a
+    # failure on the way (a full disk) leaves the previous three files as they were.
+    with atomic_path(out) as tmp, atomic_path(json_path) as tmp_json:
+        tmp_json.write_text(json_text(report), encoding="utf-8")
+        tmp.write_text(format_anchors(anchors, opts.decimals) + "\n", encoding="utf-8")
+        manifest = write_manifest(out, command=COMMAND, config=as_config(opts),
+                                  inputs=inputs, seed=opts.seed, data=tmp,
+                                  extra={"anchors": anchors.tolist(),
+                                         "input_size": opts.input_size,
+                                         "quality": quality.as_dict(),
+                                         "report": json_path.name})
     fixes = getattr(dataset, "fixes", None)
     summary = fixes.summary() if fixes is not None and hasattr(fixes, "summary") else None
     return KMeansAnchorsResult(

@@ -30,7 +30,7 @@ SETTINGS = ("images", "size", "classes", "seed", "val_fraction", "image_format",
 class Options(SeedOptions):
     """The options of ``synth``."""
 
-    out: Path = argument("Output folder of the dataset.")
+    out: Path = argument("Output folder of the dataset.", role="output", folder=True)
     images: int = option(200, "Number of images.")
     size: int = option(256, "Image side in pixels.")
     classes: int = option(4, "Number of shape classes (1-6: circle, rectangle, triangle, "

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from detkit.artifacts import atomic_path, write_json, write_text
+from detkit.artifacts import atomic_path, ensure_space, write_json, write_text
 from detkit.errors import ArtifactError
 
 LAST_WEIGHTS = "last.weights.h5"
@@ -59,14 +59,19 @@ def is_finite(value: Any) -> bool:
 
 @dataclasses.dataclass
 class NonFiniteLoss:
-    """Where training met a NaN or Inf loss (0-based epoch and batch)."""
+    """Where training met a NaN or Inf loss (0-based epoch and batch; ``batch`` -1 with
+    ``name`` ``val_loss``: the validation of that epoch)."""
 
     epoch: int
     batch: int
     value: float
     images: list[str]
+    name: str = "loss"
 
     def describe(self) -> str:
+        if self.batch < 0:
+            return (f"{self.name} became {self.value} in the validation after epoch "
+                    f"{self.epoch + 1}")
         where = f"epoch {self.epoch + 1}, batch {self.batch + 1}"
         if self.images:
             shown = ", ".join(self.images[:4]) + (", ..." if len(self.images) > 4 else "")
@@ -75,10 +80,13 @@ class NonFiniteLoss:
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stop at the first batch whose running loss is NaN or Inf and remember where.
+    """Stop at the first batch whose running loss is NaN or Inf and remember where; stop
+    too after an epoch whose ``val_loss`` is NaN or Inf (place it after callbacks that
+    add ``val_*`` to the logs).
 
     The weights of that step are not saved anywhere: checkpoint callbacks skip an epoch
-    whose loss is not finite, so ``last.weights.h5`` keeps the last good epoch.
+    whose loss (or ``val_loss``) is not finite, so ``last.weights.h5`` keeps the last
+    good epoch.
 
     Args:
         batch_images: optional ``batch index -> image paths`` of the current epoch, to
@@ -100,6 +108,13 @@ class NanGuard(keras.callbacks.Callback):
             return
         images = list(self.batch_images(batch)) if self.batch_images else []
         self.failure = NonFiniteLoss(self._epoch, int(batch), float(loss), images)
+        self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_loss")
+        if value is None or is_finite(value) or self.failure is not None:
+            return
+        self.failure = NonFiniteLoss(int(epoch), -1, float(value), [], name="val_loss")
         self.model.stop_training = True
 
 
@@ -265,8 +280,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         logs = dict(logs or {})
         if not is_finite(logs.get("loss")):
             return
+        if "val_loss" in logs and not is_finite(logs["val_loss"]):
+            return  # NanGuard stops the run; the last good epoch's files stay
         value = logs.get(self.monitor)
         improved = is_finite(value) and float(value) < self.best
+        self._check_space(epoch, improved)
         with ema_weights(self.model):
             self._save_network(self.run_dir / LAST_WEIGHTS, epoch, logs)
             if improved:
@@ -277,11 +295,33 @@ class RunCheckpoint(keras.callbacks.Callback):
             "best_epoch": self.best_epoch})
         self.last_epoch = epoch + 1
 
+    def _check_space(self, epoch: int, improved: bool) -> None:
+        """Stop before writing when the disk cannot take this epoch's files (a full disk
+        mid-write can crash HDF5); the previous epoch's files stay as they are."""
+        network = _variables_bytes(self.network.weights)
+        state = _variables_bytes(self.model.weights) + _variables_bytes(
+            getattr(self.model.optimizer, "variables", []))
+        need = int(1.1 * (network * (2 if improved else 1) + state)) + (1 << 20)
+        kept = (f"the weights of epoch {epoch} stay in {self.run_dir / LAST_WEIGHTS}"
+                if epoch else "no epoch saved yet")
+        ensure_space(self.run_dir, need, f"the checkpoint of epoch {epoch + 1} ({kept})")
+
     def _save_network(self, path: Path, epoch: int, logs: dict) -> None:
+        # The manifest first, then the weights renamed into place: they never appear
+        # without it.
         with atomic_path(path) as tmp:
             self.network.save_weights(tmp)
-        if self.on_saved is not None:
-            self.on_saved(path, epoch + 1, logs)
+            if self.on_saved is not None:
+                self.on_saved(path, epoch + 1, logs)
+
+
+def _variables_bytes(variables: Sequence[Any]) -> int:
+    """Bytes the values of Keras variables take (what a weights file stores)."""
+    total = 0
+    for variable in variables:
+        total += int(np.prod(variable.shape)) * np.dtype(
+            getattr(variable, "dtype", "float32")).itemsize
+    return total
 
 
 def save_state(run_dir: str | os.PathLike, model: keras.Model, epoch: int,

@@ -110,7 +110,8 @@ def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch
                                best_epoch=best_epoch, state_extra=state_extra,
                                on_saved=on_saved)
     stopper = None
-    all_callbacks: list[keras.callbacks.Callback] = [guard, *schedule_callbacks]
+    # The guard after the schedule callbacks: one of them may add val_loss to the logs.
+    all_callbacks: list[keras.callbacks.Callback] = [*schedule_callbacks, guard]
     if ema:
         # Validation sees the averaged weights, like the checkpoints.
         all_callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))

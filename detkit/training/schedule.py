@@ -56,19 +56,36 @@ class LinearWarmup(keras.callbacks.Callback):
     """Linear warmup of a plain (variable) learning rate, for the plateau schedule.
 
     Before each of the first ``warmup_steps`` optimizer steps the rate is set to
-    ``peak (t + 1) / warmup_steps``; the step after warmup sets ``peak``, and the rate is
-    then left to ``ReduceLROnPlateau``. Reads the optimizer's iteration count, so a
-    resumed run does not warm up again.
+    ``scale peak (t + 1) / warmup_steps``; the step after warmup sets ``scale peak``, and
+    the rate is then left to ``ReduceLROnPlateau``. ``scale`` starts at 1 and takes every
+    change another callback made to the rate meanwhile (a plateau reduction during
+    warmup is kept, not overwritten by the ramp). Reads the optimizer's iteration count,
+    so a resumed run does not warm up again (and a run resumed during warmup recovers
+    ``scale`` from the restored rate).
     """
 
     def __init__(self, peak: float, warmup_steps: int):
         super().__init__()
         self.peak = float(peak)
         self.warmup_steps = int(warmup_steps)
+        self.scale = 1.0
+        self._last: float | None = None
+
+    def _ramp(self, step: int) -> float:
+        return self.peak * min(step + 1, self.warmup_steps) / self.warmup_steps
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step < self.warmup_steps:
-            self.model.optimizer.learning_rate = self.peak * (step + 1) / self.warmup_steps
-        elif step == self.warmup_steps:
-            self.model.optimizer.learning_rate = self.peak
+        optimizer = self.model.optimizer
+        step = int(ops.convert_to_numpy(optimizer.iterations))
+        if step > self.warmup_steps:
+            return
+        current = float(ops.convert_to_numpy(optimizer.learning_rate))
+        # The rate set before this step: ours (or, after a resume, the ramp's), times
+        # whatever another callback (ReduceLROnPlateau) multiplied it by since.
+        before = self._last if self._last is not None else (
+            self._ramp(step - 1) * self.scale if step > 0 else None)
+        if before and not math.isclose(current, before, rel_tol=1e-5):
+            self.scale *= current / before
+        rate = self.scale * (self._ramp(step) if step < self.warmup_steps else self.peak)
+        optimizer.learning_rate = rate
+        self._last = rate
