@@ -21,6 +21,7 @@ import numpy as np
 from keras import ops
 
 from detkit.encode import CLASS, OBJECTNESS, YOLOV2_STRIDE
+from detkit.ops_boxes import center_size_to_xyxy
 
 #: Largest box the YOLOv3 size decoder can return, as a multiple of the input side. The
 #: size logit is clamped to ``log(MAX_BOX_TO_INPUT * input_size / anchor)`` so that
@@ -96,9 +97,6 @@ def yolov3_target_logits(targets, anchors: np.ndarray, input_size: int):
     t_wh = ops.log(ops.where(present, ratio, ops.ones_like(ratio)))
     return ops.where(present, t_xy, ops.zeros_like(t_xy)), t_wh
 
-def _xywh_to_xyxy(center, size):
-    half = size / 2
-    return ops.concatenate([center - half, center + half], axis=-1)
 
 def decode_yolov3_targets(targets, input_size: Optional[int] = None):
     """Boxes of compact YOLOv3 targets of one scale.
@@ -112,12 +110,13 @@ def decode_yolov3_targets(targets, input_size: Optional[int] = None):
         ``(B, H, W, 3)`` int32 (``-1`` where empty).
     """
     targets = ops.convert_to_tensor(targets)
-    boxes = _xywh_to_xyxy(targets[..., 0:2], targets[..., 2:4])
+    boxes = center_size_to_xyxy(targets[..., 0:2], targets[..., 2:4])
     if input_size is not None:
         boxes = boxes * ops.cast(input_size, boxes.dtype)
     present = targets[..., OBJECTNESS] > 0.5
     classes = ops.cast(ops.round(targets[..., CLASS]), "int32")
     return boxes, present, ops.where(present, classes, -ops.ones_like(classes))
+
 
 def decode_yolov2_targets(mask, targets, anchors: np.ndarray, stride: int = YOLOV2_STRIDE):
     """Boxes of YOLOv2 targets (the inverse of :func:`detkit.encode.encode_yolov2`).
@@ -143,7 +142,7 @@ def decode_yolov2_targets(mask, targets, anchors: np.ndarray, stride: int = YOLO
     t_wh = ops.minimum(targets[..., 2:4], BBOX_XFORM_CLIP)
     size = ops.exp(t_wh) * ops.cast(np.asarray(anchors, np.float64).reshape(-1, 2) * stride,
                                     dtype)
-    boxes = _xywh_to_xyxy(center, size)
+    boxes = center_size_to_xyxy(center, size)
     classes = ops.cast(ops.round(targets[..., 4]), "int32")
     return boxes, present, ops.where(present, classes, -ops.ones_like(classes))
 

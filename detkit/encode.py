@@ -32,7 +32,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from detkit.anchors import anchor_masks, strides
-from detkit.boxes import wh_iou
+from detkit.boxes import iou_matrix, wh_iou
 from detkit.errors import UsageError
 
 #: Number of values per slot of the compact YOLOv3 targets: cx, cy, w, h, obj, class.
@@ -576,25 +576,6 @@ class AnchorTargets:
     stats: MatchStats
 
 
-def batched_iou(anchors: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of every anchor ``(A, 4)`` with every box of each image ``(B, M, 4)``.
-
-    Both xyxy. Returns ``(B, A, M)`` float64 (so that near-ties between anchors resolve
-    as exactly as the reference); zero-area pairs give 0, never NaN.
-    """
-    anchors = np.asarray(anchors, np.float64).reshape(-1, 4)
-    boxes = np.asarray(boxes, np.float64)
-    a = anchors[None, :, None, :]
-    b = boxes[:, None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def encode_box_deltas(boxes: np.ndarray, anchors: np.ndarray,
                       scale_factors: Optional[Sequence[float]] = None) -> np.ndarray:
     """Box deltas of ``boxes`` relative to ``anchors`` (both ``(..., 4)`` xyxy).
@@ -704,7 +685,7 @@ def encode_anchor_targets(anchors: np.ndarray, boxes: np.ndarray, classes: np.nd
     usable[valid.image, valid.index] = True
     dense_boxes = np.zeros((batch_size, num_rows, 4), np.float64)
     dense_boxes[valid.image, valid.index] = valid.xyxy
-    iou = batched_iou(anchors, dense_boxes)                            # (B, A, M)
+    iou = iou_matrix(anchors, dense_boxes)                             # (B, A, M)
     iou = np.where(usable[:, None, :], iou, -1.0)
 
     num_anchors = len(anchors)

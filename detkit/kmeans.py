@@ -27,8 +27,10 @@ from typing import Iterable, Optional
 import numpy as np
 
 from detkit.anchors import sort_by_area
+from detkit.boxes import wh_iou
 from detkit.data.letterbox import Letterbox
 from detkit.errors import DataError, UsageError
+from detkit.choices import CENTERS, RESIZE_MODES  # noqa: F401 (re-exported)
 
 #: Boxes with a side under this many input pixels are dropped before clustering.
 MIN_BOX_SIZE = 2.0
@@ -57,10 +59,6 @@ GOLDEN = (np.sqrt(5.0) - 1) / 2
 REFINE_TOL = 1e-6
 #: Relative margin on the IoU bounds that absorbs float32 rounding.
 BOUND_SLACK = 1e-5
-#: How a cluster's center is computed from its boxes.
-CENTERS = ("median", "mean")
-#: How boxes are scaled to the network input.
-RESIZE_MODES = ("letterbox", "stretch")
 
 # Evolution settings of YOLOv5's autoanchor: mutation probability, step size and
 # the clip range of one multiplicative mutation.
@@ -264,24 +262,16 @@ def anchor_quality(wh: np.ndarray, anchors: np.ndarray,
         n_boxes=int(len(wh)))
 
 
-def _nearest(w: np.ndarray, h: np.ndarray, area: np.ndarray,
-             anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best and second-best anchor IoU of boxes given as float32 ``(N,)`` columns.
+def _nearest(wh: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best and second-best anchor IoU of float32 ``(N, 2)`` box sizes.
 
     Returns:
         ``(labels (N,) intp, best (N,) float32, second (N,) float32)``; ``labels`` is the
         anchor with the highest IoU (the lowest index on ties), ``second`` the highest
         IoU among the other anchors (0 when ``k == 1``).
     """
-    anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
-    k, n = len(anchors), len(w)
-    aw, ah = anchors[:, 0:1], anchors[:, 1:2]
-    iou = np.minimum(w[None, :], aw)  # (k, N) rows are contiguous: cache friendly
-    tmp = np.minimum(h[None, :], ah)
-    np.multiply(iou, tmp, out=iou)  # intersection
-    np.add(area[None, :], aw * ah, out=tmp)
-    np.subtract(tmp, iou, out=tmp)  # union >= either area > 0
-    np.divide(iou, tmp, out=iou)
+    iou = wh_iou(anchors, wh, dtype=np.float32)  # (k, N): rows contiguous, cache friendly
+    k, n = iou.shape
     best = iou.max(axis=0)
     # argmax along axis 0 is slow in NumPy; a reversed scan keeps the lowest index.
     labels = np.zeros(n, np.intp)
@@ -294,31 +284,30 @@ def _nearest(w: np.ndarray, h: np.ndarray, area: np.ndarray,
 
 
 class _Assigner:
-    """Nearest-anchor assignment of fixed ``(N, 2)`` sizes (float32 columns kept)."""
+    """Nearest-anchor assignment of fixed ``(N, 2)`` sizes (kept as float32)."""
 
     def __init__(self, wh: np.ndarray):
-        wh = np.asarray(wh, dtype=np.float32).reshape(-1, 2)
-        self.w = np.ascontiguousarray(wh[:, 0])
-        self.h = np.ascontiguousarray(wh[:, 1])
-        self.area = self.w * self.h
+        # Widths and heights as two contiguous rows: ``sides.T`` is a column-major (N, 2)
+        # view, which wh_iou reads without a copy.
+        self.sides = np.ascontiguousarray(np.asarray(wh, dtype=np.float32).reshape(-1, 2).T)
+
+    def sizes(self, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """``(N, 2)`` float32 column-major sizes of all boxes, or of the boxes ``rows``."""
+        return (self.sides if rows is None else np.take(self.sides, rows, axis=1)).T
 
     def assign(self, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(k, 2)`` anchors -> ``(labels (N,), best IoU (N,))``."""
-        labels, best, _ = _nearest(self.w, self.h, self.area, anchors)
+        labels, best, _ = _nearest(self.sizes(), anchors)
         return labels, best
 
     def top2(self, anchors: np.ndarray,
              rows: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Labels, best and second-best IoU of all boxes, or of the boxes ``rows``."""
-        if rows is None:
-            return _nearest(self.w, self.h, self.area, anchors)
-        return _nearest(self.w[rows], self.h[rows], self.area[rows], anchors)
+        return _nearest(self.sizes(rows), anchors)
 
     def iou_one(self, anchor: np.ndarray) -> np.ndarray:
         """``(N,)`` float64 IoU of every box with one ``(2,)`` anchor."""
-        aw, ah = float(anchor[0]), float(anchor[1])
-        inter = np.minimum(self.w, aw).astype(np.float64) * np.minimum(self.h, ah)
-        return inter / (self.area + aw * ah - inter)
+        return wh_iou(anchor, self.sizes())[0]
 
 
 # ----------------------------------------------------------------------------- k-means
@@ -477,14 +466,16 @@ class _Clusterer:
         counts = np.bincount(labels, minlength=k)
         present = counts > 0
         starts = (np.cumsum(counts) - counts)[present]
-        a = self.assigner
-        moving = (a.w, a.h)[axis][order]
+        sides = np.take(self.assigner.sides, order, axis=1)   # (2, N) grouped by cluster
+        moving = sides[axis]
         fixed_side = np.repeat(centers[:, 1 - axis].astype(np.float32), counts)
-        fixed_min = np.minimum((a.h, a.w)[axis][order], fixed_side)
-        area = a.area[order]
+        fixed_min = np.minimum(sides[1 - axis], fixed_side)
+        area = sides[0] * sides[1]
         weights = None if self.unit else self.weights[order]
 
         def score(log_size: np.ndarray) -> np.ndarray:
+            # wh_iou of each box with its own cluster's trial size, the fixed side's
+            # min and the areas computed once for all trials (the refinement's hot loop).
             side = np.repeat(np.exp(log_size).astype(np.float32), counts)
             inter = np.minimum(moving, side)
             inter *= fixed_min

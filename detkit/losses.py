@@ -26,6 +26,7 @@ from detkit.decode import decode_yolov3_outputs, yolov3_target_logits
 # Anchor-matching labels of detkit.encode: a class id >= 0 marks a positive anchor,
 # NEGATIVE a background one, IGNORED an anchor left out of the loss.
 from detkit.encode import CLASS, IGNORED, NEGATIVE, OBJECTNESS
+from detkit.ops_boxes import center_size_to_xyxy, interval_overlap, pairwise_iou
 from detkit.choices import BOX_LOSSES, OBJ_LOSSES  # noqa: F401 (re-exported)
 
 #: Small constant that keeps divisions and logs finite.
@@ -71,22 +72,6 @@ def huber(error, delta: float = 1.0):
     return 0.5 * ops.square(quadratic) + delta * (abs_error - quadratic)
 
 
-def box_iou_xyxy(boxes_a, boxes_b):
-    """IoU of every box of ``boxes_a`` ``(B, N, 4)`` with every box of ``boxes_b``
-    ``(B, M, 4)`` (xyxy, any unit): ``(B, N, M)``. Zero-area boxes give 0, never NaN."""
-    a = boxes_a[:, :, None, :]
-    b = boxes_b[:, None, :, :]
-    inter_wh = ops.maximum(ops.minimum(a[..., 2:], b[..., 2:]) -
-                           ops.maximum(a[..., :2], b[..., :2]), 0.0)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    area_a = (ops.maximum(a[..., 2] - a[..., 0], 0.0) *
-              ops.maximum(a[..., 3] - a[..., 1], 0.0))
-    area_b = (ops.maximum(b[..., 2] - b[..., 0], 0.0) *
-              ops.maximum(b[..., 3] - b[..., 1], 0.0))
-    union = area_a + area_b - inter
-    return inter / ops.maximum(union, EPSILON)
-
-
 def ciou(xy_a, wh_a, xy_b, wh_b):
     """Complete IoU of paired boxes given as centers and sizes ``(..., 2)``: ``(...)``.
 
@@ -97,7 +82,7 @@ def ciou(xy_a, wh_a, xy_b, wh_b):
     half_a, half_b = wh_a / 2.0, wh_b / 2.0
     min_a, max_a = xy_a - half_a, xy_a + half_a
     min_b, max_b = xy_b - half_b, xy_b + half_b
-    inter_wh = ops.maximum(ops.minimum(max_a, max_b) - ops.maximum(min_a, min_b), 0.0)
+    inter_wh = interval_overlap(min_a, max_a, min_b, max_b)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     union = wh_a[..., 0] * wh_a[..., 1] + wh_b[..., 0] * wh_b[..., 1] - inter
     iou = inter / ops.maximum(union, EPSILON)
@@ -254,8 +239,8 @@ class YoloV3Loss(keras.losses.Loss):
 
         # Ignore mask: negatives whose decoded box overlaps any ground truth enough.
         batch = ops.shape(raw)[0]
-        pred_xyxy = ops.concatenate([pred_xy - pred_wh / 2, pred_xy + pred_wh / 2], axis=-1)
-        best_iou = ops.max(box_iou_xyxy(ops.reshape(pred_xyxy, (batch, -1, 4)), gt_boxes),
+        pred_xyxy = center_size_to_xyxy(pred_xy, pred_wh)
+        best_iou = ops.max(pairwise_iou(ops.reshape(pred_xyxy, (batch, -1, 4)), gt_boxes),
                            axis=-1)
         keep_negative = ops.stop_gradient(ops.cast(
             ops.reshape(best_iou, ops.shape(obj)) < self.ignore_thresh, "float32"))

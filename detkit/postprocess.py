@@ -25,6 +25,7 @@ from keras import ops
 from detkit.anchors import anchor_masks
 from detkit.data.letterbox import Letterbox
 from detkit.decode import decode_yolov3_outputs
+from detkit.ops_boxes import center_size_to_xyxy, pairwise_iou
 
 #: Default thresholds: a low ``conf`` for mAP evaluation, the usual NMS IoU.
 DEFAULT_CONF = 0.001
@@ -32,8 +33,6 @@ DEFAULT_IOU = 0.45
 DEFAULT_MAX_DET = 100
 #: (box, class) pairs kept, by score, before NMS (bounds the ``K x K`` IoU matrix).
 DEFAULT_MAX_CANDIDATES = 1000
-#: Guards the IoU division; unions of real boxes are far larger.
-UNION_EPSILON = 1e-12
 #: Class id of padding rows.
 PAD_CLASS = -1
 
@@ -81,25 +80,12 @@ def decode_outputs(outputs: Sequence, anchors: np.ndarray, input_size: int):
     for raw, mask in zip(outputs, masks):
         xy, wh, obj_logit, cls_logits = decode_yolov3_outputs(
             ops.cast(raw, "float32"), anchors[mask], input_size)
-        boxes = ops.concatenate([xy - wh / 2, xy + wh / 2], axis=-1) * float(input_size)
+        boxes = center_size_to_xyxy(xy, wh) * float(input_size)
         scores = ops.sigmoid(obj_logit) * ops.sigmoid(cls_logits)
         batch = ops.shape(boxes)[0]
         all_boxes.append(ops.reshape(boxes, (batch, -1, 4)))
         all_scores.append(ops.reshape(scores, (batch, -1, ops.shape(scores)[-1])))
     return ops.concatenate(all_boxes, axis=1), ops.concatenate(all_scores, axis=1)
-
-
-def pairwise_iou(boxes_a, boxes_b):
-    """IoU of ``(B, N, 4)`` and ``(B, M, 4)`` xyxy boxes: ``(B, N, M)``; 0 for empty unions."""
-    ax1, ay1, ax2, ay2 = (boxes_a[:, :, i, None] for i in range(4))  # (B, N, 1) each
-    bx1, by1, bx2, by2 = (boxes_b[:, None, :, i] for i in range(4))  # (B, 1, M) each
-    inter_w = ops.maximum(ops.minimum(ax2, bx2) - ops.maximum(ax1, bx1), 0.0)
-    inter_h = ops.maximum(ops.minimum(ay2, by2) - ops.maximum(ay1, by1), 0.0)
-    inter = inter_w * inter_h
-    area_a = ops.maximum(ax2 - ax1, 0.0) * ops.maximum(ay2 - ay1, 0.0)
-    area_b = ops.maximum(bx2 - bx1, 0.0) * ops.maximum(by2 - by1, 0.0)
-    union = area_a + area_b - inter
-    return inter / ops.maximum(union, UNION_EPSILON) * ops.cast(union > 0, inter.dtype)
 
 
 def nms_keep(boxes, classes, valid, iou_threshold: float):

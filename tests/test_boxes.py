@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from detkit.boxes import (box_area, clip_boxes, cxcywh_to_xyxy, iou_matrix, wh_iou,
-                          xyxy_to_cxcywh)
+from detkit.boxes import (box_area, clip_boxes, cxcywh_to_xyxy, intersection_area,
+                          interval_overlap, iou_matrix, wh_iou, xyxy_to_cxcywh)
 from detkit.data.letterbox import Letterbox
 
 
@@ -52,6 +52,33 @@ def test_wh_iou_is_centered_iou():
     np.testing.assert_allclose(wh_iou(wh_a, wh_b),
                                iou_loop(centered(wh_a), centered(wh_b)), rtol=1e-12)
     np.testing.assert_allclose(wh_iou([[10, 20]], [[20, 10]]), [[100 / 300]])
+
+
+def test_intersection_hand_cases_and_pixel_offset():
+    a = np.array([[0.0, 0, 10, 10], [0, 0, 4, 4]])
+    b = np.array([[5.0, 5, 15, 15], [4, 0, 8, 4]])                  # second pair: touching
+    np.testing.assert_allclose(intersection_area(a, b), [25, 0])
+    np.testing.assert_allclose(intersection_area(a, b, pixel_offset=1), [36, 5])
+    np.testing.assert_allclose(interval_overlap(0.0, 3.0, np.array([1.0, 5.0]), 9.0), [2, 0])
+
+
+def test_iou_matrix_broadcasts_leading_dimensions():
+    rng = np.random.default_rng(4)
+    anchors, batch = random_boxes(rng, 6), np.stack([random_boxes(rng, 5) for _ in range(3)])
+    got = iou_matrix(anchors, batch)
+    assert got.shape == (3, 6, 5)
+    for b in range(3):
+        np.testing.assert_allclose(got[b], iou_loop(anchors, batch[b]), rtol=1e-12)
+    np.testing.assert_allclose(iou_matrix([0, 0, 2, 2], [[1, 1, 3, 3]]), [[1 / 7]])
+
+
+def test_wh_iou_empty_boxes_and_float32():
+    np.testing.assert_array_equal(wh_iou([[0, 5], [0, 0]], [[0, 3], [2, 2]]), [[0, 0], [0, 0]])
+    rng = np.random.default_rng(6)
+    wh_a, wh_b = rng.uniform(1, 50, (4, 2)), rng.uniform(1, 50, (7, 2))
+    got = wh_iou(wh_a, wh_b, dtype=np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, wh_iou(wh_a, wh_b), rtol=1e-6)
 
 
 def test_conversions_round_trip_and_area_clip():

@@ -6,7 +6,7 @@ import pytest
 from detkit.anchors import anchor_masks, default_anchors_path, load_anchors
 from detkit.boxes import iou_matrix
 from detkit.encode import (IGNORED, NEGATIVE, EncodeStats, Yolov3Encoder,
-                           batched_iou, encode_anchor_targets, encode_box_deltas,
+                           encode_anchor_targets, encode_box_deltas,
                            encode_yolov2, encode_yolov3, grid_anchors, sample_balanced)
 from detkit.errors import UsageError
 
@@ -347,11 +347,11 @@ def test_yolov2_degenerate_boxes_never_nan():
 
 # --------------------------------------------------------------------- anchor matching
 
-def test_batched_iou_matches_iou_matrix():
+def test_batched_iou_matrix_matches_per_image():
     rng = np.random.default_rng(5)
     anchors = grid_anchors(128, 32, [32, 64])
     boxes, _ = random_batch(rng, batch=2, rows=5, size=128, pad=1)
-    got = batched_iou(anchors, boxes)
+    got = iou_matrix(anchors, boxes)
     for b in range(2):
         np.testing.assert_allclose(got[b], iou_matrix(anchors, boxes[b]), atol=1e-6)
 

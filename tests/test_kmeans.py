@@ -86,8 +86,7 @@ def test_exact_groups_hand_case():
 def test_nearest_matches_loop_reference_with_ties():
     wh = lognormal(300, seed=1)
     anchors = np.float32([[20, 30], [40, 40], [20, 30], [90, 60]])  # rows 0 and 2 tie
-    labels, best, second = kmeans._nearest(wh[:, 0].copy(), wh[:, 1].copy(),
-                                           wh[:, 0] * wh[:, 1], anchors)
+    labels, best, second = kmeans._nearest(wh, anchors)
     ref_labels, ref_best, ref_second = loop_nearest(wh.astype(np.float64), anchors)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(best, ref_best, rtol=1e-5)

@@ -8,8 +8,9 @@ from keras import ops
 
 from detkit.anchors import anchor_masks
 from detkit.decode import MAX_BOX_TO_INPUT
-from detkit.postprocess import (PAD_CLASS, decode_outputs, detect, nms_keep, pairwise_iou,
-                                select_detections, to_image_coords)
+from detkit.ops_boxes import pairwise_iou
+from detkit.postprocess import (PAD_CLASS, decode_outputs, detect, nms_keep, select_detections,
+                                to_image_coords)
 
 ANCHORS9 = np.float32([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119],
                        [116, 90], [156, 198], [373, 326]])

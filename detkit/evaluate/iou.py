@@ -1,8 +1,15 @@
-"""Element-wise IoU of box pairs, with the exact arithmetic of the reference tools."""
+"""Element-wise IoU of box pairs, with the exact arithmetic of the reference tools.
+
+Both are distinct definitions from :func:`detkit.boxes.iou_matrix` (a crowd region's
+union is the detection's area; VOC boxes are inclusive pixel ranges) and share its
+intersection code (:func:`detkit.boxes.interval_overlap`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from detkit.boxes import intersection_area, interval_overlap
 
 
 def coco_pair_iou(dets: np.ndarray, gts: np.ndarray, crowd: np.ndarray) -> np.ndarray:
@@ -20,14 +27,12 @@ def coco_pair_iou(dets: np.ndarray, gts: np.ndarray, crowd: np.ndarray) -> np.nd
     Returns:
         ``(P,)`` float64 IoU (0 where the boxes do not overlap).
     """
-    w = (np.minimum(dets[:, 2] + dets[:, 0], gts[:, 2] + gts[:, 0])
-         - np.maximum(dets[:, 0], gts[:, 0]))
-    h = (np.minimum(dets[:, 3] + dets[:, 1], gts[:, 3] + gts[:, 1])
-         - np.maximum(dets[:, 1], gts[:, 1]))
-    overlap = (w > 0) & (h > 0)
-    inter = w * h
-    det_area = dets[:, 2] * dets[:, 3]
-    union = np.where(crowd, det_area, det_area + gts[:, 2] * gts[:, 3] - inter)
+    x, y, w, h = dets.T
+    gx, gy, gw, gh = gts.T
+    inter = interval_overlap(x, x + w, gx, gx + gw) * interval_overlap(y, y + h, gy, gy + gh)
+    overlap = inter > 0
+    det_area = w * h
+    union = np.where(crowd, det_area, det_area + gw * gh - inter)
     return np.where(overlap, inter / np.where(overlap, union, 1.0), 0.0)
 
 
@@ -44,10 +49,8 @@ def voc_pair_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
         ``(P,)`` float64 IoU, ``-inf`` where the boxes do not overlap (the devkit skips
         such pairs; ``-inf`` never passes a threshold).
     """
-    iw = np.minimum(dets[:, 2], gts[:, 2]) - np.maximum(dets[:, 0], gts[:, 0]) + 1
-    ih = np.minimum(dets[:, 3], gts[:, 3]) - np.maximum(dets[:, 1], gts[:, 1]) + 1
-    overlap = (iw > 0) & (ih > 0)
-    inter = iw * ih
+    inter = intersection_area(dets, gts, pixel_offset=1)
+    overlap = inter > 0
     union = ((dets[:, 2] - dets[:, 0] + 1) * (dets[:, 3] - dets[:, 1] + 1)
              + (gts[:, 2] - gts[:, 0] + 1) * (gts[:, 3] - gts[:, 1] + 1) - inter)
     return np.where(overlap, inter / np.where(overlap, union, 1.0), -np.inf)
