@@ -104,8 +104,10 @@ def _output_layers(heads: keras.Model) -> tuple[list, list]:
         by_prefix[prefix] = [found[i] for i in sorted(found)]
     outs, reshapes = by_prefix[HEAD_OUT_PREFIX], by_prefix[HEAD_RESHAPE_PREFIX]
     if not outs or len(outs) != len(reshapes) or len(outs) != len(heads.outputs):
-        raise ValueError(f"heads model {heads.name!r} lacks the {HEAD_OUT_PREFIX}*/"
-                         f"{HEAD_RESHAPE_PREFIX}* output layers of every scale")
+        # e.g. RetinaNet and the RPN: one output conv shared by every level.
+        raise UsageError("this model cannot be cut at all-but-heads (it has no output "
+                         "conv of its own per output: its heads share them across "
+                         "levels); use --split body")
     return outs, reshapes
 
 
@@ -247,12 +249,37 @@ class CachedFeaturesTrainingModel(YoloTrainingModel):
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
+class BoxLabelTargets:
+    """``y_true`` of cached rows from a boxes-scheme ``labels.npz``: the images' stored
+    boxes, padded to ``max_boxes`` rows, through the family's ``assigner`` (the one
+    the image batches use, so both phases train on the same targets).
+
+    Args:
+        labels: a :class:`detkit.labels.BoxLabelsFile` whose images are the cache's rows.
+        assigner: ``(boxes, classes) -> y_true`` (``Family.make_assigner``).
+        max_boxes: rows of the padded box arrays (grown when an image has more).
+    """
+
+    def __init__(self, labels: Any, assigner: Any, max_boxes: int = DEFAULT_MAX_BOXES):
+        self.labels = labels
+        self.assigner = assigner
+        self.max_boxes = int(max_boxes)
+
+    def __call__(self, indices: Sequence[int]) -> Any:
+        return self.assigner(*self.labels.boxes_batch(indices, self.max_boxes))
+
+
 def cached_batches(cache: BottleneckCache, labels: Any, batch_size: int, *, seed: int = 0,
                    shuffle: bool = True, max_boxes: int = DEFAULT_MAX_BOXES,
-                   workers: int = 1, epoch: int = 0) -> CachedFeatureBatches:
-    """Training batches ``(features, y_true)`` of the cache paired with ``labels.npz``."""
-    return CachedFeatureBatches(cache, LabelTargets(labels, max_boxes), batch_size,
-                                shuffle=shuffle, seed=seed, workers=workers, epoch=epoch)
+                   workers: int = 1, epoch: int = 0,
+                   targets: Any = None) -> CachedFeatureBatches:
+    """Training batches ``(features, y_true)`` of the cache paired with ``labels.npz``.
+
+    ``targets``: ``indices -> y_true`` (default :class:`LabelTargets` of ``labels``).
+    """
+    targets = targets if targets is not None else LabelTargets(labels, max_boxes)
+    return CachedFeatureBatches(cache, targets, batch_size, shuffle=shuffle, seed=seed,
+                                workers=workers, epoch=epoch)
 
 
 def train_heads_on_cache(model: keras.Model, cache: BottleneckCache, labels: Any, *,

@@ -10,6 +10,9 @@ the tensors are the batch.
   ``t_wh`` (log size ratio) the head should produce; the inverse of the above.
 * :func:`decode_yolov3_targets`, :func:`decode_yolov2_targets` - targets -> boxes.
 * :func:`decode_box_deltas` - anchor-matching deltas -> boxes, with an ``exp`` clamp.
+* :func:`decode_yolov2`, :func:`decode_anchor_outputs` - the registry decoders of the
+  YOLOv2 and anchor-head (RetinaNet, RPN) families: raw outputs -> ``boxes (B, N, 4)``
+  in input pixels and ``scores (B, N, C)``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 from keras import ops
 
+from detkit.assign.layout import anchor_boxes
 from detkit.encode import CLASS, OBJECTNESS, YOLOV2_STRIDE
 from detkit.ops_boxes import center_size_to_xyxy
 
@@ -174,3 +178,60 @@ def decode_box_deltas(deltas, anchors, scale_factors: Optional[Sequence[float]] 
     h = ops.exp(ops.minimum(deltas[..., 2], BBOX_XFORM_CLIP)) * ha
     w = ops.exp(ops.minimum(deltas[..., 3], BBOX_XFORM_CLIP)) * wa
     return ops.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def decode_yolov2(outputs, anchors: np.ndarray, input_size: int):
+    """YOLOv2 raw outputs -> boxes and per-class scores (the family's decoder).
+
+    ``xy = (sigmoid(t_xy) + cell) * stride``, ``wh = exp(min(t_wh, clamp)) * anchor``
+    (:func:`decode_yolov3_outputs`), ``score = sigmoid(t_o) * softmax(t_c)``.
+
+    Args:
+        outputs: ``[(B, G, G, K, 5 + C)]`` (or the tensor).
+        anchors: ``(K, 2)`` anchors in input pixels.
+        input_size: input side ``S`` in pixels.
+
+    Returns:
+        ``boxes (B, G*G*K, 4)`` float32 xyxy input pixels and ``scores (B, G*G*K, C)``,
+        ordered rows, columns, anchors.
+    """
+    (raw,) = _as_list(outputs)
+    raw = ops.cast(ops.convert_to_tensor(raw), "float32")
+    xy, wh, obj_logit, cls_logits = decode_yolov3_outputs(raw, anchors, input_size)
+    boxes = center_size_to_xyxy(xy, wh) * float(input_size)
+    scores = ops.sigmoid(obj_logit) * ops.softmax(cls_logits, axis=-1)
+    batch = ops.shape(raw)[0]
+    return (ops.reshape(boxes, (batch, -1, 4)),
+            ops.reshape(scores, (batch, -1, scores.shape[-1])))
+
+
+def decode_anchor_outputs(outputs, anchors: np.ndarray, input_size: int):
+    """Anchor-head raw outputs (RetinaNet, RPN) -> boxes and per-class scores.
+
+    Each level's output ``(B, H, W, A, 4 + C)`` holds the box deltas ``(ty, tx, th, tw)``
+    of each anchor and ``C`` logits (classes, or one objectness); the anchors are those
+    of :func:`detkit.assign.layout.anchor_boxes` for the outputs' grids (the assigner's
+    anchors). Boxes come from :func:`decode_box_deltas` (``exp`` clamped), scores are
+    ``sigmoid`` of the logits.
+
+    Args:
+        outputs: the raw outputs, coarsest level first, with static grid sizes.
+        anchors: ``(K, 2)`` anchor sizes in input pixels, sorted by area (``K / L`` per
+            level).
+        input_size: input side ``S`` in pixels.
+
+    Returns:
+        ``boxes (B, N, 4)`` float32 xyxy input pixels and ``scores (B, N, C)``, ``N`` the
+        anchors of every level (level, row, column, anchor order).
+    """
+    outputs = [ops.cast(ops.convert_to_tensor(out), "float32") for out in _as_list(outputs)]
+    grids = [(int(out.shape[1]), int(out.shape[2])) for out in outputs]
+    boxes = anchor_boxes(anchors, grids, input_size)                  # (N, 4) NumPy
+    batch = ops.shape(outputs[0])[0]
+    flat = ops.concatenate([ops.reshape(out, (batch, -1, out.shape[-1])) for out in outputs],
+                           axis=1)
+    return decode_box_deltas(flat[..., :4], boxes), ops.sigmoid(flat[..., 4:])

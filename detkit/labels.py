@@ -23,6 +23,24 @@ key            shape/dtype  meaning
 
 Images are letterboxed (no augmentation) before encoding. :class:`LabelsFile` reads the
 file once and builds the compact dense targets of any batch of images.
+
+Families whose targets are not fixed slots (YOLOv2, RetinaNet, RPN: ``Family.label_scheme
+== "boxes"``) store the letterboxed boxes instead (``scheme="boxes"``, same kind and
+version), one row per box, sorted by image; their assigner makes the targets of each batch
+(:class:`BoxLabelsFile`):
+
+============== ============ ==========================================================
+``image``      (R,) int32   index into ``image_paths``
+``xyxy``       (R,4) f32    box corners in input pixels (letterboxed)
+``cls``        (R,) int32   class index
+``input_size`` () int32     input side in pixels
+``class_names`` (C,) str    class names
+``scheme``     () str       ``"boxes"``
+``image_paths`` (N,) str    the dataset's images, in dataset order
+``stats_json`` () str       counts (boxes, images, per class)
+============== ============ ==========================================================
+
+:func:`load_labels` opens either kind.
 """
 
 from __future__ import annotations
@@ -30,7 +48,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -45,6 +63,11 @@ LABELS_KIND = "labels"
 LABELS_FORMAT_VERSION = 1
 #: The target scheme stored in labels files.
 SCHEME_YOLOV3 = "yolov3"
+#: The scheme of labels files that hold the letterboxed boxes.
+SCHEME_BOXES = "boxes"
+#: Keys every boxes-scheme labels file has.
+BOX_REQUIRED_KEYS = ("image", "xyxy", "cls", "input_size", "class_names", "scheme",
+                     "image_paths", "stats_json")
 #: Integer row keys, in sort order after ``image``.
 INDEX_KEYS = ("image", "scale", "row", "col", "anchor")
 #: Keys every labels file has.
@@ -214,16 +237,129 @@ class LabelsFile:
 
 
 def load_labels(path: str | os.PathLike, settings: Optional[Mapping[str, Any]] = None,
-                image_paths: Optional[Sequence[str]] = None) -> LabelsFile:
+                image_paths: Optional[Sequence[str]] = None) -> "LabelsFile | BoxLabelsFile":
     """Open ``labels.npz`` and optionally check it against a consumer's settings and images.
 
     Raises:
         ArtifactError: missing, corrupt or another kind/version of file.
         ArtifactMismatchError: settings or image list differ.
     """
-    labels = LabelsFile(path)
+    scheme = str(load_npz(path, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
+                          required=("scheme",))["scheme"])
+    labels = BoxLabelsFile(path) if scheme == SCHEME_BOXES else LabelsFile(path)
     if settings is not None:
         labels.check_settings(settings)
     if image_paths is not None:
         labels.check_images(image_paths)
     return labels
+
+
+def check_scheme(labels: "LabelsFile | BoxLabelsFile", family: Any) -> None:
+    """Raise :class:`ArtifactMismatchError` unless ``labels`` holds ``family``'s scheme."""
+    scheme = labels.settings["scheme"]
+    if scheme != family.label_scheme:
+        raise ArtifactMismatchError(
+            f"{labels.path} holds {scheme!r} labels, --model {family.name} needs "
+            f"{family.label_scheme!r} labels: re-run encode-labels --model {family.name}")
+
+
+def save_box_labels(path: str | os.PathLike, image: np.ndarray, xyxy: np.ndarray,
+                    cls: np.ndarray, *, input_size: int, class_names: Sequence[str],
+                    image_paths: Sequence[str], stats: Mapping[str, Any],
+                    before_commit: Optional[Callable[[Path], Any]] = None) -> Path:
+    """Atomically write a boxes-scheme ``labels.npz`` (see the module docstring).
+
+    Args:
+        image: ``(R,)`` image index of each box; xyxy: ``(R, 4)`` letterboxed boxes in
+            input pixels; cls: ``(R,)`` class index (any order, sorted here by image).
+        input_size, class_names, image_paths: settings and the dataset's images.
+        stats: counts recorded as ``stats_json``.
+        before_commit: as :func:`save_labels`.
+    """
+    image = np.asarray(image, np.int32).reshape(-1)
+    order = np.argsort(image, kind="stable")
+    arrays = {"image": image[order],
+              "xyxy": np.asarray(xyxy, np.float32).reshape(-1, 4)[order],
+              "cls": np.asarray(cls, np.int32).reshape(-1)[order],
+              "input_size": np.asarray(int(input_size), np.int32),
+              "class_names": np.asarray(list(class_names), dtype=str).reshape(-1),
+              "scheme": np.asarray(SCHEME_BOXES),
+              "image_paths": np.asarray([str(p) for p in image_paths], dtype=str).reshape(-1),
+              "stats_json": np.asarray(json.dumps(dict(stats)))}
+    return save_npz(path, arrays, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
+                    before_commit=before_commit)
+
+
+class BoxLabelsFile:
+    """A loaded boxes-scheme ``labels.npz``: the letterboxed boxes of every image.
+
+    Attributes:
+        path: the file.
+        settings: ``input_size`` int, ``class_names`` list, ``scheme`` (``"boxes"``); no
+            anchors (the boxes serve any anchors of a boxes-scheme family).
+        image_paths: the images, in dataset order.
+        rows: ``image`` ``(R,)``, ``xyxy`` ``(R, 4)``, ``cls`` ``(R,)``.
+        stats: the counts recorded at encoding.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        data = load_npz(self.path, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
+                        required=BOX_REQUIRED_KEYS)
+        self.settings: dict[str, Any] = {
+            "input_size": int(data["input_size"]),
+            "class_names": [str(n) for n in data["class_names"]],
+            "scheme": str(data["scheme"])}
+        self.image_paths = [str(p) for p in data["image_paths"]]
+        self.rows = {"image": np.asarray(data["image"], np.int32).reshape(-1),
+                     "xyxy": np.asarray(data["xyxy"], np.float32).reshape(-1, 4),
+                     "cls": np.asarray(data["cls"], np.int32).reshape(-1)}
+        try:
+            self.stats = json.loads(str(data["stats_json"]))
+        except ValueError as err:
+            raise ArtifactError(f"corrupt stats_json ({err})", path=self.path) from None
+        image = self.rows["image"]
+        problems = []
+        if len({len(v) for v in self.rows.values()}) > 1:
+            problems.append("row arrays differ in length")
+        elif len(image) and (image.min() < 0 or image.max() >= self.num_images
+                             or np.any(np.diff(image) < 0)):
+            problems.append("image index out of range or unsorted")
+        if not np.all(np.isfinite(self.rows["xyxy"])):
+            problems.append("non-finite box values")
+        if len(self.rows["cls"]) and (self.rows["cls"].min() < 0 or self.rows["cls"].max()
+                                      >= len(self.settings["class_names"])):
+            problems.append("class index out of range")
+        if problems:
+            raise ArtifactError(f"corrupt labels: {'; '.join(problems)}", path=self.path)
+        self._offsets = np.searchsorted(image, np.arange(self.num_images + 1))
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_paths)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def boxes_batch(self, indices: Sequence[int], max_boxes: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded boxes of images ``indices``: ``(B, M, 4)`` float32 xyxy input pixels and
+        ``(B, M)`` int32 classes (-1 pads), ``M = max(max_boxes, most boxes of one)``."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.num_images):
+            raise IndexError(f"image indices must be in [0, {self.num_images}), got "
+                             f"{indices.min()}..{indices.max()}")
+        starts, stops = self._offsets[indices], self._offsets[indices + 1]
+        rows = max([int(max_boxes)] + [int(n) for n in stops - starts])
+        boxes = np.zeros((len(indices), rows, 4), np.float32)
+        classes = np.full((len(indices), rows), -1, np.int32)
+        for slot, (start, stop) in enumerate(zip(starts, stops)):
+            boxes[slot, :stop - start] = self.rows["xyxy"][start:stop]
+            classes[slot, :stop - start] = self.rows["cls"][start:stop]
+        return boxes, classes
+
+    def check_settings(self, settings: Mapping[str, Any], name: str = "this command") -> None:
+        """As :meth:`LabelsFile.check_settings` (anchors are not stored, so not compared)."""
+        check_agree(str(self.path), self.settings, name, settings)
+
+    check_images = LabelsFile.check_images

@@ -6,6 +6,14 @@
   anchor-matching heads (RetinaNet / RPN), normalized by the number of positive anchors.
 * :class:`MaskedBinaryCrossentropy` and the metric :class:`MaskedBinaryAccuracy`:
   binary objectness with an ignore label (RPN).
+* The losses of the other families, over their raw outputs and their assigners'
+  ``y_true`` (:mod:`detkit.assign`): :class:`YoloV2Loss` (YAD2K), :class:`RetinaNetLoss`
+  (focal + Huber over matched anchors), :class:`RpnLoss` (masked BCE + Huber over the
+  balanced sample, with the masked accuracy as a metric).
+
+Family losses share one constructor form, ``Loss(anchors, num_classes, input_size,
+**options)``, where ``options`` are the training options named in the class's
+``OPTIONS``; :meth:`terms` returns per-sample ``(B,)`` terms named by ``term_names``.
 
 Every loss casts its inputs to float32 (the loss dtype), so it is safe under mixed
 precision. Normalized losses return per-sample values scaled so that Keras' default
@@ -153,6 +161,10 @@ class YoloV3Loss(keras.losses.Loss):
         huber_delta: ``delta`` of the Huber box loss.
         focal_alpha, focal_gamma: focal objectness parameters.
     """
+
+    #: Training options (``detkit train`` fields) this loss reads as keyword arguments.
+    OPTIONS: tuple[str, ...] = ("ignore_thresh", "box_loss", "obj_loss", "huber_delta",
+                                "focal_alpha", "focal_gamma")
 
     def __init__(self, anchors, num_classes: int, input_size: int,
                  ignore_thresh: float = 0.5, box_loss: str = "mse", obj_loss: str = "bce",
@@ -423,3 +435,291 @@ class MaskedBinaryAccuracy(keras.metrics.Metric):
     def get_config(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "ignore_label": self.ignore_label,
                 "threshold": self.threshold, "from_logits": self.from_logits}
+
+
+# ---------------------------------------------------------------------------------------
+# The losses of the other families
+# ---------------------------------------------------------------------------------------
+
+def _single_output(y_pred):
+    """The one raw output of a single-scale family (a list of one, or the tensor)."""
+    outputs = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
+    if len(outputs) != 1:
+        raise ValueError(f"expected one output; received {len(outputs)}")
+    return ops.cast(outputs[0], "float32")
+
+
+def _flat_outputs(y_pred):
+    """Raw outputs ``(B, H_i, W_i, A, V)`` of every level -> ``(B, N, V)`` float32, levels
+    in the given order, then rows, columns, anchors (the assigners' anchor order)."""
+    outputs = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
+    batch = ops.shape(outputs[0])[0]
+    return ops.concatenate([ops.reshape(ops.cast(out, "float32"),
+                                        (batch, -1, out.shape[-1])) for out in outputs],
+                           axis=1)
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class YoloV2Loss(keras.losses.Loss):
+    """The YOLOv2 loss in the YAD2K form, averaged over the batch.
+
+    For each cell and anchor with raw prediction ``t = (t_x, t_y, t_w, t_h, t_o, t_c)``,
+    detector mask ``m`` and target ``(x, y, log_w, log_h, c)`` (cell offsets and log size
+    ratios to the anchor, :class:`detkit.assign.yolov2.Yolov2Assigner`):
+
+    * ``xy    = coord_weight m |sigmoid(t_xy) - (x, y)|^2``
+    * ``wh    = coord_weight m |t_wh - (log_w, log_h)|^2`` (raw log space: no ``exp``; a box
+      smaller than its anchor has a negative target and is fitted as such)
+    * ``obj   = obj_weight m (1 - sigmoid(t_o))^2``
+    * ``noobj = noobj_weight (1 - m) [max_j IoU(decoded, g_j) < ignore_thresh]
+      sigmoid(t_o)^2``
+    * ``cls   = m sum_k (onehot(c)_k - softmax(t_c)_k)^2``
+
+    summed over cells and anchors per image. The decoded boxes of the ignore test clamp
+    ``t_wh`` before ``exp`` (:func:`detkit.decode.decode_yolov3_outputs`) and carry no
+    gradient, so no term can overflow to inf or NaN on a wild random start.
+
+    ``y_true``: the dict of :class:`~detkit.assign.yolov2.Yolov2Assigner` (``mask``,
+    ``targets``, ``boxes``). ``y_pred``: ``[(B, G, G, K, 5 + C)]``.
+
+    Args:
+        anchors: ``(K, 2)`` anchors in input pixels.
+        num_classes: classes ``C``.
+        input_size: network input side ``S`` in pixels.
+        ignore_thresh: IoU with a ground-truth box above which a cell without an
+            assigned box is not pushed to zero objectness (YAD2K: 0.6).
+        obj_weight, noobj_weight, coord_weight: YAD2K's ``object_scale`` (5),
+            ``no_object_scale`` (1) and ``coordinates_scale`` (1).
+    """
+
+    OPTIONS: tuple[str, ...] = ("ignore_thresh", "obj_weight", "noobj_weight",
+                                "coord_weight")
+    #: YAD2K's scales.
+    DEFAULT_OBJ_WEIGHT, DEFAULT_NOOBJ_WEIGHT, DEFAULT_COORD_WEIGHT = 5.0, 1.0, 1.0
+
+    def __init__(self, anchors, num_classes: int, input_size: int,
+                 ignore_thresh: float = 0.5, obj_weight: float | None = None,
+                 noobj_weight: float | None = None, coord_weight: float | None = None,
+                 name: str = "yolov2_loss", reduction: str = "sum_over_batch_size",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1; received {num_classes}")
+        self.anchors = anchors
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.ignore_thresh = float(ignore_thresh)
+        self.obj_weight = float(self.DEFAULT_OBJ_WEIGHT if obj_weight is None else obj_weight)
+        self.noobj_weight = float(self.DEFAULT_NOOBJ_WEIGHT if noobj_weight is None
+                                  else noobj_weight)
+        self.coord_weight = float(self.DEFAULT_COORD_WEIGHT if coord_weight is None
+                                  else coord_weight)
+
+    term_names = ("xy", "wh", "obj", "noobj", "cls")
+
+    def call(self, y_true, y_pred):
+        """Per-sample loss ``(B,)``: the sum of :meth:`terms`."""
+        return sum(self.terms(y_true, y_pred).values())
+
+    def terms(self, y_true, y_pred) -> dict:
+        """Per-sample loss terms, a dict of ``(B,)`` tensors named by :attr:`term_names`."""
+        raw = _single_output(y_pred)
+        mask = ops.cast(y_true["mask"], "float32")[..., 0]             # (B, G, G, K)
+        target = ops.cast(y_true["targets"], "float32")
+        gt_boxes = ops.cast(y_true["boxes"], "float32")
+        pred_xy, pred_wh, obj_logit, cls_logits = decode_yolov3_outputs(
+            raw, self.anchors, self.input_size)
+        confidence = ops.sigmoid(obj_logit[..., 0])
+
+        coord = self.coord_weight * mask[..., None]
+        xy = coord * ops.square(ops.sigmoid(raw[..., 0:2]) - target[..., 0:2])
+        wh = coord * ops.square(raw[..., 2:4] - target[..., 2:4])
+
+        batch = ops.shape(raw)[0]
+        pred_xyxy = center_size_to_xyxy(pred_xy, pred_wh)
+        best_iou = ops.max(pairwise_iou(ops.reshape(pred_xyxy, (batch, -1, 4)), gt_boxes),
+                           axis=-1)
+        keep_negative = ops.stop_gradient(ops.cast(
+            ops.reshape(best_iou, ops.shape(mask)) < self.ignore_thresh, "float32"))
+        obj = self.obj_weight * mask * ops.square(1.0 - confidence)
+        noobj = self.noobj_weight * (1.0 - mask) * keep_negative * ops.square(confidence)
+
+        class_ids = ops.cast(ops.maximum(target[..., 4], 0.0), "int32")
+        onehot = ops.one_hot(class_ids, self.num_classes, dtype="float32")
+        cls = mask[..., None] * ops.square(onehot - ops.softmax(cls_logits, axis=-1))
+        return {"xy": _per_sample_sum(xy), "wh": _per_sample_sum(wh),
+                "obj": _per_sample_sum(obj), "noobj": _per_sample_sum(noobj),
+                "cls": _per_sample_sum(cls)}
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"anchors": self.anchors.tolist(), "num_classes": self.num_classes,
+                       "input_size": self.input_size, "ignore_thresh": self.ignore_thresh,
+                       "obj_weight": self.obj_weight, "noobj_weight": self.noobj_weight,
+                       "coord_weight": self.coord_weight})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class RetinaNetLoss(keras.losses.Loss):
+    """RetinaNet / EfficientDet loss: focal classification plus weighted Huber boxes.
+
+    Over the anchors of every level (``y_pred`` flattened level by level, the order of
+    :class:`detkit.assign.matching.AnchorMatchingAssigner`), with ``P`` the number of
+    positive anchors in the batch:
+
+    * ``cls = sum_{a not ignored} sum_k FL(z_ak, x_ak) / (P + 1)`` with ``z`` the one-hot
+      class of a positive (all zeros for a negative), label-smoothed as
+      ``z (1 - s) + s / 2``, and ``FL`` the sigmoid focal loss (alpha, gamma)
+    * ``box = box_weight sum_{a positive} sum_d Huber_delta(t_ad - y_ad) / (P + 1)``
+
+    The ``+ 1`` keeps a batch without positives finite (its box term is 0 and its
+    classification term the plain sum). Per-sample values are scaled so that their batch
+    mean is that total.
+
+    ``y_true``: ``{"labels": (B, N) int (class >= 0, NEGATIVE -1, IGNORED -2),
+    "deltas": (B, N, 4)}``. ``y_pred``: list of ``(B, H, W, A, 4 + C)`` (4 box deltas,
+    then class logits), coarsest level first.
+
+    Args:
+        anchors, input_size: unused (the deltas are relative to the anchors); kept for
+            the common family-loss signature.
+        num_classes: classes ``C``.
+        focal_alpha, focal_gamma: focal loss parameters (0.25, 2).
+        label_smoothing: ``s`` in ``[0, 1)``.
+        huber_delta: ``delta`` of the Huber loss (``None``: 0.1, EfficientDet).
+        box_weight: weight of the box term (``None``: 50, EfficientDet).
+    """
+
+    OPTIONS: tuple[str, ...] = ("focal_alpha", "focal_gamma", "label_smoothing",
+                                "huber_delta", "box_weight")
+    DEFAULT_HUBER_DELTA = 0.1
+    DEFAULT_BOX_WEIGHT = 50.0
+
+    def __init__(self, anchors, num_classes: int, input_size: int,
+                 focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                 label_smoothing: float = 0.0, huber_delta: float | None = None,
+                 box_weight: float | None = None, name: str = "retinanet_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1; received {num_classes}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); received {label_smoothing}")
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.label_smoothing = float(label_smoothing)
+        self.huber_delta = float(self.DEFAULT_HUBER_DELTA if huber_delta is None
+                                 else huber_delta)
+        self.box_weight = float(self.DEFAULT_BOX_WEIGHT if box_weight is None else box_weight)
+
+    term_names = ("cls", "box")
+
+    def call(self, y_true, y_pred):
+        return sum(self.terms(y_true, y_pred).values())
+
+    def terms(self, y_true, y_pred) -> dict:
+        flat = _flat_outputs(y_pred)
+        labels = ops.cast(y_true["labels"], "int32")
+        deltas = ops.cast(y_true["deltas"], "float32")
+        positive = ops.cast(labels >= 0, "float32")
+        valid = ops.cast(labels != IGNORED, "float32")
+        onehot = ops.one_hot(ops.maximum(labels, 0), self.num_classes, dtype="float32")
+        onehot = onehot * positive[..., None]
+        if self.label_smoothing:
+            onehot = onehot * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        focal = focal_with_logits(onehot, flat[..., 4:], self.focal_alpha, self.focal_gamma)
+        box = huber(flat[..., :4] - deltas, self.huber_delta)
+        batch = ops.cast(ops.shape(flat)[0], "float32")
+        scale = batch / (ops.sum(positive) + 1.0)
+        return {"cls": _per_sample_sum(valid[..., None] * focal) * scale,
+                "box": self.box_weight * _per_sample_sum(positive[..., None] * box) * scale}
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"anchors": None, "num_classes": self.num_classes,
+                       "input_size": self.input_size, "focal_alpha": self.focal_alpha,
+                       "focal_gamma": self.focal_gamma,
+                       "label_smoothing": self.label_smoothing,
+                       "huber_delta": self.huber_delta, "box_weight": self.box_weight})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class RpnLoss(keras.losses.Loss):
+    """The RPN loss: masked objectness BCE plus Huber boxes over the sampled anchors.
+
+    With ``o`` the objectness target of each anchor (1 sampled positive, 0 sampled
+    negative, ``-1`` neutral or not sampled, :class:`detkit.assign.matching.RpnAssigner`)
+    and ``V`` the number of counted anchors (``o != -1``) in the batch:
+
+    * ``obj = sum_{o_a != -1} BCE(o_a, x_a) / max(1, V)``
+    * ``box = box_weight sum_{o_a = 1} sum_d Huber_delta(t_ad - y_ad) / max(1, V)``
+
+    (torchvision's normalization: both by the sampled anchors). Neutral anchors take
+    no part in either term nor in the metric :meth:`make_metrics` returns, the
+    objectness accuracy over the counted anchors.
+
+    ``y_true``: ``{"objectness": (B, N) float, "deltas": (B, N, 4)}``. ``y_pred``: list of
+    ``(B, H, W, A, 5)`` (4 box deltas, then the objectness logit), coarsest level first.
+
+    Args:
+        anchors, num_classes, input_size: unused (class-agnostic, relative deltas);
+            kept for the common family-loss signature.
+        huber_delta: ``delta`` of the Huber loss (``None``: 1/9, Faster R-CNN).
+        box_weight: weight of the box term (``None``: 1).
+    """
+
+    OPTIONS: tuple[str, ...] = ("huber_delta", "box_weight")
+    DEFAULT_HUBER_DELTA = 1.0 / 9.0
+    DEFAULT_BOX_WEIGHT = 1.0
+    #: Objectness target of anchors left out (see :data:`detkit.assign.matching.NEUTRAL`).
+    NEUTRAL = -1.0
+
+    def __init__(self, anchors=None, num_classes: int = 1, input_size: int = 0,
+                 huber_delta: float | None = None, box_weight: float | None = None,
+                 name: str = "rpn_loss", reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.huber_delta = float(self.DEFAULT_HUBER_DELTA if huber_delta is None
+                                 else huber_delta)
+        self.box_weight = float(self.DEFAULT_BOX_WEIGHT if box_weight is None else box_weight)
+
+    term_names = ("obj", "box")
+
+    def call(self, y_true, y_pred):
+        return sum(self.terms(y_true, y_pred).values())
+
+    def terms(self, y_true, y_pred) -> dict:
+        flat = _flat_outputs(y_pred)
+        objectness = ops.cast(y_true["objectness"], "float32")
+        deltas = ops.cast(y_true["deltas"], "float32")
+        counted = ops.cast(objectness != self.NEUTRAL, "float32")
+        positive = ops.cast(objectness > 0.5, "float32")
+        bce = bce_with_logits(objectness * counted, flat[..., 4])
+        box = huber(flat[..., :4] - deltas, self.huber_delta)
+        batch = ops.cast(ops.shape(flat)[0], "float32")
+        scale = batch / ops.maximum(ops.sum(counted), 1.0)
+        return {"obj": _per_sample_sum(counted * bce) * scale,
+                "box": self.box_weight * _per_sample_sum(positive[..., None] * box) * scale}
+
+    def make_metrics(self) -> list:
+        """The metrics to log beside the terms: the masked objectness accuracy."""
+        return [MaskedBinaryAccuracy(ignore_label=self.NEUTRAL, name="obj_acc")]
+
+    def update_metrics(self, metrics, y_true, y_pred) -> None:
+        """Update :meth:`make_metrics`'s metrics with a batch."""
+        flat = _flat_outputs(y_pred)
+        for metric in metrics:
+            metric.update_state(y_true["objectness"], flat[..., 4])
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"anchors": None, "num_classes": self.num_classes,
+                       "input_size": self.input_size, "huber_delta": self.huber_delta,
+                       "box_weight": self.box_weight})
+        return config

@@ -31,8 +31,11 @@ def test_reference_parameter_counts(name, total, trainable):
 
 
 def test_num_anchors_and_names():
-    assert MODEL_NAMES == ("yolov3", "yolov3-tiny")
+    assert MODEL_NAMES == ("yolov3", "yolov3-tiny", "yolov2", "yolov2-tiny", "retinanet",
+                           "rpn")
     assert num_anchors("yolov3") == 9 and num_anchors("yolov3-tiny") == 6
+    assert num_anchors("yolov2") == num_anchors("yolov2-tiny") == 5
+    assert num_anchors("retinanet") == 27 and num_anchors("rpn") == 9
     with pytest.raises(UsageError, match="unknown model 'yolov4'"):
         num_anchors("yolov4")
 

@@ -10,8 +10,29 @@ from detkit.commands.encode_labels import EncodeLabelsResult, Options, run
 from detkit.data.letterbox import MIN_BOX_PIXELS
 
 
+def _render_boxes(result: EncodeLabelsResult) -> None:
+    """A boxes-scheme labels file: the boxes stored and the assigner's counts."""
+    counts = ", ".join(f"{name} {value}" for name, value in result.stats.to_dict().items()
+                       if not isinstance(value, list))
+    lines = [f"encode-labels: {result.num_images} images, input {result.input_size}: "
+             f"stored {result.num_rows} letterboxed boxes; --model {result.model} assigns "
+             f"them per batch when training",
+             f"its assigner on these boxes: {counts}"]
+    if result.letterbox.clipped:
+        lines.append(f"clipped to the input after letterbox: {result.letterbox.clipped}")
+    if result.letterbox.too_small:
+        lines.append(f"dropped: {result.letterbox.too_small} smaller than "
+                     f"{MIN_BOX_PIXELS:g} px after letterbox")
+    lines.append(f"wrote {result.out} (+ {result.manifest.name})")
+    for line in lines:
+        console.print(line, highlight=False)
+
+
 def _render(result: EncodeLabelsResult) -> None:
     warn(result.fixes_summary)
+    if result.scheme != "yolov3":
+        _render_boxes(result)
+        return
     stats = result.stats
     table = Table(title=f"encode-labels: {result.num_images} images, "
                         f"input {result.input_size}", title_justify="left")
@@ -48,4 +69,5 @@ def _render(result: EncodeLabelsResult) -> None:
 
 
 register("encode-labels", Options, run, _render,
-         help="Encode every image's letterboxed boxes as YOLOv3 targets (labels.npz).")
+         help="Encode every image's letterboxed boxes for --model (labels.npz): YOLOv3 "
+              "target slots, or the boxes the other families assign per batch.")

@@ -15,13 +15,13 @@ from typing import Any, Optional
 import numpy as np
 
 from detkit.anchors import anchor_masks, load_anchors, strides
-from detkit.artifacts import write_manifest
+from detkit.artifacts import manifest_path, write_manifest
 from detkit.commands.groups import AnchorOptions, DatasetOptions, InputOptions, ModelOptions
 from detkit.data.letterbox import LetterboxCounts, letterbox_records
 from detkit.encode import EncodeStats, assign_yolov3
 from detkit.errors import UsageError
-from detkit.families import get_family
-from detkit.labels import SCHEME_YOLOV3, save_labels
+from detkit.families import Family, get_family
+from detkit.labels import SCHEME_BOXES, SCHEME_YOLOV3, save_box_labels, save_labels
 from detkit.options import as_config, flag_of, option
 from detkit.progress import SILENT, Progress
 
@@ -65,6 +65,8 @@ class EncodeLabelsResult:
     class_names: list[str]
     input_size: int
     fixes_summary: Optional[str]
+    scheme: str = SCHEME_YOLOV3
+    model: Optional[str] = None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -91,6 +93,10 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
     if iou is not None and not 0.0 < iou < 1.0:
         raise UsageError(f"{flag_of(opts, 'multi_anchor_iou')} must be between 0 and 1, "
                          f"got {iou}")
+    family = get_family(opts.model)
+    if family.label_scheme == SCHEME_BOXES:
+        anchors, anchors_path = family.resolve_anchors(opts.anchors)
+        return _encode_boxes(opts, family, anchors, anchors_path, progress)
     # The anchors file sets the scales (6 anchors: two, 9: three); --model only picks
     # the default anchors, so the demo's 6 k-means anchors encode without --model.
     anchors_path = (opts.anchors if opts.anchors is not None
@@ -140,3 +146,77 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
         masks=masks, strides=scale_strides, grid_sizes=[input_size // s for s in scale_strides],
         class_names=list(dataset.class_names), input_size=input_size,
         fixes_summary=dataset.fixes.summary())
+
+
+#: Images per assigner call when a boxes-scheme family's statistics are gathered (bounds
+#: the anchors x boxes IoU matrices).
+STATS_CHUNK_IMAGES = 16
+
+
+def _encode_boxes(opts: Options, family: Family, anchors: np.ndarray, anchors_path: Path,
+                  progress: Progress) -> EncodeLabelsResult:
+    """A boxes-scheme family (``Family.label_scheme == "boxes"``): store the letterboxed
+    boxes (its assigner makes the targets of each training batch) and report how the
+    assigner treats them (its ``stats``)."""
+    from detkit.data.dataset import load_dataset
+
+    if opts.multi_anchor_iou is not None:
+        raise UsageError(f"{flag_of(opts, 'multi_anchor_iou')} applies to yolov3 targets, "
+                         f"not to --model {family.name}")
+    input_size = opts.input_size
+    if input_size % family.max_stride:
+        raise UsageError(f"{flag_of(opts, 'input_size')} must be a positive multiple of "
+                         f"{family.max_stride}, got {input_size}")
+    dataset = load_dataset(opts.data, format=opts.format, classes=opts.classes)
+    records, num_classes = dataset.records, len(dataset.class_names)
+    assigner = family.make_assigner(anchors, input_size, num_classes, seed=0)
+    counts = LetterboxCounts()
+    parts: dict[str, list[np.ndarray]] = {"image": [], "xyxy": [], "cls": []}
+    progress.start("encoding labels", len(records))
+    for start in range(0, len(records), CHUNK_IMAGES):
+        chunk = records[start:start + CHUNK_IMAGES]
+        boxes, labels, chunk_counts = letterbox_records(chunk, input_size, num_classes,
+                                                        source=dataset.path)
+        counts = counts + chunk_counts
+        for first in range(0, len(chunk), STATS_CHUNK_IMAGES):
+            assigner(boxes[first:first + STATS_CHUNK_IMAGES],
+                     labels[first:first + STATS_CHUNK_IMAGES])
+        image, row = np.nonzero(labels >= 0)
+        parts["image"].append(image + start)
+        parts["xyxy"].append(boxes[image, row])
+        parts["cls"].append(labels[image, row])
+        progress.update(start + len(chunk))
+    progress.finish()
+    image = np.concatenate(parts["image"]) if records else np.zeros(0, np.int64)
+    xyxy = np.concatenate(parts["xyxy"]) if records else np.zeros((0, 4), np.float32)
+    cls = np.concatenate(parts["cls"]) if records else np.zeros(0, np.int32)
+    stats = assigner.stats
+    recorded = {**stats.to_dict(), "num_boxes": int(len(image)),
+                "letterbox": dataclasses.asdict(counts)}
+    inputs = [opts.data, anchors_path] + ([opts.classes] if opts.classes is not None else [])
+    config = {**as_config(opts), "model": family.name, "anchors": str(anchors_path)}
+
+    def manifest_of(tmp: Path) -> Path:  # before the labels file appears (see save_npz)
+        return write_manifest(
+            opts.out, command=COMMAND, config=config, inputs=inputs, data=tmp,
+            extra={"settings": {"input_size": input_size,
+                                "class_names": dataset.class_names, "scheme": SCHEME_BOXES,
+                                "model": family.name},
+                   "stats": recorded, "num_images": len(records),
+                   "num_rows": int(len(image)), "letterbox": dataclasses.asdict(counts)})
+
+    out = save_box_labels(opts.out, image, xyxy, cls, input_size=input_size,
+                          class_names=dataset.class_names,
+                          image_paths=[str(record.image_path) for record in records],
+                          stats=recorded, before_commit=manifest_of)
+    per_level = len(anchors) // len(family.strides)
+    levels = len(family.strides)
+    masks = [list(range((levels - 1 - i) * per_level, (levels - i) * per_level))
+             for i in range(levels)]
+    return EncodeLabelsResult(
+        out=out, manifest=manifest_path(out), num_images=len(records),
+        num_boxes=dataset.num_boxes, num_rows=int(len(image)), stats=stats,
+        letterbox=counts, anchors=anchors, masks=masks, strides=list(family.strides),
+        grid_sizes=[input_size // s for s in family.strides],
+        class_names=list(dataset.class_names), input_size=input_size,
+        fixes_summary=dataset.fixes.summary(), scheme=SCHEME_BOXES, model=family.name)

@@ -22,6 +22,12 @@ from detkit.progress import SILENT, Progress
 
 __all__ = ["Options", "run"]
 
+#: Options that only some families read (their loss's or assigner's ``OPTIONS``); one
+#: set away from its default for a family that does not read it is refused.
+FAMILY_OPTIONS = ("ignore_thresh", "box_loss", "obj_loss", "focal_alpha", "focal_gamma",
+                  "label_smoothing", "huber_delta", "box_weight", "obj_weight",
+                  "noobj_weight", "coord_weight", "pos_iou", "neg_iou", "sample_anchors",
+                  "positive_fraction")
 #: Learning rate and frozen part by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
 DEFAULT_FREEZE = {1: "body", 2: "none"}
@@ -58,6 +64,37 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
     ignore_thresh: float = option(0.5, "IoU with a ground-truth box above which a negative "
                                        "prediction's objectness is not penalized.",
                                   above=0, high=1)
+    focal_alpha: float = option(0.25, "Focal loss alpha (retinanet classes, yolov3 with "
+                                      "--obj-loss focal).", low=0, high=1)
+    focal_gamma: float = option(2.0, "Focal loss gamma (retinanet classes, yolov3 with "
+                                     "--obj-loss focal).", low=0)
+    label_smoothing: float = option(0.0, "Retinanet: class label smoothing s (targets "
+                                         "z (1 - s) + s / 2).", low=0, high=0.99)
+    huber_delta: Optional[float] = option(
+        None, "Huber delta of the box loss (default: 0.1 retinanet, 1/9 rpn, 1.0 yolov3 "
+              "--box-loss huber).", above=0)
+    box_weight: Optional[float] = option(
+        None, "Weight of the box loss of anchor heads (default: 50 retinanet, 1 rpn).",
+        low=0)
+    obj_weight: Optional[float] = option(
+        None, "Yolov2: weight of the objectness of assigned anchors (default 5, YAD2K).",
+        low=0)
+    noobj_weight: Optional[float] = option(
+        None, "Yolov2: weight of the no-object term (default 1, YAD2K).", low=0)
+    coord_weight: Optional[float] = option(
+        None, "Yolov2: weight of the xy and wh terms (default 1, YAD2K).", low=0)
+    pos_iou: Optional[float] = option(
+        None, "Anchor matching: IoU at or above which an anchor is positive (default: 0.5 "
+              "retinanet, 0.7 rpn).", above=0, high=1)
+    neg_iou: Optional[float] = option(
+        None, "Anchor matching: IoU below which an anchor is negative; between the two it "
+              "is ignored (default: 0.4 retinanet, 0.3 rpn).", low=0, high=1)
+    sample_anchors: Optional[int] = option(
+        None, "Rpn: anchors sampled per image for the loss (default 256).", integer=True,
+        low=1)
+    positive_fraction: Optional[float] = option(
+        None, "Rpn: largest share of positives in the sample (default 0.5).", above=0,
+        high=1)
     ema: bool = option(False, "Keep an exponential moving average of the weights "
                               "(checkpoints and validation use it).", toggle=True)
     mixed_precision: bool = option(False, "float16 compute with loss scaling.", toggle=True)
@@ -109,6 +146,36 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
             raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
                              f"--aug-jitter {self.aug_jitter:g})") from None
 
+    def family_options(self) -> dict:
+        """The :data:`FAMILY_OPTIONS` values (``None``: the family's default)."""
+        return {name: getattr(self, name) for name in FAMILY_OPTIONS}
+
+    def check_family_options(self) -> None:
+        """Refuse a family option set for a model whose loss and assigner ignore it.
+
+        Raises:
+            UsageError: naming the flag, the model and the options it does read.
+        """
+        from detkit.families import get_family
+        from detkit.options import flag_of
+
+        family = get_family(self.model)
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        reads = family.option_names()
+        for name in FAMILY_OPTIONS:
+            if getattr(self, name) != defaults[name] and name not in reads:
+                known = ", ".join(flag_of(self, n) for n in FAMILY_OPTIONS if n in reads)
+                raise UsageError(f"{flag_of(self, name)} does not apply to --model "
+                                 f"{self.model} (it reads {known or 'none of them'})")
+        assigner = family.assigner_class()
+        pos = self.pos_iou if self.pos_iou is not None else getattr(assigner,
+                                                                    "DEFAULT_POS_IOU", None)
+        neg = self.neg_iou if self.neg_iou is not None else getattr(assigner,
+                                                                    "DEFAULT_NEG_IOU", None)
+        if pos is not None and neg is not None and neg > pos:
+            raise UsageError(f"--neg-iou {neg:g} must not exceed --pos-iou {pos:g} (an "
+                             f"anchor cannot be both negative and positive)")
+
     def resolved(self) -> "Options":
         """A copy with the stage defaults filled in and every value checked.
 
@@ -138,6 +205,7 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
             raise UsageError(f"--out must be a directory, and {self.out} is a file")
         if self.total_epochs < 1:
             raise UsageError("nothing to train: --epochs and --bottleneck-epochs are 0")
+        self.check_family_options()
         config = self.augment_config()
         return dataclasses.replace(self, lr=float(lr), freeze=freeze,
                                    aug_scale=config.scale, aug_jitter=config.jitter,

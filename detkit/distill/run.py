@@ -73,7 +73,7 @@ class Distillation(Objective):
         self.opts = opts
         spec = resolve_teacher(opts.teacher, model=opts.teacher_model,
                                width=opts.teacher_width, anchors=opts.teacher_anchors,
-                               student_anchors=anchors)
+                               student_anchors=anchors, student_model=opts.model)
         if spec.class_names is not None:
             check_agree(f"the teacher {spec.weights}", {"class_names": spec.class_names},
                         "this command", {"class_names": class_names}, keys=("class_names",))

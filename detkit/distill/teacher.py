@@ -79,7 +79,8 @@ def teacher_weights_and_manifest(teacher: str | os.PathLike) -> tuple[Path, dict
 def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
                     width: float | None = None,
                     anchors: str | os.PathLike | None = None,
-                    student_anchors: np.ndarray | None = None) -> TeacherSpec:
+                    student_anchors: np.ndarray | None = None,
+                    student_model: str | None = None) -> TeacherSpec:
     """The teacher's architecture: flags, else its manifest; the flags must agree with it.
 
     Anchors: ``anchors`` (``--teacher-anchors``), else the manifest's, else the
@@ -110,6 +111,8 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
     if model not in MODEL_NAMES:
         raise UsageError(f"--teacher-model must be one of {', '.join(MODEL_NAMES)}, "
                          f"got {model!r}")
+    if student_model is not None:
+        check_distill_pair(model, student_model)
     width = float(width if width is not None else
                   recorded_width if recorded_width is not None else 1.0)
     if not width > 0:
@@ -131,6 +134,29 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
     names = manifest.get("class_names")
     return TeacherSpec(weights, model, width, values,
                        None if names is None else [str(n) for n in names], source)
+
+
+def check_distill_pair(teacher_model: str, student_model: str) -> None:
+    """Refuse a teacher and student whose outputs cannot be distilled into each other.
+
+    Distillation compares raw outputs stride by stride, so both families must share an
+    output layout (``Family.distill_layout``: YOLOv3 <-> YOLOv3-tiny).
+
+    Raises:
+        UsageError: naming both models and the pairs that work.
+    """
+    from detkit.families import FAMILIES, get_family
+
+    teacher, student = get_family(teacher_model), get_family(student_model)
+    if teacher.distill_layout is None or teacher.distill_layout != student.distill_layout:
+        groups: dict[str, list[str]] = {}
+        for family in FAMILIES.values():
+            if family.distill_layout is not None:
+                groups.setdefault(family.distill_layout, []).append(family.name)
+        works = "; ".join(" <-> ".join(names) for names in groups.values())
+        raise UsageError(f"cannot distill the teacher {teacher.name} into the student "
+                         f"{student.name}: distillation works between models with the "
+                         f"same output layout ({works})")
 
 
 @contextlib.contextmanager

@@ -46,6 +46,11 @@ class Family:
         loss: ``"module:class"`` of the ``keras.losses.Loss`` over raw outputs.
         decoder: ``"module:function"`` of ``decode(outputs, anchors, input_size) ->
             (boxes (B, N, 4), scores (B, N, C))`` in input pixels.
+        label_scheme: what ``encode-labels`` stores for it (:mod:`detkit.labels`):
+            ``"yolov3"`` (assigned target slots) or ``"boxes"`` (the letterboxed boxes,
+            assigned when a batch is made).
+        distill_layout: families with the same (non-empty) layout can distill into
+            each other (``None``: no distillation).
     """
 
     name: str
@@ -56,6 +61,8 @@ class Family:
     assigner: str
     loss: str
     decoder: str
+    label_scheme: str = "boxes"
+    distill_layout: str | None = None
 
     @property
     def num_anchors(self) -> int:
@@ -79,6 +86,29 @@ class Family:
     def loss_class(self) -> type:
         """The loss class."""
         return _load(self.loss)
+
+    def option_names(self) -> tuple[str, ...]:
+        """The training options (``detkit train`` field names) the family's loss and
+        assigner read (their ``OPTIONS``)."""
+        names = (*self.loss_class().OPTIONS, *self.assigner_class().OPTIONS)
+        return tuple(dict.fromkeys(names))
+
+    def make_assigner(self, anchors: np.ndarray, input_size: int, num_classes: int,
+                      **options: Any) -> Any:
+        """The label assigner for a run: ``(boxes, classes) -> y_true`` of the loss.
+
+        ``options`` holds the assigner's ``OPTIONS`` (``None`` values: its defaults).
+        """
+        cls = self.assigner_class()
+        given = {k: v for k, v in options.items() if k in cls.OPTIONS and v is not None}
+        return cls(anchors, input_size, num_classes, strides=self.strides, **given)
+
+    def make_loss(self, anchors: np.ndarray, num_classes: int, input_size: int,
+                  **options: Any) -> Any:
+        """The loss for a run; ``options`` as :meth:`make_assigner` (the loss's)."""
+        cls = self.loss_class()
+        given = {k: v for k, v in options.items() if k in cls.OPTIONS and v is not None}
+        return cls(anchors, num_classes, input_size, **given)
 
     def decode(self, outputs, anchors: np.ndarray, input_size: int):
         """Raw outputs -> ``boxes (B, N, 4)`` and ``scores (B, N, C)`` in input pixels."""
@@ -109,9 +139,13 @@ class Family:
         return anchors, source
 
 
-_YOLOV3_PIECES = {"assigner": "detkit.encode:Yolov3Encoder",
+_YOLOV3_PIECES = {"assigner": "detkit.assign.yolov3:Yolov3Assigner",
                   "loss": "detkit.losses:YoloV3Loss",
-                  "decoder": "detkit.postprocess:decode_outputs"}
+                  "decoder": "detkit.postprocess:decode_outputs",
+                  "label_scheme": "yolov3", "distill_layout": "yolov3"}
+_YOLOV2_PIECES = {"assigner": "detkit.assign.yolov2:Yolov2Assigner",
+                  "loss": "detkit.losses:YoloV2Loss",
+                  "decoder": "detkit.decode:decode_yolov2"}
 
 #: Every family, by ``--model`` name.
 FAMILIES: dict[str, Family] = {family.name: family for family in (
@@ -121,6 +155,21 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family(name="yolov3-tiny", strides=(32, 16), anchors_per_scale=3,
            default_anchors="yolov3-tiny_coco.txt",
            builder="detkit.models.yolov3_tiny:build_yolov3_tiny", **_YOLOV3_PIECES),
+    Family(name="yolov2", strides=(32,), anchors_per_scale=5,
+           default_anchors="yolov2_coco.txt",
+           builder="detkit.models.yolov2:build_yolov2", **_YOLOV2_PIECES),
+    Family(name="yolov2-tiny", strides=(32,), anchors_per_scale=5,
+           default_anchors="yolov2_coco.txt",
+           builder="detkit.models.yolov2_tiny:build_yolov2_tiny", **_YOLOV2_PIECES),
+    Family(name="retinanet", strides=(32, 16, 8), anchors_per_scale=9,
+           default_anchors="retinanet_generated.txt",
+           builder="detkit.models.retinanet:build_retinanet",
+           assigner="detkit.assign.matching:AnchorMatchingAssigner",
+           loss="detkit.losses:RetinaNetLoss", decoder="detkit.decode:decode_anchor_outputs"),
+    Family(name="rpn", strides=(32, 16, 8), anchors_per_scale=3,
+           default_anchors="rpn_generated.txt", builder="detkit.models.rpn:build_rpn",
+           assigner="detkit.assign.matching:RpnAssigner", loss="detkit.losses:RpnLoss",
+           decoder="detkit.decode:decode_anchor_outputs"),
 )}
 #: The ``--model`` choices.
 MODEL_NAMES = tuple(FAMILIES)

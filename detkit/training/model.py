@@ -24,7 +24,9 @@ class YoloTrainingModel(keras.Model):
     (the weight decay of the network's regularizers), divided by the number of
     ``tf.distribute`` replicas (whose gradients are summed). Each term's batch mean is
     tracked as a metric named after it (``xy``, ``wh``, ``obj``, ``cls`` or ``box``,
-    plus ``reg``), so ``fit`` logs them beside ``loss`` and ``val_*``.
+    plus ``reg``), so ``fit`` logs them beside ``loss`` and ``val_*``. A loss with
+    ``make_metrics()`` and ``update_metrics(metrics, y, y_pred)`` (the RPN's masked
+    accuracy) has those metrics logged too.
 
     ``network`` can be the full detector (images in) or its trainable part on cached
     features (the bottleneck path): anything whose outputs the loss understands.
@@ -48,6 +50,7 @@ class YoloTrainingModel(keras.Model):
         self.detection_loss = loss
         self.term_names = tuple(loss.term_names) + tuple(extra_term_names) + (REG_TERM,)
         self.term_trackers = [keras.metrics.Mean(name=name) for name in self.term_names]
+        self.loss_metrics = list(loss.make_metrics()) if hasattr(loss, "make_metrics") else []
         # No weights of its own: built when the network is (load_weights needs it).
         self.built = bool(network.built)
 
@@ -70,6 +73,8 @@ class YoloTrainingModel(keras.Model):
                 tracker.update_state(reg)
             else:
                 tracker.update_state(terms[name])
+        if self.loss_metrics:
+            self.detection_loss.update_metrics(self.loss_metrics, y, list(y_pred))
         replicas = num_replicas_in_sync()
         total = data_loss + reg
         return total / replicas if replicas > 1 else total

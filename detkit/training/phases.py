@@ -84,12 +84,23 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     return detector, report
 
 
+def family_options(opts) -> dict[str, Any]:
+    """The options a family's loss and assigner may read (``None``: their defaults)."""
+    return {**opts.family_options(), "seed": opts.seed}
+
+
 def detection_loss(ctx: "RunContext"):
     """The family's loss for the run's anchors, classes and loss options."""
     opts = ctx.opts
-    return ctx.family.loss_class()(ctx.anchors, len(ctx.class_names), opts.input_size,
-                                   ignore_thresh=opts.ignore_thresh,
-                                   box_loss=opts.box_loss, obj_loss=opts.obj_loss)
+    return ctx.family.make_loss(ctx.anchors, len(ctx.class_names), opts.input_size,
+                                **family_options(opts))
+
+
+def training_targets(ctx: "RunContext"):
+    """The family's label assigner: ``(boxes, classes) -> y_true`` of its loss."""
+    opts = ctx.opts
+    return ctx.family.make_assigner(ctx.anchors, opts.input_size, len(ctx.class_names),
+                                    **family_options(opts))
 
 
 def compile_model(model, opts, steps: int, epochs: int, *, resuming: bool,
@@ -107,14 +118,11 @@ def compile_model(model, opts, steps: int, epochs: int, *, resuming: bool,
 def validation_batches(ctx: "RunContext"):
     """Validation batches: letterboxed images in dataset order, encoded targets."""
     from detkit.data.loader import DetectionBatches
-    from detkit.training.targets import YoloTrainingTargets
 
     opts = ctx.opts
     return DetectionBatches(ctx.val_records, opts.input_size, opts.batch_size,
                             augment=False, shuffle=False, seed=opts.seed,
-                            max_boxes=opts.max_boxes,
-                            encoder=YoloTrainingTargets(ctx.anchors, opts.input_size,
-                                                        len(ctx.class_names)),
+                            max_boxes=opts.max_boxes, encoder=training_targets(ctx),
                             workers=opts.workers)
 
 
@@ -125,9 +133,10 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     (:func:`detkit.bottleneck_training.cache_weights`); ``val_*`` comes from the full
     detector on the validation images.
     """
-    from detkit.bottleneck_training import (CachedFeaturesTrainingModel, FullModelValidation,
-                                            cache_weights, cached_batches, open_cache)
-    from detkit.labels import load_labels
+    from detkit.bottleneck_training import (BoxLabelTargets, CachedFeaturesTrainingModel,
+                                            FullModelValidation, cache_weights,
+                                            cached_batches, open_cache)
+    from detkit.labels import SCHEME_BOXES, check_scheme, load_labels
     from detkit.models.freeze import freeze
     from detkit.training.model import YoloTrainingModel
 
@@ -138,6 +147,7 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
                                                 "input_size": opts.input_size,
                                                 "class_names": ctx.class_names},
                          image_paths=image_paths)
+    check_scheme(labels, ctx.family)
     cache = open_cache(opts.bottlenecks, model=opts.model, width=opts.width,
                        input_size=opts.input_size, weights=weights, image_paths=image_paths,
                        labels=labels)
@@ -145,9 +155,12 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     detector, report = build_detector(ctx, weights, resuming=resuming)
     freeze(detector, split)
     loss = detection_loss(ctx)
+    # Stored boxes are assigned per batch by the family; YOLOv3 labels hold the slots.
+    targets = (BoxLabelTargets(labels, training_targets(ctx), opts.max_boxes)
+               if labels.settings["scheme"] == SCHEME_BOXES else None)
     batches = cached_batches(cache, labels, opts.batch_size, seed=opts.seed,
                              max_boxes=opts.max_boxes, workers=opts.workers,
-                             epoch=ctx.start_epoch)
+                             epoch=ctx.start_epoch, targets=targets)
     trainer = CachedFeaturesTrainingModel(detector, split, loss)
     compile_model(trainer, opts, len(batches), ctx.cache_epochs, resuming=resuming,
                   run_dir=ctx.run_dir)
@@ -168,16 +181,14 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
     from detkit.data.loader import DetectionBatches
     from detkit.models.freeze import freeze
     from detkit.training.strategy import make_distribution
-    from detkit.training.targets import YoloTrainingTargets
 
     opts = ctx.opts
     distribution = make_distribution(opts.strategy)
     base = DetectionBatches(ctx.records, opts.input_size, opts.batch_size,
                             augment=opts.augment, augment_config=opts.augment_config(),
                             shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
-                            encoder=YoloTrainingTargets(ctx.anchors, opts.input_size,
-                                                        len(ctx.class_names)),
-                            workers=opts.workers, epoch=start_epoch)
+                            encoder=training_targets(ctx), workers=opts.workers,
+                            epoch=start_epoch)
     val_batches = None
     if ctx.val_records is not None:
         val_batches = validation_batches(ctx)

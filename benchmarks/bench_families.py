@@ -1,0 +1,213 @@
+"""Quality bars of the other families: YOLOv2, RetinaNet and the RPN from scratch on a CPU.
+
+Goal (issue 15): on the synthetic dataset (256 px, 4 classes), each family trained from
+scratch on the 2-core CPU within 15 minutes (wall clock, everything included: dataset,
+anchors, training, evaluations) reaches: ``yolov2`` (small width) mAP@0.5 >= 0.75,
+``retinanet`` (small body) mAP@0.5 >= 0.75, ``rpn`` class-agnostic AR@100 >= 0.90.
+
+Evaluation is pycocotools (the reference) on ``val.json``, from the family's own
+decoder (:meth:`detkit.families.Family.decode`), predict's NMS
+(:func:`detkit.postprocess.select_detections`) and mapping back to image pixels. For the
+RPN, COCOeval runs class-agnostic (``useCats=0``) with ``maxDets`` 1, 100, 1000: AR@100
+is COCO's (recall averaged over IoU 0.5:0.95); recall at IoU 0.5 alone is reported too.
+
+Anchors come from ``kmeans-anchors`` on the train split (k = the family's anchor
+count: 5, 27, 9). The curve (loss terms per epoch, the metric every few epochs) is
+printed as JSON lines and returned.
+
+Run: ``python -m benchmarks.bench_families --family yolov2 [--quick] [--epochs N]
+[--width W] [--lr LR] [--batch-size B]`` (without ``--family``: yolov2, retinanet and rpn
+one after the other, as ``make bench`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TIME_BUDGET_S = 15 * 60
+#: The bars: (metric, target) per family.
+TARGETS = {"yolov2": ("map50", 0.75), "yolov2-tiny": ("map50", 0.75),
+           "retinanet": ("map50", 0.75), "rpn": ("ar100", 0.90)}
+#: Full-run settings per family (tuned for the 2-core CPU), and the quick smoke run.
+FULL = {
+    "yolov2": dict(width=0.125, epochs=24, lr=5e-3, batch_size=16, eval_every=8),
+    "yolov2-tiny": dict(width=0.25, epochs=30, lr=5e-3, batch_size=16, eval_every=10),
+    "retinanet": dict(width=0.125, epochs=16, lr=5e-3, batch_size=16, eval_every=8),
+    "rpn": dict(width=0.125, epochs=20, lr=5e-3, batch_size=16, eval_every=10),
+}
+DATASET = dict(images=1000, size=256, classes=4, input_size=256, max_boxes=32)
+QUICK_DATASET = dict(images=24, size=64, classes=4, input_size=64, max_boxes=32)
+QUICK = dict(width=0.0625, epochs=2, lr=1e-3, batch_size=8, eval_every=1)
+#: Training stops (keeping its last epoch) when this much of the budget is spent.
+STOP_AT_S = TIME_BUDGET_S - 60
+CONF, IOU = 0.001, 0.45
+
+
+def evaluate(model, family, val_json: Path, anchors, input_size: int, *,
+             agnostic: bool, batch_size: int = 16) -> dict:
+    """pycocotools figures of ``model`` on ``val_json`` (see the module docstring)."""
+    import numpy as np
+    from keras import ops
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detkit.data.augment import letterbox_image
+    from detkit.data.dataset import load_dataset
+    from detkit.data.images import read_image
+    from detkit.postprocess import select_detections, to_image_coords
+
+    dataset = load_dataset(val_json)
+    category_ids = dataset.category_ids or list(range(1, len(dataset.class_names) + 1))
+    max_det = 1000 if agnostic else 100
+    results = []
+    for start in range(0, len(dataset.records), batch_size):
+        chunk = dataset.records[start:start + batch_size]
+        images, sizes = [], []
+        for record in chunk:
+            image = read_image(record.image_path)
+            sizes.append((image.shape[1], image.shape[0]))
+            images.append(letterbox_image(image, input_size))
+        outputs = model(np.stack(images).astype(np.float32) / 255.0, training=False)
+        boxes, scores = family.decode(outputs, anchors, input_size)
+        found = select_detections(boxes, scores, conf=CONF, iou=IOU, max_det=max_det,
+                                  max_candidates=max(1000, max_det))
+        boxes, scores, classes, valid = (ops.convert_to_numpy(t) for t in found)
+        for i, record in enumerate(chunk):
+            n = int(valid[i])
+            image_boxes = to_image_coords(boxes[i, :n], sizes[i][0], sizes[i][1], input_size)
+            for box, score, cls in zip(image_boxes, scores[i, :n], classes[i, :n]):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                results.append({"image_id": int(record.image_id),
+                                "category_id": int(category_ids[int(cls)]),
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+    if not results:
+        return {"map50": 0.0, "map": 0.0, "ar100": 0.0, "ar1000": 0.0, "recall50": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(val_json))
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, "bbox")
+        if agnostic:
+            evaluator.params.useCats = 0
+            evaluator.params.maxDets = [1, 100, 1000]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        figures = {"map50": float(evaluator.stats[1]), "map": float(evaluator.stats[0])}
+        if agnostic:
+            figures["ar100"] = float(evaluator.stats[7])
+            figures["ar1000"] = float(evaluator.stats[8])
+            recall = evaluator.eval["recall"]              # (T, K, A, M)
+            figures["recall50_at100"] = float(recall[0, 0, 0, 1])
+    return {k: round(v, 4) for k, v in figures.items()}
+
+
+def prepare(work: Path, family, dataset: dict):
+    """The synthetic dataset and k-means anchors (k = the family's anchor count)."""
+    import numpy as np
+
+    from detkit.anchors import load_anchors, save_anchors
+    from detkit.data.dataset import load_dataset
+    from detkit.data.synth import make_synth_dataset
+    from detkit.kmeans import input_box_sizes, iou_kmeans
+
+    data = work / "synth"
+    make_synth_dataset(data, images=dataset["images"], size=dataset["size"],
+                       classes=dataset["classes"], seed=0, val_fraction=0.2)
+    train_set = load_dataset(data / "train.txt")
+    anchors = iou_kmeans(input_box_sizes(train_set.records, dataset["input_size"]),
+                         family.num_anchors, seed=0).anchors.astype(np.float32)
+    save_anchors(work / "anchors.txt", anchors, decimals=1)
+    return data, train_set, load_anchors(work / "anchors.txt")
+
+
+#: The families ``main`` runs when none is named (``run_all``).
+DEFAULT_FAMILIES = ("yolov2", "retinanet", "rpn")
+
+
+def main(quick: bool = False, family: str | None = None, **overrides) -> dict:
+    """Run one family's bar (``family``), or each of :data:`DEFAULT_FAMILIES`."""
+    if family is None:
+        return {name: run_family(name, quick) for name in DEFAULT_FAMILIES}
+    return run_family(family, quick, **overrides)
+
+
+def run_family(name: str, quick: bool = False, **overrides) -> dict:
+    """Train and evaluate one family (see the module docstring)."""
+    import keras
+
+    from detkit.commands.train import Options as TrainOptions
+    from detkit.families import get_family
+    from detkit.training.run import run_training
+
+    family = get_family(name)
+    metric, target = TARGETS[name]
+    dataset = QUICK_DATASET if quick else DATASET
+    settings = {**(QUICK if quick else FULL[name]),
+                **{k: v for k, v in overrides.items() if v is not None}}
+    agnostic = metric == "ar100"
+    start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
+    data, train_set, anchors = prepare(work, family, dataset)
+    input_size = dataset["input_size"]
+    curve: list[dict] = []
+
+    class Curve(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, "elapsed_s": round(time.perf_counter() - start, 1)}
+            row.update({k: round(float(v), 4) for k, v in (logs or {}).items()})
+            if (epoch + 1) % settings["eval_every"] == 0 or epoch + 1 == settings["epochs"]:
+                row.update(evaluate(self.model.network, family, data / "val.json", anchors,
+                                    input_size, agnostic=agnostic))
+            curve.append(row)
+            print(json.dumps(row), flush=True)
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if not quick and time.perf_counter() - start > STOP_AT_S:
+                self.model.stop_training = True
+
+    opts = TrainOptions(data=data / "train.txt", stage=1, model=name,
+                        width=settings["width"], anchors=work / "anchors.txt",
+                        input_size=input_size, epochs=settings["epochs"],
+                        batch_size=settings["batch_size"], lr=settings["lr"],
+                        warmup_epochs=1.0, freeze="none", seed=0, out=work / "run",
+                        workers=2, jit=not quick, max_boxes=dataset["max_boxes"])
+    result = run_training(opts, callbacks=[Curve(), TimeBudget()])
+    from detkit.models import build_model
+
+    model = build_model(name, len(train_set.class_names), settings["width"], input_size)
+    model.load_weights(work / "run" / "last.weights.h5")
+    final = evaluate(model, family, data / "val.json", anchors, input_size,
+                     agnostic=agnostic)
+    elapsed = time.perf_counter() - start
+    figures = {"family": name, **final, "metric": metric, "target": target,
+               "wall_s": round(elapsed, 1), "budget_s": TIME_BUDGET_S,
+               "passed": (bool(final[metric] >= target and elapsed <= TIME_BUDGET_S)
+                          if not quick else None),
+               "epochs": result.total_epochs, "params": int(model.count_params()),
+               "train_images": len(train_set.records), "settings": settings,
+               "anchors": anchors.round(1).tolist(), "curve": curve}
+    print(json.dumps({k: v for k, v in figures.items() if k != "curve"}))
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default=None, choices=sorted(TARGETS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--width", type=float)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
+    args = parser.parse_args()
+    main(args.quick, args.family, epochs=args.epochs, width=args.width, lr=args.lr,
+         batch_size=args.batch_size)
