@@ -70,16 +70,17 @@ def is_chief() -> bool:
     return int(os.environ.get(JAX_PROCESS_ID, "0")) == 0
 
 
-def worker_run_dir(run_dir: Path) -> Path:
+def worker_run_dir(run_dir: Path, *, resume: bool = False) -> Path:
     """Where this process writes: ``run_dir`` on the chief, else a fresh temporary
-    directory holding a copy of the chief's resume state (when there is one).
+    directory (holding a copy of the chief's run files when resuming, so every worker
+    starts from the same state; on several machines ``run_dir`` must then be shared).
 
     The caller removes a temporary directory with :func:`release_run_dir`.
     """
     if is_chief():
         return run_dir
     scratch = Path(tempfile.mkdtemp(prefix="detkit-worker-"))
-    if run_dir.is_dir():
+    if resume and run_dir.is_dir():
         for item in run_dir.iterdir():
             if item.is_file():
                 shutil.copy2(item, scratch / item.name)
@@ -115,6 +116,27 @@ def initialize_jax_processes() -> int:
         jax.distributed.initialize(coordinator_address=address, num_processes=count,
                                    process_id=int(index))
     return jax.process_count()
+
+
+def synchronize_batch_norm(model: Any) -> int:
+    """Make every ``BatchNormalization`` of ``model`` use the statistics of the global
+    batch (all replicas) in training, as one process would; returns how many.
+
+    Only meaningful under a ``tf.distribute`` strategy (the TensorFlow backend).
+    """
+    import keras
+
+    from detkit.keras_compat import direct_sublayers
+
+    count = 0
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        stack.extend(direct_sublayers(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            count += 1
+    return count
 
 
 def replica_rows(global_batch: int, num_replicas: int, replica: int) -> tuple[int, int]:
