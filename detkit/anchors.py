@@ -23,6 +23,9 @@ from detkit.errors import ArtifactError, DataError, UsageError
 #: Folder of the anchor files shipped with detkit (COCO defaults).
 ANCHORS_DIR = Path(__file__).resolve().parent / "anchor_files"
 
+#: Anchors per output scale in the layout of :func:`anchor_masks` (yolov3, yolov3-tiny).
+ANCHORS_PER_SCALE = 3
+
 #: Default anchors file name per model.
 DEFAULT_ANCHORS = {"yolov3": "yolov3_coco.txt", "yolov3-tiny": "yolov3-tiny_coco.txt"}
 
@@ -128,10 +131,12 @@ def anchor_masks(num_anchors: int) -> list[list[int]]:
 
     9 -> ``[[6,7,8],[3,4,5],[0,1,2]]``; 6 -> ``[[3,4,5],[0,1,2]]``.
     """
-    if num_anchors % 3 or num_anchors < 3:
-        raise UsageError(f"need a multiple of 3 anchors (3 per scale), got {num_anchors}")
-    scales = num_anchors // 3
-    return [[3 * s + i for i in range(3)] for s in reversed(range(scales))]
+    per_scale = ANCHORS_PER_SCALE
+    if num_anchors % per_scale or num_anchors < per_scale:
+        raise UsageError(f"need a multiple of {per_scale} anchors ({per_scale} per scale), "
+                         f"got {num_anchors}")
+    scales = num_anchors // per_scale
+    return [[per_scale * s + i for i in range(per_scale)] for s in reversed(range(scales))]
 
 
 def strides(num_anchors: int) -> list[int]:

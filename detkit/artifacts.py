@@ -36,6 +36,9 @@ from detkit.options import io_paths
 
 #: Settings two artifacts must agree on before one stage consumes another's output.
 AGREEMENT_KEYS = ("anchors", "class_names", "input_size")
+#: Numeric settings agree within this absolute tolerance: anchors in input pixels (read
+#: back from text files and float32 arrays), widths, input sizes, counts.
+SETTINGS_ATOL = 1e-3
 #: Prefix of the temporary files of :func:`atomic_path` (``.tmp-<id>-NAME``).
 TMP_PREFIX = ".tmp-"
 #: Least free space an output's file system must have before a command starts.
@@ -261,12 +264,18 @@ def load_npz(path: str | os.PathLike, *, kind: str, format_version: int,
     return arrays
 
 
-def _same(a: Any, b: Any) -> bool:
+def settings_agree(a: Any, b: Any) -> bool:
+    """Whether two values of one setting agree (the one comparison of settings in detkit).
+
+    Numbers and arrays of numbers agree when their shapes match and every element is
+    within :data:`SETTINGS_ATOL`; anything else (names, hashes) when its text is equal.
+    """
     if isinstance(a, str) or isinstance(b, str):
         return str(a) == str(b)
     a_arr, b_arr = np.asarray(a), np.asarray(b)
     if a_arr.dtype.kind in "fiu" and b_arr.dtype.kind in "fiu":
-        return a_arr.shape == b_arr.shape and np.allclose(a_arr, b_arr, rtol=0, atol=1e-3)
+        return a_arr.shape == b_arr.shape and np.allclose(a_arr, b_arr, rtol=0,
+                                                          atol=SETTINGS_ATOL)
     return a_arr.shape == b_arr.shape and bool(np.all(a_arr.astype(str) == b_arr.astype(str)))
 
 
@@ -290,8 +299,8 @@ def check_agree(name_a: str, settings_a: Mapping[str, Any], name_b: str,
     """
     differences = []
     for key in keys:
-        if key in settings_a and key in settings_b and not _same(settings_a[key],
-                                                                  settings_b[key]):
+        if key in settings_a and key in settings_b and not settings_agree(settings_a[key],
+                                                                           settings_b[key]):
             differences.append(f"  {key}: {name_a} has {_show(settings_a[key])}, "
                                f"{name_b} has {_show(settings_b[key])}")
     if differences:

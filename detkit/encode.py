@@ -31,7 +31,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from detkit.anchors import anchor_masks, strides
+from detkit.anchors import ANCHORS_PER_SCALE, anchor_masks, strides
 from detkit.boxes import iou_matrix, wh_iou
 from detkit.errors import UsageError
 
@@ -43,8 +43,6 @@ OBJECTNESS = 4
 CLASS = 5
 #: Class value of an empty slot in the compact targets (and of a padded input row).
 EMPTY_CLASS = -1
-#: Anchors per output scale of YOLOv3.
-ANCHORS_PER_SCALE = 3
 #: Values per slot of the YOLOv2 targets: x - j, y - i, log(w/a_w), log(h/a_h), class.
 YOLOV2_TARGET_SIZE = 5
 #: Output stride of the YOLOv2 grid (13 x 13 at 416).

@@ -531,7 +531,7 @@ def _check_options(k: int, restarts: int, center: str, max_iter: int) -> None:
     if restarts < 1:
         raise UsageError(f"--restarts must be at least 1, got {restarts}")
     if max_iter < 1:
-        raise UsageError(f"--max-iter must be at least 1, got {max_iter}")
+        raise UsageError(f"max_iter must be at least 1, got {max_iter}")
     if center not in CENTERS:
         raise UsageError(f"--center must be one of {', '.join(CENTERS)}, got {center!r}")
 
@@ -566,14 +566,14 @@ def iou_kmeans(wh: np.ndarray, k: int, *, seed: int = 0, restarts: int = DEFAULT
     """
     _check_options(k, restarts, center, max_iter)
     if refine < 0:
-        raise UsageError(f"--refine must be 0 or more sweeps, got {refine}")
+        raise UsageError(f"refine must be 0 or more sweeps, got {refine}")
     wh = check_sizes(wh)
     if not len(wh):
         raise DataError("no boxes to cluster")
     unique, counts = unique_sizes(wh)
     if len(unique) < k:
-        raise UsageError(f"--k {k} is larger than the number of distinct box sizes "
-                         f"({len(unique)} among {len(wh)} boxes); lower --k")
+        raise UsageError(f"k ({k}) is larger than the number of distinct box sizes "
+                         f"({len(unique)} among {len(wh)} boxes); lower k")
     rng = np.random.default_rng(seed)
     full = _Clusterer(unique, counts)
     if sample_size and len(wh) > sample_size:
@@ -665,7 +665,7 @@ def evolve_anchors(wh: np.ndarray, anchors: np.ndarray, generations: int, *, see
         min_size: smallest anchor side in pixels.
     """
     if generations < 0:
-        raise UsageError(f"--evolve must be 0 or more generations, got {generations}")
+        raise UsageError(f"generations must be 0 or more, got {generations}")
     unique, counts = unique_sizes(check_sizes(wh))
     fitness_of = _RatioFitness(unique, counts, anchor_t)
     current = np.asarray(anchors, dtype=np.float64).reshape(-1, 2).copy()

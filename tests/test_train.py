@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from detkit.anchors import save_anchors
 from detkit.cli import app
 from detkit.losses import YoloV3Loss
+from detkit.keras_compat import ema_variable_pairs
 from detkit.training.callbacks import NanGuard, ema_weights, read_state
 from detkit.training.model import YoloTrainingModel
 from detkit.training.schedule import WarmupCosine
@@ -135,8 +136,7 @@ def test_ema_weights_swaps_in_the_averages_and_back():
     for _ in range(3):  # not fit(): it ends by copying the averages into the weights
         model.train_on_batch(np.ones((4, 3)), np.ones((4, 2)))
     raw = [v.numpy().copy() for v in model.trainable_variables]
-    averages = [v.numpy().copy()
-                for v in model.optimizer._model_variables_moving_average]
+    averages = [v.numpy().copy() for _, v in ema_variable_pairs(model.optimizer)]
     assert not np.allclose(raw[0], averages[0])
     with ema_weights(model) as swapped:
         assert swapped

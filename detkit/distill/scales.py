@@ -8,10 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from detkit.anchors import anchor_masks, strides
+from detkit.artifacts import settings_agree
 from detkit.errors import ArtifactMismatchError
-
-#: Anchors of teacher and student at a stride must agree within this (input pixels).
-ANCHOR_TOLERANCE = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +49,7 @@ def match_strides(teacher_anchors: np.ndarray,
             continue
         teacher_index, teacher_mask = teacher_scales[stride]
         mine, theirs = student_anchors[mask], teacher_anchors[teacher_mask]
-        if not np.allclose(mine, theirs, rtol=0, atol=ANCHOR_TOLERANCE):
+        if not settings_agree(mine, theirs):
             skipped.append(f"stride {stride}: other anchors (teacher {_pairs(theirs)}, "
                            f"student {_pairs(mine)})")
             continue
@@ -72,4 +70,4 @@ def require_pairs(pairs: Sequence[StridePair], skipped: Sequence[str]) -> None:
         raise ArtifactMismatchError(
             "teacher and student share no output stride with the same anchors, so there "
             "is nothing to distill:\n" + "\n".join(f"  {line}" for line in skipped) +
-            "\ngive both the same anchors (--anchors, --teacher-anchors)")
+            "\ngive teacher and student the same anchors")

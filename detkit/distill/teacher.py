@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import random
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from detkit.artifacts import settings_agree
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
 
 #: Weights a run directory given as ``--teacher`` provides, in order of preference.
@@ -101,7 +101,7 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
         raise ArtifactMismatchError(f"--teacher-model {model} but the teacher's manifest "
                                     f"says {recorded_model}", path=weights)
     if (width is not None and recorded_width is not None
-            and not math.isclose(float(width), float(recorded_width), rel_tol=1e-6)):
+            and not settings_agree(float(width), float(recorded_width))):
         raise ArtifactMismatchError(f"--teacher-width {width:g} but the teacher's manifest "
                                     f"says {float(recorded_width):g}", path=weights)
     model = model if model is not None else recorded_model

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import keras
 
+from detkit.keras_compat import direct_sublayers
 from detkit.models.detector import BODY_NAME, HEADS_NAME
+from detkit.models.layers import HEAD_OUT_PREFIX
 from detkit.choices import FREEZE_MODES  # noqa: F401 (re-exported)
-
-#: Name prefix of the final output convs (the only layers ``all-but-heads`` trains).
-HEAD_OUT_PREFIX = "head_out_"
 
 
 def freeze(model: keras.Model, mode: str) -> int:
@@ -56,8 +55,9 @@ def set_trainable(layer: keras.Layer, value: bool) -> None:
     the new value equals the current one, so ``model.trainable = True`` would not reach
     sub-layers frozen individually.
     """
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
-        sub.trainable = value
+    layer.trainable = value
+    for sub in direct_sublayers(layer):
+        set_trainable(sub, value)
 
 
 def _part(model: keras.Model, name: str) -> keras.Model:

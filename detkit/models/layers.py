@@ -20,6 +20,10 @@ BN_EPSILON = 1e-3
 CHANNEL_DIVISOR = 8
 #: Values per anchor before the class scores: t_x, t_y, t_w, t_h, objectness.
 BOX_VALUES = 5
+#: Name prefixes of the final output convs ``head_out_{i}`` (the only layers stage 1's
+#: ``all-but-heads`` trains) and of their per-anchor reshapes ``head_reshape_{i}``.
+HEAD_OUT_PREFIX = "head_out_"
+HEAD_RESHAPE_PREFIX = "head_reshape_"
 #: Prior probability that a grid cell/anchor holds an object, for the objectness bias.
 OBJECTNESS_PRIOR = 0.01
 
@@ -207,5 +211,5 @@ def head_output(x, num_anchors: int, num_classes: int, index: int,
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     x = keras.layers.Conv2D(num_anchors * (BOX_VALUES + num_classes), 1, padding="same",
                             bias_initializer=YoloHeadBias(num_anchors),
-                            kernel_regularizer=regularizer, name=f"head_out_{index}")(x)
-    return AnchorReshape(num_anchors, name=f"head_reshape_{index}")(x)
+                            kernel_regularizer=regularizer, name=f"{HEAD_OUT_PREFIX}{index}")(x)
+    return AnchorReshape(num_anchors, name=f"{HEAD_RESHAPE_PREFIX}{index}")(x)

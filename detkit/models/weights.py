@@ -20,8 +20,11 @@ from typing import Callable
 import keras
 import numpy as np
 
+from detkit.anchors import ANCHORS_PER_SCALE
 from detkit.errors import ArtifactError, ArtifactMismatchError
-from detkit.models.layers import BOX_VALUES
+from detkit.keras_compat import direct_sublayers
+from detkit.models.detector import HEADS_NAME
+from detkit.models.layers import BOX_VALUES, HEAD_OUT_PREFIX
 
 #: Group holding a layer's own variables; its ``name`` attribute is the layer name.
 VARS_GROUP = "vars"
@@ -94,7 +97,7 @@ def model_layer_variables(model: keras.Layer) -> dict[str, list]:
 def _children(layer: keras.Layer) -> list[keras.Layer]:
     if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
         return list(layer.layers)
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+    return direct_sublayers(layer)
 
 
 def _walk_model(layer: keras.Layer, prefix: str, found: dict[str, list]) -> None:
@@ -223,18 +226,20 @@ def load_weights_by_name(model: keras.Model, path: str | os.PathLike, *,
     return report
 
 
-def num_classes_in_file(path: str | os.PathLike, num_anchors_per_scale: int = 3) -> int:
+def num_classes_in_file(path: str | os.PathLike,
+                        num_anchors_per_scale: int = ANCHORS_PER_SCALE) -> int:
     """Classes ``C`` of a detkit detector's weights, from its ``head_out_0`` bias shape.
 
     Raises:
         ArtifactError: the file has no ``heads/head_out_0`` layer of a YOLO head's shape.
     """
-    shapes = file_layer_shapes(path).get(f"heads{PATH_SEP}head_out_0")
+    shapes = file_layer_shapes(path).get(f"{HEADS_NAME}{PATH_SEP}{HEAD_OUT_PREFIX}0")
     values = shapes[-1][-1] if shapes else 0
     per_anchor = values // num_anchors_per_scale
     if not shapes or per_anchor * num_anchors_per_scale != values or per_anchor <= BOX_VALUES:
         raise ArtifactError("cannot tell the number of classes from the weights (no "
-                            "detkit 'heads/head_out_0' layer); give --classes", path=path)
+                            "detkit 'heads/head_out_0' layer); the class names must be given",
+                            path=path)
     return per_anchor - BOX_VALUES
 
 

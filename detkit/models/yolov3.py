@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import keras
 
+from detkit.anchors import ANCHORS_PER_SCALE
 from detkit.models.detector import BODY_NAME, HEADS_NAME, assemble, feature_inputs, image_input
 from detkit.models.layers import DarknetConv, DarknetResidual, head_output, scale_channels
 
 #: Architecture name.
 NAME = "yolov3"
-#: Anchors per output scale.
-ANCHORS_PER_SCALE = 3
 #: Darknet-53 stem channels.
 STEM_FILTERS = 32
 #: Darknet-53 stages: (output channels, residual units); each halves the resolution.

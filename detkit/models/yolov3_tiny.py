@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import keras
 
+from detkit.anchors import ANCHORS_PER_SCALE
 from detkit.models.detector import BODY_NAME, HEADS_NAME, assemble, feature_inputs, image_input
 from detkit.models.layers import DarknetConv, head_output, scale_channels
 
 #: Architecture name.
 NAME = "yolov3-tiny"
-#: Anchors per output scale.
-ANCHORS_PER_SCALE = 3
 #: Body convs (3x3), each but the last followed by a 2x2 max pool; the pool after the
 #: stride-16 conv (256) is where the stride-16 features are taken.
 BODY_FILTERS = (16, 32, 64, 128, 256, 512, 1024)

@@ -30,6 +30,7 @@ from keras import ops
 
 from detkit.artifacts import atomic_path, ensure_space, write_json, write_text
 from detkit.errors import ArtifactError
+from detkit.keras_compat import ema_variable_pairs
 
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
@@ -208,14 +209,14 @@ def read_history(path: str | os.PathLike) -> tuple[list[str] | None, list[dict[s
 # EMA weights
 # ---------------------------------------------------------------------------------------
 
-def _ema_optimizer(model: keras.Model):
+def _ema_pairs(model: keras.Model) -> list | None:
+    """The optimizer's ``(variable, moving average)`` pairs; ``None`` without EMA or
+    before the first step."""
     optimizer = model.optimizer
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
     if not getattr(optimizer, "use_ema", False):
         return None
-    if not hasattr(optimizer, "_model_variables_moving_average"):
-        return None  # not built yet: no step taken
-    return optimizer
+    return ema_variable_pairs(optimizer)
 
 
 @contextlib.contextmanager
@@ -225,15 +226,13 @@ def ema_weights(model: keras.Model) -> Iterator[bool]:
     Yields whether anything was swapped (False without EMA). The raw weights come back on
     exit, so the training run and the optimizer state are unaffected.
     """
-    optimizer = _ema_optimizer(model)
-    if optimizer is None:
+    pairs = _ema_pairs(model)
+    if pairs is None:
         yield False
         return
-    # Keras keeps the averages aligned with the variables the optimizer was built on.
-    variables = list(optimizer._trainable_variables)
-    averages = list(optimizer._model_variables_moving_average)
+    variables = [variable for variable, _ in pairs]
     raw = [ops.convert_to_numpy(v) for v in variables]
-    for variable, average in zip(variables, averages):
+    for variable, average in pairs:
         variable.assign(ops.convert_to_numpy(average))
     try:
         yield True

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
+from detkit.keras_compat import declare_built
 from detkit.training.strategy import num_replicas_in_sync
 
 #: Name of the weight-decay term in the logs (the network's regularization losses).
@@ -52,7 +53,7 @@ class YoloTrainingModel(keras.Model):
         self.term_trackers = [keras.metrics.Mean(name=name) for name in self.term_names]
         self.loss_metrics = list(loss.make_metrics()) if hasattr(loss, "make_metrics") else []
         # No weights of its own: built when the network is (load_weights needs it).
-        self.built = bool(network.built)
+        declare_built(self, bool(network.built))
 
     def call(self, inputs, training=None):
         outputs = self.network(inputs, training=training)

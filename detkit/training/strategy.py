@@ -80,8 +80,8 @@ def make_distribution(name: str, devices: Sequence[str] | None = None) -> Distri
         chosen = list(devices) if devices else all_devices
         distribution = keras.distribution.DataParallel(devices=chosen)
         return Distribution(name, len(chosen), distribution)
-    raise UsageError(f"--strategy {name} is not supported on the {backend} backend; "
-                     f"use the tensorflow or jax backend, or --strategy none")
+    raise UsageError(f"strategy {name!r} is not supported on the {backend} backend; "
+                     f"use the tensorflow or jax backend, or the strategy 'none'")
 
 
 def num_replicas_in_sync() -> int:
