@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -21,15 +22,20 @@ import numpy as np
 from detkit.artifacts import atomic_path
 from detkit.data.augment import letterbox_image
 from detkit.data.images import read_image
+from detkit.data.letterbox import Letterbox
 from detkit.errors import DataError, UsageError
 
 #: File name endings of images picked up from a folder.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: File name endings read as videos (OpenCV decodes them frame by frame).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+#: FourCC of the drawn video per file ending (``mp4v`` for any other ending).
+VIDEO_CODECS = {".avi": "MJPG"}
+#: Frame rate written when the source video does not say.
+DEFAULT_FPS = 25.0
 #: Decimals kept in results (pixels and scores).
 BBOX_DECIMALS = 2
 SCORE_DECIMALS = 5
-#: Scale from uint8 pixels to the model's [0, 1] input.
-PIXEL_SCALE = 1.0 / 255.0
 #: Drawing: line width and font scale per 500 pixels of the image's longer side.
 LINE_PER_500PX = 2
 FONT_PER_500PX = 0.5
@@ -65,6 +71,11 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_video_file(path: Path) -> bool:
+    """True for a file whose name ends in one of :data:`VIDEO_EXTENSIONS`."""
+    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
 def collect_images(path: str | os.PathLike, *, format: str | None = None,
                    classes: str | os.PathLike | None = None) -> ImageSet:
     """Resolve ``IMAGES``: an image file, a folder of images, or a dataset.
@@ -97,16 +108,22 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
     return ImageSet(items, data.format, list(data.class_names), data.category_ids)
 
 
-def load_batch(items: Sequence[ImageItem], input_size: int
-               ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Read and letterbox images: ``(B, S, S, 3)`` float32 in ``[0, 1]`` and the originals.
+def load_images(items: Sequence[ImageItem], input_size: int
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Read and letterbox images: ``(B, S, S, 3)`` uint8 RGB and the originals.
+
+    This is the input of every detector and export (see :mod:`detkit.export.graph`).
 
     Raises:
         DataError: an image is missing or cannot be decoded (names the file).
     """
     originals = [read_image(item.path) for item in items]
-    batch = np.stack([letterbox_image(image, input_size) for image in originals])
-    return batch.astype(np.float32) * np.float32(PIXEL_SCALE), originals
+    return letterboxed(originals, input_size), originals
+
+
+def letterboxed(images: Sequence[np.ndarray], input_size: int) -> np.ndarray:
+    """``(B, S, S, 3)`` uint8: each RGB image letterboxed to the input side."""
+    return np.stack([letterbox_image(image, input_size) for image in images])
 
 
 def detections_to_results(image_id: int, boxes: np.ndarray, scores: np.ndarray,
@@ -168,48 +185,181 @@ def drawing_names(items: Iterable[ImageItem]) -> list[str]:
             for item, stem in zip(items, stems)]
 
 
-def run_predictions(model, items: Sequence[ImageItem], anchors: np.ndarray,
-                    input_size: int, *, conf: float, iou: float, max_det: int,
-                    batch_size: int, category_ids: Sequence[int],
-                    class_names: Sequence[str], draw_dir: Path | None = None,
+def detect_images(detector, images: Sequence[np.ndarray], image_ids: Sequence[int],
+                  category_ids: Sequence[int]) -> tuple[list[dict], list[tuple]]:
+    """Run ``detector`` on original RGB images; COCO results and per-image detections.
+
+    Returns:
+        The results of every image, and per image ``(boxes, scores, classes)`` in image
+        pixels (for drawing).
+    """
+    found = detector(letterboxed(images, detector.input_size))
+    results, per_image = [], []
+    for i, (image_id, image) in enumerate(zip(image_ids, images)):
+        n = int(found.valid[i])
+        height, width = image.shape[:2]
+        boxes = Letterbox(width, height, detector.input_size).to_image(found.boxes[i, :n])
+        scores, classes = found.scores[i, :n], found.classes[i, :n]
+        results += detections_to_results(image_id, boxes, scores, classes, category_ids)
+        per_image.append((boxes, scores, classes))
+    return results, per_image
+
+
+def run_predictions(detector, items: Sequence[ImageItem], *, batch_size: int,
+                    category_ids: Sequence[int], class_names: Sequence[str],
+                    draw_dir: Path | None = None,
                     on_batch: Callable[[int], None] | None = None) -> list[dict]:
-    """Detect objects in every image; return the COCO results list.
+    """Detect objects in every image, a batch at a time; return the COCO results list.
 
     Args:
-        model: a detector from :func:`detkit.models.build_model`.
-        items: the images.
-        anchors: ``(K, 2)`` anchors in input pixels.
-        input_size: letterbox side ``S``.
-        conf, iou, max_det: see :func:`detkit.postprocess.detect`.
-        batch_size: images per forward pass.
+        detector: a :class:`detkit.export.detectors.Detector` (Keras or an export).
+        items: the images (read one batch at a time).
+        batch_size: images per call.
         category_ids: category id of each class index.
         class_names: class names (labels of drawn boxes).
         draw_dir: if given, each image is written there with its boxes drawn.
         on_batch: called with the number of images done after each batch (progress).
     """
-    from keras import ops
-
-    from detkit.postprocess import detect, to_image_coords
-
     results: list[dict] = []
     names = drawing_names(items) if draw_dir is not None else None
     for start in range(0, len(items), batch_size):
         chunk = list(items[start:start + batch_size])
-        batch, originals = load_batch(chunk, input_size)
-        outputs = model(batch, training=False)
-        det = detect(list(outputs), anchors, input_size, conf=conf, iou=iou,
-                     max_det=max_det)
-        boxes, scores, classes, valid = (ops.convert_to_numpy(t) for t in det)
-        for i, (item, image) in enumerate(zip(chunk, originals)):
-            n = int(valid[i])
-            height, width = image.shape[:2]
-            image_boxes = to_image_coords(boxes[i, :n], width, height, input_size)
-            results += detections_to_results(item.image_id, image_boxes, scores[i, :n],
-                                             classes[i, :n], category_ids)
-            if draw_dir is not None:
-                drawn = draw_detections(image, image_boxes, scores[i, :n], classes[i, :n],
-                                        class_names)
+        originals = [read_image(item.path) for item in chunk]
+        found, per_image = detect_images(detector, originals,
+                                         [item.image_id for item in chunk], category_ids)
+        results += found
+        if draw_dir is not None:
+            for i, (image, (boxes, scores, classes)) in enumerate(zip(originals, per_image)):
+                drawn = draw_detections(image, boxes, scores, classes, class_names)
                 write_drawing(Path(draw_dir) / names[start + i], drawn)
         if on_batch is not None:
             on_batch(len(chunk))
     return results
+
+
+@dataclasses.dataclass
+class VideoInfo:
+    """A video's geometry and timing.
+
+    Attributes:
+        width, height: frame size in pixels.
+        fps: frames per second (``DEFAULT_FPS`` when the file does not say).
+        frames: the frame count the container announces (may be approximate; 0 unknown).
+    """
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+def open_video(path: str | os.PathLike):
+    """``(cv2.VideoCapture, VideoInfo)`` of a video file.
+
+    Raises:
+        DataError: the file is missing or OpenCV cannot decode it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such video", path=path)
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError("cannot decode video (unknown container or codec)", path=path)
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    info = VideoInfo(width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                     height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     fps=fps if fps > 0 else DEFAULT_FPS,
+                     frames=max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0))
+    return capture, info
+
+
+def frame_batches(capture, batch_size: int) -> Iterable[list[np.ndarray]]:
+    """RGB frames of an open capture, ``batch_size`` at a time, decoded as they are read."""
+    batch = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        batch.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class VideoSink:
+    """Drawn frames written to a temporary file beside ``path``, renamed onto it by
+    :meth:`close` (removed by :meth:`discard`), so a video appears only once complete."""
+
+    def __init__(self, path: Path, info: VideoInfo):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{self.path.name}")
+        codec = VIDEO_CODECS.get(self.path.suffix.lower(), "mp4v")
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec),
+                                       info.fps, (info.width, info.height))
+        if not self._writer.isOpened():
+            self.discard()
+            raise DataError(f"cannot write a {codec} video here (try .mp4 or .avi)",
+                            path=self.path)
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one RGB frame."""
+        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        self._writer.release()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        """Drop the partial file."""
+        self._writer.release()
+        self._tmp.unlink(missing_ok=True)
+
+
+def run_video(detector, path: str | os.PathLike, *, batch_size: int,
+              category_ids: Sequence[int], class_names: Sequence[str],
+              save_video: Path | None = None,
+              on_batch: Callable[[int], None] | None = None
+              ) -> tuple[list[dict], VideoInfo, int]:
+    """Detect objects in every frame of a video, streaming; optionally write it drawn.
+
+    Frames are decoded, detected and (with ``save_video``) drawn and written one batch
+    at a time, so a long video never sits in memory. Result ``image_id`` is the frame
+    index (from 0).
+
+    Returns:
+        ``(results, info, frames read)``.
+
+    Raises:
+        DataError: an unreadable video, or a drawn video that cannot be written.
+    """
+    capture, info = open_video(path)
+    sink = VideoSink(Path(save_video), info) if save_video is not None else None
+    results, done = [], 0
+    try:
+        for frames in frame_batches(capture, batch_size):
+            ids = list(range(done, done + len(frames)))
+            found, per_image = detect_images(detector, frames, ids, category_ids)
+            results += found
+            if sink is not None:
+                for frame, (boxes, scores, classes) in zip(frames, per_image):
+                    sink.write(draw_detections(frame, boxes, scores, classes, class_names))
+            done += len(frames)
+            if on_batch is not None:
+                on_batch(len(frames))
+    except BaseException:
+        if sink is not None:
+            sink.discard()
+        raise
+    finally:
+        capture.release()
+    if done == 0:
+        if sink is not None:
+            sink.discard()
+        raise DataError("the video has no frames OpenCV can decode", path=Path(path))
+    if sink is not None:
+        sink.close()
+    return results, info, done

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from detkit.cli import app
@@ -22,10 +24,11 @@ def test_compare_table_from_coco_and_voc_reports(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(teacher), str(student), "--out", str(out)])
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
-    assert lines[0].split() == ["run", "model", "width", "AP", "AP50", "params", "MB", "ms/img"]
-    assert lines[2].split() == ["teacher", "yolov3-tiny", "0.5", "0.610", "0.900", "2,000,000",
-                                "8.10", "12.5"]
-    assert lines[3].split() == ["student", "-", "-", "-", "0.750", "-", "-", "-"]
+    assert lines[0].split() == ["run", "model", "width", "format", "AP", "dAP", "AP50",
+                                "params", "MB", "ms/img"]
+    assert lines[2].split() == ["teacher", "yolov3-tiny", "0.5", "keras", "0.610", "+0.000",
+                                "0.900", "2,000,000", "8.10", "12.5"]
+    assert lines[3].split() == ["student", "-", "-", "-", "-", "-", "0.750", "-", "-", "-"]
     assert "teacher" in result.output and "0.900" in result.output
 
 
@@ -40,3 +43,27 @@ def test_compare_errors(tmp_path):
     other = write(tmp_path / "other.json", {"loss": 1})
     result = runner.invoke(app, ["compare", str(other)])
     assert result.exit_code == 1 and "not an eval-map report" in result.output
+
+
+def test_compare_keras_and_its_exports(tmp_path):
+    """eval-map reports of exports carry format and quantization; dAP is against the
+    first report."""
+    def report(name, ap, block):
+        return write(tmp_path / f"{name}_report.json", {
+            "AP": ap, "AP50": ap + 0.2, "model": {"name": "yolov3-tiny", "width": 0.25,
+                                                  "weights_mb": 1.5, "ms_per_image": 9.0,
+                                                  **block}})
+
+    paths = [report("keras", 0.5, {"format": "keras", "params": 1000}),
+             report("onnx", 0.5004, {"format": "onnx", "params": None}),
+             report("int8", 0.4821, {"format": "tflite", "quantize": "int8",
+                                     "weights_mb": 0.4, "ms_per_image": 4.25})]
+    out = tmp_path / "t.txt"
+    result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[3].split()[3:6] == ["onnx", "0.500", "+0.000"]
+    assert lines[4].split() == ["int8", "yolov3-tiny", "0.25", "tflite", "int8", "0.482",
+                                "-0.018", "0.682", "-", "0.40", "4.2"]
+    rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
+    assert rows[2]["delta_ap"] == pytest.approx(-0.0179)

@@ -202,3 +202,86 @@ def test_draw_detections_draws_inside_the_box():
     assert drawn[17, 11].any()                            # label above the box
     assert not drawn[48:, 45:].any() and not drawn[25:40, 15:35].any()
     assert not image.any()
+
+
+def test_compiled_and_eager_give_the_same_results(workspace, tmp_path):
+    outs = {}
+    for flag in ("--compile", "--no-compile"):
+        out = tmp_path / f"{flag}.json"
+        result = runner.invoke(app, _args(workspace, workspace["folder"], out, flag,
+                                          "--batch-size", "2"))
+        assert result.exit_code == 0, result.output
+        assert ("keras compiled" if flag == "--compile" else "keras eager") in result.output
+        outs[flag] = json.loads(out.read_text())
+    assert len(outs["--compile"]) == len(outs["--no-compile"]) > 0
+    for a, b in zip(outs["--compile"], outs["--no-compile"]):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+        np.testing.assert_allclose(a["score"], b["score"], atol=1e-4)
+
+
+def _write_video(path: Path, frames: int, width: int = 96, height: int = 64) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0,
+                             (width, height))
+    assert writer.isOpened()
+    rng = np.random.default_rng(5)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_video_streams_frames_and_writes_the_drawn_video(workspace, tmp_path):
+    video = _write_video(tmp_path / "clip.avi", frames=5)
+    out, drawn = tmp_path / "video.json", tmp_path / "drawn.avi"
+    result = runner.invoke(app, _args(workspace, video, out, "--conf", "0", "--max-det",
+                                      "2", "--batch-size", "2", "--save-video", str(drawn)))
+    assert result.exit_code == 0, result.output
+    assert "5 frames (video)" in result.output and "drawn video" in result.output
+    dets = json.loads(out.read_text())
+    assert sorted({d["image_id"] for d in dets}) == [0, 1, 2, 3, 4] and len(dets) == 10
+    manifest = json.loads((tmp_path / "video.json.manifest.json").read_text())
+    assert manifest["video"]["frames"] == 5 and manifest["video"]["width"] == 96
+    capture = cv2.VideoCapture(str(drawn))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 5 and frames[0].shape == (64, 96, 3)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+    # the same frames, decoded by OpenCV and given as images, give the same detections
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(video))
+    for index in range(5):
+        ok, frame = capture.read()
+        assert ok
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    capture.release()
+    as_images = tmp_path / "frames.json"
+    result = runner.invoke(app, _args(workspace, folder, as_images, "--conf", "0",
+                                      "--max-det", "2", "--batch-size", "2"))
+    assert result.exit_code == 0, result.output
+    for a, b in zip(dets, json.loads(as_images.read_text())):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.05)
+
+
+def test_video_usage_errors(workspace, tmp_path):
+    out = tmp_path / "o.json"
+    result = runner.invoke(app, _args(workspace, workspace["folder"], out, "--save-video",
+                                      str(tmp_path / "x.mp4")))
+    assert result.exit_code == 2 and "--save-video needs a video file" in result.output
+    clip = _write_video(tmp_path / "c.avi", frames=2)
+    result = runner.invoke(app, _args(workspace, clip, out, "--draw-dir", str(tmp_path)))
+    assert result.exit_code == 2 and "--draw-dir takes images" in result.output
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 64)
+    result = runner.invoke(app, _args(workspace, bad, out, "--save-video",
+                                      str(tmp_path / "bad_drawn.mp4")))
+    assert result.exit_code == 1 and "bad.mp4: cannot decode video" in result.output
+    assert not out.exists() and not (tmp_path / "bad_drawn.mp4").exists()

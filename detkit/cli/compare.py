@@ -1,22 +1,36 @@
-"""``detkit compare REPORT...``: teacher vs student (or any runs) side by side."""
+"""``detkit compare REPORT...``: teacher vs student, Keras vs its exports, side by side."""
 
 from __future__ import annotations
 
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from detkit.cli.app import console
 from detkit.cli._command import register
-from detkit.commands.compare import COLUMNS, CompareResult, Options, row_cells, run
+from detkit.commands.compare import (COLUMNS, TEXT_COLUMNS, CompareResult, Options,
+                                     row_cells, run)
+
+
+#: Columns a narrow terminal may squeeze (the text table file always has them in full).
+SQUEEZABLE = ("model", "width", "format", "params")
 
 
 def _render(result: CompareResult) -> None:
-    table = Table(title="detkit comparison")
+    table = Table(title="detkit comparison", box=box.SIMPLE_HEAVY)
+    cells = [row_cells(row) for row in result.rows]
     for index, column in enumerate(COLUMNS):
-        table.add_column(column, justify="left" if index < 2 else "right")
-    for row in result.rows:
-        table.add_row(*row_cells(row))
+        # the run name and the figures keep their width; a narrow terminal squeezes the
+        # model, width, format and params columns
+        keep = column not in SQUEEZABLE
+        widest = max([len(column)] + [len(line[index]) for line in cells])
+        table.add_column(column, justify="left" if index < TEXT_COLUMNS else "right",
+                         min_width=widest if keep else None)
+    for line in cells:
+        table.add_row(*(escape(cell) for cell in line))
     console.print(table)
 
 
 register("compare", Options, run, _render,
-         help="Compare eval-map reports: mAP, model size and speed, one row per report.")
+         help="Compare eval-map reports (Keras models and their exports): mAP, size on disk, "
+              "ms/image, one row per report.")

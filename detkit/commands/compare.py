@@ -1,7 +1,10 @@
 """``detkit compare REPORT...``: eval-map reports side by side (accuracy, size, speed).
 
 Reads the headline figures of each ``eval-map`` report.json; with ``--out`` writes them as
-a plain-text table (for a Makefile target) and its sidecar manifest.
+a plain-text table (for a Makefile target) and its sidecar manifest. Reports of
+``eval-map --weights EXPORT`` carry the export's format and quantization, so a Keras
+model and its SavedModel, TF Lite and ONNX exports compare row by row: AP, the change
+of AP against the first report (``dAP``), size on disk and ms/image.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from detkit.progress import SILENT, Progress
 
 COMMAND = "compare"
 #: Column titles of :func:`row_cells`.
-COLUMNS = ("run", "model", "width", "AP", "AP50", "params", "MB", "ms/img")
+COLUMNS = ("run", "model", "width", "format", "AP", "dAP", "AP50", "params", "MB",
+           "ms/img")
+#: Leading columns aligned left in tables.
+TEXT_COLUMNS = 4
 
 
 @dataclasses.dataclass
@@ -34,6 +40,16 @@ class ReportRow:
     params: Optional[int]
     weights_mb: Optional[float]
     ms_per_image: Optional[float]
+    format: Optional[str] = None
+    quantize: Optional[str] = None
+    delta_ap: Optional[float] = None
+
+    @property
+    def kind(self) -> str:
+        """``keras``, ``tflite int8``...: the format with its quantization ("-" unknown)."""
+        if self.format is None:
+            return "-"
+        return self.format + (f" {self.quantize}" if self.quantize else "")
 
 
 @dataclasses.dataclass
@@ -69,7 +85,17 @@ def read_report_row(path: str | Path) -> ReportRow:
         params=model.get("params"),
         weights_mb=model.get("weights_mb"),
         ms_per_image=model.get("ms_per_image"),
+        format=model.get("format", "keras" if model else None),
+        quantize=model.get("quantize"),
     )
+
+
+def with_deltas(rows: list[ReportRow]) -> list[ReportRow]:
+    """Set each row's ``delta_ap``: its AP minus the first row's (when both are known)."""
+    base = rows[0].ap if rows else None
+    for row in rows:
+        row.delta_ap = None if base is None or row.ap is None else row.ap - base
+    return rows
 
 
 def row_cells(row: ReportRow) -> list[str]:
@@ -77,16 +103,16 @@ def row_cells(row: ReportRow) -> list[str]:
     def cell(value, spec):
         return "-" if value is None else format(value, spec)
 
-    return [row.name, row.model or "-", cell(row.width, ".3g"), cell(row.ap, ".3f"),
-            cell(row.ap50, ".3f"), cell(row.params, ","), cell(row.weights_mb, ".2f"),
-            cell(row.ms_per_image, ".1f")]
+    return [row.name, row.model or "-", cell(row.width, ".3g"), row.kind,
+            cell(row.ap, ".3f"), cell(row.delta_ap, "+.3f"), cell(row.ap50, ".3f"),
+            cell(row.params, ","), cell(row.weights_mb, ".2f"), cell(row.ms_per_image, ".1f")]
 
 
 def format_table(rows: list[ReportRow]) -> str:
     """Plain-text table of ``rows`` (for a Makefile target's output file)."""
     cells = [list(COLUMNS)] + [row_cells(row) for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(text.ljust(w) if i < 2 else text.rjust(w)
+    lines = ["  ".join(text.ljust(w) if i < TEXT_COLUMNS else text.rjust(w)
                        for i, (text, w) in enumerate(zip(line, widths))) for line in cells]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines) + "\n"
@@ -96,8 +122,8 @@ def format_table(rows: list[ReportRow]) -> str:
 class Options:
     """The options of ``compare``."""
 
-    reports: list[Path] = argument("eval-map report.json files.")
-    out: Optional[Path] = option(None, "Also write the table here.")
+    reports: list[Path] = argument("eval-map report.json files.", role="input")
+    out: Optional[Path] = option(None, "Also write the table here.", role="output", writes=lambda p: [p])
 
 
 def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
@@ -110,7 +136,7 @@ def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
     del progress  # a few small JSON files
     if not opts.reports:
         raise UsageError("give at least one report.json")
-    rows = [read_report_row(path) for path in opts.reports]
+    rows = with_deltas([read_report_row(path) for path in opts.reports])
     table = format_table(rows)
     out = Path(opts.out) if opts.out is not None else None
     if out is not None:

@@ -1,7 +1,8 @@
 """``detkit eval-map DATA``: COCO (pycocotools-exact) or VOC mAP of detections, to report.json.
 
 Evaluates ``--detections`` (a COCO results json), or first runs ``--model`` with
-``--weights`` over the ground truth's images (``detkit predict``). Writes ``OUT`` (the
+``--weights`` over the ground truth's images (``detkit predict``; ``--weights`` may be an
+export of ``detkit export``, which brings its own model, anchors and input size). Writes ``OUT`` (the
 report: stats, per-class table, F1-optimal confidence, the model block in ``--model``
 mode) with its sidecar manifest, and PR / F1 curves under ``--plots``.
 """
@@ -86,7 +87,7 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
     detections: Optional[Path] = option(
         None, "COCO results json [{image_id, category_id, bbox, score}] to evaluate; with "
               "--model, where to write the model's detections (default: <out stem>"
-              ".detections.json).")
+              ".detections.json).", role="input")
     metric: str = option("coco", "coco (pycocotools-exact), voc07 (11-point) or voc12 "
                          "(all points).", choices=METRICS)
     iou: float = option(0.5, "VOC overlap threshold.", above=0, high=1)
@@ -99,12 +100,16 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
     class_agnostic: bool = option(
         False, "COCO: ignore categories when matching (one pooled class).")
     out: Optional[Path] = option(Path("report.json"), "report.json to write (with its "
-                                 "manifest).")
+                                 "manifest).", role="output")
     plots: Optional[Path] = option(
-        None, "Folder for pr_curve.png and f1_curve.png (needs matplotlib).")
+        None, "Folder for pr_curve.png and f1_curve.png (needs matplotlib).",
+        role="output", folder=True)
     model: Optional[str] = option(
         None, f"Run this architecture ({', '.join(MODEL_NAMES)}) over the ground truth's "
-              f"images instead of reading --detections.", choices=MODEL_NAMES)
+              f"images instead of reading --detections (an export given as --weights "
+              f"knows its own).", choices=MODEL_NAMES)
+    weights: Optional[Path] = option(None, predict.WEIGHTS_HELP, role="input")
+    compile: bool = option(True, predict.COMPILE_HELP, toggle=True)
 
 
 def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
@@ -124,10 +129,11 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                                  load_ground_truth)
     from detkit.evaluate.report import coco_report, voc_report
 
-    if opts.detections is None and opts.model is None:
+    if opts.detections is None and opts.model is None and opts.weights is None:
         raise UsageError("give --detections DETS.json, or --model and --weights to run a model")
     if opts.model is not None and opts.weights is None:
-        raise UsageError("--model needs --weights (the trained model's .weights.h5)")
+        raise UsageError("--model needs --weights (the trained model's .weights.h5 or an "
+                         "export)")
     params = None
     if opts.metric == "coco":
         kwargs = {}
@@ -146,12 +152,12 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
     gt = load_ground_truth(opts.data, format=opts.format, classes=opts.classes)
     if len(gt) == 0:
         raise DataError("the ground truth has no boxes: nothing to evaluate", path=gt.source)
-    model_info, detections = None, opts.detections
-    if opts.model is not None:
-        detections, model_info = _run_model(opts, progress)
+    model_info, detections, notes = None, opts.detections, []
+    if opts.model is not None or opts.weights is not None:
+        detections, model_info, notes = _run_model(opts, progress)
     detections = Path(detections)
     dets = load_detections(detections, gt)
-    warnings = []
+    warnings = list(notes)
     if len(dets) == 0:
         warnings.append(f"{detections} has no detections: every AP is 0")
     inputs = {"ground_truth": str(opts.data), "detections": str(detections)}
@@ -187,19 +193,30 @@ def predict_options(opts: Options) -> predict.Options:
         base = Path(opts.out) if opts.out is not None else Path(opts.data)
         detections = base.with_name(base.stem + ".detections.json")
     shared = {field.name for group in PREDICT_GROUPS for field in dataclasses.fields(group)}
-    return predict.Options(out=Path(detections),
+    return predict.Options(out=Path(detections), compile=opts.compile,
                            **{name: getattr(opts, name) for name in sorted(shared)})
 
 
-def _run_model(opts: Options, progress: Progress) -> tuple[Path, dict[str, Any]]:
+def _run_model(opts: Options, progress: Progress
+               ) -> tuple[Path, dict[str, Any], list[str]]:
     """Run ``detkit predict`` over the ground truth's images.
 
     Returns:
-        The results json and the report's ``model`` block: name, width, params,
-        weights_mb, ms_per_image (detection loop wall time per image) and images.
+        The results json, the report's ``model`` block: name, width, params,
+        weights_mb (size on disk of the weights or the export), ms_per_image (detection
+        loop wall time per image, after a warm-up call), images, format (``keras`` or
+        the export format), quantize, runner (what ran it) and warmup_s; and the
+        run's notes (warnings).
     """
+    from detkit.export.settings import read_settings
+
     result = predict.run(predict_options(opts), progress)
-    info = {"name": opts.model, "width": opts.width, "params": result.params,
-            "weights_mb": round(Path(opts.weights).stat().st_size / 2**20, 3),
-            "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images}
-    return Path(result.out), info
+    settings = read_settings(opts.weights) if result.weights_format != "keras" else None
+    info = {"name": settings.model if settings else opts.model,
+            "width": settings.width if settings else opts.width,
+            "params": result.params or None,
+            "weights_mb": round(result.size_bytes / 2**20, 3),
+            "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images,
+            "format": result.weights_format, "quantize": result.quantize,
+            "runner": result.runner, "warmup_s": round(result.warmup_seconds, 2)}
+    return Path(result.out), info, list(result.notes)

@@ -1,8 +1,12 @@
-"""``detkit predict DATA``: run a trained detector over images, write COCO results json.
+"""``detkit predict DATA``: run a trained detector over images or a video, write COCO results.
 
-Writes ``OUT`` (COCO results ``[{image_id, category_id, bbox, score}]``) and its sidecar
-``OUT.manifest.json`` (the resolved options, the anchors, class names, category ids and
-the images with their ids), plus drawn images in ``DRAW_DIR`` when asked.
+The model is Keras weights (run compiled by default, see ``--compile``) or an export of
+``detkit export`` (``.tflite``, ``.onnx``, a SavedModel folder) run by its runtime with
+the same letterboxing, decoding and NMS. Writes ``OUT`` (COCO results ``[{image_id,
+category_id, bbox, score}]``; for a video ``image_id`` is the frame index) and its
+sidecar ``OUT.manifest.json`` (the resolved options, the anchors, class names, category
+ids, what ran the model, and the images with their ids or the video), plus drawn images
+in ``DRAW_DIR`` or a drawn video at ``SAVE_VIDEO`` when asked.
 """
 
 from __future__ import annotations
@@ -28,16 +32,24 @@ class PredictResult:
 
     Attributes:
         out: the COCO results json.
-        num_images: images processed.
+        num_images: images (or video frames) processed.
         num_detections: results written.
         detections_per_class: class name -> number of results.
-        source: what ``DATA`` was (``image``, ``folder`` or a dataset format).
+        source: what ``DATA`` was (``image``, ``folder``, ``video`` or a dataset format).
         draw_dir: folder of drawn images, if requested.
         seconds: wall time of loading the model and running it.
-        weights_summary: the weight-loading report.
-        params: the model's parameter count.
+        weights_summary: the weight-loading report (or what export was loaded).
+        params: the Keras model's parameter count (0 for an export).
         ms_per_image: wall time per image of the detection loop (decode, letterbox,
             forward pass, NMS), without model building and weight loading.
+        runner: what ran the model (``keras compiled``, ``tflite int8 (litert)``...).
+        weights_format: ``keras`` or the export format.
+        quantize: the export's quantization (``None`` for float32 and Keras).
+        size_bytes: size on disk of the weights or the export.
+        video: the drawn video written, if requested.
+        notes: things the user should know (an export's baked-in NMS settings).
+        warmup_seconds: the first (compiling) call on a blank batch, not in
+            ``ms_per_image``.
     """
 
     out: Path
@@ -50,61 +62,84 @@ class PredictResult:
     weights_summary: str
     params: int = 0
     ms_per_image: float = 0.0
+    runner: str = "keras"
+    weights_format: str = "keras"
+    quantize: Optional[str] = None
+    size_bytes: int = 0
+    video: Path | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    warmup_seconds: float = 0.0
+
+
+#: Help of ``--weights`` wherever a model is run.
+WEIGHTS_HELP = ("Trained weights (.weights.h5), or an export of detkit export: .tflite, "
+                ".onnx or a SavedModel folder (model, anchors, classes and input size then "
+                "come from its manifest).")
+COMPILE_HELP = ("Run Keras models and the decoding of raw exports compiled (jit, batches "
+                "padded to one static shape); --no-compile runs them eagerly, op by op.")
 
 
 @dataclasses.dataclass(kw_only=True)
 class Options(InferenceOptions, ModelOptions, DatasetOptions):
     """The options of ``predict``."""
 
-    data: Path = argument("An image, a folder of images, or a dataset (lines file, COCO "
-                          "json, VOC or YOLO folder; results then carry its image ids).")
+    data: Path = argument("An image, a folder of images, a video file, or a dataset (lines "
+                          "file, COCO json, VOC or YOLO folder; results then carry its "
+                          "image ids).", role="input")
+    weights: Optional[Path] = option(None, WEIGHTS_HELP, role="input")
     iou: float = option(0.45, "Per-class NMS IoU threshold.", low=0, high=1)
     max_det: int = option(100, "Detections kept per image.", integer=True, low=1)
-    out: Path = option(Path("detections.json"), "COCO results json to write.")
+    out: Path = option(Path("detections.json"), "COCO results json to write.", role="output")
     draw_dir: Optional[Path] = option(
-        None, "Also write each image with its boxes drawn into this folder.")
+        None, "Also write each image with its boxes drawn into this folder.",
+        role="output", folder=True)
+    save_video: Optional[Path] = option(
+        None, "With a video DATA: also write the video with its boxes drawn (.mp4, .avi).",
+        role="output", writes=lambda p: [p])
+    compile: bool = option(True, COMPILE_HELP, toggle=True)
 
 
 def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
-    """Detect objects in images and write COCO-style results.
+    """Detect objects in images or a video and write COCO-style results.
 
-    ``opts.data`` is an image file, a folder of images, or a dataset (any format
+    ``opts.data`` is an image file, a folder of images, a video (results carry frame
+    indices as image ids) or a dataset (any format
     :func:`detkit.data.dataset.load_dataset` reads; ids are its image ids). Class names
-    come from ``opts.classes``, else the dataset, else ``0..C-1`` with ``C`` read from the
-    weights; category ids from the COCO dataset, else class index + 1.
+    come from ``opts.classes``, else the dataset, else the export's manifest or
+    ``0..C-1`` with ``C`` read from the weights; category ids from the COCO dataset, else
+    class index + 1. ``opts.weights`` is a ``.weights.h5`` (run by Keras) or an export
+    (run by its runtime, see :mod:`detkit.export.runtimes`).
 
     Raises:
-        UsageError: no weights, an input size the model cannot take.
-        DataError: missing images or an unreadable image (named).
-        ArtifactError: missing weights or weights that do not fit the model.
-        ArtifactMismatchError: an anchors file with the wrong count (naming it).
+        UsageError: no weights, an input size the model cannot take, video options
+            without a video.
+        DataError: missing images or an unreadable image or video (named).
+        ArtifactError: missing weights, weights that do not fit the model, an export
+            without its manifest.
+        ArtifactMismatchError: an anchors file with the wrong count, flags that disagree
+            with the export's manifest.
     """
-    from detkit.data.dataset import read_class_names
-    from detkit.models import build_model
-    from detkit.predict import collect_images, run_predictions
+    from detkit.predict import collect_images, is_video_file, run_predictions, run_video
 
-    family = get_family(opts.model)
-    if opts.input_size % family.max_stride:
-        raise UsageError(f"--input-size must be a multiple of {family.max_stride}, "
-                         f"got {opts.input_size}")
     if opts.weights is None:
-        raise UsageError("--weights is required: the trained model's .weights.h5")
+        raise UsageError("--weights is required: the trained model's .weights.h5 or an "
+                         "export (.tflite, .onnx, SavedModel folder)")
     weights = Path(opts.weights)
-    if not weights.is_file():
+    video = Path(opts.data) if is_video_file(Path(opts.data)) else None
+    if video is None and opts.save_video is not None:
+        raise UsageError("--save-video needs a video file as DATA; for images use "
+                         "--draw-dir")
+    if video is not None and opts.draw_dir is not None:
+        raise UsageError("--draw-dir takes images; for a video use --save-video")
+    if not weights.exists():
         raise ArtifactError("weights file not found", path=weights)
-    anchor_sizes, anchors_path = family.resolve_anchors(opts.anchors)
 
     started = time.perf_counter()
-    image_set = collect_images(opts.data, format=opts.format, classes=opts.classes)
-    if opts.classes is not None:
-        class_names = read_class_names(opts.classes)
-    else:
-        class_names = list(image_set.class_names or []) or _names_from_weights(weights)
-    ids = _category_ids(image_set.category_ids, len(class_names))
-
-    detector = build_model(opts.model, len(class_names), opts.width, opts.input_size)
-    report = _load_weights(detector, weights, opts, len(class_names))
-    total = len(image_set.items)
+    image_set = None if video is not None else collect_images(
+        opts.data, format=opts.format, classes=opts.classes)
+    loaded = load_detector(opts, weights, image_set)
+    ids = _category_ids(None if image_set is None else image_set.category_ids,
+                        len(loaded.class_names))
     done = 0
 
     def on_batch(count: int) -> None:
@@ -113,38 +148,182 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         progress.update(done)
 
     draw_path = None if opts.draw_dir is None else Path(opts.draw_dir)
-    progress.start("predict", total)
+    warm_started = time.perf_counter()
+    loaded.detector.warm_up()
     loop_started = time.perf_counter()
-    results = run_predictions(detector, image_set.items, anchor_sizes, opts.input_size,
-                              conf=opts.conf, iou=opts.iou, max_det=opts.max_det,
-                              batch_size=opts.batch_size, category_ids=ids,
-                              class_names=class_names, draw_dir=draw_path,
-                              on_batch=on_batch)
+    extra: dict = {}
+    if video is not None:
+        progress.start("predict", None)
+        results, info, total = run_video(
+            loaded.detector, video, batch_size=opts.batch_size, category_ids=ids,
+            class_names=loaded.class_names, save_video=opts.save_video, on_batch=on_batch)
+        extra["video"] = {"file": str(video), "frames": total, "fps": info.fps,
+                          "width": info.width, "height": info.height}
+        source = "video"
+    else:
+        total = len(image_set.items)
+        progress.start("predict", total)
+        results = run_predictions(loaded.detector, image_set.items,
+                                  batch_size=opts.batch_size, category_ids=ids,
+                                  class_names=loaded.class_names, draw_dir=draw_path,
+                                  on_batch=on_batch)
+        extra["images"] = [{"id": item.image_id, "file_name": str(item.path)}
+                           for item in image_set.items]
+        source = image_set.kind
     loop_seconds = time.perf_counter() - loop_started
     progress.finish()
     out = write_json(opts.out, results)
     seconds = time.perf_counter() - started
-    per_class = {name: 0 for name in class_names}
-    by_id = dict(zip(ids, class_names))
+    per_class = {name: 0 for name in loaded.class_names}
+    by_id = dict(zip(ids, loaded.class_names))
     for result in results:
         per_class[by_id[result["category_id"]]] += 1
     classes = [Path(opts.classes)] if opts.classes is not None else []
-    extra = {"anchors": anchor_sizes, "anchors_file": str(anchors_path),
-             "class_names": class_names, "category_ids": ids, "input_size": opts.input_size,
-             "num_images": total, "num_detections": len(results),
-             "images": [{"id": item.image_id, "file_name": str(item.path)}
-                        for item in image_set.items]}
+    anchors_input = [loaded.anchors_path] if loaded.anchors_path is not None else []
+    record = {"anchors": loaded.anchors, "class_names": loaded.class_names,
+              "category_ids": ids, "input_size": loaded.detector.input_size,
+              "runner": loaded.detector.description, "num_images": total,
+              "num_detections": len(results), **extra}
+    if loaded.anchors_path is not None:
+        record["anchors_file"] = str(loaded.anchors_path)
     write_manifest(out, command=COMMAND, config=as_config(opts),
-                   inputs=[weights, anchors_path, *classes], extra=extra)
+                   inputs=[p for p in (weights, *anchors_input, *classes) if p.is_file()],
+                   extra=record)
     return PredictResult(out=out, num_images=total, num_detections=len(results),
-                         detections_per_class=per_class, source=image_set.kind,
+                         detections_per_class=per_class, source=source,
                          draw_dir=draw_path, seconds=seconds,
-                         weights_summary=report.summary(),
-                         params=int(detector.count_params()),
-                         ms_per_image=1000 * loop_seconds / max(total, 1))
+                         weights_summary=loaded.summary, params=loaded.params,
+                         ms_per_image=1000 * loop_seconds / max(total, 1),
+                         runner=loaded.detector.description,
+                         weights_format=loaded.weights_format, quantize=loaded.quantize,
+                         size_bytes=loaded.size_bytes,
+                         video=Path(opts.save_video) if opts.save_video else None,
+                         notes=list(loaded.detector.notes),
+                         warmup_seconds=loop_started - warm_started)
 
 
-def _names_from_weights(weights: Path) -> list[str]:
+@dataclasses.dataclass
+class LoadedDetector:
+    """A detector ready to run and what it was made of.
+
+    Attributes:
+        detector: the :class:`detkit.export.detectors.Detector`.
+        class_names: class names, one per class index.
+        anchors: ``(K, 2)`` anchors (decoding; recorded in the manifest).
+        anchors_path: the anchors file read (``None`` when they came from an export).
+        summary: one line on what was loaded.
+        params: parameter count of a Keras model (0 for an export).
+        weights_format: ``keras``, ``saved_model``, ``tflite`` or ``onnx``.
+        quantize: an export's quantization.
+        size_bytes: the weights' or the export's size on disk.
+    """
+
+    detector: object
+    class_names: list[str]
+    anchors: object
+    anchors_path: Optional[Path]
+    summary: str
+    params: int
+    weights_format: str
+    quantize: Optional[str]
+    size_bytes: int
+
+
+def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetector:
+    """The detector ``opts`` ask for: Keras weights, or an export found by its suffix
+    (``.tflite``, ``.onnx``) or as a SavedModel folder.
+
+    Raises:
+        see :func:`run`.
+    """
+    from detkit.export.settings import detect_format
+
+    fmt = detect_format(weights)
+    if fmt is not None:
+        return _export_detector(opts, weights, fmt, image_set)
+    return _keras_detector(opts, weights, image_set)
+
+
+def _class_names(opts: Options, image_set, fallback) -> list[str]:
+    """``--classes``, else the dataset's names, else ``fallback()``."""
+    from detkit.data.dataset import read_class_names
+
+    if opts.classes is not None:
+        return read_class_names(opts.classes)
+    if image_set is not None and image_set.class_names:
+        return list(image_set.class_names)
+    return fallback()
+
+
+def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
+    from detkit.export.detectors import KerasDetector
+    from detkit.models import build_model
+
+    if opts.model is None:
+        raise UsageError("--model is required with .weights.h5 weights")
+    if not weights.is_file():
+        raise ArtifactError("not a weights file, .tflite, .onnx or SavedModel folder",
+                            path=weights)
+    family = get_family(opts.model)
+    if opts.input_size % family.max_stride:
+        raise UsageError(f"--input-size must be a multiple of {family.max_stride}, "
+                         f"got {opts.input_size}")
+    anchors, anchors_path = family.resolve_anchors(opts.anchors)
+    class_names = _class_names(opts, image_set, lambda: names_from_weights(weights))
+    backbone = getattr(opts, "backbone", None)
+    network = build_model(opts.model, len(class_names), opts.width, opts.input_size,
+                          **({"backbone": backbone} if backbone else {}))
+    report = load_weights_strict(network, weights, opts, len(class_names))
+    detector = KerasDetector(network, family, anchors, opts.input_size, conf=opts.conf,
+                             iou=opts.iou, max_det=opts.max_det,
+                             batch_size=opts.batch_size, compile=opts.compile)
+    return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
+                          anchors_path=anchors_path, summary=report.summary(),
+                          params=int(network.count_params()), weights_format="keras",
+                          quantize=None, size_bytes=weights.stat().st_size)
+
+
+def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> LoadedDetector:
+    from detkit.artifacts import check_agree, manifest_path
+    from detkit.export.detectors import ExportDetector
+    from detkit.export.runtimes import disk_size, open_runtime
+    from detkit.export.settings import read_settings
+
+    settings = read_settings(weights)
+    if settings is None:
+        raise ArtifactError(f"an export needs its manifest ({manifest_path(weights).name}, "
+                            f"written by detkit export) for its model, anchors, classes "
+                            f"and input size", path=weights)
+    defaults = {field.name: field.default for field in dataclasses.fields(Options)}
+    for name, flag, value in (("model", "--model", settings.model),
+                              ("width", "--width", settings.width),
+                              ("input_size", "--input-size", settings.input_size)):
+        given = getattr(opts, name)
+        if given is not None and given != defaults[name] and given != value:
+            raise ArtifactMismatchError(f"{flag} {given} disagrees with the export "
+                                        f"({value})", path=weights)
+    family = get_family(settings.model)
+    anchors, anchors_path = settings.anchor_array, None
+    if opts.anchors is not None:
+        given_anchors, anchors_path = family.resolve_anchors(opts.anchors)
+        check_agree(str(anchors_path), {"anchors": given_anchors}, str(weights),
+                    {"anchors": anchors}, keys=("anchors",))
+    class_names = _class_names(opts, image_set, lambda: list(settings.class_names))
+    if len(class_names) != len(settings.class_names):
+        raise ArtifactMismatchError(f"the export has {len(settings.class_names)} classes, "
+                                    f"not {len(class_names)}", path=weights)
+    runtime = open_runtime(weights, fmt)
+    detector = ExportDetector(runtime, settings, family, anchors, conf=opts.conf,
+                              iou=opts.iou, max_det=opts.max_det,
+                              batch_size=opts.batch_size, compile=opts.compile)
+    summary = (f"loaded {fmt} export {weights.name} ({settings.model}, width "
+               f"{settings.width:g}, input {settings.input_size}, "
+               f"{settings.quantize or 'float32'}{', nms' if settings.nms else ''})")
+    return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
+                          anchors_path=anchors_path, summary=summary, params=0,
+                          weights_format=fmt, quantize=settings.quantize,
+                          size_bytes=disk_size(weights))
+def names_from_weights(weights: Path) -> list[str]:
     """``0..C-1`` with ``C`` read from the weights file."""
     from detkit.models.weights import num_classes_in_file
 
@@ -158,7 +337,7 @@ def _category_ids(dataset_ids, num_classes: int) -> list[int]:
     return list(range(1, num_classes + 1))
 
 
-def _load_weights(detector, weights: Path, opts: Options, num_classes: int):
+def load_weights_strict(detector, weights: Path, opts, num_classes: int):
     """Load all weights strictly; a mismatch says which options to check."""
     from detkit.models.weights import load_weights_by_name
 
