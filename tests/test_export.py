@@ -306,8 +306,9 @@ def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
     (["--format", "onnx", "--input-size", "100"], "multiple of 32"),
 ])
 def test_bad_usage_exits_2(workspace, tmp_path, extra, message):
+    weights = workspace["weights"]["yolov3-tiny"]
     before = sorted(p.name for p in workspace["root"].iterdir())
-    result = runner.invoke(app, ["export", str(workspace["weights"]["yolov3-tiny"]),
+    result = runner.invoke(app, ["export", str(weights),
                                  "--model", "yolov3-tiny", "--width", str(WIDTH), *extra])
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -329,3 +330,13 @@ def test_missing_weights_exit_1(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "none.weights.h5"), "--format",
                                  "onnx"])
     assert result.exit_code == 1 and "weights file not found" in result.output
+
+
+def test_out_onto_the_weights_is_refused(workspace):
+    weights = workspace["weights"]["yolov3-tiny"]
+    before = weights.read_bytes()
+    result = runner.invoke(app, ["export", str(weights), *_model_args("yolov3-tiny"),
+                                 "--format", "saved_model", "--out", str(weights)])
+    assert result.exit_code == 2, result.output
+    assert "--out would overwrite the input WEIGHTS" in result.output
+    assert weights.read_bytes() == before

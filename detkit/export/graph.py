@@ -130,12 +130,17 @@ class InferenceModel(keras.Model):
         return self.postprocessor(list(outputs))
 
 
-def jit_setting():
-    """``jit_compile`` for inference: XLA on TensorFlow and JAX, Keras' choice elsewhere."""
-    return True if keras.backend.backend() in ("tensorflow", "jax") else "auto"
+#: ``jit_compile`` of the network and of decoding + NMS, by backend. On TensorFlow the
+#: convolutions run faster as a plain graph (oneDNN kernels) than through XLA on a CPU,
+#: while the NMS loop gains most from XLA; JAX always compiles. Other backends: Keras'
+#: choice ("auto").
+NETWORK_JIT = {"tensorflow": False, "jax": True}
+POSTPROCESS_JIT = {"tensorflow": True, "jax": True}
 
 
-def compiled(model: keras.Model) -> keras.Model:
-    """``model`` compiled for :meth:`keras.Model.predict_on_batch` (jit, no optimizer)."""
-    model.compile(jit_compile=jit_setting())
+def compiled(model: keras.Model, jit_table: dict | None = None) -> keras.Model:
+    """``model`` compiled for :meth:`keras.Model.predict_on_batch` (no optimizer), with
+    ``jit_compile`` from ``jit_table`` (default :data:`POSTPROCESS_JIT`) for the backend."""
+    table = POSTPROCESS_JIT if jit_table is None else jit_table
+    model.compile(jit_compile=table.get(keras.backend.backend(), "auto"))
     return model
