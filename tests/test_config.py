@@ -6,13 +6,16 @@ from typing import List, Optional
 
 import pytest
 import typer
+from typing_extensions import Annotated
 from typer.testing import CliRunner
 
 from detkit.cli.app import handle_errors
-from detkit.cli.options import Config, InputSize
+from detkit.cli._command import Config
 from detkit.config import (check_keys, check_types, load_config, merge, normalize_key,
                            option_kind)
 from detkit.errors import ConfigError
+
+InputSize = Annotated[int, typer.Option("--input-size", help="Network input side.")]
 
 
 def write(tmp_path: Path, text: str) -> Path:
