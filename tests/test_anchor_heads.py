@@ -413,3 +413,46 @@ def test_bottleneck_split_all_but_heads_is_refused_clearly(name):
         split_model(model, "all-but-heads")
     parts = split_model(model, "body")
     assert len(parts.frozen.outputs) == 3
+
+
+# ---------------------------------------------------------------------------------------
+# Distillation (RetinaNet <-> RetinaNet)
+# ---------------------------------------------------------------------------------------
+
+def test_anchor_distillation_loss_equals_the_reference_and_is_zero_on_itself():
+    from detkit.distill.loss import AnchorDistillationLoss
+
+    rng = np.random.default_rng(3)
+    teacher = [rng.normal(0, 2, (2, g, g, 3, 4 + 2)).astype(np.float32) for g in (1, 2)]
+    student = [rng.normal(0, 2, t.shape).astype(np.float32) for t in teacher]
+    loss = AnchorDistillationLoss(temperature=2.0)
+    got = {k: keras.ops.convert_to_numpy(v) for k, v in loss.terms(teacher, student).items()}
+    cls, box, soft = np.zeros(2), np.zeros(2), 0.0
+    for u_level, t_level in zip(teacher, student):
+        for b in range(2):
+            for u, t in zip(u_level[b].reshape(-1, 6), t_level[b].reshape(-1, 6)):
+                q = sigmoid(u[4:].astype(np.float64)).max()
+                soft += q
+                box[b] += q * 0.5 * np.sum((t[:4] - u[:4]) ** 2)
+                for uk, tk in zip(u[4:] / 2.0, t[4:] / 2.0):
+                    p, s = sigmoid(uk), sigmoid(tk)
+                    cls[b] += 4.0 * (p * math.log(p / s) + (1 - p) * math.log((1 - p) / (1 - s)))
+    scale = 2 / (soft + 1)
+    np.testing.assert_allclose(got["d_cls"], cls * scale, rtol=1e-4)
+    np.testing.assert_allclose(got["d_box"], box * scale, rtol=1e-5)
+    same = loss.terms(teacher, teacher)
+    for value in same.values():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(value), 0.0, atol=1e-5)
+
+
+def test_retinanet_scales_pair_by_level_anchors():
+    from detkit.distill.scales import match_strides
+
+    anchors = small_anchors(9)
+    pairs, skipped = match_strides(anchors, anchors, STRIDES, STRIDES)
+    assert [(p.stride, p.teacher_index, p.student_index) for p in pairs] == \
+        [(32, 0, 0), (16, 1, 1), (8, 2, 2)] and not skipped
+    other = anchors.copy()
+    other[:9] *= 1.1                                     # the stride-8 level differs
+    pairs, skipped = match_strides(anchors, other, STRIDES, STRIDES)
+    assert [p.stride for p in pairs] == [32, 16] and "stride 8: other anchors" in skipped[0]

@@ -71,7 +71,7 @@ def test_family_options_that_do_not_apply_are_refused(data, tmp_path, model, ext
 
 
 @pytest.mark.parametrize("teacher, student", [("yolov3-tiny", "retinanet"),
-                                              ("retinanet", "retinanet"),
+                                              ("retinanet", "rpn"),
                                               ("yolov2", "yolov2-tiny")])
 def test_distill_refuses_families_of_other_layouts(data, tmp_path, teacher, student):
     from detkit.models import build_model
@@ -83,7 +83,7 @@ def test_distill_refuses_families_of_other_layouts(data, tmp_path, teacher, stud
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert f"cannot distill the teacher {teacher} into the student {student}" in text
-    assert "yolov3 <-> yolov3-tiny" in text
+    assert "yolov3 <-> yolov3-tiny; retinanet <-> retinanet" in text
 
 
 def test_encode_labels_boxes_scheme_round_trip(data, tmp_path):
@@ -154,6 +154,16 @@ def test_family_trains_evaluates_and_predicts(data, tmp_path, model):
     assert found and all(len(d["bbox"]) == 4 for d in found)
     if model == "rpn":
         assert {d["category_id"] for d in found} == {1}     # class-agnostic
+
+    if model == "retinanet":              # RetinaNet <-> RetinaNet with the same anchors
+        student = tmp_path / "student"
+        result = invoke("distill", data / "train.txt", "--model", model, "--width", "0.125",
+                        "--input-size", SIZE, "--batch-size", "4", "--steps-per-epoch", "2",
+                        "--epochs", "1", "--teacher", stage1 / "last.weights.h5",
+                        "--out", student)
+        assert result.exit_code == 0, result.output
+        row = history(student)[0]
+        assert math.isfinite(float(row["d_cls"])) and math.isfinite(float(row["d_box"]))
 
     # encode-labels + cache-bottlenecks (the body's features) + stage 1 on the cache
     labels, cache = tmp_path / "labels.npz", tmp_path / "cache.h5"

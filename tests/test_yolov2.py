@@ -42,7 +42,7 @@ def iou(a, b):
 
 def reference_loss(raw, y_true, anchors, size, num_classes, ignore=0.5, wo=5.0, wno=1.0,
                    wc=1.0):
-    """YAD2K loss, one cell and anchor at a time (float64)."""
+    """YAD2K loss (softmax cross-entropy classes), one cell and anchor at a time."""
     raw = np.asarray(raw, np.float64)
     mask, targets, gt = y_true["mask"], y_true["targets"], y_true["boxes"]
     batch, grid, _, k, _ = raw.shape
@@ -66,8 +66,8 @@ def reference_loss(raw, y_true, anchors, size, num_classes, ignore=0.5, wo=5.0, 
                     conf = sigmoid(t[4])
                     out["obj"][b] += wo * m * (1 - conf) ** 2
                     out["noobj"][b] += wno * (1 - m) * (best < ignore) * conf ** 2
-                    onehot = np.eye(num_classes)[int(c)] if m else np.zeros(num_classes)
-                    out["cls"][b] += m * np.sum((onehot - softmax(t[5:])) ** 2)
+                    if m:
+                        out["cls"][b] -= math.log(softmax(t[5:])[int(c)])
     return out
 
 

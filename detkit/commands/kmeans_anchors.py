@@ -105,7 +105,8 @@ def cluster_sizes(wh: np.ndarray, *, k: int = 9, seed: int = 0,
 class Options(DatasetOptions, InputOptions, SeedOptions):
     """The options of ``kmeans-anchors``."""
 
-    k: int = option(9, "Number of anchors (9: yolov3, 6: yolov3-tiny).", integer=True, low=1)
+    k: int = option(9, "Number of anchors (9: yolov3, 6: yolov3-tiny, 5: yolov2, 27: "
+                       "retinanet, 9: rpn).", integer=True, low=1)
     out: Path = option(Path("anchors.txt"), "Anchors file to write ('w,h, w,h, ...'); a "
                        ".json report with the same stem goes beside it.", role="output",
                        writes=lambda out: [json_path_for(out), manifest_path(out)])

@@ -118,3 +118,83 @@ class DistillationLoss(keras.losses.Loss):
 def as_list(outputs) -> list:
     """A model's output(s) as a list."""
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+#: Per-term names of the anchor-head distillation loss.
+ANCHOR_TERM_NAMES = ("d_cls", "d_box")
+#: Box deltas, then class (or objectness) logits, in an anchor head's raw output.
+DELTAS, LOGITS = slice(0, 4), slice(4, None)
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class AnchorDistillationLoss(DistillationLoss):
+    """Distillation of raw anchor-head outputs (RetinaNet): soft classes and boxes.
+
+    Teacher and student raw outputs ``u``, ``t`` are ``(B, H, W, A, 4 + C)`` (box deltas,
+    then class logits) at the scales they share. With ``q_a = max_k sigmoid(u_ak)`` the
+    teacher's confidence that anchor ``a`` holds an object and ``Q = sum_a q_a + 1`` over
+    the batch (the soft count of positives, as RetinaNet's ground-truth loss divides by
+    the positives + 1):
+
+    * ``d_cls = T^2 sum_a sum_k KL(sigmoid(u_ak / T) || sigmoid(t_ak / T)) / Q``
+    * ``d_box = sum_a q_a * 0.5 * sum_d (t_ad - u_ad)^2 / Q``
+
+    (per-sample values scaled so that their batch mean is that total). Every anchor
+    teaches its classes (background ones teach "nothing here"); boxes are taught where
+    the teacher sees an object. The teacher side carries no gradient.
+
+    Args:
+        temperature: ``T > 0`` of the class logits.
+    """
+
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE,
+                 name: str = "anchor_distillation_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(temperature, name=name, reduction=reduction, dtype=dtype)
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return ANCHOR_TERM_NAMES
+
+    def terms(self, teacher_outputs, student_outputs) -> dict:
+        teacher_outputs = as_list(teacher_outputs)
+        student_outputs = as_list(student_outputs)
+        if len(teacher_outputs) != len(student_outputs) or not teacher_outputs:
+            raise ValueError(f"expected one teacher output per student output; received "
+                             f"{len(teacher_outputs)} and {len(student_outputs)}")
+        sums = {name: 0.0 for name in ANCHOR_TERM_NAMES}
+        confidence = 0.0
+        for teacher, student in zip(teacher_outputs, student_outputs):
+            if tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
+                raise ValueError(f"teacher output {tuple(teacher.shape)} and student output "
+                                 f"{tuple(student.shape)} differ in shape")
+            teacher = ops.stop_gradient(ops.cast(teacher, "float32"))
+            student = ops.cast(student, "float32")
+            weight = ops.max(ops.sigmoid(teacher[..., LOGITS]), axis=-1)     # (B, H, W, A)
+            temperature = self.temperature
+            cls = (temperature ** 2) * binary_kl_with_logits(
+                teacher[..., LOGITS] / temperature, student[..., LOGITS] / temperature)
+            box = weight[..., None] * 0.5 * ops.square(student[..., DELTAS] -
+                                                       teacher[..., DELTAS])
+            sums["d_cls"] = sums["d_cls"] + _per_sample_sum(cls)
+            sums["d_box"] = sums["d_box"] + _per_sample_sum(box)
+            confidence = confidence + ops.sum(weight)
+        batch = ops.cast(ops.shape(teacher_outputs[0])[0], "float32")
+        scale = batch / (confidence + 1.0)
+        return {name: value * scale for name, value in sums.items()}
+
+
+#: The distillation loss of each output layout (``Family.distill_layout``).
+LOSSES_BY_LAYOUT = {"yolov3": DistillationLoss, "retinanet": AnchorDistillationLoss}
+
+
+def distillation_loss_for(layout: str, temperature: float = DEFAULT_TEMPERATURE):
+    """The distillation loss of a family's output layout.
+
+    Raises:
+        ValueError: a layout without one.
+    """
+    try:
+        return LOSSES_BY_LAYOUT[layout](temperature)
+    except KeyError:
+        raise ValueError(f"no distillation loss for the output layout {layout!r}") from None

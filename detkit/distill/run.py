@@ -18,7 +18,7 @@ import numpy as np
 
 from detkit.distill.cache import (TeacherCache, TeacherOutputBatches, cache_settings,
                                   write_teacher_cache)
-from detkit.distill.loss import DistillationLoss
+from detkit.distill.loss import distillation_loss_for
 from detkit.distill.model import DEFAULT_ALPHA, DistillationTrainingModel
 from detkit.distill.scales import StridePair, match_strides, require_pairs
 from detkit.distill.teacher import (TeacherSpec, build_teacher, preserved_random_state,
@@ -77,7 +77,12 @@ class Distillation(Objective):
         if spec.class_names is not None:
             check_agree(f"the teacher {spec.weights}", {"class_names": spec.class_names},
                         "this command", {"class_names": class_names}, keys=("class_names",))
-        pairs, skipped = match_strides(spec.anchors, anchors)
+        from detkit.families import get_family
+
+        student = get_family(opts.model)
+        self.layout = student.distill_layout
+        pairs, skipped = match_strides(spec.anchors, anchors, get_family(spec.model).strides,
+                                       student.strides)
         require_pairs(pairs, skipped)
         if skipped:
             notes.append("distilling at stride " + ", ".join(str(p.stride) for p in pairs)
@@ -99,7 +104,8 @@ class Distillation(Objective):
             teacher, self.report = build_teacher(self.spec, loss.num_classes,
                                                  self.opts.input_size)
         return DistillationTrainingModel(detector, loss, teacher,
-                                         DistillationLoss(self.opts.temperature),
+                                         distillation_loss_for(self.layout,
+                                                               self.opts.temperature),
                                          self.pairs, self.opts.alpha)
 
     def train_batches(self, base: keras.utils.PyDataset,

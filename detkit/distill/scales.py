@@ -21,12 +21,27 @@ class StridePair:
     student_index: int
 
 
-def match_strides(teacher_anchors: np.ndarray,
-                  student_anchors: np.ndarray) -> tuple[list[StridePair], list[str]]:
+def _scales(anchors: np.ndarray, strides_: Sequence[int] | None) -> list[tuple[int, list]]:
+    """``(stride, anchor rows)`` per output, coarsest first: YOLOv3's layout when
+    ``strides_`` is ``None``, else ``K / L`` rows per level, the largest to the coarsest
+    (:func:`detkit.assign.layout.level_anchors`)."""
+    if strides_ is None:
+        return list(zip(strides(len(anchors)), anchor_masks(len(anchors))))
+    levels = len(strides_)
+    per_level = len(anchors) // levels
+    return [(int(stride), list(range((levels - 1 - i) * per_level, (levels - i) * per_level)))
+            for i, stride in enumerate(strides_)]
+
+
+def match_strides(teacher_anchors: np.ndarray, student_anchors: np.ndarray,
+                  teacher_strides: Sequence[int] | None = None,
+                  student_strides: Sequence[int] | None = None
+                  ) -> tuple[list[StridePair], list[str]]:
     """Pair the output scales of teacher and student that have the same anchors.
 
     Outputs are ordered coarsest stride first (:func:`detkit.anchors.strides`); scale
-    ``i`` uses the anchors ``anchor_masks(K)[i]``.
+    ``i`` uses the anchors ``anchor_masks(K)[i]``, or with the families' strides given,
+    the ``K / L`` anchors of its level (any family's layout).
 
     Args:
         teacher_anchors: ``(K_t, 2)`` the teacher's anchors, input pixels.
@@ -38,12 +53,12 @@ def match_strides(teacher_anchors: np.ndarray,
     """
     teacher_anchors = np.asarray(teacher_anchors, np.float32).reshape(-1, 2)
     student_anchors = np.asarray(student_anchors, np.float32).reshape(-1, 2)
-    teacher_scales = dict(zip(strides(len(teacher_anchors)),
-                              enumerate(anchor_masks(len(teacher_anchors)))))
-    student_strides = strides(len(student_anchors))
+    teacher_scales = {stride: (index, mask) for index, (stride, mask)
+                      in enumerate(_scales(teacher_anchors, teacher_strides))}
+    student_scales = _scales(student_anchors, student_strides)
+    student_strides = [stride for stride, _ in student_scales]
     pairs, skipped = [], []
-    for student_index, (stride, mask) in enumerate(zip(student_strides,
-                                                       anchor_masks(len(student_anchors)))):
+    for student_index, (stride, mask) in enumerate(student_scales):
         if stride not in teacher_scales:
             skipped.append(f"stride {stride}: the teacher has no output at this stride")
             continue

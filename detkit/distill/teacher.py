@@ -92,7 +92,8 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
         ArtifactMismatchError: a flag that contradicts the manifest, or anchors whose
             count does not fit the teacher's model.
     """
-    from detkit.anchors import default_anchors_path, load_anchors
+    from detkit.anchors import load_anchors
+    from detkit.families import get_family
     from detkit.models import MODEL_NAMES, num_anchors
 
     weights, manifest = teacher_weights_and_manifest(teacher)
@@ -125,7 +126,7 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
     elif student_anchors is not None and len(student_anchors) == needed:
         values, source = np.asarray(student_anchors, np.float32), "the student's anchors"
     else:
-        default = default_anchors_path(model)
+        default = get_family(model).default_anchors_path()
         values, source = load_anchors(default), str(default)
     values = np.asarray(values, np.float32).reshape(-1, 2)
     if len(values) != needed:
@@ -140,7 +141,8 @@ def check_distill_pair(teacher_model: str, student_model: str) -> None:
     """Refuse a teacher and student whose outputs cannot be distilled into each other.
 
     Distillation compares raw outputs stride by stride, so both families must share an
-    output layout (``Family.distill_layout``: YOLOv3 <-> YOLOv3-tiny).
+    output layout (``Family.distill_layout``: YOLOv3 <-> YOLOv3-tiny, RetinaNet <->
+    RetinaNet).
 
     Raises:
         UsageError: naming both models and the pairs that work.
@@ -153,7 +155,8 @@ def check_distill_pair(teacher_model: str, student_model: str) -> None:
         for family in FAMILIES.values():
             if family.distill_layout is not None:
                 groups.setdefault(family.distill_layout, []).append(family.name)
-        works = "; ".join(" <-> ".join(names) for names in groups.values())
+        works = "; ".join(" <-> ".join(names if len(names) > 1 else names * 2)
+                          for names in groups.values())
         raise UsageError(f"cannot distill the teacher {teacher.name} into the student "
                          f"{student.name}: distillation works between models with the "
                          f"same output layout ({works})")
