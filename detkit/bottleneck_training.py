@@ -34,14 +34,12 @@ from detkit.artifacts import check_agree, sha256_file
 from detkit.bottlenecks import BottleneckCache, CacheSettings, CachedFeatureBatches
 from detkit.errors import ArtifactError, TrainingError, UsageError
 from detkit.models.detector import BODY_NAME, HEADS_NAME
+from detkit.models.layers import HEAD_OUT_PREFIX, HEAD_RESHAPE_PREFIX
 from detkit.training.model import YoloTrainingModel
 from detkit.choices import DEFAULT_SPLIT, SPLITS  # noqa: F401 (re-exported)
 from detkit.data.records import DEFAULT_MAX_BOXES
 
 #: keras-yolo3's bottleneck split: only the output convs train (~30x faster epochs).
-#: Name prefixes of the layers made by :func:`detkit.models.layers.head_output`.
-HEAD_OUT_PREFIX = "head_out_"
-HEAD_RESHAPE_PREFIX = "head_reshape_"
 #: Suffix of the weights a from-scratch cache run saves beside the cache.
 INIT_WEIGHTS_SUFFIX = ".init.weights.h5"
 #: Rows of the padded ground-truth box array of :class:`LabelTargets`.
@@ -186,12 +184,13 @@ class LabelTargets:
 
 def open_cache(path: str | os.PathLike, *, model: str, width: float, input_size: int,
                weights: str | os.PathLike, image_paths: Sequence[str],
-               labels: Any = None) -> BottleneckCache:
+               labels: Any = None, backbone: str | None = None) -> BottleneckCache:
     """Open a cache for stage 1 and check it against the run (and ``labels.npz``).
 
     Args:
         path: the cache (``--bottlenecks``).
         model, width, input_size: the run's architecture and input side.
+        backbone: the run's body (resolved ``--backbone``; ``None``: not compared).
         weights: the weights the run starts from (see :func:`cache_weights`); their
             sha256 must be the one the cache was computed with.
         image_paths: the training images, in dataset order (one cache row each).
@@ -207,7 +206,8 @@ def open_cache(path: str | os.PathLike, *, model: str, width: float, input_size:
     expected = CacheSettings(model=model, width=float(width),
                              split=str(cache.settings.get("split")), input_size=int(input_size),
                              weights_sha256=sha256_file(weights), image_paths=image_paths,
-                             dtype=str(cache.settings.get("dtype", "float16")))
+                             dtype=str(cache.settings.get("dtype", "float16")),
+                             backbone=backbone)
     try:
         cache.check(expected, expected_name=f"this run (weights {Path(weights).name})")
         if labels is not None:

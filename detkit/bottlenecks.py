@@ -30,7 +30,7 @@ import h5py
 import keras
 import numpy as np
 
-from detkit.artifacts import sha256_strings
+from detkit.artifacts import check_fresh, settings_agree, sha256_strings
 from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
 from detkit.choices import COMPRESSIONS, DTYPES  # noqa: F401 (re-exported)
 
@@ -45,8 +45,8 @@ MIN_SAVING = 0.15
 #: ``auto`` prefers lzf (faster to read) unless gzip is this much smaller still.
 GZIP_ADVANTAGE = 0.10
 #: Settings that must agree between a cache and the command that uses it.
-MATCH_KEYS = ("model", "width", "split", "input_size", "weights_sha256", "num_images",
-              "images_sha256")
+MATCH_KEYS = ("model", "width", "backbone", "split", "input_size", "weights_sha256",
+              "num_images", "images_sha256")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +61,8 @@ class CacheSettings:
         weights_sha256: sha256 of the weights file the frozen part was loaded from.
         image_paths: the images, one per cache row, in order.
         dtype: storage dtype, ``float16`` or ``float32``.
+        backbone: the body (``--backbone``, resolved); ``None`` for caches that predate it
+            (then not compared).
     """
 
     model: str
@@ -70,6 +72,7 @@ class CacheSettings:
     weights_sha256: str
     image_paths: tuple[str, ...]
     dtype: str = "float16"
+    backbone: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -86,10 +89,13 @@ class CacheSettings:
 
     def attrs(self) -> dict[str, Any]:
         """The scalar settings, as stored in the file's attributes."""
-        return {"model": self.model, "width": float(self.width), "split": self.split,
-                "input_size": int(self.input_size), "dtype": self.dtype,
-                "weights_sha256": self.weights_sha256, "num_images": self.num_images,
-                "images_sha256": self.images_sha256}
+        attrs = {"model": self.model, "width": float(self.width), "split": self.split,
+                 "input_size": int(self.input_size), "dtype": self.dtype,
+                 "weights_sha256": self.weights_sha256, "num_images": self.num_images,
+                 "images_sha256": self.images_sha256}
+        if self.backbone is not None:
+            attrs["backbone"] = self.backbone
+        return attrs
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -106,10 +112,7 @@ def describe_differences(name_a: str, a: Mapping[str, Any], name_b: str,
         if key not in a or key not in b:
             continue
         va, vb = a[key], b[key]
-        same = (math.isclose(float(va), float(vb), abs_tol=1e-6)
-                if isinstance(va, (int, float, np.number)) and
-                isinstance(vb, (int, float, np.number)) else str(va) == str(vb))
-        if not same:
+        if not settings_agree(va, vb):
             lines.append(f"  {key}: {name_a} has {va}, {name_b} has {vb}")
     return lines
 
@@ -279,10 +282,58 @@ def _create(tmp: Path, settings: CacheSettings, first: list[np.ndarray],
     return handle, choices
 
 
+def partial_settings(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings of the unfinished cache of ``path`` (``None``: none, or unreadable)."""
+    tmp = partial_path(path)
+    if not tmp.is_file():
+        return None
+    try:
+        with h5py.File(tmp, "r") as handle:
+            attrs = {key: plain_attribute(value) for key, value in handle.attrs.items()}
+    except OSError:
+        return None
+    return attrs if attrs.get("kind") == KIND else None
+
+
+def check_resumable(path: str | os.PathLike, settings: Mapping[str, Any]) -> None:
+    """Before any model is built: refuse to resume a partial cache made with other
+    settings, naming each one (``the partial cache was made with width 0.125``).
+
+    Args:
+        path: the cache being written (its partial file is checked).
+        settings: this command's values of any of :data:`MATCH_KEYS` and ``dtype``.
+
+    Raises:
+        ArtifactMismatchError: naming the partial file and every differing setting.
+    """
+    found = partial_settings(path)
+    if found is None:
+        return
+    differing = []
+    for key in (*MATCH_KEYS, "dtype"):
+        if key in found and key in settings and describe_differences(
+                "a", found, "b", settings, keys=(key,)):
+            differing.append((key, found[key], settings[key]))
+    if differing:
+        made = ", ".join(f"{key} {_shown(old)}" for key, old, _ in differing)
+        wanted = ", ".join(f"{key} {_shown(new)}" for key, _, new in differing)
+        raise ArtifactMismatchError(
+            f"cannot resume: the partial cache was made with {made}, this command has "
+            f"{wanted}; run without --resume to start over (or resume with the same "
+            f"options)", path=partial_path(path))
+
+
+def _shown(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 20 else text[:12] + "..."
+
+
 def write_cache(path: str | os.PathLike, settings: CacheSettings,
                 compute: Callable[[np.ndarray], Sequence[np.ndarray]], *,
                 batch_size: int = 8, compression: str = "auto", resume: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> WriteReport:
+                progress: Callable[[int, int], None] | None = None,
+                before_commit: Callable[[Path, WriteReport], Any] | None = None
+                ) -> WriteReport:
     """Compute and store the features of every image, incrementally and resumably.
 
     Args:
@@ -294,6 +345,9 @@ def write_cache(path: str | os.PathLike, settings: CacheSettings,
         compression: see :func:`choose_filters`.
         resume: continue ``.NAME.partial`` if it exists and has the same settings.
         progress: called as ``progress(done, total)`` after every batch.
+        before_commit: called as ``before_commit(partial file, report)`` once the cache
+            is complete, before it is renamed onto ``path`` (write the manifest there,
+            so the cache appears only with it).
 
     Returns:
         A :class:`WriteReport`.
@@ -338,8 +392,10 @@ def write_cache(path: str | os.PathLike, settings: CacheSettings,
     finally:
         if handle is not None:
             handle.close()
+    report.file_bytes = tmp.stat().st_size
+    if before_commit is not None:
+        before_commit(tmp, report)
     os.replace(tmp, path)
-    report.file_bytes = path.stat().st_size
     return report
 
 
@@ -413,12 +469,18 @@ class BottleneckCache:
 
     Raises:
         ArtifactError: missing, unreadable, another kind or layout, or incomplete.
+        ArtifactMismatchError: stale (an input recorded in its manifest changed since).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._handle: h5py.File | None = None
         handle = self._file()
+        try:
+            check_fresh(self.path, remake="cache-bottlenecks")
+        except Exception:
+            self.close()
+            raise
         attrs = dict(handle.attrs)
         self.settings: dict[str, Any] = {key: plain_attribute(attrs[key]) for key in
                                          (*MATCH_KEYS, "dtype") if key in attrs}

@@ -12,6 +12,26 @@ from typing import Any
 import keras
 
 
+def symbolic_build_without_data(model: Any) -> None:
+    """Finish building an already built ``model`` before ``fit`` without a batch.
+
+    Keras' TensorFlow trainer (``TensorFlowTrainer._maybe_symbolic_build``) draws a
+    batch from the training iterator and averages it with ``strategy.reduce`` to learn
+    its shapes, which ``MultiWorkerMirroredStrategy`` refuses (it cannot reduce a
+    nested batch), and which would consume a generator's first element. A model whose
+    layers and optimizer are built needs no batch: ``_symbolic_build`` then only
+    builds what is left (metrics), if anything.
+
+    Raises:
+        ValueError: ``model`` is not built yet.
+    """
+    if not model.built:
+        raise ValueError(f"build {model.name} before fitting it under a multi-worker "
+                         f"strategy")
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=None)
+
+
 def keras_version() -> str:
     """The installed Keras version (for the compat tests' messages)."""
     return keras.__version__

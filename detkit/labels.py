@@ -53,7 +53,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from detkit.anchors import anchor_masks, strides
-from detkit.artifacts import check_agree, load_npz, save_npz
+from detkit.artifacts import check_agree, check_fresh, load_npz, save_npz
 from detkit.encode import EncodeStats, densify_yolov3
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
 
@@ -78,7 +78,8 @@ REQUIRED_KEYS = (*INDEX_KEYS, "xywh", "cls", "anchors", "input_size", "class_nam
 def save_labels(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *,
                 anchors: np.ndarray, input_size: int, class_names: Sequence[str],
                 image_paths: Sequence[str], stats: EncodeStats,
-                scheme: str = SCHEME_YOLOV3) -> Path:
+                scheme: str = SCHEME_YOLOV3,
+                before_commit: Optional[Callable[[Path], Any]] = None) -> Path:
     """Atomically write ``labels.npz``.
 
     Args:
@@ -89,6 +90,8 @@ def save_labels(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *,
         class_names: the class names; image_paths: every image of the dataset.
         stats: the encoder's counts over the dataset.
         scheme: target scheme name.
+        before_commit: called with the finished temporary file before it is renamed
+            onto ``path`` (the manifest is written there, so the file appears with it).
     """
     arrays = {key: np.asarray(rows[key], np.int32).reshape(-1) for key in INDEX_KEYS}
     order = np.lexsort(tuple(arrays[key] for key in reversed(INDEX_KEYS)))
@@ -102,7 +105,8 @@ def save_labels(path: str | os.PathLike, rows: Mapping[str, np.ndarray], *,
         scheme=np.asarray(scheme),
         image_paths=np.asarray([str(p) for p in image_paths], dtype=str).reshape(-1),
         stats_json=np.asarray(json.dumps(stats.to_dict())))
-    return save_npz(path, arrays, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION)
+    return save_npz(path, arrays, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
+                    before_commit=before_commit)
 
 
 class LabelsFile:
@@ -241,12 +245,15 @@ def load_labels(path: str | os.PathLike, settings: Optional[Mapping[str, Any]] =
     """Open ``labels.npz`` and optionally check it against a consumer's settings and images.
 
     Raises:
-        ArtifactError: missing, corrupt or another kind/version of file.
-        ArtifactMismatchError: settings or image list differ.
+        ArtifactError: missing, corrupt or another kind/version of file, or one its
+            manifest does not describe.
+        ArtifactMismatchError: settings or image list differ, or stale (an input file
+            recorded in its manifest changed since it was encoded).
     """
     scheme = str(load_npz(path, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
                           required=("scheme",))["scheme"])
     labels = BoxLabelsFile(path) if scheme == SCHEME_BOXES else LabelsFile(path)
+    check_fresh(path, remake="encode-labels")
     if settings is not None:
         labels.check_settings(settings)
     if image_paths is not None:

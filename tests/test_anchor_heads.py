@@ -456,3 +456,19 @@ def test_retinanet_scales_pair_by_level_anchors():
     other[:9] *= 1.1                                     # the stride-8 level differs
     pairs, skipped = match_strides(anchors, other, STRIDES, STRIDES)
     assert [p.stride for p in pairs] == [32, 16] and "stride 8: other anchors" in skipped[0]
+
+
+@pytest.mark.parametrize("backbone", [None, "darknet-small", "darknet-tiny", "mobilenetv2"])
+def test_pyramid_families_take_a_registry_backbone(backbone):
+    """retinanet / rpn sit on their own small Darknet body or on a ``--backbone`` one."""
+    if backbone not in (None, "darknet-small"):
+        pytest.importorskip("detkit.models.backbones")
+    from detkit.models.retinanet import build_retinanet
+    from detkit.models.rpn import build_rpn
+
+    for build, values in ((build_retinanet, 4 + 3), (build_rpn, 5)):
+        model = build(3, 0.25, SIZE, 0.0, backbone=backbone)
+        assert [tuple(o.shape[1:]) for o in model.outputs] == [
+            (2, 2, 9 if values == 7 else 3, values), (4, 4, 9 if values == 7 else 3, values),
+            (8, 8, 9 if values == 7 else 3, values)]
+        assert len(model.get_layer("body").outputs) == 3

@@ -1,9 +1,12 @@
 """CI smoke run of the demo chain (examples/demo.mk) on a tiny dataset and model.
 
-synth -> kmeans-anchors -> encode-labels -> cache-bottlenecks -> train --stage 1
-(bottlenecks) -> train --stage 2 -> distill -> eval-map (teacher, student) -> compare,
-each a Makefile target; then checks every artifact, its manifest and the final report,
-and that a second ``make`` has nothing to do.
+The pretrained starting points are made first by the ``pretrained`` target (a tiny
+source dataset, one epoch), into a temporary folder instead of examples/pretrained/;
+then synth -> kmeans-anchors -> encode-labels -> cache-bottlenecks (of the pretrained
+body) -> train --stage 1 (bottlenecks) -> train --stage 2 -> distill (from the
+student's pretrained start) -> eval-map (teacher, student) -> compare, each a Makefile
+target; then checks every artifact, its manifest and the final report, and that a
+second ``make`` has nothing to do.
 """
 
 import json
@@ -16,7 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["IMAGES=24", "SIZE=64", "WIDTH=0.125", "STUDENT_WIDTH=0.0625", "BATCH=8",
-        "BOTTLENECK_EPOCHS=1", "EPOCHS=1", "DISTILL_EPOCHS=1"]
+        "BOTTLENECK_EPOCHS=1", "EPOCHS=1", "DISTILL_EPOCHS=1", "SOURCE_IMAGES=24",
+        "PRE_EPOCHS=1", "PRE_JIT="]
+#: The pretrained starting points the tiny settings need.
+PRETRAINED = ["yolov3-tiny-w0.125.weights.h5", "yolov3-tiny-w0.0625.weights.h5"]
 
 #: Every artifact of the chain, relative to the demo folder.
 ARTIFACTS = ["anchors.txt", "labels.npz", "bottlenecks.h5", "stage1/best.weights.h5",
@@ -26,6 +32,8 @@ ARTIFACTS = ["anchors.txt", "labels.npz", "bottlenecks.h5", "stage1/best.weights
 
 def make(demo: Path, *extra: str) -> subprocess.CompletedProcess:
     command = ["make", "-f", str(ROOT / "examples" / "demo.mk"), f"DEMO={demo}",
+               f"PRETRAINED={demo.parent / 'pretrained'}",
+               f"PRE_WORK={demo.parent / 'pretrain'}",
                f"DETKIT={sys.executable} -m detkit", *TINY, *extra]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
@@ -34,8 +42,18 @@ def make(demo: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 def test_demo_chain_end_to_end(tmp_path):
     demo = tmp_path / "demo"
+    pretrain = make(demo, "pretrained")
+    assert pretrain.returncode == 0, pretrain.stdout[-3000:] + pretrain.stderr[-3000:]
+    for name in PRETRAINED:
+        path = tmp_path / "pretrained" / name
+        assert path.is_file(), name
+        manifest = json.loads(path.with_name(name + ".manifest.json").read_text())
+        assert manifest["class_names"] == ["circle", "rectangle", "triangle", "cross",
+                                           "star", "ring"]
+        assert "train" in manifest["argv"]
     run = make(demo)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "pretrain" not in run.stdout.replace(str(tmp_path / "pretrained"), "")
     for name in ARTIFACTS:
         path = demo / name
         assert path.is_file() and path.stat().st_size > 0, name
@@ -46,6 +64,10 @@ def test_demo_chain_end_to_end(tmp_path):
         report = json.loads((demo / name).read_text())
         assert len(report["stats"]) == 12 and 0 <= report["AP50"] <= 1
         assert report["model"]["params"] > 0
+    cache = json.loads((demo / "bottlenecks.h5.manifest.json").read_text())
+    assert cache["config"]["weights"] == str(tmp_path / "pretrained" / PRETRAINED[0])
+    student_run = json.loads((demo / "student" / "manifest.json").read_text())
+    assert student_run["config"]["weights"] == str(tmp_path / "pretrained" / PRETRAINED[1])
     teacher = json.loads((demo / "teacher_report.json").read_text())["model"]
     student = json.loads((demo / "student_report.json").read_text())["model"]
     assert student["params"] < teacher["params"]

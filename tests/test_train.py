@@ -314,3 +314,21 @@ def test_mixed_precision_run_is_finite_and_restores_the_policy(dataset, tmp_path
                   mixed_precision=True)
     assert math.isfinite(result.history[0]["loss"])
     assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_bfloat16_precision_trains_without_loss_scaling(dataset, tmp_path):
+    result = _run(dataset, tmp_path / "bf16", epochs=1, steps_per_epoch=1,
+                  precision="mixed_bfloat16")
+    assert math.isfinite(result.history[0]["loss"])
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert manifest["config"]["precision"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_precision_and_its_alias_must_agree(dataset, tmp_path):
+    from detkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="contradicts --precision mixed_bfloat16"):
+        _run(dataset, tmp_path / "x", epochs=1, mixed_precision=True,
+             precision="mixed_bfloat16")

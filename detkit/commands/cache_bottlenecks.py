@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 
 from detkit import choices
-from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
+from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
+                                    SeedOptions)
 from detkit.errors import DataError
 from detkit.families import get_family
 from detkit.options import as_config, option
@@ -58,15 +59,26 @@ class CacheBottlenecksResult:
         return self.file_bytes / max(1, self.num_images)
 
 
+def cache_files(out: Path) -> list[Path]:
+    """Every file written for cache ``out``: its manifest, init weights, partial file."""
+    from detkit.artifacts import manifest_path
+    from detkit.bottleneck_training import init_weights_path
+    from detkit.bottlenecks import partial_path
+
+    init = init_weights_path(out)
+    return [manifest_path(out), init, manifest_path(init), partial_path(out)]
+
+
 @dataclasses.dataclass(kw_only=True)
-class Options(SeedOptions, ModelOptions, DatasetOptions):
+class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions):
     """The options of ``cache-bottlenecks``."""
 
-    out: Path = option(Path("bottlenecks.h5"), "Cache file (.h5).")
+    out: Path = option(Path("bottlenecks.h5"), "Cache file (.h5).", role="output",
+                       writes=cache_files)
     weights: Optional[Path] = option(
         None, "Weights (*.weights.h5) of the frozen part; without it the model is "
               "initialized from --seed and saved as OUT.init.weights.h5 for train to start "
-              "from.")
+              "from.", role="input")
     split: str = option(choices.DEFAULT_SPLIT, "Where the model is cut: all-but-heads (cache the "
                         "inputs of the output convs, keras-yolo3's bottlenecks) or body "
                         "(cache the body's outputs; the whole heads train).",
@@ -93,9 +105,10 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     """
     import keras
 
-    from detkit.artifacts import atomic_path, sha256_file, write_manifest
+    from detkit.artifacts import (atomic_path, manifest_path, sha256_file, sha256_strings,
+                                  write_manifest)
     from detkit.bottleneck_training import frozen_features, init_weights_path, split_model
-    from detkit.bottlenecks import CacheSettings, write_cache
+    from detkit.bottlenecks import CacheSettings, check_resumable, write_cache
     from detkit.data.dataset import load_dataset
     from detkit.data.loader import DetectionBatches
     from detkit.models import build_model, check_input_size
@@ -113,9 +126,17 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     fixes = dataset.fixes.summary() if dataset.fixes is not None else None
     if fixes:
         notes.append(fixes)
+    image_paths = [str(r.image_path) for r in dataset.records]
+    if opts.resume:  # before the model: other settings make other layers
+        check_resumable(out, {"model": model, "width": float(width), "split": split,
+                              "backbone": get_family(model).resolve_backbone(opts.backbone),
+                              "input_size": int(input_size), "dtype": dtype,
+                              "num_images": len(image_paths),
+                              "images_sha256": sha256_strings(image_paths)})
 
     keras.utils.set_random_seed(seed)
-    net = build_model(model, len(dataset.class_names), width, input_size)
+    backbone = get_family(model).resolve_backbone(opts.backbone)
+    net = build_model(model, len(dataset.class_names), width, input_size, backbone=backbone)
     init_path = None
     if weights is not None:
         report = load_weights_by_name(net, weights)
@@ -123,10 +144,15 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
             notes.append("weights partly loaded:\n" + report.summary())
         weights_file = Path(weights)
     else:
+        from detkit.models.backbones import load_backbone_weights
+
         init_path = init_weights_path(out)
         if opts.resume and init_path.is_file():
             load_weights_by_name(net, init_path, strict=True)
         else:
+            loaded_body = load_backbone_weights(net, backbone, opts.backbone_weights, width)
+            if loaded_body:
+                notes.append(loaded_body)
             with atomic_path(init_path) as tmp:
                 net.save_weights(tmp)
         weights_file = init_path
@@ -135,7 +161,8 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     settings = CacheSettings(model=model, width=float(width), split=split,
                              input_size=int(input_size),
                              weights_sha256=sha256_file(weights_file),
-                             image_paths=[r.image_path for r in dataset.records], dtype=dtype)
+                             image_paths=[r.image_path for r in dataset.records], dtype=dtype,
+                             backbone=backbone)
     loader = DetectionBatches(dataset.records, input_size, batch_size, augment=False,
                               shuffle=False)
 
@@ -143,28 +170,34 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
         images = np.stack([loader.load_sample(int(i)).image for i in indices])
         return frozen_features(parts, images.astype(np.float32) * np.float32(1 / 255))
 
+    inputs = [p for p in (data, weights, anchors_path, classes, opts.backbone_weights_file)
+              if p is not None]
+
+    def manifest_of(tmp: Path, written) -> Path:  # before the cache appears
+        extra = {
+            "cache": {**settings.attrs(), "num_scales": len(written.shapes),
+                      "shapes": [list(s) for s in written.shapes],
+                      "compression": written.compression,
+                      "compression_ratio": written.compression_ratio,
+                      "file_bytes": written.file_bytes,
+                      "raw_bytes_per_image": written.raw_bytes_per_image,
+                      "bytes_per_image": written.bytes_per_image},
+            "image_paths": list(settings.image_paths),
+            "init_weights": None if init_path is None else init_path.name,
+            "anchors": anchor_sizes, "class_names": dataset.class_names,
+            "input_size": int(input_size),
+        }
+        return write_manifest(out, command="cache-bottlenecks", config=as_config(opts),
+                              inputs=inputs, seed=seed, extra=extra, data=tmp)
+
     progress.start("caching features", len(dataset.records))
     written = write_cache(out, settings, compute, batch_size=batch_size,
                           compression=opts.compression, resume=opts.resume,
-                          progress=lambda done, total: progress.update(done))
+                          progress=lambda done, total: progress.update(done),
+                          before_commit=manifest_of)
     progress.finish()
     notes += written.notes
-    inputs = [p for p in (data, weights, anchors_path, classes) if p is not None]
-    extra = {
-        "cache": {**settings.attrs(), "num_scales": len(written.shapes),
-                  "shapes": [list(s) for s in written.shapes],
-                  "compression": written.compression,
-                  "compression_ratio": written.compression_ratio,
-                  "file_bytes": written.file_bytes,
-                  "raw_bytes_per_image": written.raw_bytes_per_image,
-                  "bytes_per_image": written.bytes_per_image},
-        "image_paths": list(settings.image_paths),
-        "init_weights": None if init_path is None else init_path.name,
-        "anchors": anchor_sizes, "class_names": dataset.class_names,
-        "input_size": int(input_size),
-    }
-    manifest = write_manifest(out, command="cache-bottlenecks", config=as_config(opts),
-                              inputs=inputs, seed=seed, extra=extra)
+    manifest = manifest_path(out)
     return CacheBottlenecksResult(
         path=out, manifest=manifest, init_weights=init_path,
         num_images=written.num_images, computed=written.computed,

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 from detkit.errors import UsageError
+from detkit.choices import BACKBONES
 from detkit.families import MODEL_NAMES
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
+from detkit.artifacts import run_files
 from detkit.commands.train import Options as TrainOptions
 
 __all__ = ["Options", "run"]
@@ -22,18 +24,22 @@ __all__ = ["Options", "run"]
 class Options(TrainOptions):
     """Every option of ``detkit distill``: ``train``'s plus the teacher's."""
 
-    out: Path = option(Path("runs/distill"), "Run directory.")
+    out: Path = option(Path("runs/distill"), "Run directory.", role="output", folder=True,
+                       writes=run_files)
     teacher: Optional[Path] = option(
         None, "The teacher: its *.weights.h5, or a run directory (best.weights.h5 and the "
-              "manifest naming its architecture). Required.")
+              "manifest naming its architecture). Required.", role="input")
     teacher_model: Optional[str] = option(
         None, "Teacher architecture (default: from its manifest).", choices=MODEL_NAMES)
     teacher_width: Optional[float] = option(
         None, "Teacher channel width multiplier (default: from its manifest, else 1.0).",
         above=0)
+    teacher_backbone: Optional[str] = option(
+        None, "Teacher body (default: from its manifest, else its model's own).",
+        choices=BACKBONES)
     teacher_anchors: Optional[Path] = option(
         None, "Teacher anchors file (default: its manifest's, else the student's when the "
-              "count fits, else its model's).")
+              "count fits, else its model's).", role="input")
     alpha: float = option(0.5, "Weight of the teacher terms in [0, 1]: loss = (1 - alpha) "
                                "ground truth + alpha distillation (0: ground truth only).",
                           low=0, high=1)
@@ -41,7 +47,7 @@ class Options(TrainOptions):
                                      "term.", above=0)
     teacher_cache: Optional[Path] = option(
         None, "HDF5 file of the teacher's outputs on the letterboxed images: computed "
-              "once, reused after (needs --no-augment).")
+              "once, reused after (needs --no-augment).", role="output")
 
     def resolved(self) -> "Options":
         """:meth:`TrainOptions.resolved` plus the distillation options' checks.

@@ -14,13 +14,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detkit.anchors import anchor_masks, load_anchors, strides
+from detkit.anchors import anchor_masks, load_anchors
 from detkit.artifacts import manifest_path, write_manifest
 from detkit.commands.groups import AnchorOptions, DatasetOptions, InputOptions, ModelOptions
 from detkit.data.letterbox import LetterboxCounts, letterbox_records
 from detkit.encode import EncodeStats, assign_yolov3
-from detkit.errors import UsageError
-from detkit.families import Family, get_family
+from detkit.errors import ArtifactMismatchError, UsageError
+from detkit.families import FAMILIES, MODEL_NAMES, Family, get_family
 from detkit.labels import SCHEME_BOXES, SCHEME_YOLOV3, save_box_labels, save_labels
 from detkit.options import as_config, flag_of, option
 from detkit.progress import SILENT, Progress
@@ -31,9 +31,9 @@ CHUNK_IMAGES = 512
 #: The sparse target arrays of an assignment (one row per filled slot), as stored.
 ROW_KEYS = ("image", "scale", "row", "col", "anchor", "xywh", "cls")
 
-#: ``--model`` as :class:`ModelOptions` declares it (encode-labels builds no network, so
-#: it takes the family without ``--width``).
-_MODEL = next(field for field in dataclasses.fields(ModelOptions) if field.name == "model")
+#: The family without ``--model`` and ``--anchors`` (``ModelOptions``' default model).
+DEFAULT_MODEL = next(field.default for field in dataclasses.fields(ModelOptions)
+                     if field.name == "model")
 
 
 @dataclasses.dataclass
@@ -73,10 +73,36 @@ class EncodeLabelsResult:
 class Options(DatasetOptions, AnchorOptions, InputOptions):
     """The options of ``encode-labels``."""
 
-    out: Path = option(Path("labels.npz"), "Labels file to write.")
-    model: str = dataclasses.field(default=_MODEL.default, metadata=_MODEL.metadata)
+    out: Path = option(Path("labels.npz"), "Labels file to write.", role="output")
+    model: Optional[str] = option(
+        None, f"Architecture the targets are for: {', '.join(MODEL_NAMES)} (default: the "
+              f"one whose anchor count the --anchors file has; {DEFAULT_MODEL} without "
+              f"--anchors). Its anchor count is checked against the file.",
+        choices=MODEL_NAMES)
     multi_anchor_iou: Optional[float] = option(
         None, "Also assign every anchor whose (w, h) IoU with the box exceeds this (0..1).")
+
+
+def family_for(opts: Options) -> Family:
+    """The family of ``--model``; without it, the first whose anchor count the
+    ``--anchors`` file has (the default model without ``--anchors``).
+
+    Raises:
+        DataError: an unreadable anchors file.
+        ArtifactMismatchError: no family takes that many anchors (naming the file).
+    """
+    if opts.model is not None:
+        return get_family(opts.model)
+    if opts.anchors is None:
+        return get_family(DEFAULT_MODEL)
+    count = len(load_anchors(opts.anchors))
+    fitting = [family for family in FAMILIES.values() if family.num_anchors == count]
+    if not fitting:
+        needs = ", ".join(f"{family.name} needs {family.num_anchors}"
+                          for family in FAMILIES.values())
+        raise ArtifactMismatchError(f"the anchors file has {count} anchors, which fit no "
+                                    f"model ({needs})", path=opts.anchors)
+    return fitting[0]
 
 
 def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
@@ -84,7 +110,9 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
 
     Raises:
         UsageError: an input size that is not a multiple of the coarsest stride, an IoU
-            threshold outside (0, 1), an anchor count that is not 3 per scale.
+            threshold outside (0, 1).
+        ArtifactMismatchError: an anchor count other than the model's (naming the file;
+            the check of :meth:`detkit.families.Family.resolve_anchors`, as in train).
         DataError: unreadable dataset or anchors, unknown image sizes, bad class ids.
     """
     from detkit.data.dataset import load_dataset
@@ -93,16 +121,13 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
     if iou is not None and not 0.0 < iou < 1.0:
         raise UsageError(f"{flag_of(opts, 'multi_anchor_iou')} must be between 0 and 1, "
                          f"got {iou}")
-    family = get_family(opts.model)
+    # One check of the anchor count, the family's (exit 1, the file named); without
+    # --model the anchors file picks the family (6 anchors: yolov3-tiny's two scales).
+    family = family_for(opts)
+    anchors, anchors_path = family.resolve_anchors(opts.anchors)
     if family.label_scheme == SCHEME_BOXES:
-        anchors, anchors_path = family.resolve_anchors(opts.anchors)
         return _encode_boxes(opts, family, anchors, anchors_path, progress)
-    # The anchors file sets the scales (6 anchors: two, 9: three); --model only picks
-    # the default anchors, so the demo's 6 k-means anchors encode without --model.
-    anchors_path = (opts.anchors if opts.anchors is not None
-                    else get_family(opts.model).default_anchors_path())
-    anchors = load_anchors(anchors_path)
-    masks, scale_strides = anchor_masks(len(anchors)), strides(len(anchors))
+    masks, scale_strides = anchor_masks(len(anchors)), list(family.strides)
     input_size = opts.input_size
     if input_size % max(scale_strides):
         raise UsageError(f"{flag_of(opts, 'input_size')} must be a positive multiple of "
@@ -128,18 +153,23 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
     rows = {key: np.concatenate(value) if value else np.zeros(0) for key, value in parts.items()}
     num_rows = int(len(rows["image"]))
 
+    inputs = [opts.data, anchors_path] + ([opts.classes] if opts.classes is not None else [])
+    config = {**as_config(opts), "model": family.name, "anchors": str(anchors_path)}
+
+    def manifest_of(tmp: Path) -> Path:  # before the labels file appears (see save_npz)
+        return write_manifest(
+            opts.out, command=COMMAND, config=config, inputs=inputs, data=tmp,
+            extra={"settings": {"anchors": anchors, "input_size": input_size,
+                                "class_names": dataset.class_names, "scheme": SCHEME_YOLOV3,
+                                "model": family.name},
+                   "stats": stats.to_dict(), "num_images": len(records),
+                   "num_rows": num_rows, "letterbox": dataclasses.asdict(counts)})
+
     out = save_labels(opts.out, rows, anchors=anchors, input_size=input_size,
                       class_names=dataset.class_names,
                       image_paths=[str(record.image_path) for record in records],
-                      stats=stats, scheme=SCHEME_YOLOV3)
-    inputs = [opts.data, anchors_path] + ([opts.classes] if opts.classes is not None else [])
-    manifest = write_manifest(
-        out, command=COMMAND, config={**as_config(opts), "anchors": str(anchors_path)},
-        inputs=inputs,
-        extra={"settings": {"anchors": anchors, "input_size": input_size,
-                            "class_names": dataset.class_names, "scheme": SCHEME_YOLOV3},
-               "stats": stats.to_dict(), "num_images": len(records), "num_rows": num_rows,
-               "letterbox": dataclasses.asdict(counts)})
+                      stats=stats, scheme=SCHEME_YOLOV3, before_commit=manifest_of)
+    manifest = manifest_path(out)
     return EncodeLabelsResult(
         out=out, manifest=manifest, num_images=len(records), num_boxes=dataset.num_boxes,
         num_rows=num_rows, stats=stats, letterbox=counts, anchors=anchors,

@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.families import MODEL_NAMES
 from detkit.options import argument, option
 
@@ -23,12 +24,12 @@ DEFAULT_INPUT_SIZE = 416
 class DatasetOptions:
     """A dataset and how to read it."""
 
-    data: Path = argument(DATA_HELP)
+    data: Path = argument(DATA_HELP, role="input")
     format: Optional[str] = option(
         None, "Dataset format: auto, yolo3, coco, voc or yolo (default: auto).",
 )
     classes: Optional[Path] = option(
-        None, "classes.txt, one name a line (default: from the dataset).")
+        None, "classes.txt, one name a line (default: from the dataset).", role="input")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -46,7 +47,7 @@ class AnchorOptions:
 
     anchors: Optional[Path] = option(
         None, "Anchors file 'w,h, w,h, ...' in input pixels (default: the COCO anchors "
-              "of the model).")
+              "of the model).", role="input")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -56,6 +57,28 @@ class ModelOptions(AnchorOptions, InputOptions):
     model: str = option("yolov3", f"Architecture: {', '.join(MODEL_NAMES)}.",
                         choices=MODEL_NAMES)
     width: float = option(1.0, "Channel width multiplier.", above=0)
+    backbone: Optional[str] = option(
+        None, f"Body under the heads: {', '.join(BACKBONES)} (default: the model's own, "
+              f"darknet53 for yolov3, darknet-tiny for yolov3-tiny). --width scales the "
+              f"Darknet bodies, is mobilenetv2's alpha, and scales only the neck and heads "
+              f"of efficientnetb0 and resnet50.", choices=BACKBONES)
+
+
+@dataclasses.dataclass(kw_only=True)
+class BackboneWeightsOptions:
+    """Where a new model's body starts (train, distill's student, cache-bottlenecks)."""
+
+    backbone_weights: Optional[str] = option(
+        None, "Initial body weights when no --weights are given: imagenet (the "
+              "keras.applications download; needs a network), none (random, the "
+              "default) or FILE (a .weights.h5 of the backbone, of a detkit body or "
+              "model, or the .h5 keras.applications downloads).")
+
+    @property
+    def backbone_weights_file(self) -> Optional[Path]:
+        """``--backbone-weights`` when it names a file (recorded among the inputs)."""
+        value = self.backbone_weights
+        return None if value is None or value in BACKBONE_WEIGHTS_WORDS else Path(value)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -69,7 +92,8 @@ class SeedOptions:
 class InferenceOptions:
     """Running trained weights over images (predict, eval-map --model)."""
 
-    weights: Optional[Path] = option(None, "Trained model weights (.weights.h5).")
+    weights: Optional[Path] = option(None, "Trained model weights (.weights.h5).",
+                                     role="input")
     conf: float = option(0.001, "Score threshold (objectness x class probability); keep it "
                          "low for mAP, which needs the whole PR curve.", low=0, high=1)
     batch_size: int = option(8, "Images per forward pass.", integer=True, low=1)

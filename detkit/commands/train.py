@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from detkit import choices
-from detkit.commands.groups import DatasetOptions, ModelOptions, SeedOptions
+from detkit.artifacts import run_files
+from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
+                                    SeedOptions)
 from detkit.data.augment_config import AugmentConfig
 from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import UsageError
@@ -34,7 +36,7 @@ DEFAULT_FREEZE = {1: "body", 2: "none"}
 
 
 @dataclasses.dataclass(kw_only=True)
-class Options(SeedOptions, ModelOptions, DatasetOptions):
+class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions):
     """Every option of ``detkit train`` (``None``: the stage's default).
 
     Units are input pixels and epochs; see each field's help.
@@ -46,10 +48,14 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
                          integer=True, low=0)
     batch_size: int = option(16, "Images per (global) batch.", integer=True, low=1)
     weights: Optional[Path] = option(
-        None, "Initial weights (*.weights.h5), loaded by layer name.")
+        None, "Initial weights (*.weights.h5), loaded by layer name.", role="input")
     val: Optional[Path] = option(None, "Validation dataset; best.weights.h5 then tracks "
-                                       "val_loss.")
-    out: Path = option(Path("runs/train"), "Run directory.")
+                                       "val_loss.", role="input")
+    out: Path = option(Path("runs/train"), "Run directory.", role="output", folder=True,
+                       writes=run_files)
+    exist_ok: bool = option(False, "Train a new run into an --out that already holds one, "
+                                   "replacing its files (without it, or --resume, an "
+                                   "existing run is refused).", toggle=True)
     lr: Optional[float] = option(None, "Peak learning rate (default 1e-3 for stage 1, "
                                        "1e-4 for stage 2).", above=0)
     warmup_epochs: float = option(1.0, "Epochs of linear learning-rate warmup.", low=0)
@@ -97,7 +103,12 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
         high=1)
     ema: bool = option(False, "Keep an exponential moving average of the weights "
                               "(checkpoints and validation use it).", toggle=True)
-    mixed_precision: bool = option(False, "float16 compute with loss scaling.", toggle=True)
+    precision: Optional[str] = option(
+        None, "Compute precision: float32, mixed_float16 (loss scaling added) or "
+              "mixed_bfloat16 (no loss scaling needed); default float32.",
+        choices=choices.PRECISIONS)
+    mixed_precision: bool = option(False, "Alias of --precision mixed_float16.",
+                                   toggle=True)
     early_stopping: int = option(0, "Stop after this many epochs without improvement "
                                     "(0: off).", integer=True, low=0)
     resume: bool = option(False, "Continue from the run directory's last epoch.",
@@ -120,8 +131,9 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
                               "always on with the JAX backend.", toggle=True)
     bottlenecks: Optional[Path] = option(
         None, "Stage 1: a cache-bottlenecks file; the heads first train on its features "
-              "for --bottleneck-epochs (needs --labels).")
-    labels: Optional[Path] = option(None, "labels.npz (encode-labels) of the cached images.")
+              "for --bottleneck-epochs (needs --labels).", role="input")
+    labels: Optional[Path] = option(None, "labels.npz (encode-labels) of the cached images.",
+                                    role="input")
     bottleneck_epochs: int = option(0, "Epochs on cached features before --epochs on "
                                        "images.", integer=True, low=0)
 
@@ -201,13 +213,16 @@ class Options(SeedOptions, ModelOptions, DatasetOptions):
                              "file)")
         if self.bottlenecks is None and self.epochs < 1:
             raise UsageError(f"--epochs must be an integer >= 1, got {self.epochs!r}")
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UsageError(f"--out must be a directory, and {self.out} is a file")
         if self.total_epochs < 1:
             raise UsageError("nothing to train: --epochs and --bottleneck-epochs are 0")
         self.check_family_options()
+        if self.mixed_precision and self.precision not in (None, "mixed_float16"):
+            raise UsageError(f"--mixed-precision means --precision mixed_float16; it "
+                             f"contradicts --precision {self.precision}")
+        precision = self.precision or ("mixed_float16" if self.mixed_precision
+                                       else "float32")
         config = self.augment_config()
-        return dataclasses.replace(self, lr=float(lr), freeze=freeze,
+        return dataclasses.replace(self, lr=float(lr), freeze=freeze, precision=precision,
                                    aug_scale=config.scale, aug_jitter=config.jitter,
                                    data=Path(self.data), out=Path(self.out))
 

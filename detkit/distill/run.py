@@ -73,7 +73,8 @@ class Distillation(Objective):
         self.opts = opts
         spec = resolve_teacher(opts.teacher, model=opts.teacher_model,
                                width=opts.teacher_width, anchors=opts.teacher_anchors,
-                               student_anchors=anchors, student_model=opts.model)
+                               student_anchors=anchors, student_model=opts.model,
+                               backbone=opts.teacher_backbone)
         if spec.class_names is not None:
             check_agree(f"the teacher {spec.weights}", {"class_names": spec.class_names},
                         "this command", {"class_names": class_names}, keys=("class_names",))
@@ -91,6 +92,7 @@ class Distillation(Objective):
         self.pairs: list[StridePair] = pairs
         self.report = None
         self.settings = {"teacher_model": spec.model, "teacher_width": spec.width,
+                         "teacher_backbone": spec.backbone,
                          "teacher_sha256": sha256_file(spec.weights),
                          "alpha": float(opts.alpha), "temperature": float(opts.temperature),
                          "distill_strides": [p.stride for p in pairs]}

@@ -31,6 +31,7 @@ class TeacherSpec:
         anchors: ``(K, 2)`` its anchors, input pixels.
         class_names: its classes when its manifest names them, else ``None``.
         anchors_source: where the anchors came from, in words.
+        backbone: its body (``--backbone``; ``None``: the model's own).
     """
 
     weights: Path
@@ -39,9 +40,11 @@ class TeacherSpec:
     anchors: np.ndarray
     class_names: list[str] | None = None
     anchors_source: str = ""
+    backbone: str | None = None
 
     def describe(self) -> str:
-        return f"{self.model} --width {self.width:g} from {self.weights}"
+        body = f" --backbone {self.backbone}" if self.backbone else ""
+        return f"{self.model} --width {self.width:g}{body} from {self.weights}"
 
 
 def teacher_weights_and_manifest(teacher: str | os.PathLike) -> tuple[Path, dict]:
@@ -80,7 +83,8 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
                     width: float | None = None,
                     anchors: str | os.PathLike | None = None,
                     student_anchors: np.ndarray | None = None,
-                    student_model: str | None = None) -> TeacherSpec:
+                    student_model: str | None = None,
+                    backbone: str | None = None) -> TeacherSpec:
     """The teacher's architecture: flags, else its manifest; the flags must agree with it.
 
     Anchors: ``anchors`` (``--teacher-anchors``), else the manifest's, else the
@@ -133,8 +137,17 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
         raise ArtifactMismatchError(f"the teacher ({model}) needs {needed} anchors, "
                                     f"{source} has {len(values)}")
     names = manifest.get("class_names")
+    recorded_backbone = manifest.get("backbone")
+    if backbone is not None and recorded_backbone is not None and backbone != recorded_backbone:
+        raise ArtifactMismatchError(f"--teacher-backbone {backbone} but the teacher's "
+                                    f"manifest says {recorded_backbone}", path=weights)
+    from detkit.families import get_family
+
+    backbone = get_family(model).resolve_backbone(backbone if backbone is not None
+                                                  else recorded_backbone)
     return TeacherSpec(weights, model, width, values,
-                       None if names is None else [str(n) for n in names], source)
+                       None if names is None else [str(n) for n in names], source,
+                       backbone=backbone)
 
 
 def check_distill_pair(teacher_model: str, student_model: str) -> None:
@@ -192,12 +205,14 @@ def build_teacher(spec: TeacherSpec, num_classes: int, input_size: int | None = 
     from detkit.models import build_model
     from detkit.models.weights import load_weights_by_name
 
-    teacher = build_model(spec.model, num_classes, spec.width, input_size)
+    teacher = build_model(spec.model, num_classes, spec.width, input_size,
+                          backbone=spec.backbone)
     try:
         report = load_weights_by_name(teacher, spec.weights, strict=True)
     except ArtifactMismatchError as err:
         raise ArtifactMismatchError(f"the teacher ({spec.model} --teacher-width "
-                                    f"{spec.width:g}, {num_classes} classes) does not match "
+                                    f"{spec.width:g}, --teacher-backbone {spec.backbone}, "
+                                    f"{num_classes} classes) does not match "
                                     f"its weights: {err.message}", path=err.path) from None
     teacher.trainable = False
     return teacher, report

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from detkit.anchors import ANCHORS_DIR, load_anchors
+from detkit.choices import BACKBONES
 from detkit.errors import ArtifactMismatchError, UsageError
 
 
@@ -46,6 +47,8 @@ class Family:
         loss: ``"module:class"`` of the ``keras.losses.Loss`` over raw outputs.
         decoder: ``"module:function"`` of ``decode(outputs, anchors, input_size) ->
             (boxes (B, N, 4), scores (B, N, C))`` in input pixels.
+        backbones: the ``--backbone`` names the builder accepts (as its ``backbone``
+            keyword), the default first; empty: the family takes no ``--backbone``.
         label_scheme: what ``encode-labels`` stores for it (:mod:`detkit.labels`):
             ``"yolov3"`` (assigned target slots) or ``"boxes"`` (the letterboxed boxes,
             assigned when a batch is made).
@@ -61,6 +64,7 @@ class Family:
     assigner: str
     loss: str
     decoder: str
+    backbones: tuple[str, ...] = ()
     label_scheme: str = "boxes"
     distill_layout: str | None = None
 
@@ -75,9 +79,28 @@ class Family:
         return max(self.strides)
 
     def build(self, num_classes: int, width: float, input_size: int | None,
-              weight_decay: float) -> Any:
+              weight_decay: float, backbone: str | None = None) -> Any:
         """The untrained ``keras.Model`` (see :func:`detkit.models.build_model`)."""
-        return _load(self.builder)(num_classes, width, input_size, weight_decay)
+        backbone = self.resolve_backbone(backbone)
+        if backbone is None:
+            return _load(self.builder)(num_classes, width, input_size, weight_decay)
+        return _load(self.builder)(num_classes, width, input_size, weight_decay,
+                                   backbone=backbone)
+
+    def resolve_backbone(self, backbone: str | None) -> str | None:
+        """``backbone``, or the family's default one when ``None``.
+
+        Raises:
+            UsageError: a backbone the family does not take (naming those it takes).
+        """
+        if backbone is None:
+            return self.backbones[0] if self.backbones else None
+        if backbone not in self.backbones:
+            takes = (f"choose one of: {', '.join(self.backbones)}" if self.backbones
+                     else "it takes no --backbone")
+            raise UsageError(f"--backbone {backbone} does not apply to --model "
+                             f"{self.name}; {takes}")
+        return backbone
 
     def assigner_class(self) -> type:
         """The label encoder class."""
@@ -139,6 +162,11 @@ class Family:
         return anchors, source
 
 
+def _backbones(default: str) -> tuple[str, ...]:
+    """Every ``--backbone``, the family's own body (``default``) first."""
+    return (default, *(name for name in BACKBONES if name != default))
+
+
 _YOLOV3_PIECES = {"assigner": "detkit.assign.yolov3:Yolov3Assigner",
                   "loss": "detkit.losses:YoloV3Loss",
                   "decoder": "detkit.postprocess:decode_outputs",
@@ -151,10 +179,12 @@ _YOLOV2_PIECES = {"assigner": "detkit.assign.yolov2:Yolov2Assigner",
 FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family(name="yolov3", strides=(32, 16, 8), anchors_per_scale=3,
            default_anchors="yolov3_coco.txt",
-           builder="detkit.models.yolov3:build_yolov3", **_YOLOV3_PIECES),
+           builder="detkit.models.yolov3:build_yolov3", **_YOLOV3_PIECES,
+           backbones=_backbones("darknet53")),
     Family(name="yolov3-tiny", strides=(32, 16), anchors_per_scale=3,
            default_anchors="yolov3-tiny_coco.txt",
-           builder="detkit.models.yolov3_tiny:build_yolov3_tiny", **_YOLOV3_PIECES),
+           builder="detkit.models.yolov3_tiny:build_yolov3_tiny", **_YOLOV3_PIECES,
+           backbones=_backbones("darknet-tiny")),
     Family(name="yolov2", strides=(32,), anchors_per_scale=5,
            default_anchors="yolov2_coco.txt",
            builder="detkit.models.yolov2:build_yolov2", **_YOLOV2_PIECES),

@@ -36,7 +36,7 @@ def check_input_size(input_size: int | None) -> None:
 
 def build_model(name: str, num_classes: int, width: float = 1.0,
                 input_size: int | None = None, *,
-                weight_decay: float = DEFAULT_WEIGHT_DECAY):
+                weight_decay: float = DEFAULT_WEIGHT_DECAY, backbone: str | None = None):
     """Build an untrained detector of the family ``name``.
 
     Args:
@@ -46,12 +46,16 @@ def build_model(name: str, num_classes: int, width: float = 1.0,
         input_size: fixed input side in pixels (multiple of 32); ``None`` builds the
             model for any multiple of 32.
         weight_decay: L2 factor on conv kernels (0 disables it).
+        backbone: the body (``--backbone``, :mod:`detkit.models.backbones`); ``None``:
+            the family's own. Its initial weights are
+            :func:`detkit.models.backbones.load_backbone_weights`'s business.
 
     Returns:
         A ``keras.Model`` named ``name``.
 
     Raises:
-        UsageError: unknown name, ``num_classes < 1``, ``width <= 0`` or a bad input size.
+        UsageError: unknown name, ``num_classes < 1``, ``width <= 0``, a bad input size
+            or a backbone the family does not take.
     """
     family = get_family(name)
     if int(num_classes) != num_classes or num_classes < 1:
@@ -60,4 +64,5 @@ def build_model(name: str, num_classes: int, width: float = 1.0,
         raise UsageError(f"width must be positive, got {width!r}")
     check_input_size(input_size)
     return family.build(int(num_classes), float(width),
-                        None if input_size is None else int(input_size), float(weight_decay))
+                        None if input_size is None else int(input_size), float(weight_decay),
+                        backbone=backbone)

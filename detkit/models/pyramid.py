@@ -45,9 +45,13 @@ def prior_bias(prior: float = CLASS_PRIOR) -> keras.initializers.Initializer:
     return keras.initializers.Constant(-math.log((1 - prior) / prior))
 
 
+#: Name of this body as a ``--backbone`` (the pyramid families' own).
+BODY = "darknet-small"
+
+
 def build_body(width: float = 1.0, input_size: int | None = None,
-               weight_decay: float = 0.0) -> keras.Model:
-    """image -> ``[C5, C4, C3]``.
+               weight_decay: float = 0.0, num_scales: int = 3) -> keras.Model:
+    """image -> ``[C5, C4, C3]`` (the first ``num_scales`` of them).
 
     Shapes: ``(B, S, S, 3)`` -> ``[(B, S/32, S/32, 512w), (B, S/16, S/16, 256w),
     (B, S/8, S/8, 128w)]``.
@@ -64,7 +68,20 @@ def build_body(width: float = 1.0, input_size: int | None = None,
             x = DarknetResidual(channels, scale_channels(filters // 2, width),
                                 weight_decay=weight_decay, name=f"stage{stage}_res{unit}")(x)
         stage_outputs.append(x)
-    return keras.Model(image, [stage_outputs[s] for s in FEATURE_STAGES], name=BODY_NAME)
+    return keras.Model(image, [stage_outputs[s] for s in FEATURE_STAGES[:num_scales]],
+                       name=BODY_NAME)
+
+
+def pyramid_body(width: float, input_size: int | None, weight_decay: float,
+                 backbone: str | None = None) -> keras.Model:
+    """The body of a pyramid family: :func:`build_body` (``backbone`` ``None`` or
+    :data:`BODY`), else the ``--backbone`` registry's body with three scales
+    (:mod:`detkit.models.backbones`, strides 32, 16, 8, coarsest first)."""
+    if backbone is None or backbone == BODY:
+        return build_body(width, input_size, weight_decay)
+    from detkit.models.backbones import build_body as build_backbone
+
+    return build_backbone(backbone, width, input_size, weight_decay, num_scales=3)
 
 
 def _regularizer(weight_decay: float):

@@ -15,8 +15,8 @@ import keras
 
 from detkit.models.detector import HEADS_NAME, assemble, feature_inputs
 from detkit.models.layers import AnchorReshape
-from detkit.models.pyramid import (build_body, conv_tower, feature_pyramid, output_conv,
-                                   prior_bias, pyramid_channels)
+from detkit.models.pyramid import (conv_tower, feature_pyramid, output_conv, prior_bias,
+                                   pyramid_body, pyramid_channels)
 
 #: Architecture name.
 NAME = "retinanet"
@@ -49,8 +49,9 @@ def build_heads(body: keras.Model, num_classes: int, width: float = 1.0,
 
 
 def build_retinanet(num_classes: int, width: float = 1.0, input_size: int | None = None,
-                    weight_decay: float = 0.0) -> keras.Model:
+                    weight_decay: float = 0.0,
+                    backbone: str | None = None) -> keras.Model:
     """The full model ``heads(body(image))`` named ``retinanet``."""
-    body = build_body(width, input_size, weight_decay)
+    body = pyramid_body(width, input_size, weight_decay, backbone)
     heads = build_heads(body, num_classes, width, weight_decay)
     return assemble(body, heads, NAME)

@@ -14,7 +14,7 @@ import keras
 
 from detkit.models.detector import HEADS_NAME, assemble, feature_inputs
 from detkit.models.layers import AnchorReshape
-from detkit.models.pyramid import (OUTPUT_KERNEL_STDDEV, build_body, feature_pyramid,
+from detkit.models.pyramid import (OUTPUT_KERNEL_STDDEV, feature_pyramid, pyramid_body,
                                    pyramid_channels)
 
 #: Architecture name.
@@ -52,9 +52,10 @@ def build_heads(body: keras.Model, width: float = 1.0, weight_decay: float = 0.0
 
 
 def build_rpn(num_classes: int, width: float = 1.0, input_size: int | None = None,
-              weight_decay: float = 0.0) -> keras.Model:
+              weight_decay: float = 0.0,
+              backbone: str | None = None) -> keras.Model:
     """The full model ``heads(body(image))`` named ``rpn`` (``num_classes`` unused)."""
     del num_classes
-    body = build_body(width, input_size, weight_decay)
+    body = pyramid_body(width, input_size, weight_decay, backbone)
     heads = build_heads(body, width, weight_decay)
     return assemble(body, heads, NAME)

@@ -3,7 +3,8 @@
 With ``width=1.0`` and 80 classes the model has 61,949,149 parameters, like the
 reference keras-yolo3 model. The body returns the stride-32, stride-16 and stride-8
 Darknet features (coarsest first); the heads return one raw output per stride,
-``(B, S/stride, S/stride, 3, 5 + C)``.
+``(B, S/stride, S/stride, 3, 5 + C)``. Another body (``backbone``, see
+:mod:`detkit.models.backbones`) gives the heads its own stride-32/16/8 features.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import keras
 
 from detkit.anchors import ANCHORS_PER_SCALE
+from detkit.models import backbones
 from detkit.models.detector import BODY_NAME, HEADS_NAME, assemble, feature_inputs, image_input
 from detkit.models.layers import DarknetConv, DarknetResidual, head_output, scale_channels
 
@@ -22,16 +24,19 @@ STEM_FILTERS = 32
 DARKNET53_STAGES = ((64, 1), (128, 2), (256, 8), (512, 8), (1024, 4))
 #: Stages whose outputs the heads use (strides 32, 16, 8: coarsest first).
 FEATURE_STAGES = (4, 3, 2)
+#: The body of ``build_yolov3`` unless another ``backbone`` is given.
+DEFAULT_BACKBONE = "darknet53"
 #: Neck channels per head (the 1x1 convs; the 3x3 convs have twice as many).
 NECK_FILTERS = (512, 256, 128)
 
 
 def build_body(width: float = 1.0, input_size: int | None = None,
-               weight_decay: float = 0.0) -> keras.Model:
+               weight_decay: float = 0.0, num_scales: int = 3) -> keras.Model:
     """Darknet-53 without its classifier: image -> ``[f32, f16, f8]`` feature maps.
 
     Shapes: ``(B, S, S, 3)`` -> ``[(B, S/32, S/32, 1024w), (B, S/16, S/16, 512w),
-    (B, S/8, S/8, 256w)]`` (``w``: channels scaled by ``width``).
+    (B, S/8, S/8, 256w)]`` (``w``: channels scaled by ``width``); the first
+    ``num_scales`` of them.
     """
     image = image_input(input_size)
     x = DarknetConv(scale_channels(STEM_FILTERS, width), 3, weight_decay=weight_decay,
@@ -45,7 +50,7 @@ def build_body(width: float = 1.0, input_size: int | None = None,
             x = DarknetResidual(channels, scale_channels(filters // 2, width),
                                 weight_decay=weight_decay, name=f"stage{stage}_res{unit}")(x)
         stage_outputs.append(x)
-    features = [stage_outputs[stage] for stage in FEATURE_STAGES]
+    features = [stage_outputs[stage] for stage in FEATURE_STAGES[:num_scales]]
     return keras.Model(image, features, name=BODY_NAME)
 
 
@@ -86,8 +91,9 @@ def build_heads(body: keras.Model, num_classes: int, width: float = 1.0,
 
 
 def build_yolov3(num_classes: int, width: float = 1.0, input_size: int | None = None,
-                 weight_decay: float = 0.0) -> keras.Model:
-    """The full model ``heads(body(image))`` named ``yolov3``."""
-    body = build_body(width, input_size, weight_decay)
+                 weight_decay: float = 0.0, backbone: str = DEFAULT_BACKBONE) -> keras.Model:
+    """The full model ``heads(body(image))`` named ``yolov3``, on the body ``backbone``."""
+    body = backbones.build_body(backbone, width, input_size, weight_decay,
+                                num_scales=len(NECK_FILTERS))
     heads = build_heads(body, num_classes, width, weight_decay)
     return assemble(body, heads, NAME)

@@ -92,7 +92,8 @@ def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch
                 early_stopping: int = 0, ema: bool = False,
                 batch_images: Callable[[int], list[str]] | None = None,
                 on_saved: Callable | None = None,
-                callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
+                callbacks: Sequence[keras.callbacks.Callback] = (),
+                steps_per_epoch: int | None = None) -> dict[str, Any]:
     """Fit a compiled :class:`YoloTrainingModel` with the run directory's callbacks.
 
     Writes ``last``/``best`` weights of ``model.network``, the resume state and
@@ -124,7 +125,8 @@ def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch
     # The loaders shuffle per (seed, epoch) themselves; a Keras reshuffle of the batch
     # order would draw on Python's global random state and break exact resumes.
     model.fit(train_batches, validation_data=val_batches, epochs=epochs, shuffle=False,
-              initial_epoch=start_epoch, callbacks=all_callbacks, verbose=0)
+              initial_epoch=start_epoch, callbacks=all_callbacks, verbose=0,
+              steps_per_epoch=steps_per_epoch)
     if guard.failure is not None:
         kept = (f"the weights of epoch {checkpoint.last_epoch or start_epoch} are kept in "
                 f"{run_dir / LAST_WEIGHTS}" if (checkpoint.last_epoch or start_epoch)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-from detkit.keras_compat import declare_built
+from detkit.keras_compat import declare_built, symbolic_build_without_data
 from detkit.training.strategy import num_replicas_in_sync
 
 #: Name of the weight-decay term in the logs (the network's regularization losses).
@@ -80,9 +80,41 @@ class YoloTrainingModel(keras.Model):
         total = data_loss + reg
         return total / replicas if replicas > 1 else total
 
+    def train_step(self, *args, **kwargs):
+        result = super().train_step(*args, **kwargs)
+        return _per_worker_logs(result) if _multi_worker() else result
+
+    def test_step(self, *args, **kwargs):
+        result = super().test_step(*args, **kwargs)
+        return _per_worker_logs(result) if _multi_worker() else result
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if keras.backend.backend() != "tensorflow" or not _multi_worker():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        return symbolic_build_without_data(self)
+
     def loss_terms(self, x, y, y_pred: list, training=True):
         """Per-sample terms ``{name: (B,)}`` (named by ``term_names`` but ``reg``) and
         the per-sample data loss ``(B,)``: here the detection loss's terms and their sum."""
         del x, training
         terms = self.detection_loss.terms(y, y_pred)
         return terms, sum(terms.values())
+
+
+def _multi_worker() -> bool:
+    """Whether training runs under ``MultiWorkerMirroredStrategy`` (TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(tf.distribute.get_strategy(),
+                      tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _per_worker_logs(logs: dict) -> dict:
+    """Logs as ``(1,)`` tensors under ``MultiWorkerMirroredStrategy``.
+
+    Keras averages a multi-worker run's per-replica logs with ``reduce(..., axis=0)``,
+    which fails on scalars; one-element vectors average to the same scalars.
+    """
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}

@@ -19,6 +19,7 @@ import keras
 
 from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.training.callbacks import LoaderEpoch, load_state_weights
+from detkit.training.distributed import distributed_batches, synchronize_batch_norm
 from detkit.training.fit import (FirstBatches, batch_images_of, fit_network, make_optimizer,
                                  schedule_callbacks)
 from detkit.training.objective import Objective
@@ -42,6 +43,8 @@ class TrainingPlan:
         scope: the distribution strategy's scope.
         report: how the initial weights loaded (``None``: none loaded).
         close: releases the phase's files.
+        steps: global batches per epoch when ``batches`` has no length (a
+            ``tf.distribute`` dataset), else ``None``.
     """
 
     model: Any
@@ -55,6 +58,7 @@ class TrainingPlan:
     scope: Callable[[], ContextManager] = contextlib.nullcontext
     report: Optional[str] = None
     close: Callable[[], None] = lambda: None
+    steps: Optional[int] = None
 
 
 def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool,
@@ -71,7 +75,15 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     from detkit.models.weights import load_weights_by_name
 
     opts = ctx.opts
-    detector = build_model(opts.model, len(ctx.class_names), opts.width, opts.input_size)
+    detector = build_model(opts.model, len(ctx.class_names), opts.width, opts.input_size,
+                           backbone=opts.backbone)
+    if weights is None and not resuming and ctx.family.backbones:
+        from detkit.models.backbones import load_backbone_weights
+
+        loaded_body = load_backbone_weights(detector, ctx.family.resolve_backbone(
+            opts.backbone), opts.backbone_weights, opts.width)
+        if loaded_body:
+            ctx.notes.append(loaded_body)
     if weights is None or resuming:
         return detector, None
     loaded = load_weights_by_name(detector, weights)
@@ -150,7 +162,7 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     check_scheme(labels, ctx.family)
     cache = open_cache(opts.bottlenecks, model=opts.model, width=opts.width,
                        input_size=opts.input_size, weights=weights, image_paths=image_paths,
-                       labels=labels)
+                       labels=labels, backbone=ctx.family.resolve_backbone(opts.backbone))
     split = str(cache.settings["split"])
     detector, report = build_detector(ctx, weights, resuming=resuming)
     freeze(detector, split)
@@ -197,11 +209,14 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
     with distribution.scope():
         detector, report = build_detector(ctx, weights, resuming=resuming,
                                           require_complete=opts.stage == 2)
-        if weights is None and opts.freeze != "none" and not resuming:
+        if (weights is None and opts.freeze != "none" and not resuming
+                and opts.backbone_weights in (None, "none")):
             ctx.notes.append(f"--freeze {opts.freeze} without --weights keeps a randomly "
                              f"initialized part frozen; use --freeze none to train from "
                              f"scratch")
         freeze(detector, opts.freeze)
+        if distribution.handle is not None and keras.backend.backend() == "tensorflow":
+            synchronize_batch_norm(detector)  # statistics of the global batch
         model = objective.training_model(detector, detection_loss(ctx))
         batches = objective.train_batches(base, model)
         if opts.steps_per_epoch:
@@ -214,11 +229,19 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
         if resuming and int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0:
             raise ArtifactError("the resume state holds no optimizer state; it does not "
                                 "match this model", path=ctx.run_dir / "state.weights.h5")
-    return TrainingPlan(model=model, batches=batches, loader=base, start_epoch=start_epoch,
-                        end_epoch=opts.total_epochs,
+    fit_batches, steps = batches, None
+    if distribution.name == "multi-worker" and distribution.handle is not None:
+        # Each worker prepares only its replicas' slices of every global batch.
+        steps = len(batches) - (1 if len(base.records) % opts.batch_size
+                                and len(batches) == len(base) else 0)
+        source = batches.base if isinstance(batches, FirstBatches) else batches
+        fit_batches = distributed_batches(distribution.handle, source, steps,
+                                          opts.batch_size)
+    return TrainingPlan(model=model, batches=fit_batches, loader=base,
+                        start_epoch=start_epoch, end_epoch=opts.total_epochs,
                         callbacks=schedule_callbacks(opts, ctx.monitor, len(batches)),
                         val_batches=val_batches, batch_images=batch_images_of(base),
-                        scope=distribution.scope, report=report)
+                        scope=distribution.scope, report=report, steps=steps)
 
 
 def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: int,
@@ -234,6 +257,7 @@ def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: 
                 state_extra=ctx.settings, schedule_callbacks=plan.callbacks,
                 early_stopping=ctx.opts.early_stopping, ema=ctx.opts.ema,
                 batch_images=plan.batch_images, on_saved=on_saved,
-                callbacks=[LoaderEpoch(plan.loader), *callbacks])
+                callbacks=[LoaderEpoch(plan.loader), *callbacks],
+                steps_per_epoch=plan.steps)
     finally:
         plan.close()

@@ -26,6 +26,7 @@ import numpy as np
 
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
                                        read_history, read_state)
+from detkit.training.distributed import is_chief, release_run_dir, worker_run_dir
 from detkit.training.objective import Objective
 from detkit.training.phases import cached_features_plan, fit_plan, images_plan
 
@@ -33,13 +34,11 @@ if TYPE_CHECKING:  # the train command's options (the stage reads their attribut
     from detkit.commands.train import Options as TrainOptions
     from detkit.families import Family
 
-#: Policy of ``--mixed-precision`` (loss scaling is added by ``compile``).
-MIXED_POLICY = "mixed_float16"
 #: Settings a resumed run must share with the run it continues.
-RESUME_KEYS = ("model", "width", "stage", "input_size", "anchors", "class_names",
-               "monitor")
+RESUME_KEYS = ("model", "width", "backbone", "stage", "input_size", "anchors",
+               "class_names", "monitor")
 #: Settings stage 2's ``--weights`` must share with it (from the weights' manifest).
-STAGE2_KEYS = ("model", "anchors", "class_names")
+STAGE2_KEYS = ("model", "backbone", "anchors", "class_names")
 #: Name of the run manifest.
 MANIFEST = "manifest.json"
 
@@ -128,7 +127,12 @@ class RunContext:
         from detkit.data.dataset import load_dataset
         from detkit.families import get_family
 
+        from detkit.artifacts import check_fresh
+
         opts = opts.resolved()
+        for artifact in (opts.labels, opts.bottlenecks):  # before any long work
+            if artifact is not None:
+                check_fresh(artifact)
         family = get_family(opts.model)
         dataset = load_dataset(opts.data, opts.format, opts.classes)
         class_names = list(dataset.class_names)
@@ -136,7 +140,8 @@ class RunContext:
                        if opts.val is not None else None)
         anchors, anchors_path = family.resolve_anchors(opts.anchors)
         monitor = "val_loss" if val_dataset is not None else "loss"
-        settings = {"model": opts.model, "width": opts.width, "stage": opts.stage,
+        settings = {"model": opts.model, "width": opts.width,
+                    "backbone": family.resolve_backbone(opts.backbone), "stage": opts.stage,
                     "input_size": opts.input_size, "anchors": anchors.tolist(),
                     "class_names": class_names, "monitor": monitor}
         return cls(opts=opts, family=family, records=dataset.records,
@@ -172,6 +177,11 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
                  ) -> TrainResult:
     """Train one stage end to end and write the run directory.
 
+    The run directory is held by a lock file for the whole run (a second run into it
+    stops, naming the holder; a dead holder's lock is taken over with a note). A new run
+    into a directory that holds one is refused unless ``--resume`` or ``--exist-ok``;
+    temporary files an interrupted run left there are removed.
+
     Args:
         opts: the options (stage defaults are filled in by their ``resolved()``).
         callbacks: extra Keras callbacks (e.g. a progress display).
@@ -183,10 +193,64 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
     Raises:
         UsageError: bad option values.
         DataError: unreadable dataset, anchors or class names.
-        ArtifactError, ArtifactMismatchError: unusable ``--weights`` or resume state.
+        ArtifactError, ArtifactMismatchError: unusable ``--weights`` or resume state,
+            an unwritable ``--out``, a run directory another run holds.
         TrainingError: NaN/Inf loss.
     """
+    from detkit.artifacts import check_writable, remove_stale_temps, run_lock
+
+    run_dir = Path(opts.out)
+    check_writable(run_dir, folder=True)
+    if opts.strategy == "multi-worker" and not is_chief():
+        # Another worker holds --out: this one writes a scratch copy, removed after.
+        scratch = worker_run_dir(run_dir, resume=opts.resume)
+        try:
+            return _run_locked(dataclasses.replace(opts, out=scratch, exist_ok=True),
+                               callbacks=callbacks, config=config,
+                               objective_for=objective_for, notes=[])
+        finally:
+            release_run_dir(scratch, run_dir)
+    created = not run_dir.exists()
+    try:
+        with run_lock(run_dir, command="train") as notes:
+            _refuse_existing_run(opts, run_dir)
+            removed = remove_stale_temps(run_dir)
+            if removed:
+                notes.append(f"removed {len(removed)} temporary file(s) an interrupted run "
+                             f"left in {run_dir} ({', '.join(p.name for p in removed[:3])})")
+            return _run_locked(opts, callbacks=callbacks, config=config,
+                               objective_for=objective_for, notes=notes)
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written: leave no empty run directory
+
+
+def _refuse_existing_run(opts: "TrainOptions", run_dir: Path) -> None:
+    """A new run never replaces a run silently: ``--resume`` or ``--exist-ok``.
+
+    Raises:
+        UsageError: ``run_dir`` holds run files and neither flag is given.
+    """
+    from detkit.artifacts import run_files
+    from detkit.errors import UsageError
+
+    if opts.resume or getattr(opts, "exist_ok", False):
+        return
+    # A manifest alone is a run that failed before its first epoch: nothing to lose.
+    found = [path.name for path in run_files(run_dir)
+             if path.exists() and path.name != MANIFEST]
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise UsageError(f"--out {run_dir} already holds a run ({shown}): pass --resume to "
+                         f"continue it, --exist-ok to replace it, or choose another --out")
+
+
+def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Callback],
+                config: dict | None, objective_for: Callable[[RunContext], Objective] | None,
+                notes: list[str]) -> TrainResult:
+    """:func:`run_training` once the run directory is held."""
     ctx = RunContext.open(opts)
+    ctx.notes[:0] = notes
     objective = objective_for(ctx) if objective_for is not None else Objective()
     ctx.settings.update(objective.settings)
     ctx.read_resume_state(tuple(objective.settings))
@@ -198,16 +262,18 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
                                f"the run already holds {ctx.start_epoch} epochs "
                                f"(--epochs {opts.total_epochs}): nothing to do"])
 
+    if getattr(opts, "exist_ok", False) and ctx.state is None:
+        _replace_run(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {**(config or {}), **_plain(dataclasses.asdict(opts))}
     inputs = [p for p in (opts.data, opts.val, ctx.anchors_path, opts.classes, opts.weights,
-                          opts.labels) if p is not None and Path(p).is_file()]
+                          opts.labels, opts.backbone_weights_file)
+              if p is not None and Path(p).is_file()]
     inputs += objective.inputs
     on_saved = _manifest_writer(ctx, objective.command, config, inputs)
     previous_policy = keras.config.dtype_policy()
     keras.utils.set_random_seed(opts.seed)
-    if opts.mixed_precision:
-        keras.config.set_dtype_policy(MIXED_POLICY)
+    keras.config.set_dtype_policy(opts.precision)
     try:
         _check_stage2_weights(ctx)
         from detkit.artifacts import write_json
@@ -256,6 +322,19 @@ def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
                            callbacks=callbacks)
         report = plan.report or report
     return outcome, report
+
+
+def _replace_run(ctx: RunContext) -> None:
+    """``--exist-ok``: remove the files of the run being replaced (after every check, so a
+    refused run loses nothing), so none of them is taken for the new run's."""
+    from detkit.artifacts import run_files
+
+    replaced = [path for path in run_files(ctx.run_dir) if path.exists()]
+    for path in replaced:
+        path.unlink()
+    if replaced:
+        ctx.notes.append(f"--exist-ok: replaced the run in {ctx.run_dir} "
+                         f"({len(replaced)} files)")
 
 
 def _check_stage2_weights(ctx: RunContext) -> None:

@@ -73,9 +73,20 @@ def make_distribution(name: str, devices: Sequence[str] | None = None) -> Distri
             strategy = tf.distribute.MirroredStrategy(
                 devices=list(devices) if devices else None)
         else:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            from detkit.training.distributed import COLLECTIVE_TIMEOUT_S, tf_config
+
+            tf_config()  # a malformed TF_CONFIG is a usage error, not a hang
+            # A worker that dies makes the others' collectives fail after the timeout
+            # instead of waiting for ever.
+            options = tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=COLLECTIVE_TIMEOUT_S)
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                communication_options=options)
         return Distribution(name, int(strategy.num_replicas_in_sync), strategy)
     if backend == "jax":
+        from detkit.training.distributed import initialize_jax_processes
+
+        initialize_jax_processes()  # several processes: join them before any device
         all_devices = keras.distribution.list_devices()
         chosen = list(devices) if devices else all_devices
         distribution = keras.distribution.DataParallel(devices=chosen)
