@@ -210,8 +210,8 @@ def build_teacher(spec: TeacherSpec, num_classes: int, input_size: int | None = 
     try:
         report = load_weights_by_name(teacher, spec.weights, strict=True)
     except ArtifactMismatchError as err:
-        raise ArtifactMismatchError(f"the teacher ({spec.model} --teacher-width "
-                                    f"{spec.width:g}, --teacher-backbone {spec.backbone}, "
+        raise ArtifactMismatchError(f"the teacher ({spec.model} --teacher-backbone "
+                                    f"{spec.backbone} --teacher-width {spec.width:g}, "
                                     f"{num_classes} classes) does not match "
                                     f"its weights: {err.message}", path=err.path) from None
     teacher.trainable = False
