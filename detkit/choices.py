@@ -25,9 +25,11 @@ COMPRESSIONS = ("auto", "none", "lzf", "gzip")
 #: How k-means sees boxes (``--resize``) and its cluster centers (``--center``).
 RESIZE_MODES = ("letterbox", "stretch")
 CENTERS = ("median", "mean")
-#: Bodies the YOLO heads can sit on (``--backbone``): detkit's Darknet-53 and the
-#: yolov3-tiny 7-conv body, and three ``keras.applications`` networks.
-BACKBONES = ("darknet53", "darknet-tiny", "mobilenetv2", "efficientnetb0", "resnet50")
+#: Bodies the heads can sit on (``--backbone``): detkit's Darknet-53, the yolov3-tiny
+#: 7-conv body and the small residual Darknet of retinanet / rpn, and three
+#: ``keras.applications`` networks.
+BACKBONES = ("darknet53", "darknet-tiny", "darknet-small", "mobilenetv2", "efficientnetb0",
+             "resnet50")
 #: ``--backbone-weights`` words (anything else is a file path).
 BACKBONE_WEIGHTS_WORDS = ("imagenet", "none")
 #: Compute precisions (``--precision``): Keras dtype policies.

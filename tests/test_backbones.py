@@ -41,7 +41,8 @@ def test_registry_lists_the_choices_and_families_default_to_their_own_body():
     assert tuple(backbones.REGISTRY) == BACKBONES
     assert get_family("yolov3").resolve_backbone(None) == "darknet53"
     assert get_family("yolov3-tiny").resolve_backbone(None) == "darknet-tiny"
-    for name in ("yolov3", "yolov3-tiny"):
+    assert get_family("retinanet").resolve_backbone(None) == "darknet-small"
+    for name in ("yolov3", "yolov3-tiny", "retinanet", "rpn"):
         assert set(FAMILIES[name].backbones) == set(BACKBONES)
     with pytest.raises(UsageError, match="unknown backbone 'vgg16'"):
         backbones.get_backbone("vgg16")

@@ -62,6 +62,8 @@ def history(run):
     ("yolov2", ["--pos-iou", "0.6"], "--pos-iou does not apply to --model yolov2"),
     ("retinanet", ["--pos-iou", "0.3"], "--neg-iou 0.4 must not exceed --pos-iou 0.3"),
     ("rpn", ["--sample-anchors", "0"], "--sample-anchors must be >= 1"),
+    ("yolov2", ["--backbone-weights", "imagenet"],
+     "--backbone-weights does not apply to --model yolov2"),
 ])
 def test_family_options_that_do_not_apply_are_refused(data, tmp_path, model, extra, message):
     result = invoke(*train_args(data, model, tmp_path / "run", *extra))

@@ -17,7 +17,7 @@ import numpy as np
 from detkit import choices
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
                                     SeedOptions)
-from detkit.errors import DataError
+from detkit.errors import DataError, UsageError
 from detkit.families import get_family
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
@@ -136,6 +136,9 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
 
     keras.utils.set_random_seed(seed)
     backbone = get_family(model).resolve_backbone(opts.backbone)
+    if backbone is None and opts.backbone_weights not in (None, "none"):
+        raise UsageError(f"--backbone-weights does not apply to --model {model} (it takes no "
+                         f"--backbone)")
     net = build_model(model, len(dataset.class_names), width, input_size, backbone=backbone)
     init_path = None
     if weights is not None:
@@ -150,7 +153,9 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
         if opts.resume and init_path.is_file():
             load_weights_by_name(net, init_path, strict=True)
         else:
-            loaded_body = load_backbone_weights(net, backbone, opts.backbone_weights, width)
+            # A family without --backbone (yolov2) has no body weights to load here.
+            loaded_body = (load_backbone_weights(net, backbone, opts.backbone_weights, width)
+                           if backbone is not None else None)
             if loaded_body:
                 notes.append(loaded_body)
             with atomic_path(init_path) as tmp:

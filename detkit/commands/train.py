@@ -172,6 +172,10 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         from detkit.options import flag_of
 
         family = get_family(self.model)
+        if not family.backbones and getattr(self, "backbone_weights", None) not in (None,
+                                                                                   "none"):
+            raise UsageError(f"--backbone-weights does not apply to --model {self.model} "
+                             f"(it takes no --backbone)")
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
         reads = family.option_names()
         for name in FAMILY_OPTIONS:

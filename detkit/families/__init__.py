@@ -196,11 +196,11 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            builder="detkit.models.retinanet:build_retinanet",
            assigner="detkit.assign.matching:AnchorMatchingAssigner",
            loss="detkit.losses:RetinaNetLoss", decoder="detkit.decode:decode_anchor_outputs",
-           distill_layout="retinanet"),
+           distill_layout="retinanet", backbones=_backbones("darknet-small")),
     Family(name="rpn", strides=(32, 16, 8), anchors_per_scale=3,
            default_anchors="rpn_generated.txt", builder="detkit.models.rpn:build_rpn",
            assigner="detkit.assign.matching:RpnAssigner", loss="detkit.losses:RpnLoss",
-           decoder="detkit.decode:decode_anchor_outputs"),
+           decoder="detkit.decode:decode_anchor_outputs", backbones=_backbones("darknet-small")),
 )}
 #: The ``--model`` choices.
 MODEL_NAMES = tuple(FAMILIES)

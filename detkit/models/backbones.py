@@ -11,6 +11,8 @@ model of detkit takes the same images.
 ================  =========================================  ============================
 darknet53         detkit's Darknet-53 stages 5, 4, 3         scales every conv
 darknet-tiny      yolov3-tiny's convs 7, 5, 4                scales every conv
+darknet-small     retinanet / rpn's residual Darknet (units   scales every conv
+                  1, 1, 2, 2, 1), stages 5, 4, 3
 mobilenetv2       ``out_relu``, ``block_13_expand_relu``,    MobileNetV2's ``alpha`` (and
                   ``block_6_expand_relu``                    the neck and heads)
 efficientnetb0    ``top_activation``, ``block5c_add``,       only the neck and heads
@@ -150,6 +152,7 @@ class Backbone:
 REGISTRY: dict[str, Backbone] = {spec.name: spec for spec in (
     Backbone("darknet53", builder="detkit.models.yolov3:build_body"),
     Backbone("darknet-tiny", builder="detkit.models.yolov3_tiny:build_body"),
+    Backbone("darknet-small", builder="detkit.models.pyramid:build_body"),
     Backbone("mobilenetv2", application="MobileNetV2",
              taps=("out_relu", "block_13_expand_relu", "block_6_expand_relu"),
              preprocess="tf", width_is_alpha=True,
