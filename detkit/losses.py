@@ -661,11 +661,14 @@ class RpnLoss(keras.losses.Loss):
     and ``V`` the number of counted anchors (``o != -1``) in the batch:
 
     * ``obj = sum_{o_a != -1} BCE(o_a, x_a) / max(1, V)``
-    * ``box = box_weight sum_{o_a = 1} sum_d Huber_delta(t_ad - y_ad) / max(1, V)``
+    * ``box = box_weight sum_{o_a = 1} sum_d Huber_delta(t_ad - y_ad) / (P + 1)``
 
-    (torchvision's normalization: both by the sampled anchors). Neutral anchors take
-    no part in either term nor in the metric :meth:`make_metrics` returns, the
-    objectness accuracy over the counted anchors.
+    with ``P`` the sampled positives of the batch: the box term is a mean over the
+    positives, as RetinaNet's (torchvision divides it by ``V`` too, which on a few
+    thousand steps leaves the shared layers almost no box gradient: a sample of 256
+    anchors holds a handful of positives). Neutral anchors take no part in either term
+    nor in the metric :meth:`make_metrics` returns, the objectness accuracy over the
+    counted anchors.
 
     ``y_true``: ``{"objectness": (B, N) float, "deltas": (B, N, 4)}``. ``y_pred``: list of
     ``(B, H, W, A, 5)`` (4 box deltas, then the objectness logit), coarsest level first.
@@ -708,8 +711,9 @@ class RpnLoss(keras.losses.Loss):
         box = huber(flat[..., :4] - deltas, self.huber_delta)
         batch = ops.cast(ops.shape(flat)[0], "float32")
         scale = batch / ops.maximum(ops.sum(counted), 1.0)
+        box_scale = batch / (ops.sum(positive) + 1.0)
         return {"obj": _per_sample_sum(counted * bce) * scale,
-                "box": self.box_weight * _per_sample_sum(positive[..., None] * box) * scale}
+                "box": self.box_weight * _per_sample_sum(positive[..., None] * box) * box_scale}
 
     def make_metrics(self) -> list:
         """The metrics to log beside the terms: the masked objectness accuracy."""

@@ -317,8 +317,9 @@ def reference_rpn(flat, objectness, deltas, delta=1 / 9, box_weight=1.0):
                 for d in range(4):
                     e = abs(float(flat[b, a, d]) - float(deltas[b, a, d]))
                     box[b] += 0.5 * e * e if e <= delta else delta * (e - delta / 2)
-    scale = batch / max(counted, 1)
-    return {"obj": obj * scale, "box": box_weight * box * scale}, hits / max(counted, 1)
+    positives = (objectness == 1).sum()
+    return ({"obj": obj * batch / max(counted, 1),
+             "box": box_weight * box * batch / (positives + 1)}, hits / max(counted, 1))
 
 
 def test_rpn_loss_and_accuracy_equal_the_reference_and_skip_neutral_anchors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from detkit.cli._quiet import quiet_library_logs
 from detkit.cli.app import app
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
@@ -13,5 +14,6 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: library log lines hidden (``DETKIT_VERBOSE=1`` shows them)."""
+    quiet_library_logs()
     app()

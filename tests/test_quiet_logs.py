@@ -1,0 +1,46 @@
+"""The command line hides TensorFlow's C++ log lines and passes every other line on."""
+
+import os
+import subprocess
+import sys
+
+from detkit.cli._quiet import is_library_noise
+
+SCRIPT = """
+import os, sys
+from detkit.cli._quiet import quiet_library_logs
+quiet_library_logs()
+import keras
+keras.ops.convert_to_numpy(keras.ops.ones(3) * 2)   # TensorFlow starts: its banner lines
+print("python line", file=sys.stderr)
+os.write(2, b"I0000 00:00:1796.5 123 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"C line\\n")
+"""
+
+
+def _stderr(**env) -> str:
+    run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                         env={**os.environ, **env}, check=True)
+    return run.stderr
+
+
+def test_library_lines_are_dropped_and_others_kept():
+    env = {k: v for k, v in os.environ.items() if k != "DETKIT_VERBOSE"}
+    stderr = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                            env=env, check=True).stderr
+    assert stderr.splitlines() == ["python line", "C line"]
+
+
+def test_verbose_shows_them():
+    stderr = _stderr(DETKIT_VERBOSE="1")
+    assert "oneDNN custom operations are on" in stderr
+    assert "C line" in stderr
+
+
+def test_noise_pattern():
+    assert is_library_noise(b"W0000 00:00:1733.1 99 cuda_dnn.cc:8310] Unable to register")
+    assert is_library_noise(b"WARNING: All log messages before absl::InitializeLog() is called")
+    assert is_library_noise(b"2026-12-01 16:45:59.123456: I tensorflow/core/util/port.cc:113]"
+                            b" oneDNN custom operations are on")
+    assert not is_library_noise(b"error: data.txt:3: bad box")
+    assert not is_library_noise(b"I0000 is a name")
