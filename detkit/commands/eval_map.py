@@ -10,12 +10,13 @@ mode) with its sidecar manifest, and PR / F1 curves under ``--plots``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detkit.artifacts import write_json, write_manifest
+from detkit.artifacts import check_outputs, write_json, write_manifest
 from detkit.commands import predict
 from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
 from detkit.errors import DataError, UsageError
@@ -86,8 +87,8 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
 
     detections: Optional[Path] = option(
         None, "COCO results json [{image_id, category_id, bbox, score}] to evaluate; with "
-              "--model, where to write the model's detections (default: <out stem>"
-              ".detections.json).", role="input")
+              "--model, where to write the model's detections (an existing file only with "
+              "--exist-ok; default: <out stem>.detections.json).", role="input")
     metric: str = option("coco", "coco (pycocotools-exact), voc07 (11-point) or voc12 "
                          "(all points).", choices=METRICS)
     iou: float = option(0.5, "VOC overlap threshold.", above=0, high=1)
@@ -110,6 +111,9 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
               f"knows its own).", choices=MODEL_NAMES)
     weights: Optional[Path] = option(None, predict.WEIGHTS_HELP, role="input")
     compile: bool = option(True, predict.COMPILE_HELP, toggle=True)
+    exist_ok: bool = option(False, "With --model: write the model's detections over an "
+                            "existing --detections file (without it, one is refused).",
+                            toggle=True)
 
 
 def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
@@ -134,6 +138,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
     if opts.model is not None and opts.weights is None:
         raise UsageError("--model needs --weights (the trained model's .weights.h5 or an "
                          "export)")
+    if opts.model is not None or opts.weights is not None:
+        check_detections_output(opts)
     params = None
     if opts.metric == "coco":
         kwargs = {}
@@ -185,13 +191,40 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                          detections=detections, plots=plot_paths, warnings=warnings)
 
 
+def detections_output(opts: Options) -> Path:
+    """Where ``--model`` mode writes the model's detections: ``--detections``, else
+    ``<out stem>.detections.json`` beside the report (beside DATA without ``--out``)."""
+    if opts.detections is not None:
+        return Path(opts.detections)
+    base = Path(opts.out) if opts.out is not None else Path(opts.data)
+    return base.with_name(base.stem + ".detections.json")
+
+
+def check_detections_output(opts: Options) -> None:
+    """Before the model runs: its detections file may overwrite no input and, when the
+    user named it (``--detections``), no existing file unless ``--exist-ok``.
+
+    The default ``<out stem>.detections.json`` is this command's own output (like the
+    report) and is replaced by a new run.
+
+    Raises:
+        UsageError: an existing ``--detections`` without ``--exist-ok``, or a detections
+            file that is (or links to) an input (exit 2).
+        ArtifactError: the detections file cannot be written (exit 1).
+    """
+    path = detections_output(opts)
+    if opts.detections is not None and not opts.exist_ok and os.path.lexists(path):
+        raise UsageError(f"--detections {path} already exists: with --model, eval-map "
+                         f"writes the model's detections there; pass --exist-ok to replace "
+                         f"it, or choose another --detections")
+    # --detections is an output here, not the input its option declares.
+    check_outputs(dataclasses.replace(opts, detections=None), [("--detections", path)])
+
+
 def predict_options(opts: Options) -> predict.Options:
     """``predict``'s options for eval-map's ``--model`` mode: the shared groups, and the
     detections file (default: ``<out stem>.detections.json`` beside the report)."""
-    detections = opts.detections
-    if detections is None:
-        base = Path(opts.out) if opts.out is not None else Path(opts.data)
-        detections = base.with_name(base.stem + ".detections.json")
+    detections = detections_output(opts)
     shared = {field.name for group in PREDICT_GROUPS for field in dataclasses.fields(group)}
     return predict.Options(out=Path(detections), compile=opts.compile,
                            **{name: getattr(opts, name) for name in sorted(shared)})
