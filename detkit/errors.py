@@ -41,6 +41,16 @@ class UsageError(DetkitError):
     exit_code = 2
 
 
+def lookup(table, name: str, what: str):
+    """``table[name]``; an unknown name is a :class:`UsageError` listing the known ones
+    (``what``: ``"model"``, ``"backbone"``...)."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UsageError(f"unknown {what} {name!r}; choose one of: "
+                         f"{', '.join(table)}") from None
+
+
 class ConfigError(UsageError):
     """A config file that cannot be read or names an unknown key."""
 

@@ -565,8 +565,48 @@ class YoloV2Loss(keras.losses.Loss):
         return config
 
 
+class _AnchorDeltaLoss(keras.losses.Loss):
+    """What the anchor-delta losses (RetinaNet, RPN) share: Huber box regression of
+    relative deltas over the positives, normalized by ``P + 1`` positives per batch.
+
+    Subclasses set ``DEFAULT_HUBER_DELTA``, ``DEFAULT_BOX_WEIGHT``, ``term_names`` and
+    :meth:`terms`; anchors and input size are unused (deltas are anchor-relative) but
+    kept for the common family-loss signature.
+    """
+
+    DEFAULT_HUBER_DELTA = 1.0
+    DEFAULT_BOX_WEIGHT = 1.0
+
+    def __init__(self, num_classes: int, input_size: int, huber_delta: float | None,
+                 box_weight: float | None, name: str, reduction: str, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+        self.num_classes = int(num_classes)
+        self.input_size = int(input_size)
+        self.huber_delta = float(self.DEFAULT_HUBER_DELTA if huber_delta is None
+                                 else huber_delta)
+        self.box_weight = float(self.DEFAULT_BOX_WEIGHT if box_weight is None else box_weight)
+
+    def call(self, y_true, y_pred):
+        return sum(self.terms(y_true, y_pred).values())
+
+    def box_term(self, flat, deltas, positive):
+        """Per-sample ``box_weight sum_{a positive} sum_d Huber(t - y) / (P + 1)``, scaled
+        so the batch mean is that total. ``flat``: ``(B, N, 4 + k)``; ``positive``: ``(B, N)``."""
+        box = huber(flat[..., :4] - deltas, self.huber_delta)
+        batch = ops.cast(ops.shape(flat)[0], "float32")
+        return (self.box_weight * _per_sample_sum(positive[..., None] * box)
+                * batch / (ops.sum(positive) + 1.0))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"anchors": None, "num_classes": self.num_classes,
+                       "input_size": self.input_size, "huber_delta": self.huber_delta,
+                       "box_weight": self.box_weight})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="detkit")
-class RetinaNetLoss(keras.losses.Loss):
+class RetinaNetLoss(_AnchorDeltaLoss):
     """RetinaNet / EfficientDet loss: focal classification plus weighted Huber boxes.
 
     Over the anchors of every level (``y_pred`` flattened level by level, the order of
@@ -606,24 +646,17 @@ class RetinaNetLoss(keras.losses.Loss):
                  label_smoothing: float = 0.0, huber_delta: float | None = None,
                  box_weight: float | None = None, name: str = "retinanet_loss",
                  reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1; received {num_classes}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1); received {label_smoothing}")
-        self.num_classes = int(num_classes)
-        self.input_size = int(input_size)
+        super().__init__(num_classes, input_size, huber_delta, box_weight, name, reduction,
+                         dtype)
         self.focal_alpha = float(focal_alpha)
         self.focal_gamma = float(focal_gamma)
         self.label_smoothing = float(label_smoothing)
-        self.huber_delta = float(self.DEFAULT_HUBER_DELTA if huber_delta is None
-                                 else huber_delta)
-        self.box_weight = float(self.DEFAULT_BOX_WEIGHT if box_weight is None else box_weight)
 
     term_names = ("cls", "box")
-
-    def call(self, y_true, y_pred):
-        return sum(self.terms(y_true, y_pred).values())
 
     def terms(self, y_true, y_pred) -> dict:
         flat = _flat_outputs(y_pred)
@@ -636,24 +669,20 @@ class RetinaNetLoss(keras.losses.Loss):
         if self.label_smoothing:
             onehot = onehot * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         focal = focal_with_logits(onehot, flat[..., 4:], self.focal_alpha, self.focal_gamma)
-        box = huber(flat[..., :4] - deltas, self.huber_delta)
         batch = ops.cast(ops.shape(flat)[0], "float32")
         scale = batch / (ops.sum(positive) + 1.0)
         return {"cls": _per_sample_sum(valid[..., None] * focal) * scale,
-                "box": self.box_weight * _per_sample_sum(positive[..., None] * box) * scale}
+                "box": self.box_term(flat, deltas, positive)}
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({"anchors": None, "num_classes": self.num_classes,
-                       "input_size": self.input_size, "focal_alpha": self.focal_alpha,
-                       "focal_gamma": self.focal_gamma,
-                       "label_smoothing": self.label_smoothing,
-                       "huber_delta": self.huber_delta, "box_weight": self.box_weight})
+        config.update({"focal_alpha": self.focal_alpha, "focal_gamma": self.focal_gamma,
+                       "label_smoothing": self.label_smoothing})
         return config
 
 
 @keras.saving.register_keras_serializable(package="detkit")
-class RpnLoss(keras.losses.Loss):
+class RpnLoss(_AnchorDeltaLoss):
     """The RPN loss: masked objectness BCE plus Huber boxes over the sampled anchors.
 
     With ``o`` the objectness target of each anchor (1 sampled positive, 0 sampled
@@ -689,17 +718,10 @@ class RpnLoss(keras.losses.Loss):
     def __init__(self, anchors=None, num_classes: int = 1, input_size: int = 0,
                  huber_delta: float | None = None, box_weight: float | None = None,
                  name: str = "rpn_loss", reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
-        self.num_classes = int(num_classes)
-        self.input_size = int(input_size)
-        self.huber_delta = float(self.DEFAULT_HUBER_DELTA if huber_delta is None
-                                 else huber_delta)
-        self.box_weight = float(self.DEFAULT_BOX_WEIGHT if box_weight is None else box_weight)
+        super().__init__(num_classes, input_size, huber_delta, box_weight, name, reduction,
+                         dtype)
 
     term_names = ("obj", "box")
-
-    def call(self, y_true, y_pred):
-        return sum(self.terms(y_true, y_pred).values())
 
     def terms(self, y_true, y_pred) -> dict:
         flat = _flat_outputs(y_pred)
@@ -708,12 +730,10 @@ class RpnLoss(keras.losses.Loss):
         counted = ops.cast(objectness != self.NEUTRAL, "float32")
         positive = ops.cast(objectness > 0.5, "float32")
         bce = bce_with_logits(objectness * counted, flat[..., 4])
-        box = huber(flat[..., :4] - deltas, self.huber_delta)
         batch = ops.cast(ops.shape(flat)[0], "float32")
         scale = batch / ops.maximum(ops.sum(counted), 1.0)
-        box_scale = batch / (ops.sum(positive) + 1.0)
         return {"obj": _per_sample_sum(counted * bce) * scale,
-                "box": self.box_weight * _per_sample_sum(positive[..., None] * box) * box_scale}
+                "box": self.box_term(flat, deltas, positive)}
 
     def make_metrics(self) -> list:
         """The metrics to log beside the terms: the masked objectness accuracy."""
@@ -724,10 +744,3 @@ class RpnLoss(keras.losses.Loss):
         flat = _flat_outputs(y_pred)
         for metric in metrics:
             metric.update_state(y_true["objectness"], flat[..., 4])
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update({"anchors": None, "num_classes": self.num_classes,
-                       "input_size": self.input_size, "huber_delta": self.huber_delta,
-                       "box_weight": self.box_weight})
-        return config

@@ -20,7 +20,7 @@ from detkit.darknet.cfg import parse_cfg
 from detkit.darknet.convert import fold_gamma
 from detkit.darknet.layout import recognize
 from detkit.darknet.weights import read_weights
-from detkit.errors import ArtifactError, ArtifactMismatchError, DataError, UsageError
+from detkit.errors import ArtifactError, DataError
 
 SIZE = 64
 CLASSES = 2

@@ -17,6 +17,27 @@ XY, WH, OBJ, CLS = slice(0, 2), slice(2, 4), 4, slice(5, None)
 DEFAULT_TEMPERATURE = 1.0
 
 
+def paired_outputs(teacher_outputs, student_outputs) -> list[tuple]:
+    """``[(teacher, student)]`` per scale, float32, the teacher's gradient stopped.
+
+    Raises:
+        ValueError: the two lists differ in length or a pair in shape.
+    """
+    teacher_outputs = as_list(teacher_outputs)
+    student_outputs = as_list(student_outputs)
+    if len(teacher_outputs) != len(student_outputs) or not teacher_outputs:
+        raise ValueError(f"expected one teacher output per student output; received "
+                         f"{len(teacher_outputs)} and {len(student_outputs)}")
+    pairs = []
+    for teacher, student in zip(teacher_outputs, student_outputs):
+        if tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
+            raise ValueError(f"teacher output {tuple(teacher.shape)} and student output "
+                             f"{tuple(student.shape)} differ in shape")
+        pairs.append((ops.stop_gradient(ops.cast(teacher, "float32")),
+                      ops.cast(student, "float32")))
+    return pairs
+
+
 def binary_kl_with_logits(teacher_logits, student_logits):
     """``KL(sigmoid(u) || sigmoid(t))`` of Bernoulli variables, elementwise.
 
@@ -81,18 +102,9 @@ class DistillationLoss(keras.losses.Loss):
         Raises:
             ValueError: the two lists differ in length or a pair in shape.
         """
-        teacher_outputs = as_list(teacher_outputs)
-        student_outputs = as_list(student_outputs)
-        if len(teacher_outputs) != len(student_outputs) or not teacher_outputs:
-            raise ValueError(f"expected one teacher output per student output; received "
-                             f"{len(teacher_outputs)} and {len(student_outputs)}")
         totals = {name: 0.0 for name in TERM_NAMES}
-        for teacher, student in zip(teacher_outputs, student_outputs):
-            if tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
-                raise ValueError(f"teacher output {tuple(teacher.shape)} and student output "
-                                 f"{tuple(student.shape)} differ in shape")
-            teacher = ops.stop_gradient(ops.cast(teacher, "float32"))
-            scale_terms = self._scale_terms(teacher, ops.cast(student, "float32"))
+        for teacher, student in paired_outputs(teacher_outputs, student_outputs):
+            scale_terms = self._scale_terms(teacher, student)
             for name, value in scale_terms.items():
                 totals[name] = totals[name] + value
         return totals
@@ -157,19 +169,10 @@ class AnchorDistillationLoss(DistillationLoss):
         return ANCHOR_TERM_NAMES
 
     def terms(self, teacher_outputs, student_outputs) -> dict:
-        teacher_outputs = as_list(teacher_outputs)
-        student_outputs = as_list(student_outputs)
-        if len(teacher_outputs) != len(student_outputs) or not teacher_outputs:
-            raise ValueError(f"expected one teacher output per student output; received "
-                             f"{len(teacher_outputs)} and {len(student_outputs)}")
+        pairs = paired_outputs(teacher_outputs, student_outputs)
         sums = {name: 0.0 for name in ANCHOR_TERM_NAMES}
         confidence = 0.0
-        for teacher, student in zip(teacher_outputs, student_outputs):
-            if tuple(teacher.shape[1:]) != tuple(student.shape[1:]):
-                raise ValueError(f"teacher output {tuple(teacher.shape)} and student output "
-                                 f"{tuple(student.shape)} differ in shape")
-            teacher = ops.stop_gradient(ops.cast(teacher, "float32"))
-            student = ops.cast(student, "float32")
+        for teacher, student in pairs:
             weight = ops.max(ops.sigmoid(teacher[..., LOGITS]), axis=-1)     # (B, H, W, A)
             temperature = self.temperature
             cls = (temperature ** 2) * binary_kl_with_logits(
@@ -179,7 +182,7 @@ class AnchorDistillationLoss(DistillationLoss):
             sums["d_cls"] = sums["d_cls"] + _per_sample_sum(cls)
             sums["d_box"] = sums["d_box"] + _per_sample_sum(box)
             confidence = confidence + ops.sum(weight)
-        batch = ops.cast(ops.shape(teacher_outputs[0])[0], "float32")
+        batch = ops.cast(ops.shape(pairs[0][0])[0], "float32")
         scale = batch / (confidence + 1.0)
         return {name: value * scale for name, value in sums.items()}
 

@@ -16,13 +16,13 @@ import dataclasses
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from detkit.anchors import ANCHORS_DIR, load_anchors
 from detkit.choices import BACKBONES
-from detkit.errors import ArtifactMismatchError, UsageError
+from detkit.errors import ArtifactMismatchError, UsageError, lookup
 
 
 def _load(reference: str) -> Any:
@@ -212,8 +212,4 @@ def get_family(name: str) -> Family:
     Raises:
         UsageError: an unknown name (listing the known ones).
     """
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise UsageError(f"unknown model {name!r}; choose one of: "
-                         f"{', '.join(MODEL_NAMES)}") from None
+    return lookup(FAMILIES, name, "model")

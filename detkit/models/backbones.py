@@ -49,8 +49,8 @@ import numpy as np
 from keras import ops
 
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
-from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
-from detkit.models.detector import BODY_NAME, image_input
+from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError, lookup
+from detkit.models.detector import BODY_NAME, image_input, sub_model
 
 __all__ = ["BACKBONES", "Backbone", "ImagePreprocess", "get_backbone", "build_body",
            "load_backbone_weights"]
@@ -176,11 +176,7 @@ def get_backbone(name: str) -> Backbone:
     Raises:
         UsageError: an unknown name (listing the known ones).
     """
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UsageError(f"unknown backbone {name!r}; choose one of: "
-                         f"{', '.join(BACKBONES)}") from None
+    return lookup(REGISTRY, name, "backbone")
 
 
 def build_body(name: str, width: float = 1.0, input_size: int | None = None,
@@ -251,18 +247,10 @@ def backbone_part(model: keras.Model, name: str) -> keras.Model:
         model: a detector (``heads(body(image))``) or its body.
         name: its backbone's name.
     """
-    body = model if model.name == BODY_NAME else _sub_model(model, BODY_NAME)
+    body = model if model.name == BODY_NAME else sub_model(model, BODY_NAME)
     if get_backbone(name).is_application:
-        return _sub_model(body, name)
+        return sub_model(body, name)
     return body
-
-
-def _sub_model(model: keras.Model, name: str) -> keras.Model:
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        raise ValueError(f"model {model.name!r} has no {name!r} sub-model; build it with "
-                         f"detkit.models.build_model") from None
 
 
 def load_backbone_weights(model: keras.Model, name: str, source: str | os.PathLike | None,
@@ -295,8 +283,8 @@ def load_backbone_weights(model: keras.Model, name: str, source: str | os.PathLi
         return f"backbone {name}: ImageNet weights of {count} layers (keras.applications)"
     path = Path(source)
     if not path.is_file():
-        raise ArtifactError(f"--backbone-weights: no such file (give imagenet, none or a "
-                            f"weights file)", path=path)
+        raise ArtifactError("--backbone-weights: no such file (give imagenet, none or a "
+                            "weights file)", path=path)
     if _is_legacy_h5(path):
         if not spec.is_application:
             raise ArtifactError(f"--backbone-weights: a legacy Keras .h5 file; {name} "

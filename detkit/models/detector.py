@@ -33,3 +33,16 @@ def assemble(body: keras.Model, heads: keras.Model, name: str) -> keras.Model:
     image = image_input(body.inputs[0].shape[1])
     outputs = heads(body(image))
     return keras.Model(image, list(outputs), name=name)
+
+
+def sub_model(model: keras.Model, name: str) -> keras.Model:
+    """The nested model ``name`` (``body``, ``heads``, a backbone) of ``model``.
+
+    Raises:
+        ValueError: ``model`` has none (not built by :func:`detkit.models.build_model`).
+    """
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ValueError(f"model {model.name!r} has no {name!r} sub-model; build it with "
+                         "detkit.models.build_model") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from detkit.keras_compat import direct_sublayers
-from detkit.models.detector import BODY_NAME, HEADS_NAME
+from detkit.models.detector import BODY_NAME, HEADS_NAME, sub_model
 from detkit.models.layers import HEAD_OUT_PREFIX
 from detkit.choices import FREEZE_MODES  # noqa: F401 (re-exported)
 
@@ -36,7 +36,7 @@ def freeze(model: keras.Model, mode: str) -> int:
     if mode not in FREEZE_MODES:
         raise UsageError(f"unknown freeze mode {mode!r}; choose one of: "
                          f"{', '.join(FREEZE_MODES)}")
-    body, heads = _part(model, BODY_NAME), _part(model, HEADS_NAME)
+    body, heads = sub_model(model, BODY_NAME), sub_model(model, HEADS_NAME)
     set_trainable(model, True)
     if mode == "body":
         set_trainable(body, False)
@@ -58,11 +58,3 @@ def set_trainable(layer: keras.Layer, value: bool) -> None:
     layer.trainable = value
     for sub in direct_sublayers(layer):
         set_trainable(sub, value)
-
-
-def _part(model: keras.Model, name: str) -> keras.Model:
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        raise ValueError(f"model {model.name!r} has no {name!r} sub-model; build it with "
-                         f"detkit.models.build_model") from None

@@ -101,6 +101,17 @@ class DarknetConv(keras.layers.Layer):
         return config
 
 
+def scaled_conv(width: float, weight_decay: float = 0.0):
+    """``conv(x, filters, kernel, name)``: a :class:`DarknetConv` of ``filters`` scaled by
+    ``width`` (stride 1) applied to ``x``, as the heads write their layers."""
+
+    def conv(x, filters: int, kernel: int, name: str):
+        return DarknetConv(scale_channels(filters, width), kernel, weight_decay=weight_decay,
+                           name=name)(x)
+
+    return conv
+
+
 @keras.saving.register_keras_serializable(package="detkit")
 class DarknetResidual(keras.layers.Layer):
     """Darknet-53 residual unit: ``x + conv3x3(conv1x1(x))``.

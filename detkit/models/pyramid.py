@@ -18,14 +18,12 @@ from typing import Sequence
 
 import keras
 
-from detkit.models.detector import BODY_NAME, image_input
-from detkit.models.layers import DarknetConv, DarknetResidual, scale_channels
+from detkit.models.layers import scale_channels
+from detkit.models.yolov3 import residual_body
 
-#: Stem channels and the stages ``(channels, residual units)``, each halving resolution.
-STEM_FILTERS = 32
+#: The stages ``(channels, residual units)``, each halving resolution (stem and feature
+#: stages as Darknet-53's, :func:`detkit.models.yolov3.residual_body`).
 BODY_STAGES = ((32, 1), (64, 1), (128, 2), (256, 2), (512, 1))
-#: Stages whose outputs are C5, C4, C3 (strides 32, 16, 8: coarsest first).
-FEATURE_STAGES = (4, 3, 2)
 #: Channels of the pyramid and the subnets (before ``width``).
 PYRAMID_FILTERS = 256
 #: Groups of the subnets' GroupNorm (fewer when the channels are few).
@@ -56,20 +54,7 @@ def build_body(width: float = 1.0, input_size: int | None = None,
     Shapes: ``(B, S, S, 3)`` -> ``[(B, S/32, S/32, 512w), (B, S/16, S/16, 256w),
     (B, S/8, S/8, 128w)]``.
     """
-    image = image_input(input_size)
-    x = DarknetConv(scale_channels(STEM_FILTERS, width), 3, weight_decay=weight_decay,
-                    name="stem")(image)
-    stage_outputs = []
-    for stage, (filters, units) in enumerate(BODY_STAGES, start=1):
-        channels = scale_channels(filters, width)
-        x = DarknetConv(channels, 3, strides=2, weight_decay=weight_decay,
-                        name=f"stage{stage}_down")(x)
-        for unit in range(1, units + 1):
-            x = DarknetResidual(channels, scale_channels(filters // 2, width),
-                                weight_decay=weight_decay, name=f"stage{stage}_res{unit}")(x)
-        stage_outputs.append(x)
-    return keras.Model(image, [stage_outputs[s] for s in FEATURE_STAGES[:num_scales]],
-                       name=BODY_NAME)
+    return residual_body(BODY_STAGES, width, input_size, weight_decay, num_scales)
 
 
 def pyramid_body(width: float, input_size: int | None, weight_decay: float,

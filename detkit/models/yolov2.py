@@ -16,7 +16,8 @@ import keras
 from keras import ops
 
 from detkit.models.detector import BODY_NAME, HEADS_NAME, assemble, feature_inputs, image_input
-from detkit.models.layers import BOX_VALUES, AnchorReshape, DarknetConv, scale_channels
+from detkit.models.layers import (AnchorReshape, BOX_VALUES, DarknetConv,
+                                  scale_channels, scaled_conv)
 
 #: Architecture name.
 NAME = "yolov2"
@@ -117,11 +118,7 @@ def build_heads(body: keras.Model, num_classes: int, width: float = 1.0,
                 weight_decay: float = 0.0) -> keras.Model:
     """``[f32, f16]`` -> ``[out32]``, ``(B, S/32, S/32, 5, 5 + num_classes)``."""
     f32, f16 = inputs = feature_inputs(body)
-
-    def conv(x, filters, kernel, name):
-        return DarknetConv(scale_channels(filters, width), kernel, weight_decay=weight_decay,
-                           name=name)(x)
-
+    conv = scaled_conv(width, weight_decay)
     x = conv(f32, HEAD_FILTERS, 3, "head_conv1")
     x = conv(x, HEAD_FILTERS, 3, "head_conv2")
     skip = conv(f16, PASSTHROUGH_FILTERS, 1, "passthrough_conv")

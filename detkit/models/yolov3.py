@@ -38,11 +38,19 @@ def build_body(width: float = 1.0, input_size: int | None = None,
     (B, S/8, S/8, 256w)]`` (``w``: channels scaled by ``width``); the first
     ``num_scales`` of them.
     """
+    return residual_body(DARKNET53_STAGES, width, input_size, weight_decay, num_scales)
+
+
+def residual_body(stages, width: float, input_size: int | None, weight_decay: float,
+                  num_scales: int) -> keras.Model:
+    """A Darknet-style body: a 3x3 stem, then per stage ``(channels, units)`` a stride-2
+    3x3 conv and ``units`` residual units; returns stages 4, 3, 2 (strides 32, 16, 8,
+    coarsest first), the first ``num_scales`` of them, as the model ``body``."""
     image = image_input(input_size)
     x = DarknetConv(scale_channels(STEM_FILTERS, width), 3, weight_decay=weight_decay,
                     name="stem")(image)
     stage_outputs = []
-    for stage, (filters, units) in enumerate(DARKNET53_STAGES, start=1):
+    for stage, (filters, units) in enumerate(stages, start=1):
         channels = scale_channels(filters, width)
         x = DarknetConv(channels, 3, strides=2, weight_decay=weight_decay,
                         name=f"stage{stage}_down")(x)

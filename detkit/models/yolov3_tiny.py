@@ -14,7 +14,7 @@ import keras
 from detkit.anchors import ANCHORS_PER_SCALE
 from detkit.models import backbones
 from detkit.models.detector import BODY_NAME, HEADS_NAME, assemble, feature_inputs, image_input
-from detkit.models.layers import DarknetConv, head_output, scale_channels
+from detkit.models.layers import DarknetConv, head_output, scale_channels, scaled_conv
 
 #: Architecture name.
 NAME = "yolov3-tiny"
@@ -64,11 +64,7 @@ def build_heads(body: keras.Model, num_classes: int, width: float = 1.0,
                 weight_decay: float = 0.0) -> keras.Model:
     """``[f32, f16]`` -> ``[out32, out16]``, each ``(B, H, W, 3, 5 + num_classes)``."""
     f32, f16 = inputs = feature_inputs(body)
-
-    def conv(x, filters, kernel, name):
-        return DarknetConv(scale_channels(filters, width), kernel, weight_decay=weight_decay,
-                           name=name)(x)
-
+    conv = scaled_conv(width, weight_decay)
     x = conv(f32, REDUCE_FILTERS, 1, "neck0_1")
     y0 = conv(x, HEAD32_FILTERS, 3, "head0_conv")
     x = conv(x, LATERAL_FILTERS, 1, "lateral1")
