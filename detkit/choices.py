@@ -34,3 +34,6 @@ BACKBONES = ("darknet53", "darknet-tiny", "darknet-small", "mobilenetv2", "effic
 BACKBONE_WEIGHTS_WORDS = ("imagenet", "none")
 #: Compute precisions (``--precision``): Keras dtype policies.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+#: What picks ``best.weights.h5`` (``--monitor``): the validation loss (lower is better),
+#: or a COCO figure of ``--eval-every`` (higher is better): AP, AP50, 0.1 AP50 + 0.9 AP.
+MONITORS = ("val_loss", "map", "map50", "fitness")

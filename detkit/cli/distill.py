@@ -5,6 +5,7 @@ from __future__ import annotations
 from detkit.cli._command import register
 from detkit.cli._run_table import render_run
 from detkit.cli.app import console, err_console, warn
+from detkit.cli.train import render_final_map
 from detkit.commands.distill import Options, run
 
 
@@ -17,6 +18,7 @@ def _render(result) -> None:
     console.print(f"teacher: {result.teacher}; strides {', '.join(map(str, result.strides))}"
                   f"; alpha {result.alpha:g}", highlight=False, soft_wrap=True, markup=False)
     render_run(console, result, "distill")
+    render_final_map(result)
 
 
 register("distill", Options, run, _render,

@@ -8,6 +8,15 @@ from detkit.cli.app import console, err_console, warn
 from detkit.commands.train import Options, run
 
 
+def render_final_map(result) -> None:
+    """One line: the COCO figures of best.weights.h5 on --val (end-of-run curves)."""
+    figures = getattr(result, "final_map", None)
+    if figures:
+        console.print(f"best weights on --val: AP {figures['AP']:.4g}  AP50 "
+                      f"{figures['AP50']:.4g}  AP75 {figures['AP75']:.4g}", highlight=False,
+                      soft_wrap=True, markup=False)
+
+
 def _render(result) -> None:
     for note in result.notes:
         warn(note)
@@ -15,6 +24,7 @@ def _render(result) -> None:
         err_console.print(result.weights_report, highlight=False, soft_wrap=True,
                           markup=False)
     render_run(console, result, "train")
+    render_final_map(result)
 
 
 register("train", Options, run, _render,

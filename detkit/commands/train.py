@@ -50,7 +50,18 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     weights: Optional[Path] = option(
         None, "Initial weights (*.weights.h5), loaded by layer name.", role="input")
     val: Optional[Path] = option(None, "Validation dataset; best.weights.h5 then tracks "
-                                       "val_loss.", role="input")
+                                       "--monitor (val_loss by default).", role="input")
+    eval_every: int = option(0, "Every N epochs (and at the last) run the COCO evaluator on "
+                                "--val: val_map (AP@[.5:.95]), val_map50, val_fitness in "
+                                "history.csv and TensorBoard (0: off).", integer=True, low=0)
+    monitor: Optional[str] = option(
+        None, "What picks best.weights.h5: val_loss (lower is better), or map, map50, "
+              "fitness (0.1 AP50 + 0.9 AP; higher is better, need --eval-every and --val). "
+              "Default: fitness with --eval-every, else val_loss (loss without --val).",
+        choices=choices.MONITORS)
+    plots: bool = option(True, "At the end write results.png (losses, lr, mAP by epoch) "
+                               "and, with --val, PR and F1 curves of best.weights.h5 "
+                               "(needs matplotlib).", toggle=True)
     out: Path = option(Path("runs/train"), "Run directory.", role="output", folder=True,
                        writes=run_files)
     exist_ok: bool = option(False, "Train a new run into an --out that already holds one, "
@@ -158,6 +169,23 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
             raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
                              f"--aug-jitter {self.aug_jitter:g})") from None
 
+    def resolved_monitor(self) -> str:
+        """``--monitor``, or its default; checked against ``--eval-every`` and ``--val``.
+
+        Raises:
+            UsageError: a mAP monitor without ``--eval-every`` and ``--val``, or
+                ``--eval-every`` without ``--val``.
+        """
+        if self.eval_every and self.val is None:
+            raise UsageError(f"--eval-every {self.eval_every} needs --val (the images to "
+                             f"compute mAP on)")
+        if self.monitor is None:
+            return "fitness" if self.eval_every else "val_loss"
+        if self.monitor != "val_loss" and (not self.eval_every or self.val is None):
+            raise UsageError(f"--monitor {self.monitor} needs --eval-every N (N >= 1) and "
+                             f"--val (mAP is computed on --val every N epochs)")
+        return self.monitor
+
     def family_options(self) -> dict:
         """The :data:`FAMILY_OPTIONS` values (``None``: the family's default)."""
         return {name: getattr(self, name) for name in FAMILY_OPTIONS}
@@ -227,6 +255,7 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                                        else "float32")
         config = self.augment_config()
         return dataclasses.replace(self, lr=float(lr), freeze=freeze, precision=precision,
+                                   monitor=self.resolved_monitor(),
                                    aug_scale=config.scale, aug_jitter=config.jitter,
                                    data=Path(self.data), out=Path(self.out))
 

@@ -35,7 +35,8 @@ def require_pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a figure as PNG atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")
     return path
@@ -71,7 +72,7 @@ def write_plots(matches: ScoredMatches, class_names: list[str],
            title=f"{title} precision-recall at IoU {matches.iou:g}".strip())
     if labeled:
         ax.legend(fontsize="small", loc="lower left")
-    paths = [_save(fig, out_dir / PR_FILE)]
+    paths = [save_figure(fig, out_dir / PR_FILE)]
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -87,6 +88,6 @@ def write_plots(matches: ScoredMatches, class_names: list[str],
     ax.set(xlabel="confidence", ylabel="F1", xlim=(0, 1), ylim=(0, 1.02),
            title=f"{title} F1-confidence at IoU {matches.iou:g}".strip())
     ax.legend(fontsize="small", loc="lower left")
-    paths.append(_save(fig, out_dir / F1_FILE))
+    paths.append(save_figure(fig, out_dir / F1_FILE))
     plt.close(fig)
     return paths

@@ -31,6 +31,7 @@ from keras import ops
 from detkit.artifacts import atomic_path, ensure_space, write_json, write_text
 from detkit.errors import ArtifactError
 from detkit.keras_compat import ema_variable_pairs
+from detkit.training.monitor import improves, worst_value
 
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
@@ -153,26 +154,32 @@ class HistoryCSV(keras.callbacks.Callback):
         keep_epochs: keep existing rows with ``epoch <= keep_epochs`` (resume), drop the
             rest; 0 starts a new file.
         order: preferred order of the logged names (others follow, sorted).
+        always: columns present even in epochs that do not log them (the mAP of
+            ``--eval-every``: blank cells in the epochs without an evaluation).
     """
 
     def __init__(self, path: str | os.PathLike, keep_epochs: int = 0,
-                 order: Sequence[str] = ("loss",)):
+                 order: Sequence[str] = ("loss",), always: Sequence[str] = ()):
         super().__init__()
         self.path = Path(path)
         self.order = list(order)
+        self.always = list(always)
         self.columns: list[str] | None = None
         self.rows: list[dict[str, Any]] = []
         if keep_epochs > 0:
             self.columns, self.rows = read_history(self.path)
             self.rows = [row for row in self.rows if int(float(row["epoch"])) <= keep_epochs]
+            if self.columns is not None:  # a resumed run may evaluate what it did not
+                self.columns += [k for k in self.always if k not in self.columns]
 
     def on_epoch_end(self, epoch, logs=None):
         # ReduceLROnPlateau logs "learning_rate"; the "lr" column already holds it.
         logs = {k: v for k, v in (logs or {}).items() if k != "learning_rate"}
         row = {"epoch": epoch + 1, "lr": current_lr(self.model), **logs}
         if self.columns is None:
-            train = sorted((k for k in logs if not k.startswith("val_")), key=self._rank)
-            val = sorted((k for k in logs if k.startswith("val_")),
+            names = list(logs) + [k for k in self.always if k not in logs]
+            train = sorted((k for k in names if not k.startswith("val_")), key=self._rank)
+            val = sorted((k for k in names if k.startswith("val_")),
                          key=lambda k: self._rank(k[len("val_"):]))
             self.columns = ["epoch", "lr"] + train + val
         self.rows.append(row)
@@ -254,22 +261,24 @@ class RunCheckpoint(keras.callbacks.Callback):
     Args:
         run_dir: the run directory.
         network: the model whose weights ``last``/``best`` hold.
-        monitor: the logged value that decides ``best`` (lower is better).
-        best: the best value so far (a resumed run), ``inf`` for a new one.
+        monitor: the logged value that decides ``best`` (lower is better; higher for
+            the mAP keys, see :mod:`detkit.training.monitor`); an epoch without it
+            (mAP not evaluated) keeps ``best``.
+        best: the best value so far (a resumed run); ``None``: none yet.
         best_epoch: the 1-based epoch of ``best`` (0: none yet).
         state_extra: settings stored in ``state.json`` (checked on resume).
         on_saved: called as ``on_saved(path, epoch, logs)`` after each weights file.
     """
 
     def __init__(self, run_dir: str | os.PathLike, network: keras.Model, *,
-                 monitor: str = "val_loss", best: float = math.inf, best_epoch: int = 0,
+                 monitor: str = "val_loss", best: float | None = None, best_epoch: int = 0,
                  state_extra: Mapping[str, Any] | None = None,
                  on_saved: Callable[[Path, int, dict], None] | None = None):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.network = network
         self.monitor = monitor
-        self.best = float(best)
+        self.best = worst_value(monitor) if best is None else float(best)
         self.best_epoch = int(best_epoch)
         self.state_extra = dict(state_extra or {})
         self.on_saved = on_saved
@@ -282,7 +291,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if "val_loss" in logs and not is_finite(logs["val_loss"]):
             return  # NanGuard stops the run; the last good epoch's files stay
         value = logs.get(self.monitor)
-        improved = is_finite(value) and float(value) < self.best
+        improved = is_finite(value) and improves(float(value), self.best, self.monitor)
         self._check_space(epoch, improved)
         with ema_weights(self.model):
             self._save_network(self.run_dir / LAST_WEIGHTS, epoch, logs)

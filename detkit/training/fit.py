@@ -8,7 +8,6 @@ epoch and stops cleanly on a NaN/Inf loss. :func:`make_optimizer` and
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -17,6 +16,8 @@ import keras
 from detkit.errors import TrainingError
 from detkit.training.callbacks import (HISTORY_CSV, LAST_WEIGHTS, HistoryCSV, NanGuard,
                                        RunCheckpoint)
+from detkit.training.monitor import (MAP_KEYS, SparseEarlyStopping, SparsePlateau,
+                                     monitor_mode)
 from detkit.training.schedule import LinearWarmup, WarmupCosine
 
 if TYPE_CHECKING:  # the train command's options (the stage reads their attributes)
@@ -79,25 +80,33 @@ def schedule_callbacks(opts: TrainOptions, monitor: str,
         warmup_steps = int(round(opts.warmup_epochs * steps))
         if warmup_steps:
             callbacks.append(LinearWarmup(opts.lr, warmup_steps))
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE,
-            min_lr=MIN_LR))
+        callbacks.append(SparsePlateau(
+            monitor=monitor, mode=monitor_mode(monitor), factor=PLATEAU_FACTOR,
+            patience=PLATEAU_PATIENCE, min_lr=MIN_LR))
     return callbacks
 
 
 def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch: int = 0,
-                val_batches=None, monitor: str = "loss", best: float = math.inf,
+                val_batches=None, monitor: str = "loss", best: float | None = None,
                 best_epoch: int = 0, state_extra: dict | None = None,
                 schedule_callbacks: Sequence[keras.callbacks.Callback] = (),
                 early_stopping: int = 0, ema: bool = False,
                 batch_images: Callable[[int], list[str]] | None = None,
                 on_saved: Callable | None = None,
                 callbacks: Sequence[keras.callbacks.Callback] = (),
-                steps_per_epoch: int | None = None) -> dict[str, Any]:
+                steps_per_epoch: int | None = None, evaluation=None,
+                log_dir: Path | None = None) -> dict[str, Any]:
     """Fit a compiled :class:`YoloTrainingModel` with the run directory's callbacks.
 
     Writes ``last``/``best`` weights of ``model.network``, the resume state and
-    ``history.csv`` after every epoch; stops cleanly on a NaN/Inf loss.
+    ``history.csv`` after every epoch; stops cleanly on a NaN/Inf loss. ``monitor`` is
+    lower-is-better, or higher-is-better for a mAP key (:mod:`detkit.training.monitor`).
+
+    Args:
+        evaluation: a :class:`~detkit.training.evaluation.MapEvaluation` run first at
+            each epoch's end (its ``val_map*`` columns are then always in history.csv).
+        log_dir: where :class:`~detkit.training.board.TensorBoardLog` writes (``None``:
+            no TensorBoard logs).
 
     Returns:
         ``{"checkpoint": RunCheckpoint, "stopped_early": bool}``.
@@ -111,16 +120,25 @@ def fit_network(model, train_batches, *, run_dir: Path, epochs: int, start_epoch
                                best_epoch=best_epoch, state_extra=state_extra,
                                on_saved=on_saved)
     stopper = None
+    # The mAP first: the plateau schedule, the checkpoint and the logs may read it.
+    all_callbacks: list[keras.callbacks.Callback] = [evaluation] if evaluation else []
     # The guard after the schedule callbacks: one of them may add val_loss to the logs.
-    all_callbacks: list[keras.callbacks.Callback] = [*schedule_callbacks, guard]
+    all_callbacks += [*schedule_callbacks, guard]
     if ema:
         # Validation sees the averaged weights, like the checkpoints.
         all_callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
     all_callbacks += [HistoryCSV(run_dir / HISTORY_CSV, keep_epochs=start_epoch,
-                                 order=("loss", *model.term_names)), checkpoint]
+                                 order=("loss", *model.term_names, "map", "map50",
+                                        "fitness"),
+                                 always=MAP_KEYS if evaluation else ()), checkpoint]
     if early_stopping:
-        stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping)
+        stopper = SparseEarlyStopping(monitor=monitor, mode=monitor_mode(monitor),
+                                      patience=early_stopping)
         all_callbacks.append(stopper)
+    if log_dir is not None:
+        from detkit.training.board import TensorBoardLog
+
+        all_callbacks.append(TensorBoardLog(log_dir, images=evaluation))
     all_callbacks += list(callbacks)
     # The loaders shuffle per (seed, epoch) themselves; a Keras reshuffle of the batch
     # order would draw on Python's global random state and break exact resumes.

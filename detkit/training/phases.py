@@ -244,10 +244,24 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
                         scope=distribution.scope, report=report, steps=steps)
 
 
+def map_evaluation(plan: TrainingPlan, ctx: "RunContext"):
+    """The phase's :class:`~detkit.training.evaluation.MapEvaluation` (``None`` without
+    ``--eval-every`` and ``--val``)."""
+    opts = ctx.opts
+    if not opts.eval_every or ctx.val_dataset is None:
+        return None
+    from detkit.training.evaluation import MapEvaluation, MapEvaluator
+
+    evaluator = MapEvaluator(plan.model.network, ctx.family, ctx.anchors, opts.input_size,
+                             ctx.val_dataset, opts.batch_size)
+    return MapEvaluation(evaluator, opts.eval_every, last_epoch=opts.total_epochs)
+
+
 def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: int,
              on_saved: Callable, callbacks: Sequence[keras.callbacks.Callback] = ()
              ) -> dict[str, Any]:
-    """Fit one phase's plan (see :func:`detkit.training.fit.fit_network`)."""
+    """Fit one phase's plan (see :func:`detkit.training.fit.fit_network`), with the mAP
+    evaluation of ``--eval-every`` and the TensorBoard logs of the run."""
     try:
         with plan.scope():
             return fit_network(
@@ -258,6 +272,7 @@ def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: 
                 early_stopping=ctx.opts.early_stopping, ema=ctx.opts.ema,
                 batch_images=plan.batch_images, on_saved=on_saved,
                 callbacks=[LoaderEpoch(plan.loader), *callbacks],
-                steps_per_epoch=plan.steps)
+                steps_per_epoch=plan.steps, evaluation=map_evaluation(plan, ctx),
+                log_dir=ctx.log_dir)
     finally:
         plan.close()

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
+from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
                                        read_history, read_state)
 from detkit.training.distributed import is_chief, release_run_dir, worker_run_dir
+from detkit.training.monitor import MONITOR_KEYS, worst_value
 from detkit.training.objective import Objective
 from detkit.training.phases import cached_features_plan, fit_plan, images_plan
 
@@ -52,13 +54,16 @@ class TrainResult:
         epochs_run: epochs trained by this call (0 when a resumed run was complete).
         start_epoch: epochs already done before this call (``--resume``).
         total_epochs: epochs the run now holds.
-        monitor: the value that picked ``best`` (``val_loss`` or ``loss``).
+        monitor: the value that picked ``best`` (``loss``, ``val_loss``, ``val_map``,
+            ``val_map50`` or ``val_fitness``).
         best: the best ``monitor`` value and its 1-based epoch.
         history: rows of ``history.csv`` (all epochs of the run), as dicts of floats.
         stopped_early: ``EarlyStopping`` ended the run.
         weights_report: what ``--weights`` loaded (``LoadReport.summary()``), if given.
         notes: warnings worth showing (frozen random body, skipped layers, dataset fixes).
         files: the files written.
+        final_map: COCO figures of ``best.weights.h5`` on ``--val`` (``AP``, ``AP50``,
+            ... as eval-map's report) when the end-of-run curves were made, else ``None``.
     """
 
     run_dir: Path
@@ -73,6 +78,7 @@ class TrainResult:
     weights_report: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     files: list[Path] = dataclasses.field(default_factory=list)
+    final_map: Optional[dict[str, float]] = None
 
 
 @dataclasses.dataclass
@@ -82,10 +88,13 @@ class RunContext:
     Attributes:
         opts: the resolved options (stage defaults filled in).
         family: the detector family of ``opts.model``.
-        records, val_records: training and validation images (``None``: no ``--val``).
+        records, val_records: training and validation images (``None``: no ``--val``);
+            val_dataset: the whole validation dataset (the mAP's ground truth).
         class_names: the dataset's classes; anchors: ``(K, 2)`` input pixels, read from
             anchors_path.
-        monitor: ``val_loss`` with ``--val``, else ``loss``.
+        monitor: the logged key of ``--monitor`` (``val_loss``, ``val_map``, ...) with
+            ``--val``, else ``loss``.
+        log_dir: the TensorBoard folder (``None``: tensorboard is not installed).
         settings: what the manifests and ``state.json`` record (and ``--resume`` checks).
         notes: warnings collected for the user.
         state: the resume state (``None``: a new run); start_epoch, best, best_epoch
@@ -106,6 +115,8 @@ class RunContext:
     start_epoch: int = 0
     best: float = math.inf
     best_epoch: int = 0
+    val_dataset: Any = None
+    log_dir: Optional[Path] = None
 
     @property
     def run_dir(self) -> Path:
@@ -139,7 +150,13 @@ class RunContext:
         val_dataset = (load_dataset(opts.val, opts.format, class_names)
                        if opts.val is not None else None)
         anchors, anchors_path = family.resolve_anchors(opts.anchors)
-        monitor = "val_loss" if val_dataset is not None else "loss"
+        monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
+        notes = [summary for summary in (dataset.fixes.summary(),) if summary]
+        log_dir = opts.out / TENSORBOARD_DIR
+        if not tensorboard_available():
+            log_dir = None
+            notes.append("no TensorBoard logs: the tensorboard package is not installed "
+                         "(pip install tensorboard)")
         settings = {"model": opts.model, "width": opts.width,
                     "backbone": family.resolve_backbone(opts.backbone), "stage": opts.stage,
                     "input_size": opts.input_size, "anchors": anchors.tolist(),
@@ -147,8 +164,8 @@ class RunContext:
         return cls(opts=opts, family=family, records=dataset.records,
                    val_records=val_dataset.records if val_dataset is not None else None,
                    class_names=class_names, anchors=anchors, anchors_path=anchors_path,
-                   monitor=monitor, settings=settings,
-                   notes=[summary for summary in (dataset.fixes.summary(),) if summary])
+                   monitor=monitor, settings=settings, notes=notes,
+                   best=worst_value(monitor), val_dataset=val_dataset, log_dir=log_dir)
 
     def read_resume_state(self, extra_keys: Sequence[str]) -> None:
         """With ``--resume``, read the run directory's state and check it agrees.
@@ -167,7 +184,7 @@ class RunContext:
         check_agree(str(self.run_dir / "state.json"), self.state, "this command",
                     self.settings, keys=RESUME_KEYS + tuple(extra_keys))
         self.start_epoch = int(self.state["epoch"])
-        self.best = float(self.state.get("best", math.inf))
+        self.best = float(self.state.get("best", worst_value(self.monitor)))
         self.best_epoch = int(self.state.get("best_epoch", 0))
 
 
@@ -287,11 +304,19 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
     _, rows = read_history(run_dir / HISTORY_CSV)
     files = [run_dir / name for name in (BEST_WEIGHTS, LAST_WEIGHTS, HISTORY_CSV, MANIFEST)
              if (run_dir / name).exists()]
+    final_map = None
+    if opts.plots and (opts.strategy != "multi-worker" or is_chief()):
+        from detkit.training.results import write_run_plots
+
+        plots, final_map = write_run_plots(ctx, _float_rows(rows))
+        files += plots
+    if ctx.log_dir is not None and ctx.log_dir.is_dir():
+        files.append(ctx.log_dir)
     return TrainResult(run_dir, checkpoint.last_epoch - ctx.start_epoch, ctx.start_epoch,
                        checkpoint.last_epoch, ctx.monitor, checkpoint.best,
                        checkpoint.best_epoch, _float_rows(rows),
                        stopped_early=outcome["stopped_early"], weights_report=report,
-                       notes=ctx.notes, files=files)
+                       notes=ctx.notes, files=files, final_map=final_map)
 
 
 def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
@@ -329,9 +354,17 @@ def _replace_run(ctx: RunContext) -> None:
     refused run loses nothing), so none of them is taken for the new run's."""
     from detkit.artifacts import run_files
 
+    import shutil
+
+    from detkit.training.results import PLOT_FILES
+
     replaced = [path for path in run_files(ctx.run_dir) if path.exists()]
     for path in replaced:
         path.unlink()
+    for name in PLOT_FILES:  # the replaced run's pictures and TensorBoard logs
+        (ctx.run_dir / name).unlink(missing_ok=True)
+    if (ctx.run_dir / TENSORBOARD_DIR).is_dir():
+        shutil.rmtree(ctx.run_dir / TENSORBOARD_DIR)
     if replaced:
         ctx.notes.append(f"--exist-ok: replaced the run in {ctx.run_dir} "
                          f"({len(replaced)} files)")
