@@ -28,7 +28,6 @@ import numpy as np
 
 from detkit.anchors import sort_by_area
 from detkit.boxes import wh_iou
-from detkit.data.letterbox import Letterbox
 from detkit.errors import DataError, UsageError
 from detkit.choices import CENTERS, RESIZE_MODES  # noqa: F401 (re-exported)
 
@@ -148,23 +147,36 @@ def input_box_sizes(records: Iterable, input_size: int,
     """
     if resize not in RESIZE_MODES:
         raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    sizes = []
-    for record in records:
-        boxes = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
-        if not len(boxes):
-            continue
-        if not record.width or not record.height:
-            raise DataError(f"image size unknown for {record.image_path}",
-                            line=record.source_line)
-        if resize == "letterbox":
-            scale_x, scale_y = Letterbox(record.width, record.height, input_size).scale_xy
-        else:
-            scale_x, scale_y = input_size / record.width, input_size / record.height
-        wh = boxes[:, 2:4] - boxes[:, 0:2]
-        sizes.append(wh * np.float32([scale_x, scale_y]))
-    if not sizes:
+    records = list(records)
+    boxes = [record.boxes for record in records]
+    counts = np.fromiter(map(len, boxes), np.int64, len(boxes))
+    try:  # records' boxes are (N, 4) arrays: one concatenation
+        all_boxes = np.concatenate(boxes).astype(np.float32, copy=False) if boxes else None
+    except ValueError:
+        all_boxes = None
+    if all_boxes is None or all_boxes.shape != (int(counts.sum()), 4):
+        boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
+        counts = np.fromiter(map(len, boxes), np.int64, len(boxes))
+        all_boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+    sizes = np.array([[record.width or 0, record.height or 0] for record in records],
+                     np.float64).reshape(-1, 2)
+    unknown = (counts > 0) & (sizes == 0).any(axis=1)
+    if unknown.any():
+        record = records[int(np.flatnonzero(unknown)[0])]
+        raise DataError(f"image size unknown for {record.image_path}",
+                        line=record.source_line)
+    if not counts.sum():
         return np.zeros((0, 2), np.float32)
-    return np.concatenate(sizes).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # images without boxes: no size
+        if resize == "letterbox":
+            # Letterbox.scale_xy for every image at once, in the same float64 steps.
+            scale = np.min(input_size / sizes, axis=1, keepdims=True)
+            new = np.clip(np.trunc(sizes * scale), 1, input_size)
+            scales = new / sizes
+        else:
+            scales = input_size / sizes
+    wh = all_boxes[:, 2:4] - all_boxes[:, 0:2]
+    return wh * np.repeat(scales.astype(np.float32), counts, axis=0)
 
 
 def check_sizes(wh: np.ndarray) -> np.ndarray:
@@ -232,16 +244,27 @@ def best_iou(wh: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def avg_iou(wh: np.ndarray, anchors: np.ndarray,
             weights: Optional[np.ndarray] = None) -> float:
     """Mean over boxes (weighted by ``weights``) of the best IoU with any anchor."""
-    _, iou = best_iou(wh, anchors)
+    sides = np.asarray(wh, dtype=np.float32).reshape(-1, 2)
+    # The best IoU of best_iou, without its labels: (k, N) rows, max across them.
+    iou = wh_iou(anchors, sides, dtype=np.float32).max(axis=0)
     return float(np.average(iou.astype(np.float64), weights=weights))
 
 
 def ratio_metric(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """YOLOv5's ratio metric ``min(w/a_w, a_w/w, h/a_h, a_h/h)``: ``(N, k)`` in ``(0, 1]``."""
-    wh = np.asarray(wh, dtype=np.float64).reshape(-1, 1, 2)
-    anchors = np.asarray(anchors, dtype=np.float64).reshape(1, -1, 2)
-    ratio = wh / anchors
-    return np.minimum(ratio, 1 / ratio).min(axis=2)
+    return _ratio_rows(wh, anchors).T
+
+
+def _ratio_rows(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """:func:`ratio_metric` as ``(k, N)`` float64 (one contiguous row per anchor)."""
+    sides = np.asarray(wh, dtype=np.float64).reshape(-1, 2).T                  # (2, N)
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    out = None
+    for axis in (0, 1):
+        ratio = sides[axis][None, :] / anchors[:, axis:axis + 1]              # (k, N)
+        np.minimum(ratio, 1 / ratio, out=ratio)
+        out = ratio if out is None else np.minimum(out, ratio, out=out)
+    return out
 
 
 def anchor_quality(wh: np.ndarray, anchors: np.ndarray,
@@ -251,13 +274,13 @@ def anchor_quality(wh: np.ndarray, anchors: np.ndarray,
     if not len(wh):
         raise DataError("no boxes to measure anchors on")
     threshold = 1.0 / anchor_t
-    ratio = ratio_metric(wh, anchors)
-    best = ratio.max(axis=1)
+    ratio = _ratio_rows(wh, anchors)                                           # (k, N)
+    best = ratio.max(axis=0)
     fits = best > threshold
     return AnchorQuality(
         avg_iou=avg_iou(wh, anchors),
         bpr=float(fits.mean()),
-        anchors_per_target=float((ratio > threshold).sum(axis=1).mean()),
+        anchors_per_target=float((ratio > threshold).sum(axis=0).mean()),
         fitness=float(np.where(fits, best, 0.0).mean()),
         n_boxes=int(len(wh)))
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.records import ImageRecord
-from detkit.data.readers.common import (ReadResult, column, display_join, float_rows,
-                                        gc_paused, int_column, is_integer, lookup,
+from detkit.data.readers.common import (ReadResult, column, display_joins, float_rows,
+                                        gc_paused, group_order, int_column, is_integer, lookup,
                                         make_records, raise_first_bad, read_json)
 from detkit.errors import DataError
 
@@ -210,8 +210,7 @@ def _image_base(images: list[dict], json_dir: Path, image_dir: Path | None) -> P
 
 def _image_paths(file_names: list[str], base: Path) -> list[str]:
     """Normalized image paths: absolute names as given, relative ones under ``base``."""
-    base = str(base)
-    return [display_join(base, name) for name in file_names]
+    return display_joins(str(base), file_names)
 
 
 def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None,
@@ -250,7 +249,7 @@ def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None
 def _records(images: _Images, annotations: _Annotations, base: Path, path: Path,
              fixes: FixReport) -> list[ImageRecord]:
     """One record per image, its annotations in file order, boxes repaired."""
-    order = np.argsort(annotations.image_pos, kind="stable")
+    order = group_order(annotations.image_pos, len(images.ids))
     counts = np.bincount(annotations.image_pos, minlength=len(images.ids))
     ids = images.ids.tolist()
     return make_records(
