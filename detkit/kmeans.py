@@ -538,7 +538,14 @@ class _Clusterer:
         return self.wh[worst].astype(np.float64)
 
     def _mean(self, iou: np.ndarray) -> float:
-        return float(np.dot(iou.astype(np.float64), self.weights) / self.total)
+        return _weighted_sum(iou, self.weights) / self.total
+
+
+def _weighted_sum(values: np.ndarray, weights: np.ndarray) -> float:
+    """``sum(values * weights)`` in float64 by NumPy's pairwise sum, not ``np.dot``: BLAS
+    starts threads for a long vector (milliseconds on a busy machine, per call) and its
+    sum order may depend on the thread count."""
+    return float(np.sum(np.multiply(values, weights, dtype=np.float64)))
 
 
 def _draw(rng: np.random.Generator, scores: np.ndarray) -> int:
@@ -667,7 +674,7 @@ class _RatioFitness:
             np.minimum(nearest, gap, out=nearest)
         # best > 1 / anchor_t  <=>  nearest log ratio < log(anchor_t)
         best = np.where(nearest < self.max_log_ratio, np.exp(-nearest), 0.0)
-        return float(np.dot(best, self.weights) / self.total)
+        return _weighted_sum(best, self.weights) / self.total
 
 
 def evolve_anchors(wh: np.ndarray, anchors: np.ndarray, generations: int, *, seed: int = 0,
