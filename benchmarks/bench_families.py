@@ -31,10 +31,11 @@ import io
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.clock import KINDS, BenchClock  # noqa: E402
 
 TIME_BUDGET_S = 15 * 60
 #: The bars: (metric, target) per family.
@@ -47,10 +48,6 @@ FULL = {
     "retinanet": dict(width=0.125, epochs=24, lr=5e-3, batch_size=16, eval_every=8),
     "rpn": dict(width=0.125, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
 }
-#: CPU cores of the reference machine: ``--clock cpu`` budgets the process's CPU time
-#: at ``CORES x`` the wall budget (the run a quiet 2-core machine would make), for a
-#: machine shared with other jobs.
-CORES = 2
 DATASET = dict(images=1000, size=256, classes=4, input_size=256, max_boxes=32)
 QUICK_DATASET = dict(images=24, size=64, classes=4, input_size=64, max_boxes=32)
 QUICK = dict(width=0.0625, epochs=2, lr=1e-3, batch_size=8, eval_every=1)
@@ -162,13 +159,7 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
     settings = {**(QUICK if quick else FULL[name]),
                 **{k: v for k, v in overrides.items() if v is not None}}
     agnostic = metric == "ar100"
-    start, cpu_start = time.perf_counter(), time.process_time()
-
-    def spent() -> float:
-        """Budget seconds used: wall, or CPU time / CORES with ``clock="cpu"``."""
-        if clock == "cpu":
-            return (time.process_time() - cpu_start) / CORES
-        return time.perf_counter() - start
+    timer = BenchClock(clock)
 
     work = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
     data, train_set, anchors = prepare(work, family, dataset)
@@ -177,8 +168,8 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
 
     class Curve(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch + 1, "elapsed_s": round(time.perf_counter() - start, 1),
-                   "cpu_s": round(time.process_time() - cpu_start, 1)}
+            row = {"epoch": epoch + 1, "elapsed_s": round(timer.wall_s(), 1),
+                   "cpu_s": round(timer.cpu_s(), 1)}
             row.update({k: round(float(v), 4) for k, v in (logs or {}).items()})
             if (epoch + 1) % settings["eval_every"] == 0 or epoch + 1 == settings["epochs"]:
                 row.update(evaluate(self.model.network, family, data / "val.json", anchors,
@@ -188,7 +179,7 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
 
     class TimeBudget(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if not quick and spent() > STOP_AT_S:
+            if not quick and timer.seconds() > STOP_AT_S:
                 self.model.stop_training = True
 
     opts = TrainOptions(data=data / "train.txt", stage=1, model=name,
@@ -204,10 +195,10 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
     model.load_weights(work / "run" / "last.weights.h5")
     final = evaluate(model, family, data / "val.json", anchors, input_size,
                      agnostic=agnostic)
-    elapsed, used = time.perf_counter() - start, spent()
+    elapsed, used = timer.wall_s(), timer.seconds()
     figures = {"family": name, **final, "metric": metric, "target": target,
                "wall_s": round(elapsed, 1),
-               "cpu_s": round(time.process_time() - cpu_start, 1), "clock": clock,
+               "cpu_s": round(timer.cpu_s(), 1), "clock": clock,
                "budget_s": TIME_BUDGET_S,
                "passed": (bool(final[metric] >= target and used <= TIME_BUDGET_S)
                           if not quick else None),
@@ -226,7 +217,7 @@ if __name__ == "__main__":
     parser.add_argument("--width", type=float)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+    parser.add_argument("--clock", default="wall", choices=KINDS,
                         help="budget the wall time, or the CPU time / 2 (shared machine)")
     args = parser.parse_args()
     main(args.quick, args.family, args.clock, epochs=args.epochs, width=args.width,

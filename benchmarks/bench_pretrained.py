@@ -16,20 +16,21 @@ pycocotools after each evaluated epoch. The wall clock of each arm counts model
 building, data loading and training, and stops while mAP is evaluated; an arm stops
 once it has reached the target (scratch keeps its 30-epoch schedule until then).
 
-Run: ``python -m benchmarks.bench_pretrained [--quick]`` (quick: a tiny pretrained model
+Run: ``python -m benchmarks.bench_pretrained [--quick] [--clock cpu]`` (quick: a tiny pretrained model
 made on the spot, seconds, no verdict).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.clock import KINDS, BenchClock  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The goal.
@@ -65,7 +66,7 @@ def quick_pretrained(work: Path, settings: dict) -> Path:
 
 
 def run_arm(name: str, work: Path, data: Path, anchors, settings: dict,
-            weights: Path | None) -> dict:
+            weights: Path | None, clock: str = "wall") -> dict:
     """Train one arm; return its curve and the training seconds to the target."""
     import keras
 
@@ -75,22 +76,19 @@ def run_arm(name: str, work: Path, data: Path, anchors, settings: dict,
 
     arm = settings[name]
     input_size = settings["input_size"]
-    clock = {"start": time.perf_counter(), "paused": 0.0}
+    timer = BenchClock(clock)
     curve: list[dict] = []
     reached: dict = {}
 
-    def train_seconds() -> float:
-        return time.perf_counter() - clock["start"] - clock["paused"]
-
     class MapCurve(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch + 1, "train_s": round(train_seconds(), 1),
+            row = {"epoch": epoch + 1, "train_s": round(timer.seconds(), 1),
+                   "wall_s": round(timer.wall_s(), 1),
                    "loss": round(float((logs or {}).get("loss", float("nan"))), 3)}
             if (epoch + 1) % arm["eval_every"] == 0 or epoch + 1 == arm["epochs"]:
-                paused = time.perf_counter()
-                map50, map_all = coco_map50(self.model.network, data / "val.json",
-                                            anchors, input_size)
-                clock["paused"] += time.perf_counter() - paused
+                with timer.paused():
+                    map50, map_all = coco_map50(self.model.network, data / "val.json",
+                                                anchors, input_size)
                 row.update(map50=round(map50, 4), map=round(map_all, 4))
                 if map50 >= TARGET_MAP50 and not reached:
                     reached.update(epoch=epoch + 1, train_s=row["train_s"])
@@ -113,7 +111,7 @@ def run_arm(name: str, work: Path, data: Path, anchors, settings: dict,
             "weights_report": result.weights_report, **arm}
 
 
-def main(quick: bool = False) -> dict:
+def main(quick: bool = False, clock: str = "wall") -> dict:
     import subprocess
 
     from benchmarks.bench_train_quality import synth_with_anchors
@@ -125,8 +123,8 @@ def main(quick: bool = False) -> dict:
     if not pretrained.is_file():
         raise SystemExit(f"{pretrained} is missing: make -f examples/demo.mk pretrained")
     load = os.getloadavg()
-    finetune = run_arm("finetune", work, data, anchors, settings, pretrained)
-    scratch = run_arm("scratch", work, data, anchors, settings, None)
+    finetune = run_arm("finetune", work, data, anchors, settings, pretrained, clock)
+    scratch = run_arm("scratch", work, data, anchors, settings, None, clock)
     t_fine, t_scratch = finetune["train_s_to_target"], scratch["train_s_to_target"]
     ratio = (t_fine / t_scratch) if t_fine and t_scratch else None
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -135,7 +133,7 @@ def main(quick: bool = False) -> dict:
         "finetune": finetune, "scratch": scratch,
         "ratio": None if ratio is None else round(ratio, 3),
         "passed": None if quick else bool(ratio is not None and ratio <= MAX_RATIO),
-        "pretrained": str(pretrained), "train_images": len(train_set.records),
+        "clock": clock, "pretrained": str(pretrained), "train_images": len(train_set.records),
         "load_at_start": [round(x, 2) for x in load], "uptime_at_end": uptime,
         "settings": {k: v for k, v in settings.items() if k not in ("scratch", "finetune")},
     }
@@ -147,4 +145,9 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(quick="--quick" in sys.argv), indent=1, default=str))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--clock", default="wall", choices=KINDS,
+                        help="count wall seconds, or CPU seconds / 2 (a shared machine)")
+    args = parser.parse_args()
+    print(json.dumps(main(args.quick, args.clock), indent=1, default=str))
