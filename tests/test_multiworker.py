@@ -1,4 +1,5 @@
-"""Multi-worker training with real processes: two TensorFlow workers on localhost.
+"""Multi-worker training with real processes: two workers on localhost, TensorFlow
+(``TF_CONFIG``) and JAX (``DETKIT_COORDINATOR``, gloo collectives on CPU).
 
 Both workers must exit 0, only the chief's run directory holds weights (the other
 worker's temporary directory is gone), and the first epoch's loss equals that of one
@@ -39,10 +40,12 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow",
-           "TMPDIR": str(tmp), "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("TF_CONFIG", None)
+def _env(tmp: Path, backend: str = "tensorflow", **extra: str) -> dict[str, str]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": backend,
+           "TMPDIR": str(tmp), "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    for name in ("TF_CONFIG", "DETKIT_COORDINATOR", "DETKIT_NUM_PROCESSES",
+                 "DETKIT_PROCESS_ID"):
+        env.pop(name, None)
     env.update(extra)
     return env
 
@@ -74,7 +77,14 @@ def test_two_workers_match_one_process(tmp_path):
                       _env(scratch, TF_CONFIG=json.dumps(
                           {"cluster": cluster, "task": {"type": "worker", "index": i}})))
                for i in range(2)]
-    outputs = []
+    _check_runs(tmp_path, scratch, single, workers)
+
+
+def _check_runs(tmp_path: Path, scratch: Path, single: subprocess.Popen,
+                workers: list[subprocess.Popen]) -> None:
+    """Both workers and the single process exit 0, only the chief wrote weights (in
+    ``multi``; the other worker's scratch directory is gone), and the first epoch's
+    losses agree."""
     for process in (single, *workers):
         try:
             output, _ = process.communicate(timeout=TIMEOUT_S)
@@ -82,13 +92,30 @@ def test_two_workers_match_one_process(tmp_path):
             for other in (single, *workers):
                 other.kill()
             pytest.fail("a training process did not finish in time")
-        outputs.append(output)
         assert process.returncode == 0, output[-3000:]
 
     assert (tmp_path / "multi" / "last.weights.h5").is_file()
     assert not list(scratch.glob("detkit-worker-*")), "the worker's scratch dir is left"
     single_loss, multi_loss = _first_loss(tmp_path / "single"), _first_loss(tmp_path / "multi")
     assert multi_loss == pytest.approx(single_loss, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_two_jax_processes_match_one_process(tmp_path):
+    pytest.importorskip("jax")
+    data = tmp_path / "data"
+    make_synth_dataset(data, images=20, size=SIZE, seed=5, val_fraction=0.2)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    single = _train([str(data / "train.txt"), *TRAIN_ARGS, "--out",
+                     str(tmp_path / "single")], _env(scratch, "jax"))
+    coordinator = f"localhost:{_free_ports(1)[0]}"
+    workers = [_train([str(data / "train.txt"), *TRAIN_ARGS, "--strategy", "multi-worker",
+                       "--out", str(tmp_path / "multi")],
+                      _env(scratch, "jax", DETKIT_COORDINATOR=coordinator,
+                           DETKIT_NUM_PROCESSES="2", DETKIT_PROCESS_ID=str(i)))
+               for i in range(2)]
+    _check_runs(tmp_path, scratch, single, workers)
 
 
 def test_chief_is_worker_zero_or_the_chief_task(monkeypatch):
@@ -125,3 +152,36 @@ def test_rows_of_a_batch_are_its_slices(tmp_path):
     np.testing.assert_array_equal(part_images, images[2:4])
     np.testing.assert_array_equal(part_targets["boxes"], targets["boxes"][2:4])
     np.testing.assert_array_equal(part_targets["classes"], targets["classes"][2:4])
+
+
+def test_jax_processes_feed_their_rows_of_every_global_batch(tmp_path):
+    import keras
+    import numpy as np
+
+    from detkit.data.dataset import load_dataset
+    from detkit.data.loader import DetectionBatches
+    from detkit.errors import UsageError
+    from detkit.training.distributed import distributed_batches, process_batches
+
+    make_synth_dataset(tmp_path / "d", images=10, size=SIZE, seed=1)
+    records = load_dataset(tmp_path / "d" / "train.txt").records
+    loader = DetectionBatches(records, SIZE, 4, augment=True, shuffle=True, seed=2,
+                              workers=2)
+    parts = [process_batches(loader, 2, 4, process=p, count=2) for p in range(2)]
+    assert [len(part) for part in parts] == [2, 2]  # the short last batch is left out
+    assert parts[0].workers == 2
+    for batch in range(2):
+        images, targets = loader[batch]
+        joined = [np.concatenate(arrays) for arrays in zip(
+            *[(part[batch][0], part[batch][1]["boxes"]) for part in parts])]
+        np.testing.assert_array_equal(joined[0], images)
+        np.testing.assert_array_equal(joined[1], targets["boxes"])
+    with pytest.raises(IndexError):
+        parts[0][2]
+    with pytest.raises(UsageError, match="multiple of the 3"):
+        process_batches(loader, 2, 4, process=0, count=3)
+    # A keras.distribution (JAX) gets the process's rows, not a tf.distribute dataset;
+    # one process here: all the rows.
+    shard = distributed_batches(keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices()[:1]), loader, 2, 4)
+    np.testing.assert_array_equal(shard[1][0], loader[1][0])

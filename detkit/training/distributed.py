@@ -11,7 +11,13 @@ directory that is removed at the end (:func:`is_chief`, :func:`worker_run_dir`).
 
 On JAX, several processes join with ``jax.distributed.initialize`` before any device is
 used (:func:`initialize_jax_processes`), configured by ``DETKIT_COORDINATOR`` (host:port
-of process 0), ``DETKIT_NUM_PROCESSES`` and ``DETKIT_PROCESS_ID``.
+of process 0), ``DETKIT_NUM_PROCESSES`` and ``DETKIT_PROCESS_ID`` (on CPU the processes
+exchange gradients through gloo). ``keras.distribution.DataParallel`` then spans every
+process's devices and works on global arrays: each process gives ``fit`` only its rows of
+every global batch (:func:`process_batches`, which :func:`distributed_batches` returns on
+JAX), and Keras assembles the global batch from the processes' parts, so the step, the
+batch-norm statistics and the loss are those of the whole global batch. Process 0 is the
+chief.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import keras
 import numpy as np
 
 from detkit.errors import UsageError
@@ -111,10 +118,15 @@ def initialize_jax_processes() -> int:
                          f"host:port and {JAX_PROCESS_ID} in [0, {count})")
     import jax
 
-    if jax.process_count() == 1:
+    # Not jax.process_count(): it starts the XLA backend, after which joining fails.
+    if not jax.distributed.is_initialized():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=address, num_processes=count,
-                                   process_id=int(index))
+        try:
+            jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                                       process_id=int(index))
+        except RuntimeError as err:
+            raise UsageError(f"cannot join the JAX run over {count} processes at "
+                             f"{address}: {err}") from None
     return jax.process_count()
 
 
@@ -124,8 +136,6 @@ def synchronize_batch_norm(model: Any) -> int:
 
     Only meaningful under a ``tf.distribute`` strategy (the TensorFlow backend).
     """
-    import keras
-
     from detkit.keras_compat import direct_sublayers
 
     count = 0
@@ -156,7 +166,8 @@ def distributed_batches(strategy: Any, loader: Any, steps: int, global_batch: in
     """The batches of ``loader`` as a ``tf.distribute`` dataset, one slice a replica.
 
     Args:
-        strategy: the ``tf.distribute.Strategy``.
+        strategy: the ``tf.distribute.Strategy`` (or the ``keras.distribution`` of a
+            JAX run: see Returns).
         loader: a batch loader whose ``rows(batch, start, stop)`` prepares only rows
             ``[start, stop)`` of a batch (:class:`detkit.data.loader.DetectionBatches`);
             any other ``PyDataset`` is sliced after its whole batch is made.
@@ -166,8 +177,12 @@ def distributed_batches(strategy: Any, loader: Any, steps: int, global_batch: in
 
     Returns:
         A ``tf.distribute.DistributedDataset`` for ``fit``, re-iterated every epoch (the
-        loader's current epoch decides order and augmentation).
+        loader's current epoch decides order and augmentation). Under a
+        ``keras.distribution`` (``strategy`` is not a ``tf.distribute`` strategy: the JAX
+        backend), this process's rows of every global batch (:func:`process_batches`).
     """
+    if not hasattr(strategy, "distribute_datasets_from_function"):
+        return process_batches(loader, steps, global_batch)
     import tensorflow as tf
 
     replicas = int(strategy.num_replicas_in_sync)
@@ -192,6 +207,67 @@ def distributed_batches(strategy: Any, loader: Any, steps: int, global_batch: in
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def jax_process_index() -> tuple[int, int]:
+    """``(this process's index, process count)`` of a JAX run (``(0, 1)`` in one
+    process, or on another backend)."""
+    if keras.backend.backend() != "jax":
+        return 0, 1
+    import jax
+
+    return int(jax.process_index()), int(jax.process_count())
+
+
+def process_batches(loader: Any, steps: int, global_batch: int, *,
+                    process: Optional[int] = None, count: Optional[int] = None):
+    """This JAX process's share of every global batch of ``loader``, as a ``PyDataset``.
+
+    Under ``keras.distribution.DataParallel`` over several processes, Keras on JAX takes
+    each process's batch as its local part of the global batch
+    (``jax.make_array_from_process_local_data``): process ``p`` of ``n`` must give rows
+    ``[p B / n, (p + 1) B / n)`` of global batch ``B``. Each process prepares only those
+    rows (``loader.rows``), so no image is read twice, and the global batch that the
+    step sees is the one a single process would train on.
+
+    Args:
+        loader: the batch loader (``rows(batch, start, stop)``, as for
+            :func:`distributed_batches`), its epoch set by the run's callbacks.
+        steps: global batches per epoch (without a short last one: every process
+            must take every step).
+        global_batch: images per global batch (``--batch-size``).
+        process, count: this process's index and the process count (default: JAX's).
+
+    Raises:
+        UsageError: a global batch the processes cannot share equally.
+    """
+    if process is None or count is None:
+        process, count = jax_process_index()
+    start, stop = replica_rows(global_batch, count, process)
+    return ProcessShard(loader, steps, start, stop)
+
+
+class ProcessShard(keras.utils.PyDataset):
+    """Rows ``[start, stop)`` of each of the first ``steps`` batches of ``loader``, with
+    the loader's ``PyDataset`` parallelism (see :func:`process_batches`).
+
+    Attributes:
+        base: the loader.
+    """
+
+    def __init__(self, loader: Any, steps: int, start: int, stop: int):
+        super().__init__(workers=getattr(loader, "workers", 1),
+                         use_multiprocessing=getattr(loader, "use_multiprocessing", False),
+                         max_queue_size=getattr(loader, "max_queue_size", 10))
+        self.base, self.steps, self.start, self.stop = loader, int(steps), start, stop
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.steps:
+            raise IndexError(f"batch {index} out of range [0, {self.steps})")
+        return _slice(self.base, index, self.start, self.stop)
 
 
 def _slice(loader: Any, batch: int, start: int, stop: int):

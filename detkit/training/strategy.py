@@ -4,7 +4,8 @@
 ``tf.distribute`` on the TensorFlow backend (``MirroredStrategy`` over the local devices,
 ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``); on JAX both mean
 ``keras.distribution.DataParallel`` over every device JAX sees (one process, or several
-after ``jax.distributed.initialize``). Build the model, the optimizer and compile inside
+after ``jax.distributed.initialize``, each feeding its own rows of every global batch:
+:func:`detkit.training.distributed.process_batches`). Build the model, the optimizer and compile inside
 :meth:`Distribution.scope`; batches are global (split across replicas).
 
 The loss of a replica must be its local batch mean divided by :func:`num_replicas_in_sync`
@@ -89,7 +90,10 @@ def make_distribution(name: str, devices: Sequence[str] | None = None) -> Distri
         initialize_jax_processes()  # several processes: join them before any device
         all_devices = keras.distribution.list_devices()
         chosen = list(devices) if devices else all_devices
-        distribution = keras.distribution.DataParallel(devices=chosen)
+        # Each process gives fit only its rows of every global batch
+        # (distributed.process_batches): Keras must not shard the input again.
+        distribution = keras.distribution.DataParallel(devices=chosen,
+                                                       auto_shard_dataset=False)
         return Distribution(name, len(chosen), distribution)
     raise UsageError(f"strategy {name!r} is not supported on the {backend} backend; "
                      f"use the tensorflow or jax backend, or the strategy 'none'")
