@@ -34,6 +34,10 @@ class AugmentConfig:
             probability 1/2.
         min_size: boxes narrower or lower than this many input pixels are dropped.
         min_visible: boxes keeping less than this fraction of their area are dropped.
+        mosaic: probability that a training sample is a 2x2 mosaic of four images
+            (:mod:`detkit.data.mix`; 0: never).
+        mixup: probability that a training sample is blended with another one, boxes
+            of both kept (:mod:`detkit.data.mix`; 0: never).
     """
 
     jitter: float = 0.2
@@ -44,6 +48,8 @@ class AugmentConfig:
     value: float = 1.5
     min_size: float = MIN_BOX_SIZE
     min_visible: float = MIN_VISIBLE_FRACTION
+    mosaic: float = 0.0
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
         low, high = self.scale
@@ -56,6 +62,8 @@ class AugmentConfig:
             (self.value >= 1, "value must be >= 1", self.value),
             (self.min_size >= 0, "min_size must be >= 0", self.min_size),
             (0 <= self.min_visible <= 1, "min_visible must be in [0, 1]", self.min_visible),
+            (0 <= self.mosaic <= 1, "mosaic must be a probability in [0, 1]", self.mosaic),
+            (0 <= self.mixup <= 1, "mixup must be a probability in [0, 1]", self.mixup),
         ]
         for ok, message, value in checks:
             if not ok:
