@@ -141,7 +141,8 @@ class YoloV3Loss(keras.losses.Loss):
     * ``obj = o BCE(1, t_o) + (1 - o) [max_j IoU(decoded, g_j) < ignore_thresh] BCE(0, t_o)``
       (``obj_loss="focal"``: the sigmoid focal loss instead of BCE), where ``g_j`` are
       all the image's ground-truth boxes (padding rows have zero area and never count)
-    * ``cls = o sum_k BCE(onehot(c)_k, t_c_k)``
+    * ``cls = o sum_k BCE(z_k, t_c_k)`` with ``z = onehot(c) (1 - s) + s / 2``
+      (``label_smoothing`` ``s``; 0 keeps the one-hot targets)
 
     and ``loss = sum over cells, anchors and scales / B``. The ignore mask is computed
     for all cells and padded boxes at once (no per-image loop) and carries no gradient.
@@ -160,17 +161,19 @@ class YoloV3Loss(keras.losses.Loss):
         obj_loss: ``"bce"`` or ``"focal"``.
         huber_delta: ``delta`` of the Huber box loss.
         focal_alpha, focal_gamma: focal objectness parameters.
+        label_smoothing: ``s`` in ``[0, 1)`` of the class targets.
     """
 
     #: Training options (``detkit train`` fields) this loss reads as keyword arguments.
     OPTIONS: tuple[str, ...] = ("ignore_thresh", "box_loss", "obj_loss", "huber_delta",
-                                "focal_alpha", "focal_gamma")
+                                "focal_alpha", "focal_gamma", "label_smoothing")
 
     def __init__(self, anchors, num_classes: int, input_size: int,
                  ignore_thresh: float = 0.5, box_loss: str = "mse", obj_loss: str = "bce",
                  huber_delta: float = 1.0, focal_alpha: float = 0.25,
-                 focal_gamma: float = 2.0, name: str = "yolov3_loss",
-                 reduction: str = "sum_over_batch_size", dtype=None):
+                 focal_gamma: float = 2.0, label_smoothing: float = 0.0,
+                 name: str = "yolov3_loss", reduction: str = "sum_over_batch_size",
+                 dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
         anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
         if len(anchors) < 3 or len(anchors) % 3:
@@ -187,6 +190,9 @@ class YoloV3Loss(keras.losses.Loss):
         self.huber_delta = float(huber_delta)
         self.focal_alpha = float(focal_alpha)
         self.focal_gamma = float(focal_gamma)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); received {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
         scales = len(anchors) // 3
         # Anchor indices per scale, coarsest first (the anchor_masks order).
         self.masks = [[3 * s + i for i in range(3)] for s in reversed(range(scales))]
@@ -262,6 +268,8 @@ class YoloV3Loss(keras.losses.Loss):
 
         class_ids = ops.cast(ops.maximum(cls, 0.0), "int32")
         onehot = ops.one_hot(class_ids, self.num_classes, dtype="float32")
+        if self.label_smoothing:
+            onehot = onehot * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         cls_elem = bce_with_logits(onehot, cls_logits)
         terms["cls"] = _per_sample_sum(obj[..., None] * cls_elem)
         return terms
@@ -278,6 +286,7 @@ class YoloV3Loss(keras.losses.Loss):
             "huber_delta": self.huber_delta,
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,
+            "label_smoothing": self.label_smoothing,
         })
         return config
 

@@ -189,3 +189,70 @@ def test_probabilities_are_checked():
         AugmentConfig(mosaic=1.5)
     with pytest.raises(UsageError, match="mixup must be a probability"):
         AugmentConfig(mixup=-0.1)
+
+
+# ---------------------------------------------------------------------------------------
+# The train flags
+# ---------------------------------------------------------------------------------------
+
+TRAIN_ANCHORS = np.float32([[8, 8], [12, 16], [16, 12], [20, 24], [28, 28], [40, 40]])
+
+
+@pytest.fixture(scope="module")
+def dataset(synth_with_anchors):
+    return synth_with_anchors(TRAIN_ANCHORS)
+
+
+def train_args(dataset, out, *extra):
+    return ["train", str(dataset / "train.txt"), "--model", "yolov3-tiny", "--width",
+            "0.0625", "--anchors", str(dataset / "anchors.txt"), "--input-size",
+            str(SIZE), "--batch-size", "4", "--steps-per-epoch", "2", "--out", str(out),
+            *extra]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--mosaic", "1.5"], "--mosaic must be in [0, 1], got 1.5"),
+    (["--mixup", "-0.1"], "--mixup must be in [0, 1], got -0.1"),
+    (["--mosaic", "0.5", "--no-augment"], "--mosaic 0.5 is a training augmentation; it "
+                                          "contradicts --no-augment"),
+    (["--mixup", "0.2", "--no-augment"], "--mixup 0.2 is a training augmentation"),
+    (["--label-smoothing", "1.0"], "--label-smoothing must be in [0, 0.99], got 1.0"),
+    (["--label-smoothing", "0.1", "--model", "yolov2"],
+     "--label-smoothing does not apply to --model yolov2"),
+])
+def test_flag_bounds_are_one_line_usage_errors(dataset, tmp_path, extra, message):
+    from typer.testing import CliRunner
+
+    from detkit.cli import app
+
+    result = CliRunner().invoke(app, train_args(dataset, tmp_path / "run", *extra))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_train_with_every_augmentation_flag_is_finite_and_recorded(dataset, tmp_path):
+    import csv
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from detkit.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, train_args(
+        dataset, out, "--epochs", "2", "--mosaic", "1.0", "--mixup", "0.5",
+        "--label-smoothing", "0.1", "--freeze", "none", "--no-plots"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["mosaic"] == 1.0 and config["mixup"] == 0.5
+    assert config["label_smoothing"] == 0.1
+    with open(out / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    for row in rows:
+        for name in ("loss", "xy", "wh", "obj", "cls"):
+            assert math.isfinite(float(row[name])), (name, row)

@@ -85,8 +85,9 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                                       "--obj-loss focal).", low=0, high=1)
     focal_gamma: float = option(2.0, "Focal loss gamma (retinanet classes, yolov3 with "
                                      "--obj-loss focal).", low=0)
-    label_smoothing: float = option(0.0, "Retinanet: class label smoothing s (targets "
-                                         "z (1 - s) + s / 2).", low=0, high=0.99)
+    label_smoothing: float = option(0.0, "Class label smoothing s of retinanet and "
+                                         "yolov3(-tiny) (class targets z (1 - s) + s / 2).",
+                                    low=0, high=0.99)
     huber_delta: Optional[float] = option(
         None, "Huber delta of the box loss (default: 0.1 retinanet, 1/9 rpn, 1.0 yolov3 "
               "--box-loss huber).", above=0)
@@ -134,6 +135,13 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                              "the input size (keras-yolo3 used 0.25 2.0).")
     aug_jitter: float = option(AugmentConfig.jitter, "Augmentation: aspect-ratio jitter, "
                                                      "in [0, 1) (keras-yolo3: 0.3).")
+    mosaic: float = option(0.0, "Augmentation: probability that a training sample is a "
+                                "2x2 mosaic of 4 images (ultralytics uses 1.0; 0: off).",
+                           low=0, high=1)
+    mixup: float = option(0.0, "Augmentation: probability that a training sample is "
+                               "blended with another one, ratio ~ Beta(32, 32), boxes of "
+                               "both kept (ultralytics: 0 to 0.15; 0: off).",
+                          low=0, high=1)
     steps_per_epoch: Optional[int] = option(
         None, "Use only the first N batches of each epoch (tests, demos).", integer=True,
         low=1)
@@ -154,17 +162,24 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         return (self.bottleneck_epochs if self.bottlenecks is not None else 0) + self.epochs
 
     def augment_config(self) -> AugmentConfig:
-        """The augmentation ranges of ``--aug-scale`` and ``--aug-jitter``.
+        """The augmentation of ``--aug-scale``, ``--aug-jitter``, ``--mosaic`` and
+        ``--mixup``.
 
         Raises:
-            UsageError: a range that is not one.
+            UsageError: a range that is not one; mosaic or mixup with ``--no-augment``.
         """
         scale = tuple(float(v) for v in self.aug_scale)
         if len(scale) != 2:
             raise UsageError(f"--aug-scale takes two numbers (low high), got "
                              f"{self.aug_scale!r}")
+        for name in ("mosaic", "mixup"):
+            value = getattr(self, name)
+            if value and not self.augment:
+                raise UsageError(f"--{name} {value:g} is a training augmentation; it "
+                                 f"contradicts --no-augment")
         try:
-            return AugmentConfig(scale=scale, jitter=float(self.aug_jitter))
+            return AugmentConfig(scale=scale, jitter=float(self.aug_jitter),
+                                 mosaic=float(self.mosaic), mixup=float(self.mixup))
         except UsageError as error:
             raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
                              f"--aug-jitter {self.aug_jitter:g})") from None

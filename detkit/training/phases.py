@@ -189,18 +189,23 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
 
 def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
                 resuming: bool, weights: Optional[Path]) -> TrainingPlan:
-    """The phase on (augmented) images, from ``start_epoch`` to the end of the run."""
-    from detkit.data.loader import DetectionBatches
+    """The phase on (augmented) images, from ``start_epoch`` to the end of the run.
+
+    The training batches are :class:`detkit.data.mix.MixedBatches` (mosaic and mixup
+    with their ``--mosaic`` and ``--mixup`` probabilities; the loader's samples when
+    both are 0).
+    """
+    from detkit.data.mix import MixedBatches
     from detkit.models.freeze import freeze
     from detkit.training.strategy import make_distribution
 
     opts = ctx.opts
     distribution = make_distribution(opts.strategy)
-    base = DetectionBatches(ctx.records, opts.input_size, opts.batch_size,
-                            augment=opts.augment, augment_config=opts.augment_config(),
-                            shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
-                            encoder=training_targets(ctx), workers=opts.workers,
-                            epoch=start_epoch)
+    base = MixedBatches(ctx.records, opts.input_size, opts.batch_size,
+                        augment=opts.augment, augment_config=opts.augment_config(),
+                        shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
+                        encoder=training_targets(ctx), workers=opts.workers,
+                        epoch=start_epoch)
     val_batches = None
     if ctx.val_records is not None:
         val_batches = validation_batches(ctx)
