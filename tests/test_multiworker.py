@@ -107,13 +107,16 @@ def test_two_jax_processes_match_one_process(tmp_path):
     make_synth_dataset(data, images=20, size=SIZE, seed=5, val_fraction=0.2)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
+    # XLA's CPU backend unoptimized (the same in all three): a third less compile time.
+    fast_compile = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}
     single = _train([str(data / "train.txt"), *TRAIN_ARGS, "--out",
-                     str(tmp_path / "single")], _env(scratch, "jax"))
+                     str(tmp_path / "single")], _env(scratch, "jax", **fast_compile))
     coordinator = f"localhost:{_free_ports(1)[0]}"
     workers = [_train([str(data / "train.txt"), *TRAIN_ARGS, "--strategy", "multi-worker",
                        "--out", str(tmp_path / "multi")],
                       _env(scratch, "jax", DETKIT_COORDINATOR=coordinator,
-                           DETKIT_NUM_PROCESSES="2", DETKIT_PROCESS_ID=str(i)))
+                           DETKIT_NUM_PROCESSES="2", DETKIT_PROCESS_ID=str(i),
+                           **fast_compile))
                for i in range(2)]
     _check_runs(tmp_path, scratch, single, workers)
 
