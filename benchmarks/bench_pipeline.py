@@ -3,16 +3,18 @@
 Measures the images/s that :class:`detkit.data.loader.DetectionBatches` delivers as
 training uses it (``augment=True``, shuffled, the YOLOv3 label assigner as encoder, the
 way :func:`detkit.training.phases.images_plan` builds it) at 416 px, from JPEG files on
-disk (a synthetic dataset of 640 px images, repeated to make enough batches), against the Keras ``PyDataset`` workers:
-threads (``workers`` 1, 2, 4; with more than one, also with OpenCV's own thread pool
-cut to one thread, ``_cv1``) and processes (``use_multiprocessing``, 2 and 4). Batches
-are drawn through the adapter ``fit`` wraps a ``PyDataset`` in, so the prefetch queue is
-the one training has; the first batches of each setting (pool start-up, first decodes)
-are left out of the rate; each setting's best epoch counts.
+disk (a synthetic dataset of 640 px images, repeated to make enough batches), against
+the Keras ``PyDataset`` workers: threads (``workers`` 1, 2, 4; with more than one, also
+with OpenCV's own thread pool cut to one thread, ``_cv1``) and processes
+(``use_multiprocessing``, 2 and 4). Batches are drawn through the adapter ``fit`` wraps
+a ``PyDataset`` in, so the prefetch queue is the one training has; the first batches of
+each setting (pool start-up, first decodes) are left out of the rate; each setting's
+best epoch counts.
 
 Also reported: where one worker's time goes (decode + augment per image, the float
-conversion and the encoder per batch), and the process's CPU seconds per image (threads:
-all of them; the worker processes are not counted there).
+conversion and the encoder per batch), and this process's CPU milliseconds per image
+(threads: all of them, so on a shared machine the figure that neighbours disturb
+least; with processes it is what receiving the batches costs the training process).
 
 Run: ``python -m benchmarks.bench_pipeline [--quick] [--workers 1 2 4] [--images N]``.
 """

@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 import keras
 import numpy as np
 
-from detkit.errors import UsageError
+from detkit.errors import TrainingError, UsageError
 
 #: Environment variables of a JAX multi-process run.
 JAX_COORDINATOR, JAX_NUM_PROCESSES, JAX_PROCESS_ID = (
@@ -103,10 +103,16 @@ def release_run_dir(written: Path, run_dir: Path) -> None:
 def initialize_jax_processes() -> int:
     """Join a JAX multi-process run described by the environment; return its size.
 
-    Does nothing (returns 1) unless ``DETKIT_NUM_PROCESSES`` is above 1.
+    Does nothing (returns 1) unless ``DETKIT_NUM_PROCESSES`` is above 1. Must run
+    before anything starts JAX's backend (a computation, ``jax.devices()``,
+    ``jax.process_count()``). Collectives on CPU go through gloo. A process that dies
+    later makes the others' next collective fail at once ("Gloo all-reduce failed:
+    Connection closed by peer"), and the coordination service then ends them (its
+    heartbeat timeout, 100 s by default), so no process waits for ever.
 
     Raises:
         UsageError: a missing or malformed variable.
+        TrainingError: the processes could not join (e.g. no coordinator answered).
     """
     count = int(os.environ.get(JAX_NUM_PROCESSES, "1") or 1)
     if count <= 1:
@@ -124,9 +130,9 @@ def initialize_jax_processes() -> int:
         try:
             jax.distributed.initialize(coordinator_address=address, num_processes=count,
                                        process_id=int(index))
-        except RuntimeError as err:
-            raise UsageError(f"cannot join the JAX run over {count} processes at "
-                             f"{address}: {err}") from None
+        except RuntimeError as err:  # e.g. the coordinator did not answer in time
+            raise TrainingError(f"cannot join the JAX run over {count} processes at "
+                                f"{address}: {err}") from None
     return jax.process_count()
 
 

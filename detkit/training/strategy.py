@@ -5,8 +5,8 @@
 ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``); on JAX both mean
 ``keras.distribution.DataParallel`` over every device JAX sees (one process, or several
 after ``jax.distributed.initialize``, each feeding its own rows of every global batch:
-:func:`detkit.training.distributed.process_batches`). Build the model, the optimizer and compile inside
-:meth:`Distribution.scope`; batches are global (split across replicas).
+:func:`detkit.training.distributed.process_batches`). Build the model, the optimizer and
+compile inside :meth:`Distribution.scope`; batches are global (split across replicas).
 
 The loss of a replica must be its local batch mean divided by :func:`num_replicas_in_sync`
 (gradients are summed across replicas); :class:`detkit.training.model.YoloTrainingModel`
