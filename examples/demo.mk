@@ -13,6 +13,8 @@
 # only the stages downstream of it. Every command writes atomically: an interrupted
 # run never leaves a file that make would take as fresh.
 
+# this file, and the shipped pretrained models beside it (found from any working folder)
+DEMO_MK := $(lastword $(MAKEFILE_LIST))
 DETKIT ?= detkit
 DEMO ?= demo
 DATA := $(DEMO)/data
@@ -29,7 +31,7 @@ STAGE1_LR ?= 5e-3
 BOTTLENECK_EPOCHS ?= 5
 EPOCHS ?= 16
 DISTILL_EPOCHS ?= 16
-PRETRAINED ?= examples/pretrained
+PRETRAINED ?= $(patsubst %/,%,$(dir $(DEMO_MK)))/pretrained
 TEACHER_START := $(PRETRAINED)/$(MODEL)-w$(WIDTH).weights.h5
 STUDENT_START := $(PRETRAINED)/$(MODEL)-w$(STUDENT_WIDTH).weights.h5
 # options every model-running stage shares (training stages add --seed)
@@ -127,7 +129,7 @@ $(PRE_WORK)/w%/best.weights.h5: $(SOURCE)/train.txt $(PRE_WORK)/anchors.txt
 	    --val $(SOURCE)/val.txt --out $(PRE_WORK)/w$*
 
 $(PRETRAINED)/$(MODEL)-w%.weights.h5:
-	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) $(PRE_WORK)/w$*/best.weights.h5
+	$(MAKE) -f $(DEMO_MK) $(PRE_WORK)/w$*/best.weights.h5
 	mkdir -p $(PRETRAINED)
 	cp $(PRE_WORK)/w$*/best.weights.h5.manifest.json $@.manifest.json.tmp
 	cp $(PRE_WORK)/w$*/best.weights.h5 $@.tmp

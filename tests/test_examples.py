@@ -32,3 +32,19 @@ def test_demo_makefile_dry_run_lists_every_stage(tmp_path):
     for command in ("synth", "kmeans-anchors", "encode-labels", "cache-bottlenecks",
                     "train", "distill", "eval-map", "compare"):
         assert f"detkit {command}" in run.stdout, command
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_demo_starts_from_the_shipped_pretrained_models_without_rebuilding_them(tmp_path):
+    shipped = sorted((EXAMPLES / "pretrained").glob("*.weights.h5"))
+    assert [p.name for p in shipped] == ["yolov3-tiny-w0.125.weights.h5",
+                                         "yolov3-tiny-w0.25.weights.h5"]
+    for path in shipped:
+        assert path.with_name(path.name + ".manifest.json").is_file()
+        assert path.stat().st_size < 4_000_000
+    run = subprocess.run(["make", "-n", "-f", str(EXAMPLES / "demo.mk"), f"DEMO={tmp_path}"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True)
+    pretrained = EXAMPLES / "pretrained"
+    assert f"--weights {pretrained}/yolov3-tiny-w0.25.weights.h5" in run.stdout
+    assert f"--weights {pretrained}/yolov3-tiny-w0.125.weights.h5" in run.stdout
+    assert "runs/pretrain" not in run.stdout  # the source dataset is never made
