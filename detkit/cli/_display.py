@@ -7,6 +7,10 @@ from typing import Optional
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from rich.table import Table
+from rich.text import Text
+
+from detkit.cli.app import console as stdout_console
 from detkit.cli.app import err_console
 from detkit.progress import Progress as ProgressSink
 
@@ -52,3 +56,20 @@ class RichProgress(ProgressSink):
 
     def note(self, line: str) -> None:
         self.console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def text_table(data) -> Table:
+    """A Rich table of a :class:`detkit.doctor.tables.TextTable`-like value (title,
+    columns, rows of strings, caption): first column left, the others right; cells are
+    plain text, never markup."""
+    table = Table(title=data.title, title_justify="left", caption=data.caption)
+    for index, column in enumerate(data.columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in data.rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def print_line(line: str, console=None) -> None:
+    """One line on stdout as written (no markup, no highlighting, no wrapping)."""
+    (console or stdout_console).print(line, highlight=False, soft_wrap=True, markup=False)

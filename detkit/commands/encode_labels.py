@@ -17,13 +17,14 @@ import numpy as np
 from detkit.anchors import anchor_masks, load_anchors
 from detkit.artifacts import manifest_path, write_manifest
 from detkit.commands.groups import AnchorOptions, DatasetOptions, InputOptions, ModelOptions
-from detkit.data.letterbox import LetterboxCounts, letterbox_records
+from detkit.data.letterbox import MIN_BOX_PIXELS, LetterboxCounts, letterbox_records
 from detkit.encode import EncodeStats, assign_yolov3
 from detkit.errors import ArtifactMismatchError, UsageError
 from detkit.families import FAMILIES, MODEL_NAMES, Family, get_family
 from detkit.labels import SCHEME_BOXES, SCHEME_YOLOV3, save_box_labels, save_labels
 from detkit.options import as_config, flag_of, option
 from detkit.progress import SILENT, Progress
+from detkit.tables import TextTable
 
 COMMAND = "encode-labels"
 #: Images encoded per vectorized call (bounds the padded ``(B, M, 4)`` arrays).
@@ -67,6 +68,54 @@ class EncodeLabelsResult:
     fixes_summary: Optional[str]
     scheme: str = SCHEME_YOLOV3
     model: Optional[str] = None
+
+    def anchor_table(self) -> Optional[TextTable]:
+        """Boxes per anchor by scale (the yolov3 scheme; ``None`` for the boxes scheme)."""
+        if self.scheme != SCHEME_YOLOV3:
+            return None
+        table = TextTable(f"encode-labels: {self.num_images} images, input "
+                          f"{self.input_size}", ("scale", "stride", "grid", "anchor",
+                                                 "size (px)", "boxes"))
+        for level, mask in enumerate(self.masks):
+            grid = self.grid_sizes[level]
+            for position, index in enumerate(mask):
+                w, h = self.anchors[index]
+                first = (str(level), str(self.strides[level]), f"{grid}x{grid}")
+                table.rows.append((*(first if position == 0 else ("", "", "")),
+                                   str(index), f"{w:g}x{h:g}",
+                                   str(int(self.stats.per_anchor[index]))))
+        return table
+
+    def summary_lines(self) -> list[str]:
+        """What was encoded, clipped and dropped, and what was written."""
+        stats, letterbox = self.stats, self.letterbox
+        if self.scheme != SCHEME_YOLOV3:
+            counts = ", ".join(f"{name} {value}" for name, value in stats.to_dict().items()
+                               if not isinstance(value, list))
+            lines = [f"encode-labels: {self.num_images} images, input {self.input_size}: "
+                     f"stored {self.num_rows} letterboxed boxes; --model {self.model} "
+                     "assigns them per batch when training",
+                     f"its assigner on these boxes: {counts}"]
+        else:
+            per_scale = stats.per_scale(self.masks)
+            lines = [f"boxes: {stats.boxes} encoded into {self.num_rows} target slots "
+                     f"({stats.assigned} boxes assigned)",
+                     "per scale: " + ", ".join(f"stride {s}: {n}"
+                                               for s, n in zip(self.strides, per_scale)),
+                     f"collisions: {stats.collisions} (a larger-IoU box took the slot)"]
+        if letterbox.clipped:
+            lines.append(f"clipped to the input after letterbox: {letterbox.clipped}")
+        dropped = dict(stats.dropped) if self.scheme == SCHEME_YOLOV3 else {}
+        if letterbox.too_small:
+            dropped[f"smaller than {MIN_BOX_PIXELS:g} px after letterbox"] = \
+                letterbox.too_small
+        if dropped:
+            lines.append("dropped: " + ", ".join(f"{count} {why}"
+                                                 for why, count in dropped.items()))
+        elif self.scheme == SCHEME_YOLOV3:
+            lines.append("dropped: none")
+        lines.append(f"wrote {self.out} (+ {self.manifest.name})")
+        return lines
 
 
 @dataclasses.dataclass(kw_only=True)
