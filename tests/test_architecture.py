@@ -39,7 +39,7 @@ def test_each_command_is_its_options(module_name):
     """The Typer parameters of a command are exactly its Options fields plus --config."""
     module = importlib.import_module(f"detkit.commands.{module_name}")
     name = module_name.replace("_", "-")
-    command = get_command(app).commands[name]
+    command = get_command(app).get_command(None, name)
     params = {param.name for param in command.params}
     fields = {field.name for field in dataclasses.fields(module.Options)}
     assert params == fields | {"config"}
@@ -105,3 +105,34 @@ def test_wrong_anchor_count_is_one_error_everywhere(tmp_path):
     assert err.value.exit_code == 1 and str(path) in str(err.value)
     with pytest.raises(UsageError, match="unknown model 'yolov9'"):
         get_family("yolov9")
+
+
+def test_catalog_lists_every_command_module():
+    """Each command module in detkit.cli is one catalog entry, and each entry a module."""
+    import detkit.cli
+    from detkit.cli._catalog import COMMANDS
+
+    modules = {m.name for m in pkgutil.iter_modules(detkit.cli.__path__)
+               if m.name != "app" and not m.name.startswith("_")}
+    assert {entry.module for entry in COMMANDS.values()} == modules
+    group = get_command(app)
+    for name, entry in COMMANDS.items():
+        command = group.get_command(None, name)
+        assert command.name == name and command.help == entry.help
+
+
+def test_root_help_imports_no_command_module():
+    """`detkit --help` lists the catalog without importing NumPy, Keras or a command."""
+    probe = ("import sys\nfrom typer.testing import CliRunner\nfrom detkit.cli import app\n"
+             "result = CliRunner().invoke(app, ['--help'])\n"
+             "assert result.exit_code == 0, result.output\n"
+             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('numpy', 'keras', 'tensorflow') or m.startswith('detkit.commands'))\n"
+             "print(loaded)\nprint(result.output)\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded, output = run.stdout.split("\n", 1)
+    assert loaded == "[]"
+    for name in ("synth", "kmeans-anchors", "train", "eval-map", "export", "version"):
+        assert name in output

@@ -15,7 +15,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def command_params(name: str) -> list[str]:
     group = typer.main.get_command(app)
-    command = group.commands[name]
+    command = group.get_command(None, name)
     return [param.name for param in command.params]
 
 

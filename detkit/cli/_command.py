@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import typer
 from typing_extensions import Annotated
 
+from detkit.cli._catalog import COMMANDS
 from detkit.cli.app import app, config_option, handle_errors
 from detkit.cli._display import RichProgress
 from detkit.options import check, specs
@@ -52,16 +53,16 @@ def signature(options_cls: type) -> inspect.Signature:
 
 
 def register(name: str, options_cls: type, run: Callable[..., Any],
-             render: Callable[[Any], None], *, help: str) -> Callable[..., None]:
+             render: Callable[[Any], None]) -> Callable[..., None]:
     """Add the command ``name`` to the app.
 
     Args:
-        name: the subcommand (``kmeans-anchors``).
+        name: the subcommand (``kmeans-anchors``), an entry of
+            :data:`detkit.cli._catalog.COMMANDS` (which holds its help text).
         options_cls: the command's ``Options`` dataclass (fields from
             :func:`detkit.options.option`).
         run: ``run(options, progress) -> result`` (the command's library entry point).
         render: prints the result (tables, files written).
-        help: the one-line description ``--help`` shows.
     """
 
     def command(**values: Any) -> None:
@@ -78,7 +79,7 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
     command.__signature__ = signature(options_cls)
     command.__annotations__ = {param.name: param.annotation
                                for param in command.__signature__.parameters.values()}
-    command.__doc__ = help
+    command.__doc__ = COMMANDS[name].help
     command.__name__ = name.replace("-", "_")
     app.command(name)(command)
     return command

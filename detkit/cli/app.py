@@ -2,26 +2,64 @@
 
 Commands live one per module in this package: each registers the ``Options`` and
 ``run`` of its :mod:`detkit.commands` module on :data:`app` (:mod:`detkit.cli._command`
-derives the flags, runs it inside :func:`handle_errors`) and renders the result. No
-pipeline logic here.
+derives the flags, runs it inside :func:`handle_errors`) and renders the result. A
+command's module is imported only when that command runs or shows its own help
+(:class:`LazyGroup`): ``detkit --help`` lists :data:`detkit.cli._catalog.COMMANDS`
+without loading NumPy or Keras. No pipeline logic here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from detkit.config import check_keys, check_types, load_config
+from detkit.cli._catalog import COMMANDS
 from detkit.errors import DetkitError
 
+
+class LazyGroup(TyperGroup):
+    """The command group: a command's module is imported the first time it is needed."""
+
+    #: True while the group's own help is drawn: commands not loaded yet are listed from
+    #: the catalog instead of being imported.
+    listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context | None, name: str) -> click.Command | None:
+        entry = COMMANDS.get(name)
+        if entry is None or name in self.commands:
+            return self.commands.get(name)
+        if self.listing:
+            return click.Command(name, help=entry.help)
+        importlib.import_module(f"detkit.cli.{entry.module}")
+        info = next(info for info in app.registered_commands if info.name == name)
+        self.commands[name] = typer.main.get_command_from_info(
+            info, pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode)
+        return self.commands[name]
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing = False
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="detkit",
     help="Train YOLO-style object detectors from the shell, one pipeline stage per command.",
     no_args_is_help=True,
@@ -88,6 +126,8 @@ def _config_callback(ctx: typer.Context, param: typer.CallbackParam,
     """Load ``--config`` before the other options so its values become their defaults."""
     if value is None:
         return value
+    from detkit.config import check_keys, check_types, load_config
+
     with handle_errors():
         config = load_config(value)
         params = [p for p in ctx.command.params if p.name != "config"]

@@ -35,7 +35,4 @@ def _render(result: CacheBottlenecksResult) -> None:
     console.print(f"manifest: {result.manifest}", highlight=False)
 
 
-register("cache-bottlenecks", Options, run, _render,
-         help="Run the frozen body once over every image (letterboxed, no augmentation) "
-              "and store its outputs in an HDF5 cache that train --stage 1 --bottlenecks "
-              "reads.")
+register("cache-bottlenecks", Options, run, _render)

@@ -31,6 +31,4 @@ def _render(result: CompareResult) -> None:
     console.print(table)
 
 
-register("compare", Options, run, _render,
-         help="Compare eval-map reports (Keras models and their exports): mAP, size on disk, "
-              "ms/image, one row per report.")
+register("compare", Options, run, _render)

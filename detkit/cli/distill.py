@@ -21,6 +21,4 @@ def _render(result) -> None:
     render_final_map(result)
 
 
-register("distill", Options, run, _render,
-         help="Train a student with a frozen teacher (objectness-scaled distillation); "
-              "writes what train writes.")
+register("distill", Options, run, _render)

@@ -38,8 +38,4 @@ def _render(result: DoctorResult) -> None:
         raise typer.Exit(1)
 
 
-register("doctor", Options, run, _render,
-         help="Report a dataset's health before training: images, boxes per class, box "
-              "sizes at the input, anchor fit. Exit code 1 on a fatal problem: no image "
-              "readable, more than --max-missing of the images missing or unreadable "
-              "(default: any), or no box left for training.")
+register("doctor", Options, run, _render)

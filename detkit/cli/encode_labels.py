@@ -17,6 +17,4 @@ def _render(result: EncodeLabelsResult) -> None:
         print_line(line)
 
 
-register("encode-labels", Options, run, _render,
-         help="Encode every image's letterboxed boxes for --model (labels.npz): YOLOv3 "
-              "target slots, or the boxes the other families assign per batch.")
+register("encode-labels", Options, run, _render)

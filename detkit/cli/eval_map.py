@@ -47,5 +47,4 @@ def _render(result: EvalMapResult) -> None:
         console.print(f"wrote {', '.join(wrote)}", highlight=False, soft_wrap=True)
 
 
-register("eval-map", Options, run, _render,
-         help="Evaluate detections (a COCO results json, or a model run) against ground truth.")
+register("eval-map", Options, run, _render)

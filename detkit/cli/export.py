@@ -23,5 +23,4 @@ def _render(result: ExportResult) -> None:
                   highlight=False, soft_wrap=True)
 
 
-register("export", Options, run, _render,
-         help="Export trained weights as a SavedModel, TF Lite or ONNX model (+ manifest).")
+register("export", Options, run, _render)

@@ -46,6 +46,4 @@ def _render(result: ImportDarknetResult) -> None:
                   highlight=False, soft_wrap=True, markup=False)
 
 
-register("import-darknet", Options, run, _render,
-         help="Convert a Darknet cfg + weights (yolov3, yolov3-tiny, darknet53) into "
-              "detkit weights, anchors and a manifest.")
+register("import-darknet", Options, run, _render)

@@ -53,5 +53,4 @@ def _render(result: KMeansAnchorsResult) -> None:
                   highlight=False, soft_wrap=True)
 
 
-register("kmeans-anchors", Options, run, _render,
-         help="Cluster the dataset's box sizes (as scaled to the input) into anchors.")
+register("kmeans-anchors", Options, run, _render)

@@ -36,6 +36,4 @@ def _render(result: PredictResult) -> None:
                   + extras, highlight=False, soft_wrap=True)
 
 
-register("predict", Options, run, _render,
-         help="Detect objects in images or a video with trained weights or an export; "
-              "write COCO-style results (and drawn images or video).")
+register("predict", Options, run, _render)

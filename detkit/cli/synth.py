@@ -21,6 +21,4 @@ def _render(result) -> None:
                   highlight=False, soft_wrap=True)
 
 
-register("synth", Options, run, _render,
-         help="Write a synthetic detection dataset: OUT/images/, train.txt, val.txt, "
-              "classes.txt, train.json and val.json (COCO ground truth).")
+register("synth", Options, run, _render)

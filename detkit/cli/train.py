@@ -27,5 +27,4 @@ def _render(result) -> None:
     render_final_map(result)
 
 
-register("train", Options, run, _render,
-         help="Train one stage: writes best/last weights, history.csv and manifest.json.")
+register("train", Options, run, _render)
