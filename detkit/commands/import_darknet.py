@@ -20,6 +20,7 @@ import numpy as np
 from detkit.errors import ArtifactMismatchError, UsageError
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
+from detkit.tables import TextTable
 
 COMMAND = "import-darknet"
 #: Required suffix of ``--out`` (Keras 3 weights files).
@@ -28,6 +29,10 @@ WEIGHTS_SUFFIX = ".weights.h5"
 ANCHORS_SUFFIX = ".anchors.txt"
 #: Classes of the (untrained) heads of a backbone-only import without ``--classes``.
 DEFAULT_BACKBONE_CLASSES = 80
+
+
+#: Layers listed by name when some stay at their initialization (the rest counted).
+MAX_LISTED = 12
 
 
 @dataclasses.dataclass
@@ -67,6 +72,39 @@ class ImportDarknetResult:
     not_imported: list[str]
     notes: list[str]
     seconds: float
+
+    def warnings(self) -> list[str]:
+        """The notes, then the layers left at initialization or read but not imported."""
+        lines = list(self.notes)
+        if self.left_at_init:
+            shown = ", ".join(self.left_at_init[:MAX_LISTED])
+            more = len(self.left_at_init) - MAX_LISTED
+            lines.append(f"left at initialization ({len(self.left_at_init)} layers): {shown}"
+                         + (f" and {more} more" if more > 0 else ""))
+        if self.not_imported:
+            lines.append("read but not imported (no detkit layer): "
+                         + ", ".join(self.not_imported))
+        return lines
+
+    def table(self) -> TextTable:
+        """What was read and what the detkit model received."""
+        anchors = ("-" if self.anchors is None else
+                   ", ".join(f"{w:g},{h:g}" for w, h in self.anchors))
+        return TextTable(f"Darknet {self.layout} -> detkit {self.model}", ("", "value"), [
+            ("weights format", f"{self.version} (seen {self.seen:,} images)"),
+            ("convs read", f"{self.convs_read} of {self.convs_in_cfg}"),
+            ("detkit layers loaded", f"{len(self.loaded)} "
+                                     f"({len(self.left_at_init)} left at initialization)"),
+            ("classes", str(self.num_classes)),
+            ("anchors", anchors),
+            ("input size", "-" if self.input_size is None else str(self.input_size)),
+        ])
+
+    def summary_line(self) -> str:
+        """The files written and the time taken."""
+        written = [self.out, self.manifest_path] + (
+            [self.anchors_path] if self.anchors_path is not None else [])
+        return f"wrote {', '.join(map(str, written))} ({self.seconds:.1f} s)"
 
 
 @dataclasses.dataclass(kw_only=True)

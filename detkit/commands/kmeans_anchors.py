@@ -18,12 +18,14 @@ from typing import Any, Optional
 import numpy as np
 
 from detkit import kmeans
-from detkit.anchors import format_anchors, load_anchors, parse_anchors, sort_by_area
+from detkit.anchors import (anchor_masks, format_anchors, load_anchors, parse_anchors,
+                            sort_by_area, strides)
 from detkit.artifacts import atomic_path, json_text, manifest_path, write_manifest
 from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions
 from detkit.errors import DataError
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
+from detkit.tables import TextTable
 
 COMMAND = "kmeans-anchors"
 #: The options recorded in the JSON report (beside the quality figures).
@@ -62,6 +64,50 @@ class KMeansAnchorsResult:
     compare_path: Optional[Path] = None
     compare_anchors: Optional[np.ndarray] = None
     compare_quality: Optional[kmeans.AnchorQuality] = None
+
+    def warnings(self) -> list[str]:
+        """Repaired and dropped boxes, one line each."""
+        lines = [self.fixes] if self.fixes else []
+        if self.n_tiny:
+            lines.append(f"dropped {self.n_tiny} boxes with a side under "
+                         f"{self.settings['min_size']:g} px at input "
+                         f"{self.settings['input_size']}")
+        return lines
+
+    def tables(self) -> list[TextTable]:
+        """The anchors (size, area, the stride each serves) and their quality (beside the
+        ``--compare`` file's)."""
+        scales = _scales(len(self.anchors))
+        anchors = TextTable(f"{len(self.anchors)} anchors for {self.n_boxes} boxes at input "
+                            f"{self.settings['input_size']}", ("#", "w", "h", "area", "stride"))
+        for index, (w, h) in enumerate(self.anchors):
+            anchors.rows.append((str(index), f"{w:g}", f"{h:g}", f"{w * h:g}",
+                                 str(scales.get(index, "-"))))
+        compared = self.compare_quality is not None
+        quality = TextTable("quality", ("metric", "these anchors")
+                            + ((self.compare_path.name,) if compared else ()))
+        for name in ("avg_iou", "bpr", "anchors_per_target", "fitness"):
+            values = (self.quality,) + ((self.compare_quality,) if compared else ())
+            quality.rows.append((name, *(f"{getattr(q, name):.4f}" for q in values)))
+        return [anchors, quality]
+
+    def summary_lines(self) -> list[str]:
+        """The evolution's outcome (when run) and the files written."""
+        lines = []
+        if self.evolve is not None:
+            lines.append(f"evolution: {self.evolve.accepted} of {self.evolve.generations} "
+                         f"mutations kept, fitness {self.evolve.start_fitness:.4f} -> "
+                         f"{self.evolve.fitness:.4f}")
+        lines.append(f"wrote {self.out} and {self.json_path} ({self.elapsed_s:.2f} s)")
+        return lines
+
+
+def _scales(k: int) -> dict[int, int]:
+    """Anchor index -> the stride it serves (empty when ``k`` is not 3 per scale)."""
+    if k % 3 or k < 3 or k > 15:
+        return {}
+    return {index: stride for mask, stride in zip(anchor_masks(k), strides(k))
+            for index in mask}
 
 
 def json_path_for(out: str | os.PathLike) -> Path:
