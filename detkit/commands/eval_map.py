@@ -20,9 +20,15 @@ from detkit.artifacts import check_outputs, write_json, write_manifest
 from detkit.commands import predict
 from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
 from detkit.errors import DataError, UsageError
+from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
+                             load_ground_truth)
+from detkit.evaluate.report import coco_report, table_rows, voc_report
+from detkit.evaluate.summary import STAT_NAMES
+from detkit.export.settings import read_settings
 from detkit.families import MODEL_NAMES
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
+from detkit.tables import TextTable
 
 COMMAND = "eval-map"
 #: Metrics the command computes.
@@ -50,6 +56,40 @@ class EvalMapResult:
     detections: Path
     plots: list[Path]
     warnings: list[str]
+
+    def table(self) -> TextTable:
+        """The per-class rows of the report (AP figures, TP/FP at the F1-optimal
+        confidence)."""
+        rows = table_rows(self.report)
+        columns = [key for key in rows[0] if key != "class"] if rows else []
+        return TextTable(f"eval-map ({self.metric}), TP/FP at the F1-optimal confidence, "
+                         f"IoU {self.report['counts_iou']:g}", ("class", *columns),
+                         [(row["class"], *(_cell(row[key]) for key in columns))
+                          for row in rows])
+
+    def summary_lines(self) -> list[str]:
+        """The F1-optimal operating point, the headline figures and the files written."""
+        report, best = self.report, self.report["f1_optimal"]
+        lines = [f"F1-optimal confidence (all classes): {_cell(best['confidence'])} "
+                 f"(F1 {best['f1']:.3f}, P {best['precision']:.3f}, R {best['recall']:.3f})"]
+        if self.metric == "coco":
+            lines.append("  ".join(f"{name} {_cell(report[name])}" for name in STAT_NAMES))
+        else:
+            lines.append(f"mAP ({self.metric}, IoU {report['iou']:g}): "
+                         f"{_cell(report['mAP'], 4)}")
+        wrote = [str(p) for p in [self.out, *self.plots] if p is not None]
+        if wrote:
+            lines.append(f"wrote {', '.join(wrote)}")
+        return lines
+
+
+def _cell(value, digits: int = 3) -> str:
+    """A report value as text: ``-`` for None, ``n/a`` for COCO's -1, else ``digits``."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "n/a" if value < 0 else f"{value:.{digits}f}"
+    return str(value)
 
 
 def parse_iou_thresholds(value: str | Sequence[float] | None) -> tuple[float, ...] | None:
@@ -129,10 +169,6 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
         DataError: unreadable or empty ground truth, malformed detections, unknown image
             or category ids.
     """
-    from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
-                                 load_ground_truth)
-    from detkit.evaluate.report import coco_report, voc_report
-
     if opts.detections is None and opts.model is None and opts.weights is None:
         raise UsageError("give --detections DETS.json, or --model and --weights to run a model")
     if opts.model is not None and opts.weights is None:
@@ -241,8 +277,6 @@ def _run_model(opts: Options, progress: Progress
         the export format), quantize, runner (what ran it) and warmup_s; and the
         run's notes (warnings).
     """
-    from detkit.export.settings import read_settings
-
     result = predict.run(predict_options(opts), progress)
     settings = read_settings(opts.weights) if result.weights_format != "keras" else None
     info = {"name": settings.model if settings else opts.model,
