@@ -62,7 +62,8 @@ def text_table(data) -> Table:
     """A Rich table of a :class:`detkit.doctor.tables.TextTable`-like value (title,
     columns, rows of strings, caption): first column left, the others right; every text
     is plain, never markup."""
-    table = Table(title=Text(data.title), title_justify="left", min_width=len(data.title),
+    table = Table(title=Text(data.title) if data.title else None, title_justify="left",
+                  min_width=len(data.title),
                   caption=None if data.caption is None else Text(data.caption))
     for index, column in enumerate(data.columns):
         table.add_column(column, justify="left" if index == 0 else "right")

@@ -22,6 +22,7 @@ from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
 from detkit.families import get_family
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
+from detkit.tables import TextTable
 
 COMMAND = "predict"
 
@@ -69,6 +70,30 @@ class PredictResult:
     video: Path | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     warmup_seconds: float = 0.0
+
+    @property
+    def unit(self) -> str:
+        """``frames`` for a video, else ``images``."""
+        return "frames" if self.source == "video" else "images"
+
+    def headline(self) -> str:
+        """What ran on what: images, detections, the runner."""
+        return (f"predict: {self.num_images} {self.unit} ({self.source}), "
+                f"{self.num_detections} detections, run by {self.runner}")
+
+    def table(self) -> TextTable:
+        """Detections per class."""
+        return TextTable("", ("class", "detections"),
+                         [(name, str(count)) for name, count in
+                          self.detections_per_class.items()])
+
+    def summary_line(self) -> str:
+        """The files written, the time taken and the detection loop's speed."""
+        rate = self.num_images / self.seconds if self.seconds > 0 else 0.0
+        extras = (f"; drawn images in {self.draw_dir}" if self.draw_dir else "") + (
+            f"; drawn video {self.video}" if self.video else "")
+        return (f"wrote {self.out} in {self.seconds:.1f} s ({rate:.1f} {self.unit}/s, "
+                f"{self.ms_per_image:.1f} ms/image in the detection loop){extras}")
 
 
 #: Help of ``--weights`` wherever a model is run.
