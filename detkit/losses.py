@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from detkit.decode import decode_yolov3_outputs, yolov3_target_logits
+from detkit.decode import MAX_BOX_TO_INPUT, decode_yolov3_outputs, yolov3_target_logits
 # Anchor-matching labels of detkit.encode: a class id >= 0 marks a positive anchor,
 # NEGATIVE a background one, IGNORED an anchor left out of the loss.
 from detkit.encode import CLASS, IGNORED, NEGATIVE, OBJECTNESS
@@ -152,6 +152,12 @@ class YoloV3Loss(keras.losses.Loss):
     ``(B, M, 4)`` normalized xyxy ground-truth boxes, zero rows as padding.
     ``y_pred`` is the list of raw outputs ``(B, G, G, 3, 5 + C)``, coarsest first.
 
+    With ``multi_scale`` above 0 (``detkit train --multi-scale``) every batch may have
+    its own input side: ``S`` is then the batch's, ``G_0 * COARSEST_STRIDE`` from the
+    coarsest output grid ``G_0`` (a tensor when the traced grid is not static), and
+    ``input_size`` only its default; the loss of a batch at side ``s`` equals that of
+    the loss built with ``input_size = s``.
+
     Args:
         anchors: ``(K, 2)`` anchors in input pixels, sorted by area (``K = 3 * scales``).
         num_classes: number of classes ``C``.
@@ -162,17 +168,22 @@ class YoloV3Loss(keras.losses.Loss):
         huber_delta: ``delta`` of the Huber box loss.
         focal_alpha, focal_gamma: focal objectness parameters.
         label_smoothing: ``s`` in ``[0, 1)`` of the class targets.
+        multi_scale: the run's ``--multi-scale`` fraction; above 0 the input side is
+            read from each batch's output grid (see above).
     """
 
     #: Training options (``detkit train`` fields) this loss reads as keyword arguments.
     OPTIONS: tuple[str, ...] = ("ignore_thresh", "box_loss", "obj_loss", "huber_delta",
-                                "focal_alpha", "focal_gamma", "label_smoothing")
+                                "focal_alpha", "focal_gamma", "label_smoothing",
+                                "multi_scale")
+    #: Stride of the coarsest output (``y_pred[0]``) of the YOLOv3 families.
+    COARSEST_STRIDE = 32
 
     def __init__(self, anchors, num_classes: int, input_size: int,
                  ignore_thresh: float = 0.5, box_loss: str = "mse", obj_loss: str = "bce",
                  huber_delta: float = 1.0, focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, label_smoothing: float = 0.0,
-                 name: str = "yolov3_loss", reduction: str = "sum_over_batch_size",
+                 multi_scale: float = 0.0, name: str = "yolov3_loss", reduction: str = "sum_over_batch_size",
                  dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
         anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
@@ -193,6 +204,9 @@ class YoloV3Loss(keras.losses.Loss):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1); received {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
+        if multi_scale < 0:
+            raise ValueError(f"multi_scale must be >= 0; received {multi_scale}")
+        self.multi_scale = float(multi_scale)
         scales = len(anchors) // 3
         # Anchor indices per scale, coarsest first (the anchor_masks order).
         self.masks = [[3 * s + i for i in range(3)] for s in reversed(range(scales))]
@@ -217,21 +231,33 @@ class YoloV3Loss(keras.losses.Loss):
             raise ValueError(f"expected {len(self.masks)} output scales and targets; "
                              f"received {len(outputs)} outputs, {len(targets)} targets")
         gt_boxes = ops.cast(gt_boxes, "float32")
+        size = self.batch_input_size(outputs[0])
         totals = {name: 0.0 for name in self.term_names}
         for raw, target, mask in zip(outputs, targets, self.masks):
             scale_terms = self._scale_terms(ops.cast(raw, "float32"),
                                             ops.cast(target, "float32"),
-                                            gt_boxes, self.anchors[mask])
+                                            gt_boxes, self.anchors[mask], size)
             for name, value in scale_terms.items():
                 totals[name] = totals[name] + value
         return totals
 
-    def _scale_terms(self, raw, target, gt_boxes, anchors):
+    def batch_input_size(self, coarsest):
+        """The input side of a batch whose coarsest raw output is ``coarsest``:
+        ``input_size``, or with ``multi_scale`` ``G_0 * COARSEST_STRIDE`` (an int for a
+        static grid, else a float32 scalar tensor)."""
+        if not self.multi_scale:
+            return self.input_size
+        grid = ops.shape(coarsest)[1]
+        if isinstance(grid, (int, np.integer)):
+            return int(grid) * self.COARSEST_STRIDE
+        return ops.cast(grid, "float32") * float(self.COARSEST_STRIDE)
+
+    def _scale_terms(self, raw, target, gt_boxes, anchors, input_size):
         """Per-sample terms of one scale: raw ``(B, G, G, 3, 5 + C)``, target
-        ``(B, G, G, 3, 6)``, gt_boxes ``(B, M, 4)``, anchors ``(3, 2)`` input pixels."""
+        ``(B, G, G, 3, 6)``, gt_boxes ``(B, M, 4)``, anchors ``(3, 2)`` input pixels,
+        ``input_size`` the batch's side (an int, or a scalar tensor)."""
         # Decoded predictions, normalized to the input (exp clamped inside the decoder).
-        pred_xy, pred_wh, obj_logit, cls_logits = decode_yolov3_outputs(
-            raw, anchors, self.input_size)
+        pred_xy, pred_wh, obj_logit, cls_logits = _decode_outputs(raw, anchors, input_size)
         obj_logit = obj_logit[..., 0]
         raw_xy, raw_wh = raw[..., 0:2], raw[..., 2:4]
         true_xy, true_wh = target[..., 0:2], target[..., 2:4]
@@ -246,7 +272,7 @@ class YoloV3Loss(keras.losses.Loss):
             terms["box"] = _per_sample_sum(box)
         else:
             # Log-space targets; the floor keeps a degenerate (zero-size) box finite.
-            target_xy, target_wh = yolov3_target_logits(target, anchors, self.input_size)
+            target_xy, target_wh = _target_logits(target, anchors, input_size)
             target_wh = ops.maximum(target_wh, MIN_LOG_WH_TARGET)
             xy = weight[..., None] * bce_with_logits(target_xy, raw_xy)
             error = raw_wh - target_wh
@@ -287,8 +313,34 @@ class YoloV3Loss(keras.losses.Loss):
             "focal_alpha": self.focal_alpha,
             "focal_gamma": self.focal_gamma,
             "label_smoothing": self.label_smoothing,
+            "multi_scale": self.multi_scale,
         })
         return config
+
+
+def _decode_outputs(raw, anchors: np.ndarray, input_size):
+    """:func:`detkit.decode.decode_yolov3_outputs` for an int ``input_size`` or a scalar
+    tensor one (a multi-scale batch whose traced grid is not static)."""
+    if isinstance(input_size, (int, np.integer)):
+        return decode_yolov3_outputs(raw, anchors, int(input_size))
+    xy, _, obj_logit, cls_logits = decode_yolov3_outputs(raw, anchors, 1)
+    size = ops.cast(input_size, raw.dtype)
+    scale = ops.cast(np.asarray(anchors, np.float32).reshape(-1, 2), raw.dtype)
+    # The decoder's clamp (exp cannot overflow), at the batch's side.
+    t_wh = ops.minimum(raw[..., 2:4], ops.log(MAX_BOX_TO_INPUT * size / scale))
+    return xy, ops.exp(t_wh) * (scale / size), obj_logit, cls_logits
+
+
+def _target_logits(targets, anchors: np.ndarray, input_size):
+    """:func:`detkit.decode.yolov3_target_logits` for an int or a scalar tensor
+    ``input_size``."""
+    if isinstance(input_size, (int, np.integer)):
+        return yolov3_target_logits(targets, anchors, int(input_size))
+    t_xy, _ = yolov3_target_logits(targets, anchors, 1)
+    present = targets[..., OBJECTNESS:OBJECTNESS + 1] > 0.5
+    scale = ops.cast(np.asarray(anchors, np.float32).reshape(-1, 2), targets.dtype)
+    ratio = targets[..., 2:4] * (ops.cast(input_size, targets.dtype) / scale)
+    return t_xy, ops.log(ops.where(present, ratio, ops.ones_like(ratio)))
 
 
 # ---------------------------------------------------------------------------------------

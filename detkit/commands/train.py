@@ -29,7 +29,7 @@ __all__ = ["Options", "run"]
 FAMILY_OPTIONS = ("ignore_thresh", "box_loss", "obj_loss", "focal_alpha", "focal_gamma",
                   "label_smoothing", "huber_delta", "box_weight", "obj_weight",
                   "noobj_weight", "coord_weight", "pos_iou", "neg_iou", "sample_anchors",
-                  "positive_fraction")
+                  "positive_fraction", "multi_scale")
 #: Learning rate and frozen part by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
 DEFAULT_FREEZE = {1: "body", 2: "none"}
@@ -142,6 +142,11 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                                "blended with another one, ratio ~ Beta(32, 32), boxes of "
                                "both kept (ultralytics: 0 to 0.15; 0: off).",
                           low=0, high=1)
+    multi_scale: float = option(
+        0.0, "Multi-scale training: each batch's input side is drawn from the multiples "
+             "of 32 in [S (1 - F), S (1 + F)], S the --input-size (ultralytics: 0.5; 0: "
+             "off). Validation, mAP and the saved model keep --input-size. Yolov3 and "
+             "yolov3-tiny; not with --bottlenecks, --strategy or distill.", low=0, high=1)
     steps_per_epoch: Optional[int] = option(
         None, "Use only the first N batches of each epoch (tests, demos).", integer=True,
         low=1)
@@ -183,6 +188,27 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         except UsageError as error:
             raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
                              f"--aug-jitter {self.aug_jitter:g})") from None
+
+    def multi_scale_sides(self) -> Optional[tuple[int, ...]]:
+        """The input sides of ``--multi-scale`` (``None``: off).
+
+        Raises:
+            UsageError: a fraction that allows fewer than two sides, or ``--multi-scale``
+                with ``--bottlenecks`` (cached features have one size) or a distribution
+                strategy (its batches have one shape).
+        """
+        if not self.multi_scale:
+            return None
+        from detkit.data.augment_config import multi_scale_sides
+
+        flag = f"--multi-scale {self.multi_scale:g}"
+        if self.bottlenecks is not None:
+            raise UsageError(f"{flag} trains on images of varying sides; it cannot train "
+                             f"on --bottlenecks (features cached at one --input-size)")
+        if self.strategy != "none":
+            raise UsageError(f"{flag} is not supported with --strategy {self.strategy} "
+                             f"(its batches must keep one shape); use --strategy none")
+        return multi_scale_sides(self.input_size, self.multi_scale)
 
     def resolved_monitor(self) -> str:
         """``--monitor``, or its default; checked against ``--eval-every`` and ``--val``.
@@ -269,6 +295,7 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         precision = self.precision or ("mixed_float16" if self.mixed_precision
                                        else "float32")
         config = self.augment_config()
+        self.multi_scale_sides()
         return dataclasses.replace(self, lr=float(lr), freeze=freeze, precision=precision,
                                    monitor=self.resolved_monitor(),
                                    aug_scale=config.scale, aug_jitter=config.jitter,

@@ -68,3 +68,36 @@ class AugmentConfig:
         for ok, message, value in checks:
             if not ok:
                 raise UsageError(f"augmentation: {message}, got {value!r}")
+
+
+#: The input sides of multi-scale training are multiples of this (the coarsest stride).
+SIDE_MULTIPLE = 32
+
+
+def multi_scale_sides(input_size: int, fraction: float,
+                      multiple: int = SIDE_MULTIPLE) -> tuple[int, ...]:
+    """The input sides of ``--multi-scale fraction`` at ``--input-size input_size``.
+
+    Every multiple of ``multiple`` in ``[S (1 - fraction), S (1 + fraction)]`` (at least
+    ``multiple``), ascending; ``fraction`` 0.5 at ``S = 256`` gives 128, 160, ..., 384
+    (ultralytics' ``multi_scale`` range, ``0.5 S`` to ``1.5 S``).
+
+    Raises:
+        UsageError: ``fraction`` outside ``(0, 1]``, or a range holding fewer than two
+            sides (naming ``--multi-scale``).
+    """
+    size, fraction = int(input_size), float(fraction)
+    if not 0 < fraction <= 1:
+        raise UsageError(f"--multi-scale must be in (0, 1], got {fraction!r}")
+    # The 1e-9 keeps a bound that lands on a multiple (256 * 1.5 = 384) in the range.
+    low = max(multiple, multiple * -(-(size * (1 - fraction) - 1e-9) // multiple))
+    high = multiple * int((size * (1 + fraction) + 1e-9) // multiple)
+    sides = tuple(range(int(low), high + 1, multiple))
+    if len(sides) < 2:
+        raise UsageError(f"--multi-scale {fraction:g} at --input-size {size} allows only "
+                         f"the side{'s' if len(sides) != 1 else ''} "
+                         f"{', '.join(map(str, sides)) or 'none'} (multiples of "
+                         f"{multiple} in [{size * (1 - fraction):g}, "
+                         f"{size * (1 + fraction):g}]); use at least "
+                         f"{multiple / size:.3g}")
+    return sides

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -18,8 +18,9 @@ from detkit.errors import UsageError
 
 #: Class id of padding rows in ``classes``.
 PAD_CLASS = -1
-#: Streams of the seed sequence: one for the epoch's order, one per sample.
-_ORDER_STREAM, _SAMPLE_STREAM = 0, 1
+#: Streams of the seed sequence: one for the epoch's order, one per sample
+#: (:mod:`detkit.data.mix` uses 2), one for the input sides of multi-scale batches.
+_ORDER_STREAM, _SAMPLE_STREAM, SIDE_STREAM = 0, 1, 3
 
 Encoder = Callable[[np.ndarray, np.ndarray], Any]
 
@@ -38,7 +39,15 @@ class DetectionBatches(keras.utils.PyDataset):
 
     Randomness is seeded per ``(seed, epoch, image index)``, so a sample does not depend
     on the order or the thread in which batches are made, and the shuffled order of
-    an epoch depends only on ``(seed, epoch)``. Under ``fit``, epoch ``e`` of the fit uses
+    an epoch depends only on ``(seed, epoch)``.
+
+    Multi-scale batches (``sides``): each batch has its own input side ``S`` from
+    ``sides`` (:meth:`batch_side`): the epoch's batches take the sides in cycles, each
+    cycle a fresh random order of all of them (seeded by ``(seed, epoch, cycle)``), so
+    every side is used about equally often and two neighbours in a cycle differ. Keras's
+    TensorFlow adapter infers the batch shape from the first two batches; as they have
+    different sides, it leaves the side free. The boxes are in that batch's input pixels
+    and ``encoder`` is a mapping ``side -> encoder`` (the targets' grids follow the side). Under ``fit``, epoch ``e`` of the fit uses
     this dataset's epoch ``epoch + e`` (see :meth:`on_epoch_begin`); used by hand,
     :meth:`on_epoch_end` moves to the next epoch and :meth:`set_epoch` jumps to one.
 
@@ -54,10 +63,13 @@ class DetectionBatches(keras.utils.PyDataset):
         shuffle: a new order every epoch (else the records' order).
         seed: non-negative random seed.
         max_boxes: rows of the padded box arrays.
-        encoder: optional callable ``(boxes (B, M, 4), classes (B, M)) -> targets``.
+        encoder: optional callable ``(boxes (B, M, 4), classes (B, M)) -> targets``; with
+            ``sides``, a mapping from each side to its callable.
         augment_config: augmentation ranges and box filtering (default
             :class:`AugmentConfig()`; its ``min_size``/``min_visible`` also apply
             without augmentation).
+        sides: input sides of multi-scale batches (at least two; ``input_size`` is then
+            only the validation side); ``None``: every batch at ``input_size``.
         workers, use_multiprocessing, max_queue_size: Keras ``PyDataset`` parallelism
             (threads by default; ``workers > 1`` makes ``fit`` prefetch in parallel).
         epoch: the epoch to start at (``fit``'s ``initial_epoch`` when resuming).
@@ -65,8 +77,10 @@ class DetectionBatches(keras.utils.PyDataset):
 
     def __init__(self, records: Sequence[ImageRecord], input_size: int, batch_size: int, *,
                  augment: bool = False, shuffle: bool = False, seed: int = 0,
-                 max_boxes: int = DEFAULT_MAX_BOXES, encoder: Encoder | None = None,
-                 augment_config: AugmentConfig | None = None, workers: int = 1,
+                 max_boxes: int = DEFAULT_MAX_BOXES,
+                 encoder: Union[Encoder, Mapping[int, Encoder], None] = None,
+                 augment_config: AugmentConfig | None = None,
+                 sides: Optional[Sequence[int]] = None, workers: int = 1,
                  use_multiprocessing: bool = False, max_queue_size: int = 10,
                  epoch: int = 0):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
@@ -79,6 +93,16 @@ class DetectionBatches(keras.utils.PyDataset):
             raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
         self.records = list(records)
         self.input_size = int(input_size)
+        self.sides = None if sides is None else tuple(int(side) for side in sides)
+        if self.sides is not None:
+            if len(set(self.sides)) < 2 or min(self.sides) < 1:
+                raise UsageError(f"sides must hold at least two distinct positive sides, "
+                                 f"got {sides!r}")
+            missing = [side for side in self.sides
+                       if not isinstance(encoder, Mapping) or side not in encoder]
+            if encoder is not None and missing:
+                raise UsageError(f"with sides, encoder must map every side to its encoder; "
+                                 f"missing {missing}")
         self.batch_size = int(batch_size)
         self.augment = bool(augment)
         self.shuffle = bool(shuffle)
@@ -130,10 +154,20 @@ class DetectionBatches(keras.utils.PyDataset):
         """The generator of record ``index`` in the current epoch."""
         return np.random.default_rng([self.seed, self._epoch, _SAMPLE_STREAM, int(index)])
 
-    def load_sample(self, index: int) -> Sample:
-        """Decode and prepare record ``index`` (augmented if ``augment``), as uint8."""
+    def batch_side(self, batch: int) -> int:
+        """The input side of batch ``batch`` in the current epoch (``input_size`` without
+        ``sides``)."""
+        if self.sides is None:
+            return self.input_size
+        cycle, slot = divmod(int(batch), len(self.sides))
+        rng = np.random.default_rng([self.seed, self._epoch, SIDE_STREAM, cycle])
+        return self.sides[int(rng.permutation(len(self.sides))[slot])]
+
+    def load_sample(self, index: int, size: int | None = None) -> Sample:
+        """Decode and prepare record ``index`` (augmented if ``augment``), as uint8, at
+        side ``size`` (default ``input_size``)."""
         record = self.records[index]
-        config, size = self.augment_config, self.input_size
+        config, size = self.augment_config, int(size or self.input_size)
         known = bool(record.width) and bool(record.height)
         rng = self.sample_rng(index) if self.augment else None
         placement = None
@@ -170,18 +204,19 @@ class DetectionBatches(keras.utils.PyDataset):
         first = batch * self.batch_size
         end = min(first + self.batch_size, first + int(stop))
         indices = self._order[first + int(start):end]
-        count, size, rows = len(indices), self.input_size, self.max_boxes
+        count, size, rows = len(indices), self.batch_side(batch), self.max_boxes
         images = np.empty((count, size, size, 3), dtype=np.float32)
         boxes = np.zeros((count, rows, 4), dtype=np.float32)
         classes = np.full((count, rows), PAD_CLASS, dtype=np.int32)
         for slot, index in enumerate(indices):
-            sample = self.load_sample(int(index))
+            sample = self.load_sample(int(index), size)
             np.multiply(sample.image, np.float32(1 / 255), out=images[slot])
             chosen = _largest(sample.boxes, rows)
             boxes[slot, :len(chosen)] = sample.boxes[chosen]
             classes[slot, :len(chosen)] = sample.classes[chosen]
         if self.encoder is not None:
-            return images, self.encoder(boxes, classes)
+            encoder = self.encoder[size] if self.sides is not None else self.encoder
+            return images, encoder(boxes, classes)
         return images, {"boxes": boxes, "classes": classes}
 
 

@@ -247,31 +247,36 @@ class MixedBatches(DetectionBatches):
         config = self.augment_config
         return self.augment and (config.mosaic > 0 or config.mixup > 0)
 
-    def load_sample(self, index: int) -> Sample:
-        """Record ``index`` prepared as the loader does, composed as drawn."""
+    def load_sample(self, index: int, size: int | None = None) -> Sample:
+        """Record ``index`` prepared as the loader does, composed as drawn, at side
+        ``size`` (default ``input_size``)."""
         if not self.mixing:
-            return super().load_sample(index)
+            return super().load_sample(index, size)
         config = self.augment_config
         rng = self.mix_rng(index)
         use_mosaic = bool(rng.random() < config.mosaic)
         use_mixup = bool(rng.random() < config.mixup)
         if use_mosaic:
-            sample, count = self.load_mosaic(index, rng)
+            sample, count = self.load_mosaic(index, rng, size)
         else:
-            sample, count = super().load_sample(index), len(self.records[index].boxes)
+            sample = super().load_sample(index, size)
+            count = len(self.records[index].boxes)
         if not use_mixup:
             return sample
         other = int(rng.integers(len(self.records)))
         if rng.random() < config.mosaic:
-            second, _ = self.load_mosaic(other, rng)
+            second, _ = self.load_mosaic(other, rng, size)
         else:
-            second = self.load_single(other, rng)
+            second = self.load_single(other, rng, size)
         ratio = float(rng.beta(*MIXUP_BETA))
         return mixup(sample, second, ratio, offset=count)
 
-    def load_single(self, index: int, rng: np.random.Generator) -> Sample:
-        """Record ``index`` augmented as a single image with draws from ``rng``."""
-        record, config, size = self.records[index], self.augment_config, self.input_size
+    def load_single(self, index: int, rng: np.random.Generator,
+                    size: int | None = None) -> Sample:
+        """Record ``index`` augmented as a single image with draws from ``rng``, at side
+        ``size`` (default ``input_size``)."""
+        record, config = self.records[index], self.augment_config
+        size = int(size or self.input_size)
         placement = None
         if record.width and record.height:
             placement = sample_placement(rng, int(record.width), int(record.height), size,
@@ -282,14 +287,16 @@ class MixedBatches(DetectionBatches):
         return random_sample(image, record.boxes, record.classes, size, rng, config,
                              source_size=source, placement=placement)
 
-    def load_mosaic(self, index: int, rng: np.random.Generator) -> tuple[Sample, int]:
-        """A mosaic of record ``index`` (first tile) and three drawn records.
+    def load_mosaic(self, index: int, rng: np.random.Generator,
+                    size: int | None = None) -> tuple[Sample, int]:
+        """A mosaic of record ``index`` (first tile) and three drawn records, on a canvas
+        of side ``size`` (default ``input_size``).
 
         Returns:
             ``(sample, source boxes)``: the sample and the number of boxes of its four
             records (``keep`` indexes their concatenation).
         """
-        config, size = self.augment_config, self.input_size
+        config, size = self.augment_config, int(size or self.input_size)
         chosen = [int(index), *(int(i) for i in rng.integers(len(self.records),
                                                               size=MOSAIC_TILES - 1))]
         centre = mosaic_centre(rng, size)

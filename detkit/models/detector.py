@@ -46,3 +46,17 @@ def sub_model(model: keras.Model, name: str) -> keras.Model:
     except ValueError:
         raise ValueError(f"model {model.name!r} has no {name!r} sub-model; build it with "
                          "detkit.models.build_model") from None
+
+
+def at_input_size(model: keras.Model, input_size: int) -> keras.Model:
+    """``model`` with a fixed ``input_size`` input: itself when it has that side, else a
+    model calling it on ``(B, S, S, 3)`` (same layers and weights, static output shapes).
+
+    A model built for any side (multi-scale training) is evaluated this way at
+    ``--input-size``.
+    """
+    side = model.inputs[0].shape[1]
+    if side == input_size:
+        return model
+    image = keras.Input((input_size, input_size, 3), name=IMAGE_INPUT_NAME)
+    return keras.Model(image, model(image), name=model.name)

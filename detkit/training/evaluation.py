@@ -91,8 +91,11 @@ class MapEvaluator:
         """The compiled :class:`~detkit.export.detectors.KerasDetector` (made once)."""
         if self._detector is None:
             from detkit.export.detectors import KerasDetector
+            from detkit.models.detector import at_input_size
 
-            self._detector = KerasDetector(self.network, self.family, self.anchors,
+            # A network built for any side (multi-scale training) runs at input_size.
+            network = at_input_size(self.network, self.input_size)
+            self._detector = KerasDetector(network, self.family, self.anchors,
                                            self.input_size, conf=EVAL_CONF, iou=EVAL_IOU,
                                            max_det=EVAL_MAX_DET,
                                            batch_size=self.batch_size, compile=True)

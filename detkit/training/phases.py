@@ -62,8 +62,12 @@ class TrainingPlan:
 
 
 def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool,
-                   require_complete: bool = False) -> tuple[keras.Model, Optional[str]]:
+                   require_complete: bool = False, variable_size: bool = False
+                   ) -> tuple[keras.Model, Optional[str]]:
     """The run's detector with ``weights`` loaded by layer name (not when resuming).
+
+    ``variable_size`` builds it for any input side (``(None, None, 3)``, multi-scale
+    training); the weights are the same, and evaluation feeds it ``--input-size``.
 
     Returns:
         ``(detector, load report or None)``; an incomplete load adds a note.
@@ -75,7 +79,8 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     from detkit.models.weights import load_weights_by_name
 
     opts = ctx.opts
-    detector = build_model(opts.model, len(ctx.class_names), opts.width, opts.input_size,
+    detector = build_model(opts.model, len(ctx.class_names), opts.width,
+                           None if variable_size else opts.input_size,
                            backbone=opts.backbone)
     if weights is None and not resuming and ctx.family.backbones:
         from detkit.models.backbones import load_backbone_weights
@@ -108,11 +113,12 @@ def detection_loss(ctx: "RunContext"):
                                 **family_options(opts))
 
 
-def training_targets(ctx: "RunContext"):
-    """The family's label assigner: ``(boxes, classes) -> y_true`` of its loss."""
+def training_targets(ctx: "RunContext", input_size: Optional[int] = None):
+    """The family's label assigner: ``(boxes, classes) -> y_true`` of its loss, for
+    ``input_size`` (default ``--input-size``)."""
     opts = ctx.opts
-    return ctx.family.make_assigner(ctx.anchors, opts.input_size, len(ctx.class_names),
-                                    **family_options(opts))
+    return ctx.family.make_assigner(ctx.anchors, input_size or opts.input_size,
+                                    len(ctx.class_names), **family_options(opts))
 
 
 def compile_model(model, opts, steps: int, epochs: int, *, resuming: bool,
@@ -193,7 +199,10 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
 
     The training batches are :class:`detkit.data.mix.MixedBatches` (mosaic and mixup
     with their ``--mosaic`` and ``--mixup`` probabilities; the loader's samples when
-    both are 0).
+    both are 0). With ``--multi-scale`` each training batch has its own side (targets
+    assigned for it) and the detector is built for any side; validation stays at
+    ``--input-size`` (:func:`detkit.training.run.check_multi_scale` has checked the
+    run allows it).
     """
     from detkit.data.mix import MixedBatches
     from detkit.models.freeze import freeze
@@ -201,10 +210,13 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
 
     opts = ctx.opts
     distribution = make_distribution(opts.strategy)
+    sides = opts.multi_scale_sides()
+    encoder = (training_targets(ctx) if sides is None
+               else {side: training_targets(ctx, side) for side in sides})
     base = MixedBatches(ctx.records, opts.input_size, opts.batch_size,
                         augment=opts.augment, augment_config=opts.augment_config(),
                         shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
-                        encoder=training_targets(ctx), workers=opts.workers,
+                        encoder=encoder, sides=sides, workers=opts.workers,
                         epoch=start_epoch)
     val_batches = None
     if ctx.val_records is not None:
@@ -213,7 +225,8 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
             val_batches = FirstBatches(val_batches, opts.steps_per_epoch)
     with distribution.scope():
         detector, report = build_detector(ctx, weights, resuming=resuming,
-                                          require_complete=opts.stage == 2)
+                                          require_complete=opts.stage == 2,
+                                          variable_size=sides is not None)
         if (weights is None and opts.freeze != "none" and not resuming
                 and opts.backbone_weights in (None, "none")):
             ctx.notes.append(f"--freeze {opts.freeze} without --weights keeps a randomly "

@@ -269,6 +269,7 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
     ctx = RunContext.open(opts)
     ctx.notes[:0] = notes
     objective = objective_for(ctx) if objective_for is not None else Objective()
+    check_multi_scale(ctx, objective)
     ctx.settings.update(objective.settings)
     ctx.read_resume_state(tuple(objective.settings))
     opts, run_dir = ctx.opts, ctx.run_dir
@@ -317,6 +318,33 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
                        checkpoint.best_epoch, _float_rows(rows),
                        stopped_early=outcome["stopped_early"], weights_report=report,
                        notes=ctx.notes, files=files, final_map=final_map)
+
+
+def check_multi_scale(ctx: RunContext, objective: Objective) -> None:
+    """Refuse a ``--multi-scale`` run this command cannot train (before any file is
+    written; the options have checked the family, ``--bottlenecks`` and ``--strategy``).
+
+    Raises:
+        UsageError: a distillation objective (its teacher runs at one input size), or
+            fewer than two batches per epoch (Keras's TensorFlow adapter reads the batch
+            shape from the first two batches, which must differ in side).
+    """
+    from detkit.errors import UsageError
+
+    opts = ctx.opts
+    if not opts.multi_scale:
+        return
+    flag = f"--multi-scale {opts.multi_scale:g}"
+    if objective.command != "train":
+        raise UsageError(f"{flag} is not supported by {objective.command} (its teacher "
+                         f"runs at one input size)")
+    batches = math.ceil(len(ctx.records) / opts.batch_size)
+    if opts.steps_per_epoch:
+        batches = min(batches, opts.steps_per_epoch)
+    if batches < 2:
+        raise UsageError(f"{flag} needs at least 2 batches per epoch (this run has "
+                         f"{batches}: {len(ctx.records)} images, --batch-size "
+                         f"{opts.batch_size}); lower --batch-size")
 
 
 def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
