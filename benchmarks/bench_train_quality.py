@@ -13,7 +13,7 @@ process's CPU seconds / 2 (:mod:`benchmarks.clock`) in place of wall seconds, fo
 budget and the reported times; everything (dataset, anchors, training, evaluations) counts
 in either clock. Train options pass through to ``detkit train`` (issue 19's augmentation
 measurements): ``--mosaic P``, ``--mixup P``, ``--label-smoothing E``,
-``--multi-scale LOW:HIGH``; the recipe is otherwise the gate's.
+``--multi-scale F``; the recipe is otherwise the gate's.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def synth_with_anchors(work: Path, settings: dict, **synth_options):
 
 #: Train options that pass through (``--mosaic`` etc.), by TrainOptions field.
 PASS_THROUGH = {"mosaic": float, "mixup": float, "label_smoothing": float,
-                "multi_scale": str}
+                "multi_scale": float}
 
 
 def main(quick: bool = False, clock: str = "wall", train_options: dict | None = None) -> dict:
