@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from detkit.artifacts import atomic_path
+from detkit.data import dataset as datasets
 from detkit.data.augment import letterbox_image
 from detkit.data.images import read_image
 from detkit.data.letterbox import Letterbox
@@ -87,8 +88,6 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
         DataError: the path does not exist, or a folder without images.
         UsageError: a format that cannot be detected.
     """
-    from detkit.data import dataset as datasets
-
     path = Path(path)
     if not path.exists():
         raise DataError("no such image, folder or dataset", path=path)

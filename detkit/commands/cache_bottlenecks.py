@@ -15,10 +15,14 @@ from typing import Optional
 import numpy as np
 
 from detkit import choices
+from detkit.artifacts import (atomic_path, manifest_path, sha256_file, sha256_strings,
+                              write_manifest)
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
                                     SeedOptions)
+from detkit.data.dataset import load_dataset
 from detkit.errors import DataError, UsageError
 from detkit.families import get_family
+from detkit.models import build_model, check_input_size
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -61,7 +65,6 @@ class CacheBottlenecksResult:
 
 def cache_files(out: Path) -> list[Path]:
     """Every file written for cache ``out``: its manifest, init weights, partial file."""
-    from detkit.artifacts import manifest_path
     from detkit.bottleneck_training import init_weights_path
     from detkit.bottlenecks import partial_path
 
@@ -105,13 +108,9 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     """
     import keras
 
-    from detkit.artifacts import (atomic_path, manifest_path, sha256_file, sha256_strings,
-                                  write_manifest)
     from detkit.bottleneck_training import frozen_features, init_weights_path, split_model
     from detkit.bottlenecks import CacheSettings, check_resumable, write_cache
-    from detkit.data.dataset import load_dataset
     from detkit.data.loader import DetectionBatches
-    from detkit.models import build_model, check_input_size
     from detkit.models.weights import load_weights_by_name
 
     data, out, weights, classes = opts.data, Path(opts.out), opts.weights, opts.classes

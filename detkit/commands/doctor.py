@@ -23,9 +23,12 @@ from detkit import kmeans
 from detkit.artifacts import manifest_path, write_json, write_manifest
 from detkit.commands.groups import (AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
                                     SeedOptions)
+from detkit.data.dataset import load_dataset
+from detkit.doctor import Thresholds, diagnose
 from detkit.doctor.findings import (DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_MISSING,
                                     DEFAULT_RARE_COUNT, DEFAULT_RARE_FRACTION, FATAL, Finding)
 from detkit.doctor.images import CHECK_MODES
+from detkit.doctor.plots import plot_inputs, write_plots
 from detkit.errors import DataError, UsageError
 from detkit.families import get_family
 from detkit.options import as_config, flag_of, option
@@ -121,10 +124,6 @@ def run(opts: Options, progress: Progress = SILENT) -> DoctorResult:
         DataError: an unreadable dataset (the readers' errors) or anchors file.
         ArtifactMismatchError: an anchors file with the wrong count for ``--model``.
     """
-    from detkit.data.dataset import load_dataset
-    from detkit.doctor import Thresholds, diagnose
-    from detkit.doctor.plots import plot_inputs, write_plots
-
     family = get_family(opts.model)
     if opts.input_size % family.max_stride:
         raise UsageError(f"{flag_of(opts, 'input_size')} must be a multiple of "

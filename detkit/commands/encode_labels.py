@@ -17,6 +17,7 @@ import numpy as np
 from detkit.anchors import anchor_masks, load_anchors
 from detkit.artifacts import manifest_path, write_manifest
 from detkit.commands.groups import AnchorOptions, DatasetOptions, InputOptions, ModelOptions
+from detkit.data.dataset import load_dataset
 from detkit.data.letterbox import MIN_BOX_PIXELS, LetterboxCounts, letterbox_records
 from detkit.encode import EncodeStats, assign_yolov3
 from detkit.errors import ArtifactMismatchError, UsageError
@@ -164,8 +165,6 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
             the check of :meth:`detkit.families.Family.resolve_anchors`, as in train).
         DataError: unreadable dataset or anchors, unknown image sizes, bad class ids.
     """
-    from detkit.data.dataset import load_dataset
-
     iou = opts.multi_anchor_iou
     if iou is not None and not 0.0 < iou < 1.0:
         raise UsageError(f"{flag_of(opts, 'multi_anchor_iou')} must be between 0 and 1, "
@@ -237,8 +236,6 @@ def _encode_boxes(opts: Options, family: Family, anchors: np.ndarray, anchors_pa
     """A boxes-scheme family (``Family.label_scheme == "boxes"``): store the letterboxed
     boxes (its assigner makes the targets of each training batch) and report how the
     assigner treats them (its ``stats``)."""
-    from detkit.data.dataset import load_dataset
-
     if opts.multi_anchor_iou is not None:
         raise UsageError(f"{flag_of(opts, 'multi_anchor_iou')} applies to yolov3 targets, "
                          f"not to --model {family.name}")

@@ -22,6 +22,7 @@ from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOption
 from detkit.errors import DataError, UsageError
 from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
                              load_ground_truth)
+from detkit.evaluate.plots import require_pyplot, write_plots
 from detkit.evaluate.report import coco_report, table_rows, voc_report
 from detkit.evaluate.summary import STAT_NAMES
 from detkit.export.settings import read_settings
@@ -187,8 +188,6 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
             kwargs["max_dets"] = limits
         params = CocoParams(class_agnostic=opts.class_agnostic, **kwargs)
     if opts.plots is not None:
-        from detkit.evaluate.plots import require_pyplot
-
         require_pyplot()                    # fail early when matplotlib is missing
 
     gt = load_ground_truth(opts.data, format=opts.format, classes=opts.classes)
@@ -213,8 +212,6 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
         report["model"] = model_info
     plot_paths = []
     if opts.plots is not None:
-        from detkit.evaluate.plots import write_plots
-
         plot_paths = write_plots(result.matches, result.class_names, opts.plots,
                                  title=opts.metric)
     out_path = None

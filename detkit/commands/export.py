@@ -18,12 +18,20 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from detkit.artifacts import sha256_file, write_manifest
+import numpy as np
+
+from detkit.artifacts import check_no_clobber, check_writable, sha256_file, write_manifest
 from detkit.commands.groups import ModelOptions
 from detkit.commands.predict import load_weights_strict, names_from_weights
+from detkit.data.dataset import read_class_names
 from detkit.errors import ArtifactError, UsageError
+from detkit.export import exporters
+from detkit.export.deps import require
+from detkit.export.quantize import calibration_items, representative_dataset
+from detkit.export.runtimes import disk_size, open_runtime
 from detkit.export.settings import FORMATS, QUANTIZATIONS, SUFFIXES, ExportSettings
 from detkit.families import get_family
+from detkit.models import build_model
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -119,9 +127,6 @@ def resolve_target(opts: Options) -> tuple[str, Path]:
 
 def check_options(opts: Options) -> tuple[str, Path]:
     """Everything about the flags that can be checked before loading anything."""
-    from detkit.artifacts import check_no_clobber, check_writable
-    from detkit.export.deps import require
-
     fmt, out = resolve_target(opts)
     family = get_family(opts.model)
     if opts.input_size % family.max_stride:
@@ -154,11 +159,7 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
         ArtifactMismatchError: an anchors file with the wrong count.
         DataError: unreadable calibration images.
     """
-    from detkit.data.dataset import read_class_names
-    from detkit.export import exporters
     from detkit.export.graph import NMS_OUTPUTS, InferenceModel
-    from detkit.export.runtimes import disk_size
-    from detkit.models import build_model
 
     fmt, out = check_options(opts)
     started = time.perf_counter()
@@ -182,8 +183,6 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
     else:
         representative = None
         if opts.quantize == "int8":
-            from detkit.export.quantize import representative_dataset
-
             representative = representative_dataset(calibration, opts.input_size)
         exporters.write_tflite(model, out, quantize=opts.quantize,
                                representative=representative)
@@ -214,7 +213,6 @@ def _calibration(opts: Options) -> list:
     """The calibration images (int8 only; read before the long work so errors come first)."""
     if opts.quantize != "int8":
         return []
-    from detkit.export.quantize import calibration_items
 
     return calibration_items(opts.calibration, opts.calibration_images)
 
@@ -223,10 +221,8 @@ def _check(model, out: Path, settings: ExportSettings, calibration: list
            ) -> tuple[float, int]:
     """Run the export and the Keras model on the same images; the largest difference of
     the raw outputs (or of the scores of the detections both report)."""
-    import numpy as np
     from keras import ops
 
-    from detkit.export.runtimes import open_runtime
     from detkit.predict import load_images
 
     if calibration:

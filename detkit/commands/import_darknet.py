@@ -17,7 +17,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from detkit.anchors import save_anchors
+from detkit.artifacts import atomic_path, check_outputs, manifest_path, write_manifest
+from detkit.darknet.cfg import read_cfg
+from detkit.darknet.weights import read_weights
+from detkit.data.readers.common import read_class_names
 from detkit.errors import ArtifactMismatchError, UsageError
+from detkit.models import MAX_STRIDE, build_model
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
@@ -136,8 +142,6 @@ def anchors_path_for(out: str | os.PathLike) -> Path:
 def written_files(out: str | os.PathLike) -> list[Path]:
     """What ``--out`` writes besides itself: its manifest, the anchors file and its
     manifest."""
-    from detkit.artifacts import manifest_path
-
     anchors = anchors_path_for(out) if str(out).endswith(WEIGHTS_SUFFIX) else None
     return [manifest_path(out)] + ([anchors, manifest_path(anchors)] if anchors else [])
 
@@ -145,8 +149,6 @@ def written_files(out: str | os.PathLike) -> list[Path]:
 def _check_out(opts: "Options", out: Path) -> None:
     """``--out`` names a Keras weights file, none of the files it writes is an input, and
     it can be written (before the slow part)."""
-    from detkit.artifacts import check_outputs
-
     if not out.name.endswith(WEIGHTS_SUFFIX) or out.name == WEIGHTS_SUFFIX:
         raise UsageError(f"--out must be a NAME{WEIGHTS_SUFFIX} file (Keras 3 weights), "
                          f"got {str(out)!r}")
@@ -173,14 +175,8 @@ def run(opts: Options, progress: Progress = SILENT) -> ImportDarknetResult:
         ArtifactError: a truncated or mismatched weights file, an unwritable ``--out``.
         ArtifactMismatchError: ``--classes`` disagrees with the cfg.
     """
-    from detkit.anchors import save_anchors
-    from detkit.artifacts import atomic_path, write_manifest
-    from detkit.darknet.cfg import read_cfg
     from detkit.darknet.convert import fill_model
     from detkit.darknet.layout import recognize
-    from detkit.darknet.weights import read_weights
-    from detkit.data.readers.common import read_class_names
-    from detkit.models import MAX_STRIDE, build_model
 
     del progress  # reading and writing take seconds; building the model dominates
     started = time.perf_counter()

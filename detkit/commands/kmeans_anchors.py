@@ -22,6 +22,7 @@ from detkit.anchors import (anchor_masks, format_anchors, load_anchors, parse_an
                             sort_by_area, strides)
 from detkit.artifacts import atomic_path, json_text, manifest_path, write_manifest
 from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions
+from detkit.data.dataset import load_dataset
 from detkit.errors import DataError
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
@@ -189,8 +190,6 @@ def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
         DataError: unreadable dataset, no boxes, bad box sizes, bad compare file.
         UsageError: ``k`` above the number of distinct sizes.
     """
-    from detkit.data.dataset import load_dataset
-
     del progress  # clustering takes well under a second per 100k boxes
     data, compare = opts.data, opts.compare
     compare_anchors = load_anchors(compare) if compare is not None else None

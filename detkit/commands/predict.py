@@ -16,10 +16,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from detkit.artifacts import write_json, write_manifest
+from detkit.artifacts import check_agree, manifest_path, write_json, write_manifest
 from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
+from detkit.data.dataset import read_class_names
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
+from detkit.export.runtimes import disk_size, open_runtime
+from detkit.export.settings import detect_format, read_settings
 from detkit.families import get_family
+from detkit.models import build_model
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
@@ -261,8 +265,6 @@ def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetecto
     Raises:
         see :func:`run`.
     """
-    from detkit.export.settings import detect_format
-
     fmt = detect_format(weights)
     if fmt is not None:
         return _export_detector(opts, weights, fmt, image_set)
@@ -271,8 +273,6 @@ def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetecto
 
 def _class_names(opts: Options, image_set, fallback) -> list[str]:
     """``--classes``, else the dataset's names, else ``fallback()``."""
-    from detkit.data.dataset import read_class_names
-
     if opts.classes is not None:
         return read_class_names(opts.classes)
     if image_set is not None and image_set.class_names:
@@ -282,7 +282,6 @@ def _class_names(opts: Options, image_set, fallback) -> list[str]:
 
 def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
     from detkit.export.detectors import KerasDetector
-    from detkit.models import build_model
 
     if opts.model is None:
         raise UsageError("--model is required with .weights.h5 weights")
@@ -309,10 +308,7 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
 
 
 def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> LoadedDetector:
-    from detkit.artifacts import check_agree, manifest_path
     from detkit.export.detectors import ExportDetector
-    from detkit.export.runtimes import disk_size, open_runtime
-    from detkit.export.settings import read_settings
 
     settings = read_settings(weights)
     if settings is None:

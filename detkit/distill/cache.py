@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from detkit.artifacts import atomic_path, sha256_file, sha256_strings, write_manifest
 from detkit.bottlenecks import plain_attribute
 from detkit.distill.loss import as_list
 from detkit.distill.model import TEACHER_KEY
@@ -35,8 +36,6 @@ CACHE_KEYS = ("teacher_model", "teacher_width", "teacher_sha256", "input_size",
 def cache_settings(spec: TeacherSpec, *, input_size: int, num_classes: int,
                    pairs: Sequence[StridePair], image_paths: Sequence[str]) -> dict[str, Any]:
     """What a teacher cache depends on (compared with :data:`CACHE_KEYS`)."""
-    from detkit.artifacts import sha256_file, sha256_strings
-
     return {"teacher_model": spec.model, "teacher_width": float(spec.width),
             "teacher_sha256": sha256_file(spec.weights), "input_size": int(input_size),
             "num_classes": int(num_classes),
@@ -59,7 +58,6 @@ def write_teacher_cache(path: str | os.PathLike, teacher: keras.Model, records: 
     """
     import h5py
 
-    from detkit.artifacts import atomic_path, write_manifest
     from detkit.data.loader import DetectionBatches
 
     batches = DetectionBatches(records, input_size, batch_size, augment=False,

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from detkit.artifacts import check_agree, sha256_file
 from detkit.distill.cache import (TeacherCache, TeacherOutputBatches, cache_settings,
                                   write_teacher_cache)
 from detkit.distill.loss import distillation_loss_for
@@ -67,8 +68,6 @@ class Distillation(Objective):
 
     def __init__(self, opts: Any, anchors: np.ndarray, class_names: list[str],
                  notes: list[str]) -> None:
-        from detkit.artifacts import check_agree, sha256_file
-
         super().__init__()
         self.opts = opts
         spec = resolve_teacher(opts.teacher, model=opts.teacher_model,

@@ -12,8 +12,10 @@ from typing import Iterator
 
 import numpy as np
 
-from detkit.artifacts import settings_agree
+from detkit.anchors import load_anchors
+from detkit.artifacts import read_manifest, settings_agree
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
+from detkit.models import MODEL_NAMES, build_model, num_anchors
 
 #: Weights a run directory given as ``--teacher`` provides, in order of preference.
 RUN_WEIGHTS = ("best.weights.h5", "last.weights.h5")
@@ -57,8 +59,6 @@ def teacher_weights_and_manifest(teacher: str | os.PathLike) -> tuple[Path, dict
         ArtifactError: no such file or directory, no weights in the run directory, or an
             unreadable manifest.
     """
-    from detkit.artifacts import read_manifest
-
     path = Path(teacher)
     if path.is_dir():
         found = [path / name for name in RUN_WEIGHTS if (path / name).is_file()]
@@ -96,9 +96,7 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
         ArtifactMismatchError: a flag that contradicts the manifest, or anchors whose
             count does not fit the teacher's model.
     """
-    from detkit.anchors import load_anchors
     from detkit.families import get_family
-    from detkit.models import MODEL_NAMES, num_anchors
 
     weights, manifest = teacher_weights_and_manifest(teacher)
     recorded_model, recorded_width = manifest.get("model"), manifest.get("width")
@@ -202,7 +200,6 @@ def build_teacher(spec: TeacherSpec, num_classes: int, input_size: int | None = 
         ArtifactMismatchError: some layer of the teacher is missing from the weights or
             has other shapes (another architecture, ``--teacher-width`` or class count).
     """
-    from detkit.models import build_model
     from detkit.models.weights import load_weights_by_name
 
     teacher = build_model(spec.model, num_classes, spec.width, input_size,

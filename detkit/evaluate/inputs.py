@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from detkit.data.dataset import load_dataset
 from detkit.data.readers.common import read_json
 from detkit.errors import DataError
 
@@ -274,7 +275,6 @@ def load_ground_truth(path: str | os.PathLike, format: str | None = None,
         data = read_json(path, "json file")
         if is_coco_dataset(data) or fmt == "coco":
             return ground_truth_from_coco(data, source=str(path))
-    from detkit.data.dataset import load_dataset
 
     return ground_truth_from_dataset(load_dataset(path, format=format, classes=classes))
 

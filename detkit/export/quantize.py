@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from detkit.errors import DataError
+from detkit.export.runtimes import tflite_interpreter
 
 #: Images drawn from ``--calibration`` when there are more.
 DEFAULT_CALIBRATION_IMAGES = 100
@@ -66,8 +67,6 @@ def postprocess_deny_lists(float_model: bytes, network_name: str
         ``(nodes, op_types)``: output tensor names of every operator outside the network,
         and the operator types used only outside it.
     """
-    from detkit.export.runtimes import tflite_interpreter
-
     interpreter = tflite_interpreter(model_content=float_model)
     inside = network_scope(network_name)
     nodes, outside_ops, inside_ops = [], set(), set()

@@ -8,6 +8,7 @@ whatever the format (``raw_0...`` or ``boxes, scores, classes, valid``).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,6 @@ SERVING_SIGNATURE = "serving_default"
 
 def tflite_interpreter(model_path: str | None = None, model_content: bytes | None = None):
     """A LiteRT (or TF Lite) interpreter of a file or of model bytes."""
-    import warnings
-
     module = first_available(TFLITE_MODULES, "running a .tflite model")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # tf.lite.Interpreter's deprecation notice

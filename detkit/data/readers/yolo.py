@@ -15,14 +15,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from detkit.boxes import cxcywh_to_xyxy
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (CLASS_ID_LIMIT, IMAGE_EXTENSIONS, TEXT_ENCODING,
-                                        ReadResult, check_class_id, display_join,
-                                        index_names, join_path, make_records,
-                                        parse_class_id, parse_floats, parse_number,
-                                        read_class_names, read_text)
+                                        ReadResult, check_class_id, display_join, index_names,
+                                        join_path, make_records, parse_class_id, parse_floats,
+                                        parse_number, read_class_names, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -46,8 +46,6 @@ def is_yolo_folder(path: Path) -> bool:
 
 def yaml_class_names(path: Path) -> list[str] | None:
     """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
-    import yaml
-
     for name in YAML_FILES:
         file = path / name
         if not file.is_file():
