@@ -19,8 +19,10 @@ On a machine shared with other jobs, ``--clock cpu`` budgets the process's CPU t
 2 x 15 minutes (what a quiet 2-core machine gives in 15 minutes); both times are reported.
 
 Run: ``python -m benchmarks.bench_families --family yolov2 [--quick] [--epochs N]
-[--width W] [--lr LR] [--batch-size B]`` (without ``--family``: yolov2, retinanet and rpn
-one after the other, as ``make bench`` does).
+[--width W] [--lr LR] [--batch-size B] [--warmup-epochs E] [--no-augment]
+[--aug-scale LOW HIGH] [--aug-jitter J] [--set OPTION=VALUE ...]`` (``--set``: a loss or
+assigner option of the family, e.g. ``--set box_weight=10``; without ``--family``: yolov2,
+retinanet and rpn one after the other, as ``make bench`` does).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ FULL = {
 DATASET = dict(images=1000, size=256, classes=4, input_size=256, max_boxes=32)
 QUICK_DATASET = dict(images=24, size=64, classes=4, input_size=64, max_boxes=32)
 QUICK = dict(width=0.0625, epochs=2, lr=1e-3, batch_size=8, eval_every=1)
+#: Settings that are ``detkit train`` options passed through as they are (``None`` or
+#: absent: the option's default): the schedule, the augmentation, and the family's
+#: loss and assigner options (:meth:`detkit.families.Family.option_names`).
+TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter")
 #: Training stops (keeping its last epoch) when this much of the budget is spent.
 STOP_AT_S = TIME_BUDGET_S - 60
 CONF, IOU = 0.001, 0.45
@@ -182,12 +188,19 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
             if not quick and timer.seconds() > STOP_AT_S:
                 self.model.stop_training = True
 
+    passed = {key: value for key, value in settings.items()
+              if key in (*TRAIN_SETTINGS, *family.option_names()) and value is not None}
+    unknown = set(settings) - {*passed, *QUICK, *TRAIN_SETTINGS, *family.option_names()}
+    if unknown:
+        raise ValueError(f"settings {sorted(unknown)} are not options of the {name} run "
+                         f"(its loss and assigner take: {', '.join(family.option_names())})")
     opts = TrainOptions(data=data / "train.txt", stage=1, model=name,
                         width=settings["width"], anchors=work / "anchors.txt",
                         input_size=input_size, epochs=settings["epochs"],
                         batch_size=settings["batch_size"], lr=settings["lr"],
-                        warmup_epochs=1.0, freeze="none", seed=0, out=work / "run",
-                        workers=2, jit=not quick, max_boxes=dataset["max_boxes"])
+                        freeze="none", seed=0, out=work / "run", workers=2, jit=not quick,
+                        max_boxes=dataset["max_boxes"],
+                        **{"warmup_epochs": 1.0, **passed})
     result = run_training(opts, callbacks=[Curve(), TimeBudget()])
     from detkit.models import build_model
 
@@ -217,8 +230,27 @@ if __name__ == "__main__":
     parser.add_argument("--width", type=float)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--warmup-epochs", type=float)
+    parser.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    parser.add_argument("--aug-scale", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    parser.add_argument("--aug-jitter", type=float)
+    parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                        help="a loss or assigner option of the family's training "
+                             "(detkit train's name with underscores), e.g. box_weight=10")
     parser.add_argument("--clock", default="wall", choices=KINDS,
                         help="budget the wall time, or the CPU time / 2 (shared machine)")
     args = parser.parse_args()
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes OPTION=VALUE, got {item!r}")
+        try:
+            extra[key.strip().replace("-", "_")] = int(value)
+        except ValueError:
+            extra[key.strip().replace("-", "_")] = float(value)
     main(args.quick, args.family, args.clock, epochs=args.epochs, width=args.width,
-         lr=args.lr, batch_size=args.batch_size)
+         lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
+         augment=args.augment,
+         aug_scale=tuple(args.aug_scale) if args.aug_scale else None,
+         aug_jitter=args.aug_jitter, **extra)
