@@ -47,7 +47,8 @@ TARGETS = {"yolov2": ("map50", 0.75), "yolov2-tiny": ("map50", 0.75),
 FULL = {
     "yolov2": dict(width=0.125, epochs=28, lr=1e-2, batch_size=16, eval_every=7),
     "yolov2-tiny": dict(width=0.25, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
-    "retinanet": dict(width=0.125, epochs=24, lr=5e-3, batch_size=16, eval_every=8),
+    "retinanet": dict(width=0.125, epochs=26, lr=5e-3, batch_size=16, eval_every=8,
+                      aug_scale=(0.7, 1.3), aug_jitter=0.1),
     "rpn": dict(width=0.125, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
 }
 DATASET = dict(images=1000, size=256, classes=4, input_size=256, max_boxes=32)
