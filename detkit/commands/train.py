@@ -16,10 +16,12 @@ from detkit import choices
 from detkit.artifacts import run_files
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
                                     SeedOptions)
-from detkit.data.augment_config import AugmentConfig
+from detkit.data.augment_config import AugmentConfig, multi_scale_sides
 from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import UsageError
-from detkit.options import as_config, option
+from detkit.families import get_family
+from detkit.models import check_input_size
+from detkit.options import as_config, check, flag_of, option
 from detkit.progress import SILENT, Progress
 
 __all__ = ["Options", "run"]
@@ -199,7 +201,6 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         """
         if not self.multi_scale:
             return None
-        from detkit.data.augment_config import multi_scale_sides
 
         flag = f"--multi-scale {self.multi_scale:g}"
         if self.bottlenecks is not None:
@@ -237,9 +238,6 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         Raises:
             UsageError: naming the flag, the model and the options it does read.
         """
-        from detkit.families import get_family
-        from detkit.options import flag_of
-
         family = get_family(self.model)
         if not family.backbones and getattr(self, "backbone_weights", None) not in (None,
                                                                                    "none"):
@@ -267,9 +265,6 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         Raises:
             UsageError: naming the option and the value received.
         """
-        from detkit.models import check_input_size
-        from detkit.options import check
-
         check(self)
         check_input_size(self.input_size)
         lr = DEFAULT_LR[self.stage] if self.lr is None else self.lr

@@ -25,6 +25,7 @@ from detkit.distill.scales import StridePair, match_strides, require_pairs
 from detkit.distill.teacher import (TeacherSpec, build_teacher, preserved_random_state,
                                     resolve_teacher)
 from detkit.errors import ArtifactMismatchError
+from detkit.families import get_family
 from detkit.training.model import YoloTrainingModel
 from detkit.training.objective import Objective
 from detkit.training.run import TrainResult, run_training
@@ -77,7 +78,6 @@ class Distillation(Objective):
         if spec.class_names is not None:
             check_agree(f"the teacher {spec.weights}", {"class_names": spec.class_names},
                         "this command", {"class_names": class_names}, keys=("class_names",))
-        from detkit.families import get_family
 
         student = get_family(opts.model)
         self.layout = student.distill_layout

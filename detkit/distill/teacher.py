@@ -15,6 +15,7 @@ import numpy as np
 from detkit.anchors import load_anchors
 from detkit.artifacts import read_manifest, settings_agree
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
+from detkit.families import FAMILIES, get_family
 from detkit.models import MODEL_NAMES, build_model, num_anchors
 
 #: Weights a run directory given as ``--teacher`` provides, in order of preference.
@@ -96,8 +97,6 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
         ArtifactMismatchError: a flag that contradicts the manifest, or anchors whose
             count does not fit the teacher's model.
     """
-    from detkit.families import get_family
-
     weights, manifest = teacher_weights_and_manifest(teacher)
     recorded_model, recorded_width = manifest.get("model"), manifest.get("width")
     if model is not None and recorded_model is not None and model != recorded_model:
@@ -139,7 +138,6 @@ def resolve_teacher(teacher: str | os.PathLike, *, model: str | None = None,
     if backbone is not None and recorded_backbone is not None and backbone != recorded_backbone:
         raise ArtifactMismatchError(f"--teacher-backbone {backbone} but the teacher's "
                                     f"manifest says {recorded_backbone}", path=weights)
-    from detkit.families import get_family
 
     backbone = get_family(model).resolve_backbone(backbone if backbone is not None
                                                   else recorded_backbone)
@@ -158,8 +156,6 @@ def check_distill_pair(teacher_model: str, student_model: str) -> None:
     Raises:
         UsageError: naming both models and the pairs that work.
     """
-    from detkit.families import FAMILIES, get_family
-
     teacher, student = get_family(teacher_model), get_family(student_model)
     if teacher.distill_layout is None or teacher.distill_layout != student.distill_layout:
         groups: dict[str, list[str]] = {}

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import keras
 
+from detkit.choices import FREEZE_MODES  # noqa: F401 (re-exported)
+from detkit.errors import UsageError
 from detkit.keras_compat import direct_sublayers
 from detkit.models.detector import BODY_NAME, HEADS_NAME, sub_model
 from detkit.models.layers import HEAD_OUT_PREFIX
-from detkit.choices import FREEZE_MODES  # noqa: F401 (re-exported)
 
 
 def freeze(model: keras.Model, mode: str) -> int:
@@ -31,8 +32,6 @@ def freeze(model: keras.Model, mode: str) -> int:
         UsageError: unknown ``mode``.
         ValueError: ``model`` lacks the ``body``/``heads`` sub-models.
     """
-    from detkit.errors import UsageError
-
     if mode not in FREEZE_MODES:
         raise UsageError(f"unknown freeze mode {mode!r}; choose one of: "
                          f"{', '.join(FREEZE_MODES)}")

@@ -10,6 +10,7 @@ Keras backend.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Optional
@@ -46,8 +47,6 @@ def scalar_tags(logs: dict, lr: float) -> dict[str, float]:
 
 def tensorboard_available() -> bool:
     """Whether the ``tensorboard`` package can be imported."""
-    import importlib.util
-
     return importlib.util.find_spec("tensorboard") is not None
 
 

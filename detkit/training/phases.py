@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Seque
 import keras
 
 from detkit.errors import ArtifactError, ArtifactMismatchError
+from detkit.labels import SCHEME_BOXES, check_scheme, load_labels
+from detkit.models import build_model
 from detkit.training.callbacks import LoaderEpoch, load_state_weights
 from detkit.training.distributed import distributed_batches, synchronize_batch_norm
 from detkit.training.fit import (FirstBatches, batch_images_of, fit_network, make_optimizer,
@@ -75,7 +77,6 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     Raises:
         ArtifactMismatchError: ``require_complete`` (stage 2) and a layer did not load.
     """
-    from detkit.models import build_model
     from detkit.models.weights import load_weights_by_name
 
     opts = ctx.opts
@@ -152,9 +153,8 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     detector on the validation images.
     """
     from detkit.bottleneck_training import (BoxLabelTargets, CachedFeaturesTrainingModel,
-                                            FullModelValidation, cache_weights,
-                                            cached_batches, open_cache)
-    from detkit.labels import SCHEME_BOXES, check_scheme, load_labels
+                                            FullModelValidation, cache_weights, cached_batches,
+                                            open_cache)
     from detkit.models.freeze import freeze
     from detkit.training.model import YoloTrainingModel
 

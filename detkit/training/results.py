@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from detkit.errors import UsageError
-from detkit.evaluate.plots import F1_FILE, PR_FILE, require_pyplot, save_figure
+from detkit.evaluate.plots import F1_FILE, PR_FILE, require_pyplot, save_figure, write_plots
+from detkit.models import build_model
 from detkit.training.monitor import MAP_KEYS
 
 if TYPE_CHECKING:
@@ -97,8 +98,6 @@ def best_weights_curves(ctx: "RunContext") -> tuple[list[Path], Optional[dict]]:
         ``(the curve files, the COCO figures by name)``; ``([], None)`` without ``--val``
         or weights.
     """
-    from detkit.evaluate.plots import write_plots
-    from detkit.models import build_model
     from detkit.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
     from detkit.training.evaluation import MapEvaluator
 

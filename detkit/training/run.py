@@ -16,17 +16,25 @@ optional EMA of the weights (checkpoints and validation then use the averages); 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import keras
 import numpy as np
 
+from detkit.artifacts import (check_agree, check_fresh, check_writable, library_versions,
+                              read_manifest, remove_stale_temps, run_files, run_lock,
+                              sha256_file, write_json, write_manifest)
+from detkit.data.dataset import load_dataset
+from detkit.errors import UsageError
+from detkit.families import get_family
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
-from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
-                                       read_history, read_state)
+from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, read_history,
+                                       read_state)
 from detkit.training.distributed import is_chief, release_run_dir, worker_run_dir
 from detkit.training.monitor import MONITOR_KEYS, worst_value
 from detkit.training.objective import Objective
@@ -135,11 +143,6 @@ class RunContext:
         Raises:
             UsageError, DataError, ArtifactMismatchError: see :func:`run_training`.
         """
-        from detkit.data.dataset import load_dataset
-        from detkit.families import get_family
-
-        from detkit.artifacts import check_fresh
-
         opts = opts.resolved()
         for artifact in (opts.labels, opts.bottlenecks):  # before any long work
             if artifact is not None:
@@ -173,8 +176,6 @@ class RunContext:
         Raises:
             ArtifactMismatchError: a setting differs from the run being resumed.
         """
-        from detkit.artifacts import check_agree
-
         if not self.opts.resume:
             return
         self.state = read_state(self.run_dir)
@@ -214,8 +215,6 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
             an unwritable ``--out``, a run directory another run holds.
         TrainingError: NaN/Inf loss.
     """
-    from detkit.artifacts import check_writable, remove_stale_temps, run_lock
-
     run_dir = Path(opts.out)
     check_writable(run_dir, folder=True)
     if opts.strategy == "multi-worker" and not is_chief():
@@ -248,9 +247,6 @@ def _refuse_existing_run(opts: "TrainOptions", run_dir: Path) -> None:
     Raises:
         UsageError: ``run_dir`` holds run files and neither flag is given.
     """
-    from detkit.artifacts import run_files
-    from detkit.errors import UsageError
-
     if opts.resume or getattr(opts, "exist_ok", False):
         return
     # A manifest alone is a run that failed before its first epoch: nothing to lose.
@@ -294,7 +290,6 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
     keras.config.set_dtype_policy(opts.precision)
     try:
         _check_stage2_weights(ctx)
-        from detkit.artifacts import write_json
 
         write_json(run_dir / MANIFEST, _run_manifest(config, ctx.settings, opts, inputs,
                                                      objective.command))
@@ -329,8 +324,6 @@ def check_multi_scale(ctx: RunContext, objective: Objective) -> None:
             fewer than two batches per epoch (Keras's TensorFlow adapter reads the batch
             shape from the first two batches, which must differ in side).
     """
-    from detkit.errors import UsageError
-
     opts = ctx.opts
     if not opts.multi_scale:
         return
@@ -380,10 +373,6 @@ def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
 def _replace_run(ctx: RunContext) -> None:
     """``--exist-ok``: remove the files of the run being replaced (after every check, so a
     refused run loses nothing), so none of them is taken for the new run's."""
-    from detkit.artifacts import run_files
-
-    import shutil
-
     from detkit.training.results import PLOT_FILES
 
     replaced = [path for path in run_files(ctx.run_dir) if path.exists()]
@@ -400,8 +389,6 @@ def _replace_run(ctx: RunContext) -> None:
 
 def _check_stage2_weights(ctx: RunContext) -> None:
     """Stage 2 continues stage 1: its ``--weights`` manifest must agree (new runs)."""
-    from detkit.artifacts import check_agree, read_manifest
-
     opts = ctx.opts
     if opts.stage == 2 and opts.weights is not None and ctx.state is None:
         check_agree(str(opts.weights), read_manifest(opts.weights), "this command",
@@ -412,8 +399,6 @@ def _manifest_writer(ctx: RunContext, command: str, config: dict,
                      inputs: list[Path]) -> Callable[[Path, int, dict], None]:
     """``on_saved(path, epoch, logs)``: the manifest of a checkpoint just written."""
     def on_saved(path: Path, epoch: int, logs: dict) -> None:
-        from detkit.artifacts import write_manifest
-
         write_manifest(path, command=command, config=config, inputs=inputs,
                        seed=ctx.opts.seed, extra={**ctx.settings, "epoch": epoch,
                               "metrics": {k: float(v) for k, v in logs.items()}})
@@ -422,10 +407,6 @@ def _manifest_writer(ctx: RunContext, command: str, config: dict,
 
 def _run_manifest(config: dict, settings: dict, opts: TrainOptions,
                   inputs: list[Path], command: str = "train") -> dict[str, Any]:
-    import datetime
-
-    from detkit.artifacts import library_versions, sha256_file
-
     return {"artifact": opts.out.name, "command": command, "config": config, **settings,
             "num_classes": len(settings["class_names"]), "seed": opts.seed,
             "inputs": {str(p): sha256_file(p) for p in inputs},
