@@ -183,7 +183,8 @@ class YoloV3Loss(keras.losses.Loss):
                  ignore_thresh: float = 0.5, box_loss: str = "mse", obj_loss: str = "bce",
                  huber_delta: float = 1.0, focal_alpha: float = 0.25,
                  focal_gamma: float = 2.0, label_smoothing: float = 0.0,
-                 multi_scale: float = 0.0, name: str = "yolov3_loss", reduction: str = "sum_over_batch_size",
+                 multi_scale: float = 0.0, name: str = "yolov3_loss",
+                 reduction: str = "sum_over_batch_size",
                  dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
         anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
