@@ -10,6 +10,7 @@ import pytest
 
 from detkit.data.dataset import detect_format, load_dataset, read_class_names
 from detkit.data.fixes import FixReport, fix_boxes
+from detkit.data.readers import coco as coco_reader
 from detkit.data.readers import image_size
 from detkit.errors import DataError, UsageError
 
@@ -528,13 +529,14 @@ def assert_same_records(data, reference, flag="iscrowd"):
     assert min(counts) > 0  # the data exercised every repair
 
 
-def random_coco(rng, dense):
-    """A COCO dict of 60 images (ids dense or sparse, some written as floats such as
-    ``7.0``) and 500 annotations in random order, with bad boxes of every kind."""
+def random_coco(rng, dense, float_ids=True):
+    """A COCO dict of 60 images (ids dense or sparse, with ``float_ids`` some written as
+    floats such as ``7.0``: the reader's json path, else its typed path) and 500
+    annotations in random order, with bad boxes of every kind."""
     ids = (rng.permutation(60) + 1 if dense else rng.choice(10 ** 9, 60, replace=False))
     images = [{"id": int(i), "file_name": f"im{i}.jpg", "width": int(rng.integers(20, 100)),
                "height": int(rng.integers(20, 100))} for i in ids]
-    for image in images[::7]:
+    for image in images[::7] if float_ids else ():
         image["id"] = float(image["id"])
     cats = [3, 17, 90]
     annotations = []
@@ -565,9 +567,22 @@ def reference_coco(data, folder):
 
 
 @pytest.mark.parametrize("seed, dense", [(0, True), (1, False), (2, True), (3, False)])
-def test_coco_reader_matches_loop_reference(tmp_path, seed, dense):
-    data = random_coco(np.random.default_rng(seed), dense)
+@pytest.mark.parametrize("float_ids", [True, False])
+def test_coco_reader_matches_loop_reference(tmp_path, monkeypatch, seed, dense, float_ids):
+    data = random_coco(np.random.default_rng(seed), dense, float_ids)
     path = write(tmp_path / "gt.json", json.dumps(data))
+    if not float_ids:  # a plain file: the typed decoder reads it, never json.loads
+        monkeypatch.setattr(coco_reader, "read_json", lambda *a, **k: pytest.fail("json"))
+    assert_same_records(load_dataset(path), reference_coco(data, tmp_path))
+
+
+def test_coco_typed_path_skips_unknown_keys_and_keeps_crowd(tmp_path, monkeypatch):
+    data = random_coco(np.random.default_rng(7), dense=True, float_ids=False)
+    for k, annotation in enumerate(data["annotations"]):
+        annotation.update(segmentation=[[1.0, 2.0, 3.0]], area=12.5, extra={"a": [k]})
+    data["info"] = {"year": 2026}
+    path = write(tmp_path / "gt.json", json.dumps(data))
+    monkeypatch.setattr(coco_reader, "read_json", lambda *a, **k: pytest.fail("json"))
     assert_same_records(load_dataset(path), reference_coco(data, tmp_path))
 
 
@@ -586,11 +601,12 @@ COCO_CORRUPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_coco_first_bad_annotation_is_named(tmp_path, seed):
-    """Two corrupted annotations: the message is the first one's, as a loop would give."""
+    """Two corrupted annotations: the message is the first one's, as a loop would give
+    (seeds 4-7 in files the typed decoder takes, where its checks send it to json)."""
     rng = np.random.default_rng(seed)
-    data = random_coco(rng, dense=bool(seed % 2))
+    data = random_coco(rng, dense=bool(seed % 2), float_ids=seed < 4)
     first, second = sorted(rng.choice(len(data["annotations"]), 2, replace=False))
     kinds = rng.choice(len(COCO_CORRUPTIONS), 2)
     for position, kind in zip((second, first), kinds[::-1]):
@@ -611,11 +627,13 @@ def test_coco_first_bad_annotation_is_named(tmp_path, seed):
     (lambda images: images[4].update(file_name=""), "image id {4}: no 'file_name'"),
     (lambda images: images.__setitem__(4, "x.jpg"), "image #4: 'id' must be an integer"),
 ])
-def test_coco_first_bad_image_is_named(tmp_path, mutate, message):
-    data = random_coco(np.random.default_rng(5), dense=False)
+@pytest.mark.parametrize("float_ids", [True, False])
+def test_coco_first_bad_image_is_named(tmp_path, mutate, message, float_ids):
+    data = random_coco(np.random.default_rng(5), dense=False, float_ids=float_ids)
     ids = [int(image["id"]) for image in data["images"]]
     mutate(data["images"])
-    data["images"][9]["id"] = "later"  # a second problem, after the first
+    # A second problem, after the first (one the typed decoder accepts, without float ids).
+    data["images"][9]["id"] = "later" if float_ids else ids[2]
     path = write(tmp_path / "gt.json", json.dumps(data))
     with pytest.raises(DataError, match=re.escape(message.format(*ids))):
         load_dataset(path)

@@ -11,17 +11,22 @@ are not opened (sizes are in the json; a ground-truth file may come without imag
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from detkit.data.fixes import FixReport
+from detkit.data.readers.common import (ReadResult, column, display_joins,
+                                        float_rows, gc_paused, group_order,
+                                        int_column, is_integer, lookup,
+                                        make_records, raise_first_bad,
+                                        read_json)
 from detkit.data.records import ImageRecord
-from detkit.data.readers.common import (ReadResult, column, display_joins, float_rows,
-                                        gc_paused, group_order, int_column, is_integer, lookup,
-                                        make_records, raise_first_bad, read_json)
 from detkit.errors import DataError
 
 #: Keys a COCO dataset (not a results list) has at its top level.
@@ -49,6 +54,36 @@ class _Annotations:
     classes: np.ndarray
     boxes: np.ndarray
     iscrowd: np.ndarray
+
+
+class _TypedImage(msgspec.Struct, gc=False):
+    """An ``images`` entry of a plain file (other keys are skipped unread)."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+class _TypedAnnotation(msgspec.Struct, gc=False):
+    """An ``annotations`` entry of a plain file (``segmentation``, ``area``, ... skipped)."""
+
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    iscrowd: int = 0
+
+
+class _TypedCoco(msgspec.Struct, gc=False):
+    """A plain COCO file: typed images and annotations, categories as parsed json."""
+
+    images: list[_TypedImage]
+    annotations: list[_TypedAnnotation]
+    categories: list[Any]
+
+
+#: Decodes a plain file about 4x faster than ``json.loads`` (no dict per entry).
+_TYPED_DECODER = msgspec.json.Decoder(_TypedCoco)
 
 
 def _int_field(entry: Any, key: str, what: str, path: Path) -> int:
@@ -196,12 +231,60 @@ def _annotation_table(annotations: list, images: _Images, mapping: dict[int, int
     return _Annotations(image_pos, classes, boxes, iscrowd)
 
 
-def _image_base(images: list[dict], json_dir: Path, image_dir: Path | None) -> Path:
-    """The folder ``file_name`` is relative to (decided once, from the first image)."""
+def _decode_typed(path: Path) -> _TypedCoco | None:
+    """The file decoded into typed entries, or ``None`` when it is not plain: unreadable,
+    another shape, or a value of another type (a float id, a bool ``iscrowd``, NaN).
+    The json path then reads it with every check and message."""
+    try:
+        return _TYPED_DECODER.decode(path.read_bytes())
+    except (OSError, msgspec.MsgspecError):
+        return None
+
+
+def _typed_tables(coco: _TypedCoco,
+                  mapping: dict[int, int]) -> tuple[_Images, _Annotations] | None:
+    """The tables of a typed file when every entry passes the reader's checks, else
+    ``None`` (the json path then raises the message naming the first bad entry)."""
+    images, annotations = coco.images, coco.annotations
+    m, n = len(images), len(annotations)
+    try:
+        ids = np.fromiter(map(attrgetter("id"), images), np.int64, m)
+        widths = np.fromiter(map(attrgetter("width"), images), np.int64, m)
+        heights = np.fromiter(map(attrgetter("height"), images), np.int64, m)
+        image_ids = np.fromiter(map(attrgetter("image_id"), annotations), np.int64, n)
+        cat_ids = np.fromiter(map(attrgetter("category_id"), annotations), np.int64, n)
+    except OverflowError:  # beyond int64: the json path names the entry
+        return None
+    names = list(map(attrgetter("file_name"), images))
+    cat_keys = np.array(sorted(mapping), np.int64)
+    image_pos, known_image = lookup(ids, image_ids)
+    cat_pos, known_cat = lookup(cat_keys, cat_ids)
+    xywh = np.fromiter(itertools.chain.from_iterable(map(attrgetter("bbox"), annotations)),
+                       np.float64, 4 * n).reshape(n, 4)
+    if not (_first_occurrences(ids).all() and all(names) and known_image.all()
+            and known_cat.all() and np.isfinite(xywh).all()):
+        return None
+    classes = np.array([mapping[k] for k in cat_keys.tolist()], np.int64)[cat_pos] \
+        if len(cat_keys) else np.zeros(n, np.int64)
+    iscrowd = np.fromiter(map(attrgetter("iscrowd"), annotations), np.int64, n) != 0
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    return (_Images(ids, widths.tolist(), heights.tolist(), names),
+            _Annotations(image_pos, classes, boxes, iscrowd))
+
+
+def _json_tables(data: dict, mapping: dict[int, int],
+                 path: Path) -> tuple[_Images, _Annotations]:
+    """The tables of parsed json, every entry checked (the first bad one raises)."""
+    images = _image_table(data["images"], path)
+    return images, _annotation_table(data["annotations"], images, mapping, path)
+
+
+def _image_base(first_name: str | None, json_dir: Path, image_dir: Path | None) -> Path:
+    """The folder ``file_name`` is relative to (decided once, from the first image's)."""
     if image_dir is not None:
         return image_dir
-    if images:
-        name = str(images[0].get("file_name", ""))
+    if first_name is not None:
+        name = str(first_name)
         for base in (json_dir, json_dir / IMAGES_SUBDIR):
             if name and (base / name).is_file():
                 return base
@@ -235,12 +318,20 @@ def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
     with gc_paused():
-        data = read_json(path)
-        _check_top_level(data, path)
-        mapping, names, category_ids = _categories(data, path, class_names)
-        images = _image_table(data["images"], path)
-        annotations = _annotation_table(data["annotations"], images, mapping, path)
-        base = _image_base(data["images"], path.parent,
+        typed = _decode_typed(path)
+        tables = None
+        if typed is not None:
+            mapping, names, category_ids = _categories({"categories": typed.categories},
+                                                       path, class_names)
+            tables = _typed_tables(typed, mapping)
+        if tables is None:  # not plain, or a check failed: read it again, checking all
+            data = read_json(path)
+            _check_top_level(data, path)
+            mapping, names, category_ids = _categories(data, path, class_names)
+            tables = _json_tables(data, mapping, path)
+        images, annotations = tables
+        first_name = images.file_names[0] if images.file_names else None
+        base = _image_base(first_name, path.parent,
                            None if image_dir is None else Path(image_dir))
         return ReadResult(_records(images, annotations, base, path, fixes), names,
                           category_ids)
