@@ -58,7 +58,8 @@ def decode_yolov3_outputs(raw, anchors: np.ndarray, input_size: int):
     Args:
         raw: ``(B, H, W, 3, 5 + C)`` raw outputs ``(t_x, t_y, t_w, t_h, t_obj, t_cls...)``.
         anchors: ``(3, 2)`` the scale's anchors in input pixels.
-        input_size: input side in pixels.
+        input_size: input side in pixels: an int, or a scalar tensor (a multi-scale
+            batch whose side is not known when traced).
 
     Returns:
         ``(xy, wh, obj_logit, cls_logits)``: ``(B, H, W, 3, 2)`` box centers,
@@ -72,10 +73,20 @@ def decode_yolov3_outputs(raw, anchors: np.ndarray, input_size: int):
     grid = _grid(height, width, dtype)
     xy = (ops.sigmoid(raw[..., 0:2]) + grid) / size
     # Clamp protects exp from overflow on wild logits; see MAX_BOX_TO_INPUT.
-    max_logit = np.log(MAX_BOX_TO_INPUT * input_size / anchors)
-    t_wh = ops.minimum(raw[..., 2:4], ops.cast(max_logit, dtype))
-    wh = ops.exp(t_wh) * ops.cast(anchors / input_size, dtype)
-    return xy, wh, raw[..., 4:5], raw[..., 5:]
+    if _is_static(input_size):
+        max_logit = ops.cast(np.log(MAX_BOX_TO_INPUT * input_size / anchors), dtype)
+        anchor_to_input = ops.cast(anchors / input_size, dtype)
+    else:
+        size, scale = ops.cast(input_size, dtype), ops.cast(anchors, dtype)
+        max_logit = ops.log(MAX_BOX_TO_INPUT * size / scale)
+        anchor_to_input = scale / size
+    t_wh = ops.minimum(raw[..., 2:4], max_logit)
+    return xy, ops.exp(t_wh) * anchor_to_input, raw[..., 4:5], raw[..., 5:]
+
+
+def _is_static(input_size) -> bool:
+    """Whether ``input_size`` is a Python or NumPy int (not a tensor)."""
+    return isinstance(input_size, (int, np.integer))
 
 def yolov3_target_logits(targets, anchors: np.ndarray, input_size: int):
     """The raw ``t_xy`` and ``t_wh`` that decode to the compact targets' boxes.
@@ -86,7 +97,7 @@ def yolov3_target_logits(targets, anchors: np.ndarray, input_size: int):
     Args:
         targets: ``(B, H, W, 3, 6)`` compact targets of one scale.
         anchors: ``(3, 2)`` the scale's anchors in input pixels.
-        input_size: input side in pixels.
+        input_size: input side in pixels (an int or a scalar tensor).
 
     Returns:
         ``(t_xy, t_wh)``, each ``(B, H, W, 3, 2)``.
@@ -97,7 +108,9 @@ def yolov3_target_logits(targets, anchors: np.ndarray, input_size: int):
     height, width, size = _grid_size(targets, dtype)
     present = targets[..., OBJECTNESS:OBJECTNESS + 1] > 0.5
     t_xy = targets[..., 0:2] * size - _grid(height, width, dtype)
-    ratio = targets[..., 2:4] * ops.cast(input_size / anchors, dtype)
+    input_to_anchor = (ops.cast(input_size / anchors, dtype) if _is_static(input_size)
+                       else ops.cast(input_size, dtype) / ops.cast(anchors, dtype))
+    ratio = targets[..., 2:4] * input_to_anchor
     t_wh = ops.log(ops.where(present, ratio, ops.ones_like(ratio)))
     return ops.where(present, t_xy, ops.zeros_like(t_xy)), t_wh
 

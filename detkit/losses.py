@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from detkit.decode import MAX_BOX_TO_INPUT, decode_yolov3_outputs, yolov3_target_logits
+from detkit.decode import decode_yolov3_outputs, yolov3_target_logits
 # Anchor-matching labels of detkit.encode: a class id >= 0 marks a positive anchor,
 # NEGATIVE a background one, IGNORED an anchor left out of the loss.
 from detkit.encode import CLASS, IGNORED, NEGATIVE, OBJECTNESS
@@ -258,7 +258,7 @@ class YoloV3Loss(keras.losses.Loss):
         ``(B, G, G, 3, 6)``, gt_boxes ``(B, M, 4)``, anchors ``(3, 2)`` input pixels,
         ``input_size`` the batch's side (an int, or a scalar tensor)."""
         # Decoded predictions, normalized to the input (exp clamped inside the decoder).
-        pred_xy, pred_wh, obj_logit, cls_logits = _decode_outputs(raw, anchors, input_size)
+        pred_xy, pred_wh, obj_logit, cls_logits = decode_yolov3_outputs(raw, anchors, input_size)
         obj_logit = obj_logit[..., 0]
         raw_xy, raw_wh = raw[..., 0:2], raw[..., 2:4]
         true_xy, true_wh = target[..., 0:2], target[..., 2:4]
@@ -273,7 +273,7 @@ class YoloV3Loss(keras.losses.Loss):
             terms["box"] = _per_sample_sum(box)
         else:
             # Log-space targets; the floor keeps a degenerate (zero-size) box finite.
-            target_xy, target_wh = _target_logits(target, anchors, input_size)
+            target_xy, target_wh = yolov3_target_logits(target, anchors, input_size)
             target_wh = ops.maximum(target_wh, MIN_LOG_WH_TARGET)
             xy = weight[..., None] * bce_with_logits(target_xy, raw_xy)
             error = raw_wh - target_wh
@@ -317,31 +317,6 @@ class YoloV3Loss(keras.losses.Loss):
             "multi_scale": self.multi_scale,
         })
         return config
-
-
-def _decode_outputs(raw, anchors: np.ndarray, input_size):
-    """:func:`detkit.decode.decode_yolov3_outputs` for an int ``input_size`` or a scalar
-    tensor one (a multi-scale batch whose traced grid is not static)."""
-    if isinstance(input_size, (int, np.integer)):
-        return decode_yolov3_outputs(raw, anchors, int(input_size))
-    xy, _, obj_logit, cls_logits = decode_yolov3_outputs(raw, anchors, 1)
-    size = ops.cast(input_size, raw.dtype)
-    scale = ops.cast(np.asarray(anchors, np.float32).reshape(-1, 2), raw.dtype)
-    # The decoder's clamp (exp cannot overflow), at the batch's side.
-    t_wh = ops.minimum(raw[..., 2:4], ops.log(MAX_BOX_TO_INPUT * size / scale))
-    return xy, ops.exp(t_wh) * (scale / size), obj_logit, cls_logits
-
-
-def _target_logits(targets, anchors: np.ndarray, input_size):
-    """:func:`detkit.decode.yolov3_target_logits` for an int or a scalar tensor
-    ``input_size``."""
-    if isinstance(input_size, (int, np.integer)):
-        return yolov3_target_logits(targets, anchors, int(input_size))
-    t_xy, _ = yolov3_target_logits(targets, anchors, 1)
-    present = targets[..., OBJECTNESS:OBJECTNESS + 1] > 0.5
-    scale = ops.cast(np.asarray(anchors, np.float32).reshape(-1, 2), targets.dtype)
-    ratio = targets[..., 2:4] * (ops.cast(input_size, targets.dtype) / scale)
-    return t_xy, ops.log(ops.where(present, ratio, ops.ones_like(ratio)))
 
 
 # ---------------------------------------------------------------------------------------

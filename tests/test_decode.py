@@ -112,6 +112,24 @@ def test_target_logits_invert_output_decoding():
         np.testing.assert_allclose(np_(wh)[present], dense[present][:, 2:4], rtol=1e-4)
 
 
+def test_a_tensor_side_decodes_as_the_int_side():
+    """A multi-scale batch passes its side as a scalar tensor: the same boxes, the same
+    clamp and the same target logits as the int side (up to float32 rounding)."""
+    rng = np.random.default_rng(3)
+    raw = rng.normal(0, 1.0, (2, 4, 4, 3, 8)).astype(np.float32)
+    raw[0, 0, 0, 0, 2:4] = 1e4                                  # clamped at both sides
+    boxes, classes = random_batch(rng, batch=2, rows=6, min_wh=4)
+    targets = encode_yolov3(boxes, classes, ANCHORS9, SIZE)[0]
+    anchors = ANCHORS9[anchor_masks(9)[0]]
+    side = ops.convert_to_tensor(SIZE, "int32")
+    for got, want in zip(decode_yolov3_outputs(raw, anchors, side),
+                         decode_yolov3_outputs(raw, anchors, SIZE)):
+        np.testing.assert_allclose(np_(got), np_(want), rtol=1e-6)
+    for got, want in zip(yolov3_target_logits(targets, anchors, side),
+                         yolov3_target_logits(targets, anchors, SIZE)):
+        np.testing.assert_allclose(np_(got), np_(want), rtol=1e-6, atol=1e-7)
+
+
 def test_decoders_run_in_a_graph_with_unknown_grid():
     anchors = ANCHORS9[3:6]
     inputs = keras.Input((None, None, 3, 7))
