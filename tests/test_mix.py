@@ -174,6 +174,23 @@ def test_mixed_batches_are_deterministic_and_plain_without_mixing(tmp_path):
     np.testing.assert_array_equal(val[0][0], DetectionBatches(records, SIZE, 5)[0][0])
 
 
+def test_mosaics_stop_at_mosaic_until(tmp_path):
+    """``--close-mosaic``: mosaics before epoch ``mosaic_until``, the loader's samples
+    from it on (mixup 0)."""
+    records = write_records(tmp_path)
+    config = AugmentConfig(mosaic=1.0, hue=0, saturation=1, value=1)
+    closing = MixedBatches(records, SIZE, 5, augment=True, shuffle=True, seed=3,
+                           augment_config=config, mosaic_until=2)
+    plain = DetectionBatches(records, SIZE, 5, augment=True, shuffle=True, seed=3,
+                             augment_config=config)      # the loader never makes mosaics
+    for epoch in range(4):
+        closing.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        assert closing.mosaic_probability() == (1.0 if epoch < 2 else 0.0)
+        same = np.array_equal(closing[0][0], plain[0][0])
+        assert same == (epoch >= 2), epoch
+
+
 def test_mixed_batches_mosaic_boxes_hold_their_colour(tmp_path):
     records = write_records(tmp_path, 6, seed=1)
     config = AugmentConfig(mosaic=1.0, hue=0, saturation=1, value=1)
@@ -216,6 +233,7 @@ def train_args(dataset, out, *extra):
     (["--mosaic", "0.5", "--no-augment"], "--mosaic 0.5 is a training augmentation; it "
                                           "contradicts --no-augment"),
     (["--mixup", "0.2", "--no-augment"], "--mixup 0.2 is a training augmentation"),
+    (["--close-mosaic", "3"], "--close-mosaic 3 needs --mosaic"),
     (["--label-smoothing", "1.0"], "--label-smoothing must be in [0, 0.99], got 1.0"),
     (["--label-smoothing", "0.1", "--model", "yolov2"],
      "--label-smoothing does not apply to --model yolov2"),
@@ -244,11 +262,13 @@ def test_train_with_every_augmentation_flag_is_finite_and_recorded(dataset, tmp_
 
     out = tmp_path / "run"
     result = CliRunner().invoke(app, train_args(
-        dataset, out, "--epochs", "2", "--mosaic", "1.0", "--mixup", "0.5",
+        dataset, out, "--epochs", "2", "--mosaic", "1.0", "--close-mosaic", "1",
+        "--mixup", "0.5",
         "--label-smoothing", "0.1", "--freeze", "none", "--no-plots"))
     assert result.exit_code == 0, result.output
     config = json.loads((out / "manifest.json").read_text())["config"]
     assert config["mosaic"] == 1.0 and config["mixup"] == 0.5
+    assert config["close_mosaic"] == 1
     assert config["label_smoothing"] == 0.1
     with open(out / "history.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

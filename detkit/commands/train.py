@@ -140,6 +140,10 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     mosaic: float = option(0.0, "Augmentation: probability that a training sample is a "
                                 "2x2 mosaic of 4 images (ultralytics uses 1.0; 0: off).",
                            low=0, high=1)
+    close_mosaic: int = option(0, "Augmentation: no mosaics in the last N epochs, which "
+                                  "train on whole images (ultralytics' close_mosaic: 10; "
+                                  "0: mosaics to the end). Needs --mosaic.",
+                               integer=True, low=0)
     mixup: float = option(0.0, "Augmentation: probability that a training sample is "
                                "blended with another one, ratio ~ Beta(32, 32), boxes of "
                                "both kept (ultralytics: 0 to 0.15; 0: off).",
@@ -184,12 +188,20 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
             if value and not self.augment:
                 raise UsageError(f"--{name} {value:g} is a training augmentation; it "
                                  f"contradicts --no-augment")
+        if self.close_mosaic and not self.mosaic:
+            raise UsageError(f"--close-mosaic {self.close_mosaic} needs --mosaic (a "
+                             f"probability above 0)")
         try:
             return AugmentConfig(scale=scale, jitter=float(self.aug_jitter),
                                  mosaic=float(self.mosaic), mixup=float(self.mixup))
         except UsageError as error:
             raise UsageError(f"{error} (--aug-scale {scale[0]:g} {scale[1]:g}, "
                              f"--aug-jitter {self.aug_jitter:g})") from None
+
+    def mosaic_until(self) -> Optional[int]:
+        """The first epoch (0-based, of the whole run) without mosaics (``None``: none
+        closed)."""
+        return self.total_epochs - self.close_mosaic if self.close_mosaic else None
 
     def multi_scale_sides(self) -> Optional[tuple[int, ...]]:
         """The input sides of ``--multi-scale`` (``None``: off).

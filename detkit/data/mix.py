@@ -234,8 +234,20 @@ class MixedBatches(DetectionBatches):
     with probability ``augment_config.mixup``, it is blended (:func:`mixup`) with a
     second sample of a uniformly drawn record (itself a mosaic with the mosaic
     probability). A mosaic gets one colour jitter over the whole canvas. Without
-    ``augment`` (validation) nothing is mixed. Arguments as :class:`DetectionBatches`.
+    ``augment`` (validation) nothing is mixed. Arguments as :class:`DetectionBatches`,
+    and ``mosaic_until``: the first epoch (0-based) with no mosaics, so that the last
+    epochs train on whole images (ultralytics' ``close_mosaic``); ``None``: to the end.
     """
+
+    def __init__(self, *args, mosaic_until: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mosaic_until = mosaic_until
+
+    def mosaic_probability(self) -> float:
+        """The current epoch's mosaic probability: ``augment_config.mosaic``, 0 from
+        epoch ``mosaic_until`` on."""
+        closed = self.mosaic_until is not None and self.epoch >= self.mosaic_until
+        return 0.0 if closed else self.augment_config.mosaic
 
     def mix_rng(self, index: int) -> np.random.Generator:
         """The generator of record ``index``'s composition in the current epoch."""
@@ -252,9 +264,9 @@ class MixedBatches(DetectionBatches):
         ``size`` (default ``input_size``)."""
         if not self.mixing:
             return super().load_sample(index, size)
-        config = self.augment_config
+        config, mosaic = self.augment_config, self.mosaic_probability()
         rng = self.mix_rng(index)
-        use_mosaic = bool(rng.random() < config.mosaic)
+        use_mosaic = bool(rng.random() < mosaic)
         use_mixup = bool(rng.random() < config.mixup)
         if use_mosaic:
             sample, count = self.load_mosaic(index, rng, size)
@@ -264,7 +276,7 @@ class MixedBatches(DetectionBatches):
         if not use_mixup:
             return sample
         other = int(rng.integers(len(self.records)))
-        if rng.random() < config.mosaic:
+        if rng.random() < mosaic:
             second, _ = self.load_mosaic(other, rng, size)
         else:
             second = self.load_single(other, rng, size)

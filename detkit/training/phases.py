@@ -198,8 +198,8 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
     """The phase on (augmented) images, from ``start_epoch`` to the end of the run.
 
     The training batches are :class:`detkit.data.mix.MixedBatches` (mosaic and mixup
-    with their ``--mosaic`` and ``--mixup`` probabilities; the loader's samples when
-    both are 0). With ``--multi-scale`` each training batch has its own side (targets
+    with their ``--mosaic`` and ``--mixup`` probabilities, no mosaics in the last
+    ``--close-mosaic`` epochs; the loader's samples when both are 0). With ``--multi-scale`` each training batch has its own side (targets
     assigned for it) and the detector is built for any side; validation stays at
     ``--input-size`` (:func:`detkit.training.run.check_multi_scale` has checked the
     run allows it).
@@ -217,7 +217,7 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
                         augment=opts.augment, augment_config=opts.augment_config(),
                         shuffle=True, seed=opts.seed, max_boxes=opts.max_boxes,
                         encoder=encoder, sides=sides, workers=opts.workers,
-                        epoch=start_epoch)
+                        epoch=start_epoch, mosaic_until=opts.mosaic_until())
     val_batches = None
     if ctx.val_records is not None:
         val_batches = validation_batches(ctx)
