@@ -120,7 +120,7 @@ def synth_with_anchors(work: Path, settings: dict, **synth_options):
 
 #: Train options that pass through (``--mosaic`` etc.), by TrainOptions field.
 PASS_THROUGH = {"mosaic": float, "mixup": float, "label_smoothing": float,
-                "multi_scale": float}
+                "multi_scale": float, "close_mosaic": int}
 
 
 def main(quick: bool = False, clock: str = "wall", train_options: dict | None = None) -> dict:
