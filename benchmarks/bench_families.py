@@ -20,9 +20,11 @@ On a machine shared with other jobs, ``--clock cpu`` budgets the process's CPU t
 
 Run: ``python -m benchmarks.bench_families --family yolov2 [--quick] [--epochs N]
 [--width W] [--lr LR] [--batch-size B] [--warmup-epochs E] [--no-augment]
-[--aug-scale LOW HIGH] [--aug-jitter J] [--set OPTION=VALUE ...]`` (``--set``: a loss or
-assigner option of the family, e.g. ``--set box_weight=10``; without ``--family``: yolov2,
-retinanet and rpn one after the other, as ``make bench`` does).
+[--aug-scale LOW HIGH] [--aug-jitter J] [--input-size S] [--set OPTION=VALUE ...]``
+(``--set``: a loss or assigner option of the family, e.g. ``--set box_weight=10``;
+``--input-size``: the network's input side for training, the k-means anchors and the
+evaluation, the dataset's images staying at 256 px and letterboxed to it; without
+``--family``: yolov2, retinanet and rpn one after the other, as ``make bench`` does).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ TARGETS = {"yolov2": ("map50", 0.75), "yolov2-tiny": ("map50", 0.75),
            "retinanet": ("map50", 0.75), "rpn": ("ar100", 0.90)}
 #: Full-run settings per family (tuned for the 2-core CPU), and the quick smoke run.
 FULL = {
-    "yolov2": dict(width=0.125, epochs=28, lr=1e-2, batch_size=16, eval_every=7),
+    "yolov2": dict(width=0.1875, epochs=22, lr=1e-2, batch_size=16, eval_every=7,
+                   aug_scale=(0.7, 1.3), aug_jitter=0.1),
     "yolov2-tiny": dict(width=0.25, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
     "retinanet": dict(width=0.125, epochs=26, lr=5e-3, batch_size=16, eval_every=8,
                       aug_scale=(0.7, 1.3), aug_jitter=0.1),
@@ -58,6 +61,9 @@ QUICK = dict(width=0.0625, epochs=2, lr=1e-3, batch_size=8, eval_every=1)
 #: absent: the option's default): the schedule, the augmentation, and the family's
 #: loss and assigner options (:meth:`detkit.families.Family.option_names`).
 TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter")
+#: Settings of the benchmark itself: ``input_size`` (the network's input side; absent or
+#: ``None``: the dataset's ``input_size``, the images' side).
+BENCH_SETTINGS = ("input_size",)
 #: Training stops (keeping its last epoch) when this much of the budget is spent.
 STOP_AT_S = TIME_BUDGET_S - 60
 CONF, IOU = 0.001, 0.45
@@ -165,6 +171,8 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
     dataset = QUICK_DATASET if quick else DATASET
     settings = {**(QUICK if quick else FULL[name]),
                 **{k: v for k, v in overrides.items() if v is not None}}
+    if settings.get("input_size") is not None:
+        dataset = {**dataset, "input_size": int(settings["input_size"])}
     agnostic = metric == "ar100"
     timer = BenchClock(clock)
 
@@ -191,7 +199,8 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
 
     passed = {key: value for key, value in settings.items()
               if key in (*TRAIN_SETTINGS, *family.option_names()) and value is not None}
-    unknown = set(settings) - {*passed, *QUICK, *TRAIN_SETTINGS, *family.option_names()}
+    unknown = set(settings) - {*passed, *QUICK, *TRAIN_SETTINGS, *BENCH_SETTINGS,
+                               *family.option_names()}
     if unknown:
         raise ValueError(f"settings {sorted(unknown)} are not options of the {name} run "
                          f"(its loss and assigner take: {', '.join(family.option_names())})")
@@ -213,7 +222,7 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
     figures = {"family": name, **final, "metric": metric, "target": target,
                "wall_s": round(elapsed, 1),
                "cpu_s": round(timer.cpu_s(), 1), "clock": clock,
-               "budget_s": TIME_BUDGET_S,
+               "budget_s": TIME_BUDGET_S, "input_size": input_size,
                "passed": (bool(final[metric] >= target and used <= TIME_BUDGET_S)
                           if not quick else None),
                "epochs": result.total_epochs, "params": int(model.count_params()),
@@ -235,6 +244,9 @@ if __name__ == "__main__":
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     parser.add_argument("--aug-scale", type=float, nargs=2, metavar=("LOW", "HIGH"))
     parser.add_argument("--aug-jitter", type=float)
+    parser.add_argument("--input-size", type=int,
+                        help="the network's input side (training, anchors, evaluation); "
+                             "default: the dataset's, 256 (64 with --quick)")
     parser.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                         help="a loss or assigner option of the family's training "
                              "(detkit train's name with underscores), e.g. box_weight=10")
@@ -254,4 +266,4 @@ if __name__ == "__main__":
          lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
          augment=args.augment,
          aug_scale=tuple(args.aug_scale) if args.aug_scale else None,
-         aug_jitter=args.aug_jitter, **extra)
+         aug_jitter=args.aug_jitter, input_size=args.input_size, **extra)
