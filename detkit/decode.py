@@ -88,6 +88,7 @@ def _is_static(input_size) -> bool:
     """Whether ``input_size`` is a Python or NumPy int (not a tensor)."""
     return isinstance(input_size, (int, np.integer))
 
+
 def yolov3_target_logits(targets, anchors: np.ndarray, input_size: int):
     """The raw ``t_xy`` and ``t_wh`` that decode to the compact targets' boxes.
 

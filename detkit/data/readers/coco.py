@@ -21,12 +21,10 @@ import msgspec
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import (ReadResult, column, display_joins,
-                                        float_rows, gc_paused, group_order,
-                                        int_column, is_integer, lookup,
-                                        make_records, raise_first_bad,
-                                        read_json)
 from detkit.data.records import ImageRecord
+from detkit.data.readers.common import (ReadResult, column, display_joins, float_rows,
+                                        gc_paused, group_order, int_column, is_integer, lookup,
+                                        make_records, raise_first_bad, read_json)
 from detkit.errors import DataError
 
 #: Keys a COCO dataset (not a results list) has at its top level.
@@ -103,11 +101,11 @@ def _check_top_level(data: Any, path: Path) -> None:
             raise DataError(f"not a COCO dataset: {key!r} must be a list", path=path)
 
 
-def _categories(data: dict, path: Path,
+def _categories(categories: list, path: Path,
                 class_names: list[str] | None) -> tuple[dict[int, int], list[str], list[int]]:
     """Map category id -> class index; return it with the class names and category ids."""
     by_id: dict[int, str] = {}
-    for number, category in enumerate(data["categories"]):
+    for number, category in enumerate(categories):
         cat_id = _int_field(category, "id", f"category #{number}", path)
         if cat_id in by_id:
             raise DataError(f"category id {cat_id} is given twice", path=path)
@@ -195,8 +193,21 @@ def _bbox_column(values: list) -> tuple[np.ndarray, np.ndarray]:
     xywh = float_rows(values, 4)
     if xywh is None:
         xywh = np.array([_bbox_or_nan(v) for v in values], np.float64).reshape(-1, 4)
-    ok = np.isfinite(xywh).all(axis=1)
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1), ok
+    return _xyxy(xywh), np.isfinite(xywh).all(axis=1)
+
+
+def _xyxy(xywh: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` ``[x1, y1, x2, y2]`` of ``(N, 4)`` ``[x, y, w, h]``."""
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+def _class_column(mapping: dict[int, int], cat_keys: np.ndarray,
+                  cat_pos: np.ndarray) -> np.ndarray:
+    """``(N,)`` int64 class index of each annotation, from its category's position in
+    the sorted ``cat_keys``."""
+    if not len(cat_keys):
+        return np.zeros(len(cat_pos), np.int64)
+    return np.array([mapping[k] for k in cat_keys.tolist()], np.int64)[cat_pos]
 
 
 def _check_annotation(annotation: Any, image_ids: set[int], mapping: dict[int, int],
@@ -224,11 +235,10 @@ def _annotation_table(annotations: list, images: _Images, mapping: dict[int, int
     ok &= known_image & ok_cat & known_cat & ok_box
     raise_first_bad(ok, lambda i: _check_annotation(
         annotations[i], set(images.ids.tolist()), mapping, path))
-    classes = np.array([mapping[k] for k in cat_keys.tolist()], np.int64)[cat_pos] \
-        if len(cat_keys) else np.zeros(len(annotations), np.int64)
     iscrowd = np.fromiter(map(bool, column(annotations, "iscrowd")), bool,
                           len(annotations))
-    return _Annotations(image_pos, classes, boxes, iscrowd)
+    return _Annotations(image_pos, _class_column(mapping, cat_keys, cat_pos), boxes,
+                        iscrowd)
 
 
 def _decode_typed(path: Path) -> _TypedCoco | None:
@@ -264,12 +274,10 @@ def _typed_tables(coco: _TypedCoco,
     if not (_first_occurrences(ids).all() and all(names) and known_image.all()
             and known_cat.all() and np.isfinite(xywh).all()):
         return None
-    classes = np.array([mapping[k] for k in cat_keys.tolist()], np.int64)[cat_pos] \
-        if len(cat_keys) else np.zeros(n, np.int64)
     iscrowd = np.fromiter(map(attrgetter("iscrowd"), annotations), np.int64, n) != 0
-    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     return (_Images(ids, widths.tolist(), heights.tolist(), names),
-            _Annotations(image_pos, classes, boxes, iscrowd))
+            _Annotations(image_pos, _class_column(mapping, cat_keys, cat_pos), _xyxy(xywh),
+                         iscrowd))
 
 
 def _json_tables(data: dict, mapping: dict[int, int],
@@ -321,13 +329,14 @@ def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None
         typed = _decode_typed(path)
         tables = None
         if typed is not None:
-            mapping, names, category_ids = _categories({"categories": typed.categories},
-                                                       path, class_names)
+            mapping, names, category_ids = _categories(typed.categories, path,
+                                                       class_names)
             tables = _typed_tables(typed, mapping)
         if tables is None:  # not plain, or a check failed: read it again, checking all
             data = read_json(path)
             _check_top_level(data, path)
-            mapping, names, category_ids = _categories(data, path, class_names)
+            mapping, names, category_ids = _categories(data["categories"], path,
+                                                       class_names)
             tables = _json_tables(data, mapping, path)
         images, annotations = tables
         first_name = images.file_names[0] if images.file_names else None
