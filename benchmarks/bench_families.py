@@ -7,9 +7,11 @@ anchors, training, evaluations) reaches: ``yolov2`` (small width) mAP@0.5 >= 0.7
 
 Evaluation is pycocotools (the reference) on ``val.json``, from the family's own
 decoder (:meth:`detkit.families.Family.decode`), predict's NMS
-(:func:`detkit.postprocess.select_detections`) and mapping back to image pixels. For the
-RPN, COCOeval runs class-agnostic (``useCats=0``) with ``maxDets`` 1, 100, 1000: AR@100
-is COCO's (recall averaged over IoU 0.5:0.95); recall at IoU 0.5 alone is reported too.
+(:func:`detkit.postprocess.select_detections`) with the family's IoU threshold and
+detections per image (:meth:`detkit.families.Family.nms`: 0.45 and 100; the RPN's 0.7
+and 1000, as eval-map) and mapping back to image pixels. For the RPN, COCOeval runs
+class-agnostic (``useCats=0``) with ``maxDets`` 1, 100, 1000: AR@100 is COCO's (recall
+averaged over IoU 0.5:0.95); recall at IoU 0.5 alone is reported too.
 
 Anchors come from ``kmeans-anchors`` on the train split (k = the family's anchor
 count: 5, 27, 9). The curve (loss terms per epoch, the metric every few epochs) is
@@ -66,7 +68,7 @@ TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter")
 BENCH_SETTINGS = ("input_size",)
 #: Training stops (keeping its last epoch) when this much of the budget is spent.
 STOP_AT_S = TIME_BUDGET_S - 60
-CONF, IOU = 0.001, 0.45
+CONF = 0.001
 
 
 def evaluate(model, family, val_json: Path, anchors, input_size: int, *,
@@ -84,7 +86,7 @@ def evaluate(model, family, val_json: Path, anchors, input_size: int, *,
 
     dataset = load_dataset(val_json)
     category_ids = dataset.category_ids or list(range(1, len(dataset.class_names) + 1))
-    max_det = 1000 if agnostic else 100
+    iou, max_det = family.nms(None, None)
     results = []
     for start in range(0, len(dataset.records), batch_size):
         chunk = dataset.records[start:start + batch_size]
@@ -95,7 +97,7 @@ def evaluate(model, family, val_json: Path, anchors, input_size: int, *,
             images.append(letterbox_image(image, input_size))
         outputs = model(np.stack(images).astype(np.float32) / 255.0, training=False)
         boxes, scores = family.decode(outputs, anchors, input_size)
-        found = select_detections(boxes, scores, conf=CONF, iou=IOU, max_det=max_det,
+        found = select_detections(boxes, scores, conf=CONF, iou=iou, max_det=max_det,
                                   max_candidates=max(1000, max_det))
         boxes, scores, classes, valid = (ops.convert_to_numpy(t) for t in found)
         for i, record in enumerate(chunk):
@@ -114,7 +116,7 @@ def evaluate(model, family, val_json: Path, anchors, input_size: int, *,
         evaluator = COCOeval(gt, dt, "bbox")
         if agnostic:
             evaluator.params.useCats = 0
-            evaluator.params.maxDets = [1, 100, 1000]
+            evaluator.params.maxDets = list(family.max_dets)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

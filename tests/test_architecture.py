@@ -97,6 +97,17 @@ def test_family_anchor_layout_matches_its_model(name):
     assert np.all(np.diff(anchors.prod(axis=1)) >= 0)
 
 
+def test_nms_defaults_come_from_the_family_unless_given():
+    """predict, eval-map, export and training's validation mAP share Family.nms: the RPN
+    keeps Faster R-CNN's proposal NMS (0.7) and 1000 proposals, the others 0.45 and 100."""
+    assert get_family("yolov3").nms(None, None) == (0.45, 100)
+    assert get_family("rpn").nms(None, None) == (0.7, 1000)
+    assert get_family("rpn").nms(0.5, 30) == (0.5, 30)
+    for family in FAMILIES.values():
+        assert family.max_det == family.max_dets[-1]
+        assert family.class_agnostic == (family.name == "rpn")
+
+
 def test_wrong_anchor_count_is_one_error_everywhere(tmp_path):
     path = tmp_path / "three.txt"
     path.write_text("10,13, 16,30, 33,23\n")

@@ -153,6 +153,41 @@ def test_model_mode_writes_detections(dataset, tmp_path):
     assert model["weights_mb"] == round(weights.stat().st_size / 2**20, 3)
 
 
+@pytest.mark.slow
+def test_model_mode_scores_rpn_proposals_class_agnostic_up_to_1000(dataset, tmp_path):
+    """--model rpn: proposals (NMS 0.7, up to 1000 an image) scored class-agnostic with
+    AR@1/100/1000, without flags; the stats are named by their limits."""
+    from collections import Counter
+
+    from detkit.models import build_model
+
+    weights = tmp_path / "rpn.weights.h5"
+    build_model("rpn", 3, width=0.125, input_size=96).save_weights(weights)
+    out = tmp_path / "report.json"
+    result = invoke(dataset["gt"], "--model", "rpn", "--width", "0.125", "--weights",
+                    weights, "--input-size", "96", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["params"]["class_agnostic"] is True
+    assert report["params"]["max_dets"] == [1, 100, 1000]
+    assert report["AR1000"] == report["stats"][8] and "AR10" not in report
+    assert "AR1000" in result.output
+    per_image = Counter(d["image_id"] for d in json.loads(
+        (tmp_path / "report.detections.json").read_text()))
+    assert 100 < max(per_image.values()) <= 1000      # more than predict's usual 100
+
+
+def test_max_dets_sets_the_detections_predict_keeps(dataset, tmp_path):
+    import dataclasses
+
+    from detkit.commands import eval_map
+
+    opts = eval_map.Options(data=dataset["gt"], model="rpn", max_dets="1,10,50",
+                            weights=tmp_path / "w.weights.h5", out=tmp_path / "r.json")
+    assert eval_map.predict_options(opts).max_det == 50
+    assert eval_map.predict_options(dataclasses.replace(opts, max_dets=None)).max_det is None
+
+
 def test_plots_without_matplotlib_is_a_clear_usage_error(dataset, tmp_path, monkeypatch):
     import sys
 

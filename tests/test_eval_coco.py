@@ -118,6 +118,10 @@ def test_custom_thresholds_and_max_dets_match_pycocotools(thresholds, max_dets):
     # AP50/AP75 stay defined when the threshold is present and are -1 when it is not.
     assert (ours.stats[1] > -1) == (0.5 in thresholds)
     assert (ours.stats[2] > -1) == (0.75 in thresholds)
+    # The AR stats are named by their limits (pycocotools prints maxDets=N beside each).
+    names = [f"AR{d}" for d in max_dets]
+    assert [ours.stats_dict[name] for name in names] == [float(v) for v in ours.stats[6:9]]
+    assert "AR100" not in ours.stats_dict
 
 
 def test_category_without_ground_truth_is_minus_one():

@@ -24,9 +24,9 @@ from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detec
                              load_ground_truth)
 from detkit.evaluate.plots import require_pyplot, write_plots
 from detkit.evaluate.report import coco_report, table_rows, voc_report
-from detkit.evaluate.summary import STAT_NAMES
+from detkit.evaluate.summary import stat_names
 from detkit.export.settings import read_settings
-from detkit.families import MODEL_NAMES
+from detkit.families import MODEL_NAMES, get_family
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
@@ -74,7 +74,8 @@ class EvalMapResult:
         lines = [f"F1-optimal confidence (all classes): {_cell(best['confidence'])} "
                  f"(F1 {best['f1']:.3f}, P {best['precision']:.3f}, R {best['recall']:.3f})"]
         if self.metric == "coco":
-            lines.append("  ".join(f"{name} {_cell(report[name])}" for name in STAT_NAMES))
+            names = stat_names(tuple(report["params"]["max_dets"]))
+            lines.append("  ".join(f"{name} {_cell(report[name])}" for name in names))
         else:
             lines.append(f"mAP ({self.metric}, IoU {report['iou']:g}): "
                          f"{_cell(report['mAP'], 4)}")
@@ -137,10 +138,12 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
         None, "COCO IoU thresholds: start:stop:step or a comma list (default "
               "0.5:0.95:0.05).")
     max_dets: Optional[str] = option(
-        None, "COCO detections per image and category for AR1/AR10/AR100, three integers "
-              "(default 1,10,100).")
+        None, "COCO detections per image and category for the three AR stats, three "
+              "integers (default 1,10,100; with --model rpn 1,100,1000, as many proposals "
+              "kept per image).")
     class_agnostic: bool = option(
-        False, "COCO: ignore categories when matching (one pooled class).")
+        False, "COCO: ignore categories when matching (one pooled class; always for "
+               "--model rpn, whose proposals have no class).")
     out: Optional[Path] = option(Path("report.json"), "report.json to write (with its "
                                  "manifest).", role="output")
     plots: Optional[Path] = option(
@@ -196,6 +199,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
     model_info, detections, notes = None, opts.detections, []
     if opts.model is not None or opts.weights is not None:
         detections, model_info, notes = _run_model(opts, progress)
+        if params is not None:
+            params = family_params(params, model_info["name"], opts.max_dets is not None)
     detections = Path(detections)
     dets = load_detections(detections, gt)
     warnings = list(notes)
@@ -222,6 +227,15 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                        extra={"metric": opts.metric})
     return EvalMapResult(metric=opts.metric, report=report, out=out_path,
                          detections=detections, plots=plot_paths, warnings=warnings)
+
+
+def family_params(params: CocoParams, model: str, max_dets_given: bool) -> CocoParams:
+    """COCO settings for a model's detections: class-agnostic when its family scores
+    objects (rpn), and its detection limits unless ``--max-dets`` was given."""
+    family = get_family(model)
+    return dataclasses.replace(
+        params, class_agnostic=params.class_agnostic or family.class_agnostic,
+        max_dets=params.max_dets if max_dets_given else family.max_dets)
 
 
 def detections_output(opts: Options) -> Path:
@@ -259,7 +273,9 @@ def predict_options(opts: Options) -> predict.Options:
     detections file (default: ``<out stem>.detections.json`` beside the report)."""
     detections = detections_output(opts)
     shared = {field.name for group in PREDICT_GROUPS for field in dataclasses.fields(group)}
+    limits = parse_max_dets(opts.max_dets)
     return predict.Options(out=Path(detections), compile=opts.compile,
+                           max_det=limits[-1] if limits else None,
                            **{name: getattr(opts, name) for name in sorted(shared)})
 
 

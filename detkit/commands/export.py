@@ -22,7 +22,8 @@ import numpy as np
 
 from detkit.artifacts import check_no_clobber, check_writable, sha256_file, write_manifest
 from detkit.commands.groups import ModelOptions
-from detkit.commands.predict import load_weights_strict, names_from_weights
+from detkit.commands.predict import (MAX_DET_HELP, NMS_IOU_HELP, load_weights_strict,
+                                     names_from_weights)
 from detkit.data.dataset import read_class_names
 from detkit.errors import ArtifactError, UsageError
 from detkit.export import exporters
@@ -90,9 +91,9 @@ class Options(ModelOptions):
                        "--max-det rows) instead of the raw outputs.", toggle=True)
     conf: float = option(0.001, "With --nms: score threshold baked into the export.",
                          low=0, high=1)
-    iou: float = option(0.45, "With --nms: per-class NMS IoU threshold.", low=0, high=1)
-    max_det: int = option(100, "With --nms: detections per image (fixed output rows).",
-                          integer=True, low=1)
+    iou: Optional[float] = option(None, "With --nms: " + NMS_IOU_HELP, low=0, high=1)
+    max_det: Optional[int] = option(None, "With --nms: " + MAX_DET_HELP + " The export's "
+                                    "output rows.", integer=True, low=1)
     out: Optional[Path] = option(
         None, "Export to write (default: beside WEIGHTS: NAME.tflite, NAME.onnx or the "
               "folder NAME_saved_model).")
@@ -174,8 +175,9 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
     network = build_model(opts.model, len(class_names), opts.width, opts.input_size,
                           **({"backbone": backbone} if backbone else {}))
     load_weights_strict(network, weights, opts, len(class_names))
+    iou, max_det = family.nms(opts.iou, opts.max_det)
     model = InferenceModel(network, family, anchors, opts.input_size, nms=opts.nms,
-                           conf=opts.conf, iou=opts.iou, max_det=opts.max_det)
+                           conf=opts.conf, iou=iou, max_det=max_det)
     if fmt == "saved_model":
         exporters.write_saved_model(model, out)
     elif fmt == "onnx":
@@ -192,7 +194,7 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
         format=fmt, model=opts.model, width=float(opts.width), input_size=opts.input_size,
         anchors=anchors.tolist(), class_names=class_names, quantize=opts.quantize,
         nms=opts.nms, conf=opts.conf if opts.nms else None,
-        iou=opts.iou if opts.nms else None, max_det=opts.max_det if opts.nms else None,
+        iou=iou if opts.nms else None, max_det=max_det if opts.nms else None,
         outputs=outputs, weights_sha256=sha256_file(weights), backbone=backbone)
     diff, count = _check(model, out, settings, calibration)
     inputs = [weights, anchors_path]

@@ -104,6 +104,10 @@ class PredictResult:
 WEIGHTS_HELP = ("Trained weights (.weights.h5), or an export of detkit export: .tflite, "
                 ".onnx or a SavedModel folder (model, anchors, classes and input size then "
                 "come from its manifest).")
+NMS_IOU_HELP = ("Per-class NMS IoU threshold (default: the model family's, 0.45; 0.7 for "
+                "rpn proposals).")
+MAX_DET_HELP = ("Detections kept per image (default: the model family's, 100; 1000 for rpn "
+                "proposals).")
 COMPILE_HELP = ("Run Keras models and the decoding of raw exports compiled (jit, batches "
                 "padded to one static shape); --no-compile runs them eagerly, op by op.")
 
@@ -116,8 +120,8 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
                           "file, COCO json, VOC or YOLO folder; results then carry its "
                           "image ids).", role="input")
     weights: Optional[Path] = option(None, WEIGHTS_HELP, role="input")
-    iou: float = option(0.45, "Per-class NMS IoU threshold.", low=0, high=1)
-    max_det: int = option(100, "Detections kept per image.", integer=True, low=1)
+    iou: Optional[float] = option(None, NMS_IOU_HELP, low=0, high=1)
+    max_det: Optional[int] = option(None, MAX_DET_HELP, integer=True, low=1)
     out: Path = option(Path("detections.json"), "COCO results json to write.", role="output")
     draw_dir: Optional[Path] = option(
         None, "Also write each image with its boxes drawn into this folder.",
@@ -298,8 +302,9 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
     network = build_model(opts.model, len(class_names), opts.width, opts.input_size,
                           **({"backbone": backbone} if backbone else {}))
     report = load_weights_strict(network, weights, opts, len(class_names))
+    iou, max_det = family.nms(opts.iou, opts.max_det)
     detector = KerasDetector(network, family, anchors, opts.input_size, conf=opts.conf,
-                             iou=opts.iou, max_det=opts.max_det,
+                             iou=iou, max_det=max_det,
                              batch_size=opts.batch_size, compile=opts.compile)
     return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
                           anchors_path=anchors_path, summary=report.summary(),
@@ -334,8 +339,9 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
         raise ArtifactMismatchError(f"the export has {len(settings.class_names)} classes, "
                                     f"not {len(class_names)}", path=weights)
     runtime = open_runtime(weights, fmt)
+    iou, max_det = family.nms(opts.iou, opts.max_det)
     detector = ExportDetector(runtime, settings, family, anchors, conf=opts.conf,
-                              iou=opts.iou, max_det=opts.max_det,
+                              iou=iou, max_det=max_det,
                               batch_size=opts.batch_size, compile=opts.compile)
     summary = (f"loaded {fmt} export {weights.name} ({settings.model}, width "
                f"{settings.width:g}, input {settings.input_size}, "

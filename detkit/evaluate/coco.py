@@ -18,14 +18,13 @@ from detkit.evaluate.coco_match import match_groups
 from detkit.evaluate.curves import ScoredMatches
 from detkit.evaluate.groups import rank_in_runs, stable_argsort
 from detkit.evaluate.inputs import Detections, GroundTruth
-from detkit.evaluate.summary import STAT_NAMES, mean_present, summarize, threshold_index
+from detkit.evaluate.summary import (MAX_DETS, mean_present, stat_names, summarize,
+                                     threshold_index)
 
 #: pycocotools' IoU thresholds 0.5:0.05:0.95, built the same way (bit-identical).
 IOU_THRESHOLDS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
 #: pycocotools' 101 recall points 0:0.01:1.
 RECALL_POINTS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
-#: Detections kept per image and category for the AR1 / AR10 / AR100 stats.
-MAX_DETS = (1, 10, 100)
 #: Area ranges all / small / medium / large in pixels, ``[lo, hi]`` inclusive.
 AREA_RANGES = np.array([[0 ** 2, 1e5 ** 2], [0 ** 2, 32 ** 2], [32 ** 2, 96 ** 2],
                         [96 ** 2, 1e5 ** 2]], dtype=np.float64)
@@ -98,8 +97,10 @@ class CocoResult:
 
     @property
     def stats_dict(self) -> dict[str, float]:
-        """The 12 stats by name (``AP``, ``AP50``, ... ``ARl``)."""
-        return {name: float(value) for name, value in zip(STAT_NAMES, self.stats)}
+        """The 12 stats by name (``AP``, ``AP50``, ... ``ARl``; the AR stats named by the
+        detection limits, :func:`~detkit.evaluate.summary.stat_names`)."""
+        return {name: float(value)
+                for name, value in zip(stat_names(self.params.max_dets), self.stats)}
 
     def class_ap(self) -> np.ndarray:
         """``(K, 3)`` AP, AP50, AP75 per class (area all, largest maxDets; -1 if absent)."""

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Names of the 12 stats, in pycocotools' order.
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+#: Detections kept per image and category for the AR1 / AR10 / AR100 stats (pycocotools').
+MAX_DETS = (1, 10, 100)
+
+
+def stat_names(max_dets: tuple[int, ...] = MAX_DETS) -> tuple[str, ...]:
+    """Names of the 12 stats in pycocotools' order; the three AR stats are named by their
+    detection limits (``AR1 AR10 AR100``, or ``AR1 AR100 AR1000`` for proposals)."""
+    return ("AP", "AP50", "AP75", "APs", "APm", "APl", *(f"AR{int(d)}" for d in max_dets),
+            "ARs", "ARm", "ARl")
+
+
+#: Names of the 12 stats with pycocotools' detection limits.
+STAT_NAMES = stat_names()
 #: Area range labels, in the order of the area axis.
 AREA_LABELS = ("all", "small", "medium", "large")
 #: Value of a stat with nothing to average (pycocotools' convention).

@@ -54,6 +54,14 @@ class Family:
             assigned when a batch is made).
         distill_layout: families with the same (non-empty) layout can distill into
             each other (``None``: no distillation).
+        nms_iou: the NMS IoU threshold of predict, eval-map, ``export --nms`` and the
+            validation mAP of training, unless ``--iou`` is given (rpn: 0.7, the
+            proposal NMS of Faster R-CNN).
+        max_dets: COCO's three detection limits of eval-map (AR@1, AR@10, AR@100;
+            rpn: AR@1, AR@100, AR@1000), unless ``--max-dets`` is given; the last is
+            also the detections kept per image (:attr:`max_det`).
+        class_agnostic: the outputs score objects, not classes: eval-map pools the
+            categories (COCO's ``useCats = 0``).
     """
 
     name: str
@@ -67,6 +75,14 @@ class Family:
     backbones: tuple[str, ...] = ()
     label_scheme: str = "boxes"
     distill_layout: str | None = None
+    nms_iou: float = 0.45
+    max_dets: tuple[int, int, int] = (1, 10, 100)
+    class_agnostic: bool = False
+
+    @property
+    def max_det(self) -> int:
+        """Detections kept per image unless ``--max-det`` is given."""
+        return self.max_dets[-1]
 
     @property
     def num_anchors(self) -> int:
@@ -132,6 +148,11 @@ class Family:
         cls = self.loss_class()
         given = {k: v for k, v in options.items() if k in cls.OPTIONS and v is not None}
         return cls(anchors, num_classes, input_size, **given)
+
+    def nms(self, iou: float | None, max_det: int | None) -> tuple[float, int]:
+        """``(iou, max_det)`` of NMS: the values given, the family's for ``None``."""
+        return (self.nms_iou if iou is None else float(iou),
+                self.max_det if max_det is None else int(max_det))
 
     def decode(self, outputs, anchors: np.ndarray, input_size: int):
         """Raw outputs -> ``boxes (B, N, 4)`` and ``scores (B, N, C)`` in input pixels."""
@@ -200,7 +221,8 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family(name="rpn", strides=(32, 16, 8), anchors_per_scale=3,
            default_anchors="rpn_generated.txt", builder="detkit.models.rpn:build_rpn",
            assigner="detkit.assign.matching:RpnAssigner", loss="detkit.losses:RpnLoss",
-           decoder="detkit.decode:decode_anchor_outputs", backbones=_backbones("darknet-small")),
+           decoder="detkit.decode:decode_anchor_outputs", backbones=_backbones("darknet-small"),
+           nms_iou=0.7, max_dets=(1, 100, 1000), class_agnostic=True),
 )}
 #: The ``--model`` choices.
 MODEL_NAMES = tuple(FAMILIES)

@@ -2,7 +2,8 @@
 
 :class:`MapEvaluator` runs a network (decoding + NMS with ``predict``'s defaults, compiled
 once) over the validation images and scores the detections with detkit's own COCO
-evaluator (:func:`detkit.evaluate.evaluate_coco`, pycocotools-exact). The
+evaluator (:func:`detkit.evaluate.evaluate_coco`, pycocotools-exact) as ``eval-map``
+does for the family (class-agnostic with AR@1000 for the rpn). The
 :class:`MapEvaluation` callback does it every N epochs (and at the run's last epoch) and
 adds ``val_map``, ``val_map50`` and ``val_fitness`` to the epoch logs, before the
 checkpoint, history and TensorBoard callbacks read them.
@@ -17,12 +18,13 @@ import keras
 import numpy as np
 
 from detkit.evaluate import detections_from_list, evaluate_coco, ground_truth_from_dataset
-from detkit.evaluate.coco import CocoResult
+from detkit.evaluate.coco import CocoParams, CocoResult
 from detkit.training.callbacks import ema_weights, is_finite
 
-#: Detection settings of the evaluation: ``predict``'s defaults, so ``eval-map --model``
-#: on a checkpoint reproduces the numbers.
-EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.45, 100
+#: Score threshold of the evaluation: ``predict``'s default (its NMS IoU and detections
+#: per image are the family's defaults), so ``eval-map --model`` on a checkpoint
+#: reproduces the numbers.
+EVAL_CONF = 0.001
 #: Validation images drawn (predicted and true boxes) at each evaluation.
 SAMPLE_IMAGES = 4
 #: Longest side of a drawn sample, in pixels (larger images are shrunk).
@@ -95,9 +97,10 @@ class MapEvaluator:
 
             # A network built for any side (multi-scale training) runs at input_size.
             network = at_input_size(self.network, self.input_size)
+            iou, max_det = self.family.nms(None, None)
             self._detector = KerasDetector(network, self.family, self.anchors,
-                                           self.input_size, conf=EVAL_CONF, iou=EVAL_IOU,
-                                           max_det=EVAL_MAX_DET,
+                                           self.input_size, conf=EVAL_CONF, iou=iou,
+                                           max_det=max_det,
                                            batch_size=self.batch_size, compile=True)
         return self._detector
 
@@ -118,7 +121,9 @@ class MapEvaluator:
                     drawings.append(draw_sample(image, record, detections,
                                                 self.class_names))
         detections = detections_from_list(results, self.gt, source="<validation>")
-        return evaluate_coco(self.gt, detections), drawings
+        params = CocoParams(max_dets=self.family.max_dets,
+                            class_agnostic=self.family.class_agnostic)
+        return evaluate_coco(self.gt, detections, params), drawings
 
 
 class MapEvaluation(keras.callbacks.Callback):
