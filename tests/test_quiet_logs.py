@@ -45,3 +45,29 @@ def test_noise_pattern():
                             b" oneDNN custom operations are on")
     assert not is_library_noise(b"error: data.txt:3: bad box")
     assert not is_library_noise(b"I0000 is a name")
+
+
+def test_jax_is_skipped_only_under_the_tensorflow_backend(monkeypatch):
+    """TensorFlow imports JAX at start-up when it is installed; the CLI marks it absent
+    under KERAS_BACKEND=tensorflow only (keras.json may name JAX otherwise)."""
+    from detkit.cli._imports import skip_jax_under_tensorflow
+
+    missing = object()
+    saved = sys.modules.pop("jax", missing)
+    try:
+        for backend, skipped in (("tensorflow", True), ("jax", False), (None, False)):
+            sys.modules.pop("jax", None)
+            if backend is None:
+                monkeypatch.delenv("KERAS_BACKEND", raising=False)
+            else:
+                monkeypatch.setenv("KERAS_BACKEND", backend)
+            skip_jax_under_tensorflow()
+            assert ("jax" in sys.modules and sys.modules["jax"] is None) == skipped, backend
+        sys.modules["jax"] = imported = object()    # already imported: left alone
+        monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+        skip_jax_under_tensorflow()
+        assert sys.modules["jax"] is imported
+    finally:
+        sys.modules.pop("jax", None)
+        if saved is not missing:
+            sys.modules["jax"] = saved
