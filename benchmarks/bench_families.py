@@ -22,7 +22,8 @@ On a machine shared with other jobs, ``--clock cpu`` budgets the process's CPU t
 
 Run: ``python -m benchmarks.bench_families --family yolov2 [--quick] [--epochs N]
 [--width W] [--lr LR] [--batch-size B] [--warmup-epochs E] [--no-augment]
-[--aug-scale LOW HIGH] [--aug-jitter J] [--input-size S] [--set OPTION=VALUE ...]``
+[--aug-scale LOW HIGH] [--aug-jitter J] [--mosaic P] [--close-mosaic N] [--input-size S]
+[--set OPTION=VALUE ...]``
 (``--set``: a loss or assigner option of the family, e.g. ``--set box_weight=10``;
 ``--input-size``: the network's input side for training, the k-means anchors and the
 evaluation, the dataset's images staying at 256 px and letterboxed to it; without
@@ -62,7 +63,8 @@ QUICK = dict(width=0.0625, epochs=2, lr=1e-3, batch_size=8, eval_every=1)
 #: Settings that are ``detkit train`` options passed through as they are (``None`` or
 #: absent: the option's default): the schedule, the augmentation, and the family's
 #: loss and assigner options (:meth:`detkit.families.Family.option_names`).
-TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter")
+TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter", "mosaic",
+                  "close_mosaic")
 #: Settings of the benchmark itself: ``input_size`` (the network's input side; absent or
 #: ``None``: the dataset's ``input_size``, the images' side).
 BENCH_SETTINGS = ("input_size",)
@@ -246,6 +248,8 @@ if __name__ == "__main__":
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     parser.add_argument("--aug-scale", type=float, nargs=2, metavar=("LOW", "HIGH"))
     parser.add_argument("--aug-jitter", type=float)
+    parser.add_argument("--mosaic", type=float)
+    parser.add_argument("--close-mosaic", type=int)
     parser.add_argument("--input-size", type=int,
                         help="the network's input side (training, anchors, evaluation); "
                              "default: the dataset's, 256 (64 with --quick)")
@@ -268,4 +272,5 @@ if __name__ == "__main__":
          lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
          augment=args.augment,
          aug_scale=tuple(args.aug_scale) if args.aug_scale else None,
-         aug_jitter=args.aug_jitter, input_size=args.input_size, **extra)
+         aug_jitter=args.aug_jitter, mosaic=args.mosaic, close_mosaic=args.close_mosaic,
+         input_size=args.input_size, **extra)
