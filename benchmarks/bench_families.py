@@ -5,11 +5,9 @@ scratch on the 2-core CPU within 15 minutes (wall clock, everything included: da
 anchors, training, evaluations) reaches: ``yolov2`` (small width) mAP@0.5 >= 0.75,
 ``retinanet`` (small body) mAP@0.5 >= 0.75, ``rpn`` class-agnostic AR@100 >= 0.90.
 
-Evaluation is pycocotools (the reference) on ``val.json``, from the family's own
-decoder (:meth:`detkit.families.Family.decode`), predict's NMS
-(:func:`detkit.postprocess.select_detections`) with the family's IoU threshold and
-detections per image (:meth:`detkit.families.Family.nms`: 0.45 and 100; the RPN's 0.7
-and 1000, as eval-map) and mapping back to image pixels. For the RPN, COCOeval runs
+Evaluation is pycocotools (the reference) on ``val.json``
+(:func:`benchmarks.cocoeval.coco_figures`: the family's decoder and NMS defaults, 0.45
+and 100 detections; the RPN's 0.7 and 1000, as eval-map). For the RPN, COCOeval runs
 class-agnostic (``useCats=0``) with ``maxDets`` 1, 100, 1000: AR@100 is COCO's (recall
 averaged over IoU 0.5:0.95); recall at IoU 0.5 alone is reported too.
 
@@ -33,8 +31,6 @@ evaluation, the dataset's images staying at 256 px and letterboxed to it; withou
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import tempfile
@@ -43,6 +39,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.clock import KINDS, BenchClock  # noqa: E402
+from benchmarks.cocoeval import coco_figures  # noqa: E402
 
 TIME_BUDGET_S = 15 * 60
 #: The bars: (metric, target) per family.
@@ -70,65 +67,10 @@ TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter", "mosaic
 BENCH_SETTINGS = ("input_size",)
 #: Training stops (keeping its last epoch) when this much of the budget is spent.
 STOP_AT_S = TIME_BUDGET_S - 60
-CONF = 0.001
 
 
-def evaluate(model, family, val_json: Path, anchors, input_size: int, *,
-             agnostic: bool, batch_size: int = 16) -> dict:
-    """pycocotools figures of ``model`` on ``val_json`` (see the module docstring)."""
-    import numpy as np
-    from keras import ops
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    from detkit.data.augment import letterbox_image
-    from detkit.data.dataset import load_dataset
-    from detkit.data.images import read_image
-    from detkit.postprocess import select_detections, to_image_coords
-
-    dataset = load_dataset(val_json)
-    category_ids = dataset.category_ids or list(range(1, len(dataset.class_names) + 1))
-    iou, max_det = family.nms(None, None)
-    results = []
-    for start in range(0, len(dataset.records), batch_size):
-        chunk = dataset.records[start:start + batch_size]
-        images, sizes = [], []
-        for record in chunk:
-            image = read_image(record.image_path)
-            sizes.append((image.shape[1], image.shape[0]))
-            images.append(letterbox_image(image, input_size))
-        outputs = model(np.stack(images).astype(np.float32) / 255.0, training=False)
-        boxes, scores = family.decode(outputs, anchors, input_size)
-        found = select_detections(boxes, scores, conf=CONF, iou=iou, max_det=max_det,
-                                  max_candidates=max(1000, max_det))
-        boxes, scores, classes, valid = (ops.convert_to_numpy(t) for t in found)
-        for i, record in enumerate(chunk):
-            n = int(valid[i])
-            image_boxes = to_image_coords(boxes[i, :n], sizes[i][0], sizes[i][1], input_size)
-            for box, score, cls in zip(image_boxes, scores[i, :n], classes[i, :n]):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                results.append({"image_id": int(record.image_id),
-                                "category_id": int(category_ids[int(cls)]),
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    if not results:
-        return {"map50": 0.0, "map": 0.0, "ar100": 0.0, "ar1000": 0.0, "recall50": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(val_json))
-        dt = gt.loadRes(results)
-        evaluator = COCOeval(gt, dt, "bbox")
-        if agnostic:
-            evaluator.params.useCats = 0
-            evaluator.params.maxDets = list(family.max_dets)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-        figures = {"map50": float(evaluator.stats[1]), "map": float(evaluator.stats[0])}
-        if agnostic:
-            figures["ar100"] = float(evaluator.stats[7])
-            figures["ar1000"] = float(evaluator.stats[8])
-            recall = evaluator.eval["recall"]              # (T, K, A, M)
-            figures["recall50_at100"] = float(recall[0, 0, 0, 1])
-    return {k: round(v, 4) for k, v in figures.items()}
+def _rounded(figures: dict) -> dict:
+    return {key: round(value, 4) for key, value in figures.items()}
 
 
 def prepare(work: Path, family, dataset: dict):
@@ -177,7 +119,6 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
                 **{k: v for k, v in overrides.items() if v is not None}}
     if settings.get("input_size") is not None:
         dataset = {**dataset, "input_size": int(settings["input_size"])}
-    agnostic = metric == "ar100"
     timer = BenchClock(clock)
 
     work = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
@@ -191,8 +132,8 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
                    "cpu_s": round(timer.cpu_s(), 1)}
             row.update({k: round(float(v), 4) for k, v in (logs or {}).items()})
             if (epoch + 1) % settings["eval_every"] == 0 or epoch + 1 == settings["epochs"]:
-                row.update(evaluate(self.model.network, family, data / "val.json", anchors,
-                                    input_size, agnostic=agnostic))
+                row.update(_rounded(coco_figures(self.model.network, family,
+                                                 data / "val.json", anchors, input_size)))
             curve.append(row)
             print(json.dumps(row), flush=True)
 
@@ -220,8 +161,7 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
 
     model = build_model(name, len(train_set.class_names), settings["width"], input_size)
     model.load_weights(work / "run" / "last.weights.h5")
-    final = evaluate(model, family, data / "val.json", anchors, input_size,
-                     agnostic=agnostic)
+    final = _rounded(coco_figures(model, family, data / "val.json", anchors, input_size))
     elapsed, used = timer.wall_s(), timer.seconds()
     figures = {"family": name, **final, "metric": metric, "target": target,
                "wall_s": round(elapsed, 1),

@@ -19,8 +19,6 @@ measurements): ``--mosaic P``, ``--mixup P``, ``--label-smoothing E``,
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import tempfile
@@ -29,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.clock import KINDS, BenchClock  # noqa: E402
+from benchmarks.cocoeval import coco_figures  # noqa: E402
 
 #: The gate.
 TARGET_MAP50 = 0.80
@@ -41,57 +40,16 @@ QUICK = dict(images=24, size=64, classes=4, width=0.0625, input_size=64, batch_s
 #: Training stops (keeping its last epoch) when this much of the budget is spent, so
 #: the final evaluation still fits in it on a slower (shared) machine.
 STOP_AT_S = TIME_BUDGET_S - 45
-#: Detection thresholds for mAP (low confidence, as COCO evaluation expects).
-CONF, IOU = 0.001, 0.45
 
 
 def coco_map50(model, val_json: Path, anchors, input_size: int, batch_size: int = 16):
-    """mAP@0.5 (and mAP@[.5:.95]) of ``model`` on a COCO ground truth, by pycocotools."""
-    import numpy as np
-    from keras import ops
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    """``(mAP@0.5, mAP@[.5:.95])`` of a YOLOv3(-tiny) ``model`` on a COCO ground truth, by
+    pycocotools (:func:`benchmarks.cocoeval.coco_figures`)."""
+    from detkit.families import get_family
 
-    from detkit.data.augment import letterbox_image
-    from detkit.data.dataset import load_dataset
-    from detkit.data.images import read_image
-    from detkit.postprocess import detect, to_image_coords
-
-    dataset = load_dataset(val_json)
-    category_ids = dataset.category_ids or list(range(len(dataset.class_names)))
-    results = []
-    records = dataset.records
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        images, sizes = [], []
-        for record in chunk:
-            image = read_image(record.image_path)
-            sizes.append((image.shape[1], image.shape[0]))
-            images.append(letterbox_image(image, input_size))
-        batch = np.stack(images).astype(np.float32) / 255.0
-        outputs = model(batch, training=False)
-        found = detect(outputs, anchors, input_size, conf=CONF, iou=IOU)
-        boxes, scores, classes, valid = (ops.convert_to_numpy(t) for t in found)
-        for i, record in enumerate(chunk):
-            n = int(valid[i])
-            if n == 0:
-                continue
-            image_boxes = to_image_coords(boxes[i, :n], sizes[i][0], sizes[i][1], input_size)
-            for box, score, cls in zip(image_boxes, scores[i, :n], classes[i, :n]):
-                x1, y1, x2, y2 = (float(v) for v in box)
-                results.append({"image_id": int(record.image_id),
-                                "category_id": int(category_ids[int(cls)]),
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    if not results:
-        return 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(val_json))
-        dt = gt.loadRes(results)
-        evaluator = COCOeval(gt, dt, "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[1]), float(evaluator.stats[0])
+    figures = coco_figures(model, get_family("yolov3"), val_json, anchors, input_size,
+                           batch_size)
+    return figures["map50"], figures["map"]
 
 
 def synth_with_anchors(work: Path, settings: dict, **synth_options):
