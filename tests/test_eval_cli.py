@@ -177,6 +177,15 @@ def test_model_mode_scores_rpn_proposals_class_agnostic_up_to_1000(dataset, tmp_
     assert 100 < max(per_image.values()) <= 1000      # more than predict's usual 100
 
 
+def test_voc_metric_is_refused_for_rpn_proposals(dataset, tmp_path):
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"not read: the check comes first")
+    result = invoke(dataset["gt"], "--model", "rpn", "--weights", weights, "--metric",
+                    "voc07", "--out", tmp_path / "r.json")
+    assert result.exit_code == 2 and "--metric coco" in result.output, result.output
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_max_dets_sets_the_detections_predict_keeps(dataset, tmp_path):
     import dataclasses
 

@@ -180,6 +180,7 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                          "export)")
     if opts.model is not None or opts.weights is not None:
         check_detections_output(opts)
+        check_metric_fits(opts)
     params = None
     if opts.metric == "coco":
         kwargs = {}
@@ -227,6 +228,23 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                        extra={"metric": opts.metric})
     return EvalMapResult(metric=opts.metric, report=report, out=out_path,
                          detections=detections, plots=plot_paths, warnings=warnings)
+
+
+def check_metric_fits(opts: Options) -> None:
+    """VOC mAP scores classes, which the RPN's proposals do not have.
+
+    Raises:
+        UsageError: ``--metric voc07``/``voc12`` for a class-agnostic family (given as
+            ``--model`` or recorded in an export's manifest), exit 2.
+    """
+    if opts.metric == "coco":
+        return
+    settings = read_settings(opts.weights) if opts.model is None else None
+    model = opts.model if settings is None else settings.model
+    if model is not None and get_family(model).class_agnostic:
+        raise UsageError(f"--model {model} proposes boxes without classes: score them with "
+                         f"--metric coco (class-agnostic AR@100, AR@1000), not "
+                         f"--metric {opts.metric}")
 
 
 def family_params(params: CocoParams, model: str, max_dets_given: bool) -> CocoParams:
