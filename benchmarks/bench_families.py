@@ -48,7 +48,7 @@ TARGETS = {"yolov2": ("map50", 0.75), "yolov2-tiny": ("map50", 0.75),
 #: Full-run settings per family (tuned for the 2-core CPU), and the quick smoke run.
 FULL = {
     "yolov2": dict(width=0.1875, epochs=22, lr=1e-2, batch_size=16, eval_every=7,
-                   aug_scale=(0.7, 1.3), aug_jitter=0.1),
+                   aug_scale=(0.7, 1.3), aug_jitter=0.1, mosaic=1.0, close_mosaic=7),
     "yolov2-tiny": dict(width=0.25, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
     "retinanet": dict(width=0.125, epochs=26, lr=5e-3, batch_size=16, eval_every=8,
                       aug_scale=(0.7, 1.3), aug_jitter=0.1),
