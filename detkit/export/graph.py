@@ -94,18 +94,20 @@ class InferenceModel(keras.Model):
         anchors: ``(K, 2)`` anchors in input pixels.
         input_size: input side ``S``.
         nms: append decoding and per-class NMS.
-        conf, iou, max_det: NMS settings (used only with ``nms``).
+        conf, iou, max_det: NMS settings (used only with ``nms``; ``None``: the family's,
+            :meth:`detkit.families.Family.nms`).
     """
 
     def __init__(self, network, family, anchors: np.ndarray, input_size: int, *,
-                 nms: bool, conf: float = 0.001, iou: float = 0.45, max_det: int = 100,
-                 **kwargs):
+                 nms: bool, conf: float = 0.001, iou: float | None = None,
+                 max_det: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.nms = bool(nms)
         self.input_size = int(input_size)
         shapes = [tuple(output.shape) for output in network.outputs]
         self.output_names_raw = raw_names(len(shapes))
+        iou, max_det = family.nms(iou, max_det)
         self.postprocessor = (Postprocessor(family, anchors, input_size, shapes, conf=conf,
                                             iou=iou, max_det=max_det) if nms else None)
 
