@@ -22,6 +22,7 @@ from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOption
 from detkit.errors import DataError, UsageError
 from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
                              load_ground_truth)
+from detkit.evaluate.coco import family_params
 from detkit.evaluate.plots import require_pyplot, write_plots
 from detkit.evaluate.report import coco_report, table_rows, voc_report
 from detkit.evaluate.summary import stat_names
@@ -201,7 +202,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
     if opts.model is not None or opts.weights is not None:
         detections, model_info, notes = _run_model(opts, progress)
         if params is not None:
-            params = family_params(params, model_info["name"], opts.max_dets is not None)
+            params = family_params(get_family(model_info["name"]), params,
+                                   keep_max_dets=opts.max_dets is not None)
     detections = Path(detections)
     dets = load_detections(detections, gt)
     warnings = list(notes)
@@ -245,15 +247,6 @@ def check_metric_fits(opts: Options) -> None:
         raise UsageError(f"--model {model} proposes boxes without classes: score them with "
                          f"--metric coco (class-agnostic AR@100, AR@1000), not "
                          f"--metric {opts.metric}")
-
-
-def family_params(params: CocoParams, model: str, max_dets_given: bool) -> CocoParams:
-    """COCO settings for a model's detections: class-agnostic when its family scores
-    objects (rpn), and its detection limits unless ``--max-dets`` was given."""
-    family = get_family(model)
-    return dataclasses.replace(
-        params, class_agnostic=params.class_agnostic or family.class_agnostic,
-        max_dets=params.max_dets if max_dets_given else family.max_dets)
 
 
 def detections_output(opts: Options) -> Path:

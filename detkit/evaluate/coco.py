@@ -136,6 +136,17 @@ def _sorted_detections(dets: Detections, num_classes: int, agnostic: bool, max_d
     return order[keep], group[keep], category[keep], rank[keep]
 
 
+def family_params(family, params: CocoParams | None = None, *,
+                  keep_max_dets: bool = False) -> CocoParams:
+    """COCO settings for the detections of a :class:`detkit.families.Family`: pooled
+    categories when it scores objects (rpn), its detection limits unless
+    ``keep_max_dets`` (``--max-dets`` given); the rest from ``params``."""
+    params = params or CocoParams()
+    return dataclasses.replace(
+        params, class_agnostic=params.class_agnostic or family.class_agnostic,
+        max_dets=params.max_dets if keep_max_dets else family.max_dets)
+
+
 def evaluate_coco(gt: GroundTruth, dets: Detections,
                   params: CocoParams | None = None) -> CocoResult:
     """Evaluate detections like ``COCOeval(gt, dt, "bbox")`` evaluate/accumulate/summarize.

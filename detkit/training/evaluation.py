@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from detkit.evaluate import detections_from_list, evaluate_coco, ground_truth_from_dataset
-from detkit.evaluate.coco import CocoParams, CocoResult
+from detkit.evaluate.coco import CocoResult, family_params
 from detkit.training.callbacks import ema_weights, is_finite
 
 #: Score threshold of the evaluation: ``predict``'s default (its NMS IoU and detections
@@ -121,9 +121,7 @@ class MapEvaluator:
                     drawings.append(draw_sample(image, record, detections,
                                                 self.class_names))
         detections = detections_from_list(results, self.gt, source="<validation>")
-        params = CocoParams(max_dets=self.family.max_dets,
-                            class_agnostic=self.family.class_agnostic)
-        return evaluate_coco(self.gt, detections, params), drawings
+        return evaluate_coco(self.gt, detections, family_params(self.family)), drawings
 
 
 class MapEvaluation(keras.callbacks.Callback):
