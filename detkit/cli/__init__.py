@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from detkit.cli._imports import skip_jax_under_tensorflow
+from detkit.cli._imports import skip_jax_under_tensorflow, skip_pyplot_in_keras
 from detkit.cli._quiet import quiet_library_logs
 from detkit.cli.app import app
 
@@ -12,4 +12,5 @@ def main() -> None:
     """Console-script entry point: library log lines hidden (``DETKIT_VERBOSE=1`` shows them)."""
     quiet_library_logs()
     skip_jax_under_tensorflow()
+    skip_pyplot_in_keras()
     app()
