@@ -21,7 +21,7 @@ On a machine shared with other jobs, ``--clock cpu`` budgets the process's CPU t
 Run: ``python -m benchmarks.bench_families --family yolov2 [--quick] [--epochs N]
 [--width W] [--lr LR] [--batch-size B] [--warmup-epochs E] [--no-augment]
 [--aug-scale LOW HIGH] [--aug-jitter J] [--mosaic P] [--close-mosaic N] [--input-size S]
-[--set OPTION=VALUE ...]``
+[--seed N] [--set OPTION=VALUE ...]``
 (``--set``: a loss or assigner option of the family, e.g. ``--set box_weight=10``;
 ``--input-size``: the network's input side for training, the k-means anchors and the
 evaluation, the dataset's images staying at 256 px and letterboxed to it; without
@@ -63,8 +63,9 @@ QUICK = dict(width=0.0625, epochs=2, lr=1e-3, batch_size=8, eval_every=1)
 TRAIN_SETTINGS = ("warmup_epochs", "augment", "aug_scale", "aug_jitter", "mosaic",
                   "close_mosaic")
 #: Settings of the benchmark itself: ``input_size`` (the network's input side; absent or
-#: ``None``: the dataset's ``input_size``, the images' side).
-BENCH_SETTINGS = ("input_size",)
+#: ``None``: the dataset's ``input_size``, the images' side) and ``seed`` (the training's:
+#: initial weights, data order, augmentation; the dataset stays the same; default 0).
+BENCH_SETTINGS = ("input_size", "seed")
 #: Training stops (keeping its last epoch) when this much of the budget is spent.
 STOP_AT_S = TIME_BUDGET_S - 60
 
@@ -153,7 +154,7 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
                         width=settings["width"], anchors=work / "anchors.txt",
                         input_size=input_size, epochs=settings["epochs"],
                         batch_size=settings["batch_size"], lr=settings["lr"],
-                        freeze="none", seed=0, out=work / "run", workers=2, jit=not quick,
+                        freeze="none", seed=settings.get("seed", 0), out=work / "run", workers=2, jit=not quick,
                         max_boxes=dataset["max_boxes"],
                         **{"warmup_epochs": 1.0, **passed})
     result = run_training(opts, callbacks=[Curve(), TimeBudget()])
@@ -190,6 +191,7 @@ if __name__ == "__main__":
     parser.add_argument("--aug-jitter", type=float)
     parser.add_argument("--mosaic", type=float)
     parser.add_argument("--close-mosaic", type=int)
+    parser.add_argument("--seed", type=int, help="the training's seed (default 0)")
     parser.add_argument("--input-size", type=int,
                         help="the network's input side (training, anchors, evaluation); "
                              "default: the dataset's, 256 (64 with --quick)")
@@ -213,4 +215,4 @@ if __name__ == "__main__":
          augment=args.augment,
          aug_scale=tuple(args.aug_scale) if args.aug_scale else None,
          aug_jitter=args.aug_jitter, mosaic=args.mosaic, close_mosaic=args.close_mosaic,
-         input_size=args.input_size, **extra)
+         input_size=args.input_size, seed=args.seed, **extra)

@@ -60,6 +60,8 @@ def history(run):
     ("retinanet", ["--obj-loss", "focal"], "--obj-loss does not apply to --model retinanet"),
     ("rpn", ["--label-smoothing", "0.1"], "--label-smoothing does not apply to --model rpn"),
     ("yolov2", ["--pos-iou", "0.6"], "--pos-iou does not apply to --model yolov2"),
+    ("yolov3", ["--no-scale-small-boxes"],
+     "--scale-small-boxes does not apply to --model yolov3"),
     ("retinanet", ["--pos-iou", "0.3"], "--neg-iou 0.4 must not exceed --pos-iou 0.3"),
     ("rpn", ["--sample-anchors", "0"], "--sample-anchors must be >= 1"),
     ("yolov2", ["--backbone-weights", "imagenet"],

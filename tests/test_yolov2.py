@@ -41,12 +41,14 @@ def iou(a, b):
 
 
 def reference_loss(raw, y_true, anchors, size, num_classes, ignore=0.5, wo=5.0, wno=1.0,
-                   wc=1.0):
-    """YAD2K loss (softmax cross-entropy classes), one cell and anchor at a time."""
+                   wc=1.0, small=True):
+    """YAD2K loss (softmax cross-entropy classes), one cell and anchor at a time; with
+    ``small``, Darknet's coordinate scale 2 - w h of the target box."""
     raw = np.asarray(raw, np.float64)
     mask, targets, gt = y_true["mask"], y_true["targets"], y_true["boxes"]
     batch, grid, _, k, _ = raw.shape
     out = {name: np.zeros(batch) for name in ("xy", "wh", "obj", "noobj", "cls")}
+    wc_given = wc
     for b in range(batch):
         for i in range(grid):
             for j in range(grid):
@@ -55,6 +57,10 @@ def reference_loss(raw, y_true, anchors, size, num_classes, ignore=0.5, wo=5.0, 
                     m = mask[b, i, j, a, 0]
                     tx, ty, tw, th, c = targets[b, i, j, a]
                     sx, sy = sigmoid(t[0]), sigmoid(t[1])
+                    if small and m:
+                        true_w = anchors[a, 0] * math.exp(tw) / size
+                        true_h = anchors[a, 1] * math.exp(th) / size
+                        wc = wc_given * (2 - true_w * true_h)
                     out["xy"][b] += wc * m * ((sx - tx) ** 2 + (sy - ty) ** 2)
                     out["wh"][b] += wc * m * ((t[2] - tw) ** 2 + (t[3] - th) ** 2)
                     clamp = np.log(4.0 * size / anchors[a])
@@ -161,7 +167,8 @@ def test_assigner_counts_and_padding():
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("weights", [{}, {"obj_weight": 2.0, "noobj_weight": 0.5,
-                                          "coord_weight": 3.0, "ignore_thresh": 0.3}])
+                                          "coord_weight": 3.0, "ignore_thresh": 0.3},
+                                     {"coord_weight": 3.0, "scale_small_boxes": False}])
 def test_loss_matches_the_slow_reference(weights):
     boxes, classes, raw = sample_batch(1)
     y = Yolov2Assigner(ANCHORS, SIZE, NUM_CLASSES)(boxes, classes)
@@ -171,7 +178,8 @@ def test_loss_matches_the_slow_reference(weights):
                          ignore=weights.get("ignore_thresh", 0.5),
                          wo=weights.get("obj_weight", 5.0),
                          wno=weights.get("noobj_weight", 1.0),
-                         wc=weights.get("coord_weight", 1.0))
+                         wc=weights.get("coord_weight", 1.0),
+                         small=weights.get("scale_small_boxes", True))
     assert list(got) == list(loss.term_names)
     for name in loss.term_names:
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -207,7 +215,9 @@ def test_negative_log_targets_are_fitted_not_clamped():
     at_zero = float(keras.ops.convert_to_numpy(loss.terms(y, [raw])["wh"])[0])
     raw[0, row, col, anchor, 2:4] = [math.log(6 / 10), math.log(8 / 12)]
     at_target = float(keras.ops.convert_to_numpy(loss.terms(y, [raw])["wh"])[0])
-    np.testing.assert_allclose(at_zero, math.log(0.6) ** 2 + math.log(8 / 12) ** 2, rtol=1e-5)
+    darknet_scale = 2 - (6 / SIZE) * (8 / SIZE)           # 2 - w h, relative to the input
+    np.testing.assert_allclose(at_zero, darknet_scale * (math.log(0.6) ** 2
+                                                         + math.log(8 / 12) ** 2), rtol=1e-5)
     assert at_target < 1e-10
 
 

@@ -30,8 +30,8 @@ __all__ = ["Options", "run"]
 #: set away from its default for a family that does not read it is refused.
 FAMILY_OPTIONS = ("ignore_thresh", "box_loss", "obj_loss", "focal_alpha", "focal_gamma",
                   "label_smoothing", "huber_delta", "box_weight", "obj_weight",
-                  "noobj_weight", "coord_weight", "pos_iou", "neg_iou", "sample_anchors",
-                  "positive_fraction", "multi_scale")
+                  "noobj_weight", "coord_weight", "scale_small_boxes", "pos_iou", "neg_iou",
+                  "sample_anchors", "positive_fraction", "multi_scale")
 #: Learning rate and frozen part by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
 DEFAULT_FREEZE = {1: "body", 2: "none"}
@@ -103,6 +103,10 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         None, "Yolov2: weight of the no-object term (default 1, YAD2K).", low=0)
     coord_weight: Optional[float] = option(
         None, "Yolov2: weight of the xy and wh terms (default 1, YAD2K).", low=0)
+    scale_small_boxes: bool = option(
+        True, "Yolov2: weigh the xy and wh terms of each box by 2 - w h (its size relative "
+              "to the input), as Darknet's region layer does (off: YAD2K's port).",
+        toggle=True)
     pos_iou: Optional[float] = option(
         None, "Anchor matching: IoU at or above which an anchor is positive (default: 0.5 "
               "retinanet, 0.7 rpn).", above=0, high=1)
