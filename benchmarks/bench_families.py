@@ -154,8 +154,8 @@ def run_family(name: str, quick: bool = False, clock: str = "wall", **overrides)
                         width=settings["width"], anchors=work / "anchors.txt",
                         input_size=input_size, epochs=settings["epochs"],
                         batch_size=settings["batch_size"], lr=settings["lr"],
-                        freeze="none", seed=settings.get("seed", 0), out=work / "run", workers=2, jit=not quick,
-                        max_boxes=dataset["max_boxes"],
+                        freeze="none", seed=settings.get("seed", 0), out=work / "run",
+                        workers=2, jit=not quick, max_boxes=dataset["max_boxes"],
                         **{"warmup_epochs": 1.0, **passed})
     result = run_training(opts, callbacks=[Curve(), TimeBudget()])
     from detkit.models import build_model
