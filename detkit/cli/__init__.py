@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from detkit.cli._imports import skip_jax_under_tensorflow, skip_pyplot_in_keras
+from detkit.cli._imports import skip_unused_imports
 from detkit.cli._quiet import quiet_library_logs
 from detkit.cli.app import app
 
@@ -11,6 +11,5 @@ from detkit.cli.app import app
 def main() -> None:
     """Console-script entry point: library log lines hidden (``DETKIT_VERBOSE=1`` shows them)."""
     quiet_library_logs()
-    skip_jax_under_tensorflow()
-    skip_pyplot_in_keras()
+    skip_unused_imports()
     app()
