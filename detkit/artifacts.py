@@ -280,8 +280,10 @@ def settings_agree(a: Any, b: Any) -> bool:
 
 
 def _show(value: Any) -> str:
+    """``value`` on one line of at most 120 characters (arrays as nested lists)."""
     value = np.asarray(value)
-    text = np.array2string(value, separator=",", max_line_width=10_000, threshold=20)
+    text = (json.dumps(np.round(value.astype(float), 4).tolist()) if value.dtype.kind in "fiu"
+            else json.dumps(value.astype(str).tolist(), ensure_ascii=False))
     return text if len(text) <= 120 else text[:117] + "..."
 
 

@@ -636,6 +636,80 @@ def test_encode_labels_without_model_follows_the_anchor_count(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
+# Weights carry their settings: predict, eval-map and export read the weights' manifest
+# ---------------------------------------------------------------------------------------
+
+#: The anchors recorded with the weights below (not yolov3-tiny's default COCO anchors).
+RECORDED_ANCHORS = [[4.0, 5.0], [8.0, 9.0], [12.0, 14.0], [20.0, 22.0], [30.0, 34.0],
+                    [50.0, 54.0]]
+
+
+def _trained(root: Path, names: tuple[str, ...] = ("cat", "dog")) -> Path:
+    """Tiny yolov3-tiny weights (width 0.0625, 64 px, 2 classes) with the settings
+    train records in their manifest."""
+    from detkit.artifacts import write_manifest
+    from detkit.models import build_model
+
+    weights = root / "run" / "best.weights.h5"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    build_model("yolov3-tiny", 2, 0.0625, 64).save_weights(weights)
+    write_manifest(weights, command="train", config={}, inputs=[], extra={
+        "model": "yolov3-tiny", "width": 0.0625, "backbone": "darknet-tiny",
+        "input_size": 64, "anchors": RECORDED_ANCHORS, "class_names": list(names)})
+    return weights
+
+
+def _predict(root: Path, *extra: str) -> list[str]:
+    _images(root / "imgs")
+    return ["predict", str(root / "imgs"), "--weights", str(_trained(root)), "--out",
+            str(root / "out" / "d.json"), *extra]
+
+
+def _predicted_with_the_recorded_settings(root: Path) -> None:
+    manifest = json.loads((root / "out" / "d.json.manifest.json").read_text())
+    assert manifest["anchors"] == RECORDED_ANCHORS
+    assert (manifest["input_size"], manifest["class_names"]) == (64, ["cat", "dog"])
+    assert "anchors_file" not in manifest
+
+
+WEIGHTS_CASES = [
+    Case("predict-takes-the-settings-recorded-with-the-weights", _predict, 0,
+         "predict: 2 images (folder)", check=_predicted_with_the_recorded_settings),
+    Case("predict-anchors-contradict-the-weights",
+         lambda r: _predict(r, "--anchors", str(_anchors(r))), 1,
+         "{root}/anchors.txt and {root}/run/best.weights.h5.manifest.json disagree:  "
+         "anchors: {root}/anchors.txt has [[10.0, 14.0], [23.0, 27.0],"),
+    Case("predict-classes-contradict-the-weights",
+         lambda r: _predict(r, "--classes", str(_write(r / "c.txt", "dog\ncat\n"))), 1,
+         'class_names: {root}/c.txt has ["dog", "cat"], '
+         '{root}/run/best.weights.h5.manifest.json has ["cat", "dog"]'),
+    Case("predict-width-contradicts-the-weights",
+         lambda r: _predict(r, "--width", "0.125"), 1,
+         "{root}/run/best.weights.h5.manifest.json: --width 0.125 disagrees with the "
+         "weights' manifest, which records 0.0625"),
+    Case("predict-at-another-input-size",
+         lambda r: _predict(r, "--input-size", "96"), 0,
+         "running at input 96; the weights were trained at 64"),
+    Case("eval-map-ground-truth-names-contradict-the-weights",
+         lambda r: (_trained(r, ("fox", "hen")),
+                    ["eval-map", str(_coco(r)), "--weights", str(r / "run" / "best.weights.h5"),
+                     "--out", str(r / "out" / "report.json")])[-1], 1,
+         'class_names: {root}/gt.json has ["cat", "dog"], '
+         '{root}/run/best.weights.h5.manifest.json has ["fox", "hen"]'),
+    Case("export-model-contradicts-the-weights",
+         lambda r: ["export", str(_trained(r)), "--model", "retinanet", "--out",
+                    str(r / "out" / "m.onnx")], 1,
+         "--model retinanet disagrees with the weights' manifest, which records "
+         "yolov3-tiny"),
+]
+
+
+@pytest.mark.parametrize("case", WEIGHTS_CASES, ids=[case.id for case in WEIGHTS_CASES])
+def test_weights_carry_their_settings(case, tmp_path, monkeypatch):
+    run_case(case, tmp_path, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------
 # Training: the plateau schedule's reductions during warmup, a NaN val_loss
 # ---------------------------------------------------------------------------------------
 

@@ -135,7 +135,8 @@ def test_anchors_file_and_manifest(tiny):
     assert manifest["command"] == "import-darknet"
     assert (manifest["model"], manifest["width"], manifest["input_size"]) == (
         "yolov3-tiny", 1.0, 416)
-    assert manifest["class_names"] == ["0", "1"]
+    assert "class_names" not in manifest  # placeholder names are not recorded
+    assert result.class_names is None
     np.testing.assert_array_equal(manifest["anchors"], result.anchors)
     from detkit.artifacts import sha256_file
 

@@ -157,6 +157,12 @@ def test_family_trains_evaluates_and_predicts(data, tmp_path, model):
     assert result.exit_code == 0, result.output
     found = json.loads(detections.read_text())
     assert found and all(len(d["bbox"]) == 4 for d in found)
+    # the weights' manifest supplies the model, width, input size and anchors
+    recorded = tmp_path / "recorded.json"
+    result = invoke("predict", data / "val.txt", "--weights", stage2 / "last.weights.h5",
+                    "--out", recorded, "--conf", "0.0001")
+    assert result.exit_code == 0, result.output
+    assert json.loads(recorded.read_text()) == found
     if model == "rpn":
         assert {d["category_id"] for d in found} == {1}     # class-agnostic
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from detkit.cli.app import console
+from detkit.cli.app import console, warn
 from detkit.cli._command import register
 from detkit.commands.export import ExportResult, Options, run
 
 
 def _render(result: ExportResult) -> None:
+    for note in result.notes:
+        warn(note)
     s = result.settings
     kind = s.format + (f" {s.quantize}" if s.quantize else "")
     outputs = ", ".join(s.outputs)

@@ -28,6 +28,7 @@ from detkit.evaluate.report import coco_report, table_rows, voc_report
 from detkit.evaluate.summary import stat_names
 from detkit.export.settings import read_settings
 from detkit.families import MODEL_NAMES, get_family
+from detkit.models.recorded import read_recorded
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
@@ -237,12 +238,17 @@ def check_metric_fits(opts: Options) -> None:
 
     Raises:
         UsageError: ``--metric voc07``/``voc12`` for a class-agnostic family (given as
-            ``--model`` or recorded in an export's manifest), exit 2.
+            ``--model`` or recorded in the manifest of an export or of the weights),
+            exit 2.
     """
     if opts.metric == "coco":
         return
-    settings = read_settings(opts.weights) if opts.model is None else None
-    model = opts.model if settings is None else settings.model
+    model = opts.model
+    if model is None and opts.weights is not None:
+        settings = read_settings(opts.weights)
+        recorded = read_recorded(Path(opts.weights)) if settings is None else None
+        model = (settings.model if settings is not None else
+                 recorded.values.get("model") if recorded is not None else None)
     if model is not None and get_family(model).class_agnostic:
         raise UsageError(f"--model {model} proposes boxes without classes: score them with "
                          f"--metric coco (class-agnostic AR@100, AR@1000), not "
@@ -302,9 +308,7 @@ def _run_model(opts: Options, progress: Progress
         run's notes (warnings).
     """
     result = predict.run(predict_options(opts), progress)
-    settings = read_settings(opts.weights) if result.weights_format != "keras" else None
-    info = {"name": settings.model if settings else opts.model,
-            "width": settings.width if settings else opts.width,
+    info = {"name": result.model, "width": result.width,
             "params": result.params or None,
             "weights_mb": round(result.size_bytes / 2**20, 3),
             "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images,

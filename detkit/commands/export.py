@@ -23,8 +23,7 @@ import numpy as np
 from detkit.artifacts import check_no_clobber, check_writable, sha256_file, write_manifest
 from detkit.commands.groups import ModelOptions
 from detkit.commands.predict import (MAX_DET_HELP, NMS_IOU_HELP, load_weights_strict,
-                                     names_from_weights)
-from detkit.data.dataset import read_class_names
+                                     recorded_class_names)
 from detkit.errors import ArtifactError, UsageError
 from detkit.export import exporters
 from detkit.export.deps import require
@@ -33,6 +32,7 @@ from detkit.export.runtimes import disk_size, open_runtime
 from detkit.export.settings import FORMATS, QUANTIZATIONS, SUFFIXES, ExportSettings
 from detkit.families import get_family
 from detkit.models import build_model
+from detkit.models.recorded import read_recorded, resolve_anchors, resolve_options
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -57,6 +57,7 @@ class ExportResult:
         max_abs_diff: largest difference between the export's and the Keras model's
             outputs on the check images (raw outputs, or the scores of an NMS export).
         check_images: how many images that check ran on.
+        notes: things the user should know (an input size other than the trained one).
     """
 
     out: Path
@@ -66,6 +67,7 @@ class ExportResult:
     seconds: float
     max_abs_diff: float
     check_images: int
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -74,7 +76,8 @@ class Options(ModelOptions):
 
     weights: Path = argument("Trained weights (.weights.h5) to export.", role="input")
     classes: Optional[Path] = option(
-        None, "classes.txt, one name a line (default: 0..C-1, C read from the weights).", role="input")
+        None, "classes.txt, one name a line (default: the names recorded with the "
+              "weights, else 0..C-1 with C read from the weights).", role="input")
     format: Optional[str] = option(
         None, "saved_model, tflite or onnx (default: from --out's ending: .tflite, .onnx, "
               "else a SavedModel folder).", choices=FORMATS)
@@ -151,24 +154,28 @@ def check_options(opts: Options) -> tuple[str, Path]:
 
 
 def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
-    """Export ``opts.weights`` (see the module docstring).
+    """Export ``opts.weights`` (see the module docstring). The model, width, backbone,
+    input size, anchors and class names recorded with the weights fill the flags left at
+    their defaults (:mod:`detkit.models.recorded`).
 
     Raises:
         UsageError: contradicting flags, int8 without calibration, a missing optional
             package (the ``export`` extra).
         ArtifactError: missing weights, or weights that do not fit ``--model``/``--width``.
-        ArtifactMismatchError: an anchors file with the wrong count.
+        ArtifactMismatchError: an anchors file with the wrong count; flags, anchors or
+            class names that contradict the weights' manifest.
         DataError: unreadable calibration images.
     """
     from detkit.export.graph import NMS_OUTPUTS, InferenceModel
 
+    weights = Path(opts.weights)
+    recorded = read_recorded(weights) if weights.is_file() else None
+    opts, notes = resolve_options(opts, recorded)
     fmt, out = check_options(opts)
     started = time.perf_counter()
-    weights = Path(opts.weights)
     family = get_family(opts.model)
-    anchors, anchors_path = family.resolve_anchors(opts.anchors)
-    class_names = (read_class_names(opts.classes) if opts.classes is not None
-                   else names_from_weights(weights))
+    anchors, anchors_path = resolve_anchors(family, opts.anchors, recorded)
+    class_names = recorded_class_names(opts, None, weights, recorded, family)
     calibration = _calibration(opts)
     progress.start(f"export {fmt}", None)
     backbone = getattr(opts, "backbone", None)
@@ -197,7 +204,7 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
         iou=iou if opts.nms else None, max_det=max_det if opts.nms else None,
         outputs=outputs, weights_sha256=sha256_file(weights), backbone=backbone)
     diff, count = _check(model, out, settings, calibration)
-    inputs = [weights, anchors_path]
+    inputs = [weights, *([anchors_path] if anchors_path is not None else [])]
     inputs += [Path(opts.classes)] if opts.classes is not None else []
     extra: dict[str, Any] = {"export": settings.to_manifest(),
                              "check": {"images": count, "max_abs_diff_vs_keras": diff}}
@@ -208,7 +215,7 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
                               extra=extra)
     return ExportResult(out=out, manifest=manifest, settings=settings,
                         size_bytes=disk_size(out), seconds=time.perf_counter() - started,
-                        max_abs_diff=diff, check_images=count)
+                        max_abs_diff=diff, check_images=count, notes=notes)
 
 
 def _calibration(opts: Options) -> list:

@@ -49,8 +49,9 @@ class ImportDarknetResult:
         out, manifest_path: the weights file and its manifest.
         anchors_path: the anchors file (None for a cfg without ``[yolo]`` layers).
         layout: ``yolov3``, ``yolov3-tiny`` or ``darknet53``; model: the detkit model.
-        num_classes, class_names: classes of the written model (names ``None`` for a
-            backbone imported without ``--classes``).
+        num_classes, class_names: classes of the written model (names ``None``
+            without ``--classes``: placeholder names are not recorded, so predict and
+            eval-map take the dataset's).
         anchors: ``(K, 2)`` anchors as written (input pixels) or None.
         input_size: the input side recorded (``--input-size`` or ``[net] width``).
         version: the weights format ``major.minor.revision``; seen: images seen.
@@ -216,7 +217,7 @@ def run(opts: Options, progress: Progress = SILENT) -> ImportDarknetResult:
     version = f"{darknet.major}.{darknet.minor}.{darknet.revision}"
     settings: dict[str, Any] = {"model": layout.model, "width": 1.0,
                                 "input_size": input_size, "num_classes": num_classes}
-    if names is not None:
+    if classes is not None:  # placeholder names "0".."C-1" are not recorded
         settings["class_names"] = names
     anchors_file = None
     if layout.anchors is not None:

@@ -24,6 +24,8 @@ from detkit.export.runtimes import disk_size, open_runtime
 from detkit.export.settings import detect_format, read_settings
 from detkit.families import get_family
 from detkit.models import build_model
+from detkit.models.recorded import (check_class_names, read_recorded, resolve_anchors,
+                                    resolve_options)
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
@@ -55,6 +57,8 @@ class PredictResult:
         notes: things the user should know (an export's baked-in NMS settings).
         warmup_seconds: the first (compiling) call on a blank batch, not in
             ``ms_per_image``.
+        model, width: the architecture that ran (from the flags, the weights' manifest
+            or the export's).
     """
 
     out: Path
@@ -74,6 +78,8 @@ class PredictResult:
     video: Path | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     warmup_seconds: float = 0.0
+    model: str = ""
+    width: float = 1.0
 
     @property
     def unit(self) -> str:
@@ -102,8 +108,9 @@ class PredictResult:
 
 #: Help of ``--weights`` wherever a model is run.
 WEIGHTS_HELP = ("Trained weights (.weights.h5), or an export of detkit export: .tflite, "
-                ".onnx or a SavedModel folder (model, anchors, classes and input size then "
-                "come from its manifest).")
+                ".onnx or a SavedModel folder. The model, width, backbone, anchors, "
+                "classes and input size recorded in its manifest fill the flags not given; "
+                "a flag that contradicts them is refused.")
 NMS_IOU_HELP = ("Per-class NMS IoU threshold (default: the model family's, 0.45; 0.7 for "
                 "rpn proposals).")
 MAX_DET_HELP = ("Detections kept per image (default: the model family's, 100; 1000 for rpn "
@@ -231,8 +238,9 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
                          weights_format=loaded.weights_format, quantize=loaded.quantize,
                          size_bytes=loaded.size_bytes,
                          video=Path(opts.save_video) if opts.save_video else None,
-                         notes=list(loaded.detector.notes),
-                         warmup_seconds=loop_started - warm_started)
+                         notes=[*loaded.notes, *loaded.detector.notes],
+                         warmup_seconds=loop_started - warm_started,
+                         model=loaded.model, width=loaded.width)
 
 
 @dataclasses.dataclass
@@ -249,6 +257,8 @@ class LoadedDetector:
         weights_format: ``keras``, ``saved_model``, ``tflite`` or ``onnx``.
         quantize: an export's quantization.
         size_bytes: the weights' or the export's size on disk.
+        model, width: the architecture loaded.
+        notes: things the user should know (an input size other than the trained one).
     """
 
     detector: object
@@ -260,6 +270,9 @@ class LoadedDetector:
     weights_format: str
     quantize: Optional[str]
     size_bytes: int
+    model: str
+    width: float
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetector:
@@ -275,29 +288,47 @@ def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetecto
     return _keras_detector(opts, weights, image_set)
 
 
-def _class_names(opts: Options, image_set, fallback) -> list[str]:
-    """``--classes``, else the dataset's names, else ``fallback()``."""
+def given_class_names(opts, image_set=None) -> Optional[tuple[list[str], str]]:
+    """``(names, where they come from)``: ``--classes``, else the dataset's names, else
+    ``None``."""
     if opts.classes is not None:
-        return read_class_names(opts.classes)
+        return read_class_names(opts.classes), str(opts.classes)
     if image_set is not None and image_set.class_names:
-        return list(image_set.class_names)
-    return fallback()
+        return list(image_set.class_names), str(opts.data)
+    return None
+
+
+def recorded_class_names(opts, image_set, weights: Path, recorded, family) -> list[str]:
+    """The class names of ``weights``: ``--classes`` or the dataset's, checked against
+    the recorded ones (not for class-agnostic families), else the recorded ones, else
+    ``0..C-1``."""
+    given = given_class_names(opts, image_set)
+    if given is None:
+        if recorded is not None and recorded.class_names is not None:
+            return list(recorded.class_names)
+        return names_from_weights(weights)
+    if not family.class_agnostic:
+        check_class_names(given[0], given[1], recorded)
+    return given[0]
 
 
 def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
     from detkit.export.detectors import KerasDetector
 
-    if opts.model is None:
-        raise UsageError("--model is required with .weights.h5 weights")
     if not weights.is_file():
         raise ArtifactError("not a weights file, .tflite, .onnx or SavedModel folder",
                             path=weights)
+    recorded = read_recorded(weights)
+    opts, notes = resolve_options(opts, recorded)
+    if opts.model is None:
+        raise UsageError("--model is required with .weights.h5 weights that have no "
+                         "manifest naming their model")
     family = get_family(opts.model)
     if opts.input_size % family.max_stride:
         raise UsageError(f"--input-size must be a multiple of {family.max_stride}, "
                          f"got {opts.input_size}")
-    anchors, anchors_path = family.resolve_anchors(opts.anchors)
-    class_names = _class_names(opts, image_set, lambda: names_from_weights(weights))
+    anchors, anchors_path = resolve_anchors(family, opts.anchors, recorded)
+    class_names = recorded_class_names(opts, image_set, weights, recorded, family)
     backbone = getattr(opts, "backbone", None)
     network = build_model(opts.model, len(class_names), opts.width, opts.input_size,
                           **({"backbone": backbone} if backbone else {}))
@@ -309,7 +340,8 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
     return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
                           anchors_path=anchors_path, summary=report.summary(),
                           params=int(network.count_params()), weights_format="keras",
-                          quantize=None, size_bytes=weights.stat().st_size)
+                          quantize=None, size_bytes=weights.stat().st_size,
+                          model=opts.model, width=float(opts.width), notes=notes)
 
 
 def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> LoadedDetector:
@@ -334,7 +366,8 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
         given_anchors, anchors_path = family.resolve_anchors(opts.anchors)
         check_agree(str(anchors_path), {"anchors": given_anchors}, str(weights),
                     {"anchors": anchors}, keys=("anchors",))
-    class_names = _class_names(opts, image_set, lambda: list(settings.class_names))
+    given = given_class_names(opts, image_set)
+    class_names = list(settings.class_names) if given is None else given[0]
     if len(class_names) != len(settings.class_names):
         raise ArtifactMismatchError(f"the export has {len(settings.class_names)} classes, "
                                     f"not {len(class_names)}", path=weights)
@@ -349,7 +382,8 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
     return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
                           anchors_path=anchors_path, summary=summary, params=0,
                           weights_format=fmt, quantize=settings.quantize,
-                          size_bytes=disk_size(weights))
+                          size_bytes=disk_size(weights), model=settings.model,
+                          width=float(settings.width))
 def names_from_weights(weights: Path) -> list[str]:
     """``0..C-1`` with ``C`` read from the weights file."""
     from detkit.models.weights import num_classes_in_file

@@ -1,0 +1,133 @@
+"""The settings trained weights carry, and a command's options resolved against them.
+
+``train``, ``distill`` and ``import-darknet`` record beside every ``.weights.h5`` (in
+``NAME.weights.h5.manifest.json``) the model, width, backbone, input size, anchors and
+class names it was made with. ``predict``, ``eval-map --model`` and ``export`` take each
+of these from there when its flag is left at its default, and refuse a flag, anchors
+file or set of class names that contradicts it: weights are never decoded with another
+model's anchors, nor their classes relabelled by another dataset's names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from detkit.artifacts import check_agree, manifest_path, read_manifest, settings_agree
+from detkit.errors import ArtifactMismatchError
+
+#: The architecture settings a weights manifest may record, with their flags.
+FLAGS = {"model": "--model", "width": "--width", "backbone": "--backbone",
+         "input_size": "--input-size"}
+
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedSettings:
+    """What a weights manifest says the weights were made with.
+
+    Attributes:
+        manifest: the manifest file (named in messages).
+        values: the architecture settings it records (keys of :data:`FLAGS`).
+        anchors: ``(K, 2)`` anchors in input pixels, if recorded.
+        class_names: one name per class index, if recorded.
+    """
+
+    manifest: Path
+    values: dict[str, Any]
+    anchors: Optional[np.ndarray]
+    class_names: Optional[list[str]]
+
+
+def read_recorded(weights: Path) -> Optional[RecordedSettings]:
+    """The settings recorded beside ``weights`` (``None``: no manifest, or none recorded).
+
+    Raises:
+        ArtifactError: a manifest that is not valid JSON (named, with the line).
+    """
+    manifest = read_manifest(weights)
+    values = {key: manifest[key] for key in FLAGS if manifest.get(key) is not None}
+    anchors, names = manifest.get("anchors"), manifest.get("class_names")
+    if not values and anchors is None and names is None:
+        return None
+    return RecordedSettings(
+        manifest=manifest_path(weights), values=values,
+        anchors=None if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2),
+        class_names=None if names is None else [str(name) for name in names])
+
+
+def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
+                    ) -> tuple[OptionsT, list[str]]:
+    """``opts`` with each recorded setting whose flag is left at its default.
+
+    A flag at its default counts as not given (so ``--width 1`` over weights recorded
+    at width 0.5 takes 0.5). ``--input-size`` may differ from the recorded size (the
+    networks are fully convolutional): that gives a note, not an error.
+
+    Returns:
+        ``(resolved options, notes)``.
+
+    Raises:
+        ArtifactMismatchError: ``--model``, ``--width`` or ``--backbone`` given with
+            another value than the manifest records (naming the manifest).
+    """
+    if recorded is None:
+        return opts, []
+    defaults = {field.name: field.default for field in dataclasses.fields(opts)}
+    changes: dict[str, Any] = {}
+    notes: list[str] = []
+    for name, flag in FLAGS.items():
+        if name not in recorded.values or not hasattr(opts, name):
+            continue
+        given, value = getattr(opts, name), recorded.values[name]
+        if given is None or given == defaults.get(name):
+            changes[name] = value
+        elif settings_agree(given, value):
+            continue
+        elif name == "input_size":
+            notes.append(f"running at input {given}; the weights were trained at {value} "
+                         f"({recorded.manifest.name})")
+        else:
+            raise ArtifactMismatchError(f"{flag} {given} disagrees with the weights' "
+                                        f"manifest, which records {value}",
+                                        path=recorded.manifest)
+    return dataclasses.replace(opts, **changes), notes
+
+
+def resolve_anchors(family, anchors_file, recorded: Optional[RecordedSettings]
+                    ) -> tuple[np.ndarray, Optional[Path]]:
+    """The anchors to decode with: ``--anchors`` (checked against the recorded ones),
+    else the recorded ones, else the family's defaults.
+
+    Returns:
+        ``(anchors (K, 2) float32 input pixels, the file read or None when recorded)``.
+
+    Raises:
+        ArtifactMismatchError: an anchors file that differs from the recorded anchors, or
+            whose count does not fit the family.
+    """
+    if recorded is None or recorded.anchors is None:
+        return family.resolve_anchors(anchors_file)
+    if anchors_file is None:
+        return recorded.anchors, None
+    anchors, path = family.resolve_anchors(anchors_file)
+    check_agree(str(path), {"anchors": anchors}, str(recorded.manifest),
+                {"anchors": recorded.anchors}, keys=("anchors",))
+    return anchors, path
+
+
+def check_class_names(names: Sequence[str], source: str,
+                      recorded: Optional[RecordedSettings]) -> None:
+    """Refuse class names (from ``source``: ``--classes`` or the dataset) that differ
+    from the ones the weights were trained on.
+
+    Raises:
+        ArtifactMismatchError: naming both sides and both lists.
+    """
+    if recorded is not None and recorded.class_names is not None:
+        check_agree(source, {"class_names": list(names)}, str(recorded.manifest),
+                    {"class_names": recorded.class_names}, keys=("class_names",))
