@@ -133,6 +133,19 @@ CASES = [
     Case("config-duplicate-key-spellings",
          lambda r: _config(r, "input-size: 64\nseed: 1\ninput_size: 96\n"), 2,
          "cfg.yaml:3: key 'input_size' is given twice (first on line 1)"),
+    # user text is printed literally, never as Rich markup
+    Case("path-with-a-markup-closing-tag",
+         lambda r: _kmeans((_write(r / "keep.txt", "x"), r / "p[/]q" / "t.txt")[-1], r), 1,
+         "{root}/p[/]q/t.txt: dataset not found"),
+    Case("path-with-brackets",
+         lambda r: _kmeans(_write(r / "p[v2]" / "t.txt", "x.jpg 1,2,3\n"), r), 1,
+         "{root}/p[v2]/t.txt:1: malformed box '1,2,3': expected x1,y1,x2,y2,class"),
+    Case("message-values-with-brackets",
+         lambda r: _kmeans(_write(r / "gt.json", json.dumps({
+             "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+             "annotations": [{"id": 1, "image_id": 1, "category_id": 1}],
+             "categories": [{"id": 1, "name": "[bold]cat"}]})), r), 1,
+         "annotation id 1: 'bbox' must be [x, y, width, height], got None"),
 ]
 
 
