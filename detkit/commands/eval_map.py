@@ -1,10 +1,11 @@
 """``detkit eval-map DATA``: COCO (pycocotools-exact) or VOC mAP of detections, to report.json.
 
-Evaluates ``--detections`` (a COCO results json), or first runs ``--model`` with
-``--weights`` over the ground truth's images (``detkit predict``; ``--weights`` may be an
-export of ``detkit export``, which brings its own model, anchors and input size). Writes ``OUT`` (the
-report: stats, per-class table, F1-optimal confidence, the model block in ``--model``
-mode) with its sidecar manifest, and PR / F1 curves under ``--plots``.
+Evaluates ``--detections`` (a COCO results json), or first runs the model of
+``--weights`` over the ground truth's images (``detkit predict``; the model, anchors and
+input size come from the manifest of the weights or of an export of ``detkit export``,
+or from ``--model`` and its flags). Writes ``OUT`` (the report: stats, per-class table,
+F1-optimal confidence, the model block in ``--model`` mode) with its sidecar manifest,
+and PR / F1 curves under ``--plots``.
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
         role="output", folder=True)
     model: Optional[str] = option(
         None, f"Run this architecture ({', '.join(MODEL_NAMES)}) over the ground truth's "
-              f"images instead of reading --detections (an export given as --weights "
-              f"knows its own).", choices=MODEL_NAMES)
+              f"images instead of reading --detections (default with --weights: the one "
+              f"recorded in the weights' or the export's manifest).", choices=MODEL_NAMES)
     weights: Optional[Path] = option(None, predict.WEIGHTS_HELP, role="input")
     compile: bool = option(True, predict.COMPILE_HELP, toggle=True)
     exist_ok: bool = option(False, "With --model: write the model's detections over an "

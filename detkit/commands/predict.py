@@ -288,7 +288,7 @@ def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetecto
     return _keras_detector(opts, weights, image_set)
 
 
-def given_class_names(opts, image_set=None) -> Optional[tuple[list[str], str]]:
+def _given_class_names(opts, image_set=None) -> Optional[tuple[list[str], str]]:
     """``(names, where they come from)``: ``--classes``, else the dataset's names, else
     ``None``."""
     if opts.classes is not None:
@@ -302,7 +302,7 @@ def recorded_class_names(opts, image_set, weights: Path, recorded, family) -> li
     """The class names of ``weights``: ``--classes`` or the dataset's, checked against
     the recorded ones (not for class-agnostic families), else the recorded ones, else
     ``0..C-1``."""
-    given = given_class_names(opts, image_set)
+    given = _given_class_names(opts, image_set)
     if given is None:
         if recorded is not None and recorded.class_names is not None:
             return list(recorded.class_names)
@@ -366,7 +366,7 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
         given_anchors, anchors_path = family.resolve_anchors(opts.anchors)
         check_agree(str(anchors_path), {"anchors": given_anchors}, str(weights),
                     {"anchors": anchors}, keys=("anchors",))
-    given = given_class_names(opts, image_set)
+    given = _given_class_names(opts, image_set)
     class_names = list(settings.class_names) if given is None else given[0]
     if len(class_names) != len(settings.class_names):
         raise ArtifactMismatchError(f"the export has {len(settings.class_names)} classes, "
