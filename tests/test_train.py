@@ -221,10 +221,18 @@ def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
     assert any(not np.allclose(a, b) for key in heads
                for a, b in zip(before[key], after[key]))
 
+    # stage 2 continues stage 1: model, width, anchors and input size come from the
+    # manifest of its --weights
     stage2 = tmp_path / "stage2"
-    result = runner.invoke(app, base_args(dataset, stage2, "--stage", "2", "--epochs", "1",
-                                          "--weights", str(stage1 / "best.weights.h5")))
+    result = runner.invoke(app, ["train", str(dataset / "train.txt"), "--stage", "2",
+                                 "--epochs", "1", "--batch-size", "4", "--steps-per-epoch",
+                                 "2", "--weights", str(stage1 / "best.weights.h5"),
+                                 "--out", str(stage2)])
     assert result.exit_code == 0, result.output
+    continued = json.loads((stage2 / "manifest.json").read_text())
+    assert (continued["model"], continued["width"], continued["input_size"]) == (
+        "yolov3-tiny", float(WIDTH), SIZE)
+    np.testing.assert_allclose(continued["anchors"], ANCHORS)
     tuned = layer_arrays(stage2 / "last.weights.h5")
     assert any(not np.allclose(a, b) for key in body for a, b in zip(after[key], tuned[key]))
     assert json.loads((stage2 / "manifest.json").read_text())["config"]["freeze"] == "none"

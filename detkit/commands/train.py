@@ -21,6 +21,7 @@ from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import UsageError
 from detkit.families import get_family
 from detkit.models import check_input_size
+from detkit.models.recorded import RecordedSettings, read_recorded, resolve_options
 from detkit.options import as_config, check, flag_of, option
 from detkit.progress import SILENT, Progress
 
@@ -50,7 +51,9 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                          integer=True, low=0)
     batch_size: int = option(16, "Images per (global) batch.", integer=True, low=1)
     weights: Optional[Path] = option(
-        None, "Initial weights (*.weights.h5), loaded by layer name.", role="input")
+        None, "Initial weights (*.weights.h5), loaded by layer name. In stage 2 the model, "
+              "width, backbone, input size and anchors recorded in their manifest fill "
+              "the flags not given (stage 2 continues stage 1).", role="input")
     val: Optional[Path] = option(None, "Validation dataset; best.weights.h5 then tracks "
                                        "--monitor (val_loss by default).", role="input")
     eval_every: int = option(0, "Every N epochs (and at the last) run the COCO evaluator on "
@@ -275,7 +278,26 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
             raise UsageError(f"--neg-iou {neg:g} must not exceed --pos-iou {pos:g} (an "
                              f"anchor cannot be both negative and positive)")
 
+    def recorded_start(self) -> Optional[RecordedSettings]:
+        """What stage 2's ``--weights`` were trained with (their manifest), else
+        ``None``: stage 2 continues stage 1, so these fill the flags left at their
+        defaults (stage 1's ``--weights`` may be any start: nothing is taken from it)."""
+        if self.stage != 2 or self.weights is None or not Path(self.weights).is_file():
+            return None
+        return read_recorded(Path(self.weights))
+
     def resolved(self) -> "Options":
+        """A copy with stage 2's recorded start (:meth:`recorded_start`) and the stage
+        defaults filled in, and every value checked.
+
+        Raises:
+            UsageError: naming the option and the value received.
+            ArtifactMismatchError: stage 2's ``--model``, ``--width`` or ``--backbone``
+                contradicting the manifest of its ``--weights``.
+        """
+        return resolve_options(self, self.recorded_start())[0].checked()
+
+    def checked(self) -> "Options":
         """A copy with the stage defaults filled in and every value checked.
 
         Raises:

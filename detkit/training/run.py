@@ -32,6 +32,7 @@ from detkit.artifacts import (check_agree, check_fresh, check_writable, library_
 from detkit.data.dataset import load_dataset
 from detkit.errors import UsageError
 from detkit.families import get_family
+from detkit.models.recorded import resolve_anchors
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, read_history,
                                        read_state)
@@ -99,7 +100,7 @@ class RunContext:
         records, val_records: training and validation images (``None``: no ``--val``);
             val_dataset: the whole validation dataset (the mAP's ground truth).
         class_names: the dataset's classes; anchors: ``(K, 2)`` input pixels, read from
-            anchors_path.
+            anchors_path (``None``: recorded with stage 2's ``--weights``).
         monitor: the logged key of ``--monitor`` (``val_loss``, ``val_map``, ...) with
             ``--val``, else ``loss``.
         log_dir: the TensorBoard folder (``None``: tensorboard is not installed).
@@ -115,7 +116,7 @@ class RunContext:
     val_records: Optional[list]
     class_names: list[str]
     anchors: np.ndarray
-    anchors_path: Path
+    anchors_path: Optional[Path]
     monitor: str
     settings: dict[str, Any]
     notes: list[str]
@@ -152,7 +153,7 @@ class RunContext:
         class_names = list(dataset.class_names)
         val_dataset = (load_dataset(opts.val, opts.format, class_names)
                        if opts.val is not None else None)
-        anchors, anchors_path = family.resolve_anchors(opts.anchors)
+        anchors, anchors_path = resolve_anchors(family, opts.anchors, opts.recorded_start())
         monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
         notes = [summary for summary in (dataset.fixes.summary(),) if summary]
         log_dir = opts.out / TENSORBOARD_DIR
