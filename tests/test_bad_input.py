@@ -687,7 +687,8 @@ def _predicted_with_the_recorded_settings(root: Path) -> None:
 
 WEIGHTS_CASES = [
     Case("predict-takes-the-settings-recorded-with-the-weights", _predict, 0,
-         "predict: 2 images (folder)", check=_predicted_with_the_recorded_settings),
+         "yolov3-tiny, width 0.0625, input 64 (settings from "
+         "best.weights.h5.manifest.json): loaded", check=_predicted_with_the_recorded_settings),
     Case("predict-anchors-contradict-the-weights",
          lambda r: _predict(r, "--anchors", str(_anchors(r))), 1,
          "{root}/anchors.txt and {root}/run/best.weights.h5.manifest.json disagree:  "

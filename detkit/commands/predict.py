@@ -338,10 +338,18 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
                              iou=iou, max_det=max_det,
                              batch_size=opts.batch_size, compile=opts.compile)
     return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
-                          anchors_path=anchors_path, summary=report.summary(),
+                          anchors_path=anchors_path,
+                          summary=_keras_summary(opts, report.summary(), recorded),
                           params=int(network.count_params()), weights_format="keras",
                           quantize=None, size_bytes=weights.stat().st_size,
                           model=opts.model, width=float(opts.width), notes=notes)
+
+
+def _keras_summary(opts: Options, loaded: str, recorded) -> str:
+    """One line: the architecture run, where its settings came from, what was loaded."""
+    source = f" (settings from {recorded.manifest.name})" if recorded is not None else ""
+    return (f"{opts.model}, width {opts.width:g}, input {opts.input_size}{source}: "
+            f"{loaded}")
 
 
 def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> LoadedDetector:
