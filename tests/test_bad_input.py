@@ -672,6 +672,19 @@ def _trained(root: Path, names: tuple[str, ...] = ("cat", "dog")) -> Path:
     return weights
 
 
+def _rpn_trained(root: Path) -> Path:
+    """Tiny rpn weights whose manifest names the model (and nothing else)."""
+    from detkit.artifacts import write_manifest
+    from detkit.models import build_model
+
+    weights = root / "rpn.weights.h5"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    build_model("rpn", 2, 0.0625, 64).save_weights(weights)
+    write_manifest(weights, command="train", config={}, inputs=[],
+                   extra={"model": "rpn", "width": 0.0625, "input_size": 64})
+    return weights
+
+
 def _predict(root: Path, *extra: str) -> list[str]:
     _images(root / "imgs")
     return ["predict", str(root / "imgs"), "--weights", str(_trained(root)), "--out",
@@ -710,6 +723,10 @@ WEIGHTS_CASES = [
                      "--out", str(r / "out" / "report.json")])[-1], 1,
          'class_names: {root}/gt.json has ["cat", "dog"], '
          '{root}/run/best.weights.h5.manifest.json has ["fox", "hen"]'),
+    Case("eval-map-voc-for-recorded-rpn-weights",
+         lambda r: ["eval-map", str(_coco(r)), "--weights", str(_rpn_trained(r)),
+                    "--metric", "voc07", "--out", str(r / "out" / "report.json")], 2,
+         "--model rpn proposes boxes without classes: score them with --metric coco"),
     Case("export-model-contradicts-the-weights",
          lambda r: ["export", str(_trained(r)), "--model", "retinanet", "--out",
                     str(r / "out" / "m.onnx")], 1,
