@@ -246,10 +246,8 @@ def check_metric_fits(opts: Options) -> None:
         return
     model = opts.model
     if model is None and opts.weights is not None:
-        settings = read_settings(opts.weights)
-        recorded = read_recorded(Path(opts.weights)) if settings is None else None
-        model = (settings.model if settings is not None else
-                 recorded.values.get("model") if recorded is not None else None)
+        settings = read_settings(opts.weights) or read_recorded(Path(opts.weights))
+        model = settings.model if settings is not None else None
     if model is not None and get_family(model).class_agnostic:
         raise UsageError(f"--model {model} proposes boxes without classes: score them with "
                          f"--metric coco (class-agnostic AR@100, AR@1000), not "

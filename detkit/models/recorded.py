@@ -42,6 +42,11 @@ class RecordedSettings:
     anchors: Optional[np.ndarray]
     class_names: Optional[list[str]]
 
+    @property
+    def model(self) -> Optional[str]:
+        """The recorded ``--model`` (``None``: not recorded)."""
+        return self.values.get("model")
+
 
 def read_recorded(weights: Path) -> Optional[RecordedSettings]:
     """The settings recorded beside ``weights`` (``None``: no manifest, or none recorded).
@@ -81,7 +86,7 @@ def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
     changes: dict[str, Any] = {}
     notes: list[str] = []
     for name, flag in FLAGS.items():
-        if name not in recorded.values or not hasattr(opts, name):
+        if name not in recorded.values:
             continue
         given, value = getattr(opts, name), recorded.values[name]
         if given is None or given == defaults.get(name):
