@@ -175,6 +175,44 @@ def test_loss_rejects_mismatched_inputs_and_round_trips_config():
     assert clone.temperature == 2.5
 
 
+def _softmax_kl(u, t):
+    """KL(softmax(u) || softmax(t)) by its definition, in float64."""
+    p = np.exp(u - u.max()) / np.exp(u - u.max()).sum()
+    q = np.exp(t - t.max()) / np.exp(t - t.max()).sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_yolov2_loss_takes_the_softmax_class_divergence(temperature):
+    """YOLOv2's classes are one softmax: the class term is the KL of the two class
+    distributions; the objectness and box terms are YOLOv3's."""
+    from detkit.distill.loss import SoftmaxDistillationLoss
+
+    rng = np.random.default_rng(4)
+    shapes = [(2, 3, 3, 5, 8)]                           # one stride-32 output, 5 anchors
+    teachers, students = _random_outputs(rng, shapes), _random_outputs(rng, shapes)
+    loss = SoftmaxDistillationLoss(temperature=temperature)
+    got = _terms(loss, teachers, students)
+    ref = reference_terms(teachers, students, temperature)
+    for name in ("d_obj", "d_xy", "d_wh"):
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, err_msg=name)
+    cls = np.zeros(2)
+    for b in range(2):
+        for u, t in zip(teachers[0][b].reshape(-1, 8).astype(float),
+                        students[0][b].reshape(-1, 8).astype(float)):
+            cls[b] += _sigmoid(u[4]) * temperature ** 2 * _softmax_kl(
+                u[5:] / temperature, t[5:] / temperature)
+    np.testing.assert_allclose(got["d_cls"], cls, rtol=1e-4)
+    assert not np.allclose(cls, ref["d_cls"])           # not the per-class sigmoid KL
+    for value in _terms(loss, teachers, teachers).values():
+        np.testing.assert_allclose(value, 0.0, atol=1e-5)
+    extreme = np.zeros((1, 1, 1, 1, 8), np.float32)
+    extreme[..., 4:] = 1e4
+    flipped = -extreme
+    assert all(np.all(np.isfinite(v)) for v in _terms(loss, [extreme], [flipped]).values())
+    assert SoftmaxDistillationLoss.from_config(loss.get_config()).temperature == temperature
+
+
 # ---------------------------------------------------------------------------------------
 # Stride matching
 # ---------------------------------------------------------------------------------------
@@ -630,3 +668,30 @@ def test_yolov3_teacher_mixed_precision_skips_the_stride_it_does_not_share(datas
     row = _history(tmp_path / "run")[0]
     assert all(math.isfinite(float(v)) for v in row.values())
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_student_without_anchors_takes_the_teachers_when_its_model_takes_as_many(
+        dataset, teacher, tmp_path):
+    """Without --anchors the student takes the anchors the teacher's manifest records
+    (then every stride pairs); not when its model takes another count, nor over
+    --anchors, nor from a teacher without a manifest."""
+    from detkit.commands.distill import Options
+
+    def recorded(teacher_path, **options):
+        opts = Options(data=dataset / "train.txt", teacher=teacher_path, out=tmp_path / "r",
+                       **{"model": "yolov3-tiny", **options})
+        start = opts.recorded_start()
+        return None if start is None else start.anchors
+
+    np.testing.assert_array_equal(recorded(teacher["run"]), ANCHORS)
+    assert recorded(teacher["run"], model="yolov3") is None            # 9 anchors
+    assert recorded(teacher["run"], anchors=dataset / "anchors.txt") is None
+    assert recorded(teacher["bare"]) is None
+    assert recorded(tmp_path / "missing") is None         # the teacher's check reports it
+    args = distill_args(dataset, teacher["run"], tmp_path / "run", "--epochs", "1")
+    del args[args.index("--anchors"):args.index("--anchors") + 2]
+    result = runner.invoke(app(), args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "best.weights.h5.manifest.json").read_text())
+    np.testing.assert_allclose(manifest["anchors"], ANCHORS)
+    assert "share no output stride" not in result.output

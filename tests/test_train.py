@@ -340,3 +340,33 @@ def test_precision_and_its_alias_must_agree(dataset, tmp_path):
     with pytest.raises(UsageError, match="contradicts --precision mixed_bfloat16"):
         _run(dataset, tmp_path / "x", epochs=1, mixed_precision=True,
              precision="mixed_bfloat16")
+
+
+@pytest.mark.parametrize("width, transposed", [(200, False), (80, True)])
+def test_run_table_keeps_every_value_readable_at_any_terminal_width(width, transposed):
+    """One row per epoch when it fits; else one row per value, the last epochs that fit
+    (distill's 12 columns on 80: no value is cut to an ellipsis)."""
+    import io
+
+    from rich.console import Console
+
+    from detkit.cli._run_table import epochs_table
+
+    names = ["lr", "loss", "xy", "wh", "obj", "noobj", "cls", "d_obj", "d_xy", "d_wh",
+             "d_cls", "reg", "val_xy"]
+    rows = [{"epoch": float(epoch), **{name: 1.234567 * (i + 1) * epoch
+                                       for i, name in enumerate(names)}}
+            for epoch in range(1, 11)]
+    console = Console(file=io.StringIO(), width=width)
+    console.print(epochs_table(console, "distill: run", rows))
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert "…" not in text and max(len(line) for line in lines) <= width
+    assert "val_xy" not in text                           # kept in history.csv only
+    assert f"{1.234567 * 12 * 10:.4g}" in text            # reg of the last epoch
+    header = lines[2].replace("┃", " ").split()
+    if transposed:
+        assert header[0] == "epoch" and header[-1] == "10" and 3 <= len(header) <= 10
+        assert [line.replace("│", " ").split()[0] for line in lines[4:-1]] == names[:-1]
+    else:
+        assert header == ["epoch", *names[:-1]] and len(lines) == 3 + 1 + 10 + 1

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+from rich.measure import Measurement
+
 from detkit.cli._display import print_line, text_table
 from detkit.tables import TextTable
 
 #: History rows :func:`render_run` shows (the file has them all).
 SHOWN_EPOCHS = 10
+
+
+def epochs_table(console, title: str, rows: list[dict]):
+    """The epochs ``rows`` of a history as a Rich table that fits ``console``'s width.
+
+    One row per epoch, one column per value; when those columns are wider than the
+    terminal (distill's many terms on 80 columns), one row per value and one column per
+    epoch instead, as many of the last epochs as fit.
+    """
+    # The per-term validation columns stay in history.csv; the table keeps val_loss.
+    columns = [key for key in rows[0]
+               if key != "epoch" and (key == "val_loss" or not key.startswith("val_"))]
+    cells = [[f"{row.get(column, float('nan')):.4g}" for column in columns] for row in rows]
+    epochs = [str(int(row["epoch"])) for row in rows]
+    table = text_table(TextTable(title, ("epoch", *columns),
+                                 [(epoch, *values) for epoch, values in zip(epochs, cells)]))
+    for shown in range(len(rows), 0, -1):
+        if _fits(console, table):
+            return table
+        table = text_table(TextTable(
+            title, ("epoch", *epochs[-shown:]),
+            [(column, *(values[index] for values in cells[-shown:]))
+             for index, column in enumerate(columns)]))
+    return table
+
+
+def _fits(console, table) -> bool:
+    """Whether ``table`` at its natural width (not squeezed) fits ``console``."""
+    unbounded = console.options.update(max_width=1 << 16)
+    return Measurement.get(console, unbounded, table).maximum <= console.width
 
 
 def render_run(console, result, command: str) -> None:
@@ -19,13 +51,7 @@ def render_run(console, result, command: str) -> None:
     """
     rows = result.history[-SHOWN_EPOCHS:]
     if rows:
-        # The per-term validation columns stay in history.csv; the table keeps val_loss.
-        columns = [key for key in rows[0]
-                   if key != "epoch" and (key == "val_loss" or not key.startswith("val_"))]
-        console.print(text_table(TextTable(
-            f"{command}: {result.run_dir}", ("epoch", *columns),
-            [(str(int(row["epoch"])), *(f"{row.get(c, float('nan')):.4g}" for c in columns))
-             for row in rows])))
+        console.print(epochs_table(console, f"{command}: {result.run_dir}", rows))
     lines = [f"epochs: {result.start_epoch} -> {result.total_epochs}"
              + (" (stopped early)" if result.stopped_early else "")]
     if result.best_epoch:

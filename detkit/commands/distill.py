@@ -9,13 +9,16 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from detkit.errors import UsageError
+import numpy as np
+
+from detkit.artifacts import manifest_path, run_files
 from detkit.choices import BACKBONES
-from detkit.families import MODEL_NAMES
+from detkit.commands.train import Options as TrainOptions
+from detkit.errors import ArtifactError, UsageError
+from detkit.families import MODEL_NAMES, get_family
+from detkit.models.recorded import RecordedSettings
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
-from detkit.artifacts import run_files
-from detkit.commands.train import Options as TrainOptions
 
 __all__ = ["Options", "run"]
 
@@ -48,6 +51,28 @@ class Options(TrainOptions):
     teacher_cache: Optional[Path] = option(
         None, "HDF5 file of the teacher's outputs on the letterboxed images: computed "
               "once, reused after (needs --no-augment).", role="output")
+
+    def recorded_start(self) -> Optional[RecordedSettings]:
+        """:meth:`TrainOptions.recorded_start`; else, without ``--anchors``, the anchors
+        the teacher's manifest records when the student's model takes as many (then
+        every output stride pairs: a student of the family's default anchors would share
+        none with a teacher of k-means anchors). Nothing else is taken from the teacher.
+        """
+        start = super().recorded_start()
+        if start is not None or self.anchors is not None or self.teacher is None:
+            return start
+        from detkit.distill.teacher import teacher_weights_and_manifest
+
+        try:
+            weights, manifest = teacher_weights_and_manifest(self.teacher)
+        except ArtifactError:               # reported, naming the path, by the teacher's check
+            return None
+        if manifest.get("anchors") is None:
+            return None
+        anchors = np.asarray(manifest["anchors"], np.float32).reshape(-1, 2)
+        if len(anchors) != get_family(self.model).num_anchors:
+            return None
+        return RecordedSettings(manifest_path(weights), {}, anchors, None)
 
     def resolved(self) -> "Options":
         """:meth:`TrainOptions.resolved` plus the distillation options' checks.

@@ -46,8 +46,9 @@ class AnchorOptions:
     """An anchors file."""
 
     anchors: Optional[Path] = option(
-        None, "Anchors file 'w,h, w,h, ...' in input pixels (default: the COCO anchors "
-              "of the model).", role="input")
+        None, "Anchors file 'w,h, w,h, ...' in input pixels (default: those recorded with "
+              "the weights, or with distill's teacher, else the model's own: COCO's for "
+              "the YOLOs).", role="input")
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -116,15 +116,54 @@ class DistillationLoss(keras.losses.Loss):
         obj = binary_kl_with_logits(teacher[..., OBJ], student[..., OBJ])
         xy = weight * binary_kl_with_logits(teacher[..., XY], student[..., XY])
         wh = weight * 0.5 * ops.square(student[..., WH] - teacher[..., WH])
-        cls = weight * (temperature ** 2) * binary_kl_with_logits(
+        cls = weight * (temperature ** 2) * self.class_divergence(
             teacher[..., CLS] / temperature, student[..., CLS] / temperature)
         return {"d_obj": _per_sample_sum(obj), "d_xy": _per_sample_sum(xy),
                 "d_wh": _per_sample_sum(wh), "d_cls": _per_sample_sum(cls)}
+
+    def class_divergence(self, teacher_logits, student_logits):
+        """Per-class ``KL(sigmoid(u_k) || sigmoid(t_k))`` ``(..., C)`` (YOLOv3's
+        independent sigmoid classes)."""
+        return binary_kl_with_logits(teacher_logits, student_logits)
 
     def get_config(self) -> dict:
         config = super().get_config()
         config.update({"temperature": self.temperature})
         return config
+
+
+def softmax_kl_with_logits(teacher_logits, student_logits):
+    """``KL(softmax(u) || softmax(t))`` over the last axis, ``(..., 1)``.
+
+    ``sum_k p_k (log p_k - log q_k)`` with ``p = softmax(u)``, ``q = softmax(t)``, from
+    log-softmaxes: finite for any logits, zero when ``t == u``.
+    """
+    log_p = ops.log_softmax(teacher_logits, axis=-1)
+    log_q = ops.log_softmax(student_logits, axis=-1)
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="detkit")
+class SoftmaxDistillationLoss(DistillationLoss):
+    """:class:`DistillationLoss` for YOLOv2 outputs, whose classes are one softmax.
+
+    The same ``d_obj``, ``d_xy`` and ``d_wh``; the class term is the divergence of the
+    two class distributions (Hinton et al., 2015) instead of per-class Bernoullis:
+
+    * ``d_cls = p * T^2 * KL(softmax(u_c / T) || softmax(t_c / T))``
+
+    Args:
+        temperature: ``T > 0`` of the class logits.
+    """
+
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE,
+                 name: str = "softmax_distillation_loss",
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(temperature, name=name, reduction=reduction, dtype=dtype)
+
+    def class_divergence(self, teacher_logits, student_logits):
+        """``KL(softmax(u) || softmax(t))`` ``(..., 1)``."""
+        return softmax_kl_with_logits(teacher_logits, student_logits)
 
 
 def as_list(outputs) -> list:
@@ -188,7 +227,8 @@ class AnchorDistillationLoss(DistillationLoss):
 
 
 #: The distillation loss of each output layout (``Family.distill_layout``).
-LOSSES_BY_LAYOUT = {"yolov3": DistillationLoss, "retinanet": AnchorDistillationLoss}
+LOSSES_BY_LAYOUT = {"yolov3": DistillationLoss, "yolov2": SoftmaxDistillationLoss,
+                    "retinanet": AnchorDistillationLoss, "rpn": AnchorDistillationLoss}
 
 
 def distillation_loss_for(layout: str, temperature: float = DEFAULT_TEMPERATURE):

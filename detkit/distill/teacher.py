@@ -150,8 +150,8 @@ def check_distill_pair(teacher_model: str, student_model: str) -> None:
     """Refuse a teacher and student whose outputs cannot be distilled into each other.
 
     Distillation compares raw outputs stride by stride, so both families must share an
-    output layout (``Family.distill_layout``: YOLOv3 <-> YOLOv3-tiny, RetinaNet <->
-    RetinaNet).
+    output layout (``Family.distill_layout``: YOLOv3 <-> YOLOv3-tiny, YOLOv2 <->
+    YOLOv2-tiny, RetinaNet <-> RetinaNet, RPN <-> RPN).
 
     Raises:
         UsageError: naming both models and the pairs that work.

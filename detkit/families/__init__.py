@@ -194,7 +194,7 @@ _YOLOV3_PIECES = {"assigner": "detkit.assign.yolov3:Yolov3Assigner",
                   "label_scheme": "yolov3", "distill_layout": "yolov3"}
 _YOLOV2_PIECES = {"assigner": "detkit.assign.yolov2:Yolov2Assigner",
                   "loss": "detkit.losses:YoloV2Loss",
-                  "decoder": "detkit.decode:decode_yolov2"}
+                  "decoder": "detkit.decode:decode_yolov2", "distill_layout": "yolov2"}
 
 #: Every family, by ``--model`` name.
 FAMILIES: dict[str, Family] = {family.name: family for family in (
@@ -222,7 +222,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            default_anchors="rpn_generated.txt", builder="detkit.models.rpn:build_rpn",
            assigner="detkit.assign.matching:RpnAssigner", loss="detkit.losses:RpnLoss",
            decoder="detkit.decode:decode_anchor_outputs", backbones=_backbones("darknet-small"),
-           nms_iou=0.7, max_dets=(1, 100, 1000), class_agnostic=True),
+           distill_layout="rpn", nms_iou=0.7, max_dets=(1, 100, 1000), class_agnostic=True),
 )}
 #: The ``--model`` choices.
 MODEL_NAMES = tuple(FAMILIES)
