@@ -125,6 +125,24 @@ def argument(help: str, *, role: Optional[str] = None, folder: bool = False,
     return dataclasses.field(metadata={SPEC: spec})
 
 
+def given_field() -> Any:
+    """The ``given`` field of an ``Options`` (not an option itself): the names of the
+    options the user set, by flag or in ``--config``, as the command line recorded them;
+    ``None`` when not known (the Python API). See :func:`is_given`."""
+    return dataclasses.field(default=None, compare=False, repr=False)
+
+
+def is_given(opts: Any, name: str) -> bool:
+    """Whether the user set option ``name`` of ``opts``: named in ``opts.given`` when
+    the command line recorded it (so ``--width 1.0`` typed is given although 1.0 is the
+    default), else when its value differs from the default."""
+    given = getattr(opts, "given", None)
+    if given is not None:
+        return name in given
+    default = {field.name: field.default for field in dataclasses.fields(opts)}[name]
+    return getattr(opts, name) != default
+
+
 def specs(cls_or_obj: Any) -> list[tuple[dataclasses.Field, Spec]]:
     """Every option field of an ``Options`` class with its :class:`Spec`, in order."""
     found = []

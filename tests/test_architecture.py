@@ -41,8 +41,9 @@ def test_each_command_is_its_options(module_name):
     name = module_name.replace("_", "-")
     command = get_command(app).get_command(None, name)
     params = {param.name for param in command.params}
-    fields = {field.name for field in dataclasses.fields(module.Options)}
+    fields = {field.name for field, _ in specs(module.Options)}
     assert params == fields | {"config"}
+    assert set(f.name for f in dataclasses.fields(module.Options)) - fields <= {"given"}
     for field, spec in specs(module.Options):
         if not spec.positional:
             param = next(p for p in command.params if p.name == field.name)

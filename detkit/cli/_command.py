@@ -26,6 +26,8 @@ from detkit.cli._display import RichProgress
 from detkit.options import check, specs
 
 Config = Annotated[Optional[Path], config_option()]
+#: The command's parameter that receives Typer's context (where each value came from).
+CONTEXT = "_context"
 
 
 def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
@@ -43,13 +45,28 @@ def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
 
 
 def signature(options_cls: type) -> inspect.Signature:
-    """Typer's view of ``options_cls``: one parameter per field, then ``--config``."""
+    """Typer's view of ``options_cls``: one parameter per field, then ``--config`` and
+    the context (:data:`CONTEXT`)."""
     hints = typing.get_type_hints(options_cls)
     fields = sorted(specs(options_cls), key=lambda pair: not pair[1].positional)
     params = [_parameter(field, spec, hints[field.name]) for field, spec in fields]
     params.append(inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     annotation=Config, default=None))
+    params.append(inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY,
+                                    annotation=typer.Context))
     return inspect.Signature(params)
+
+
+def _given(options_cls: type, context: typer.Context) -> dict[str, frozenset[str]]:
+    """``{"given": names}`` of the options set by flag or ``--config`` (Click's
+    ``DEFAULT_MAP``) in this command line, for an ``Options`` with a ``given`` field
+    (:func:`detkit.options.is_given`)."""
+    if "given" not in {field.name for field in dataclasses.fields(options_cls)}:
+        return {}
+    sources = {field.name: context.get_parameter_source(field.name)
+               for field, _ in specs(options_cls)}
+    return {"given": frozenset(name for name, source in sources.items()
+                               if source is not None and source.name != "DEFAULT")}
 
 
 def register(name: str, options_cls: type, run: Callable[..., Any],
@@ -67,10 +84,11 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
 
     def command(**values: Any) -> None:
         values.pop("config", None)  # already applied to the defaults
+        context = values.pop(CONTEXT)
         with handle_errors(), RichProgress() as progress:
             from detkit.artifacts import check_outputs
 
-            options = options_cls(**values)
+            options = options_cls(**values, **_given(options_cls, context))
             check(options)
             check_outputs(options)
             result = run(options, progress)

@@ -12,7 +12,7 @@ from typing import Optional
 
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.families import MODEL_NAMES
-from detkit.options import argument, option
+from detkit.options import argument, given_field, option
 
 #: Help of the DATA argument of every command that reads a dataset.
 DATA_HELP = "Dataset: keras-yolo3 lines file, COCO json, VOC folder or YOLO txt folder."
@@ -63,6 +63,8 @@ class ModelOptions(AnchorOptions, InputOptions):
               f"darknet53 for yolov3, darknet-tiny for yolov3-tiny). --width scales the "
               f"Darknet bodies, is mobilenetv2's alpha, and scales only the neck and heads "
               f"of efficientnetb0 and resnet50.", choices=BACKBONES)
+    #: The options set on the command line or in --config (see detkit.options.is_given).
+    given: Optional[frozenset[str]] = given_field()
 
 
 @dataclasses.dataclass(kw_only=True)

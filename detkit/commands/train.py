@@ -280,8 +280,8 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
 
     def recorded_start(self) -> Optional[RecordedSettings]:
         """What stage 2's ``--weights`` were trained with (their manifest), else
-        ``None``: stage 2 continues stage 1, so these fill the flags left at their
-        defaults (stage 1's ``--weights`` may be any start: nothing is taken from it)."""
+        ``None``: stage 2 continues stage 1, so these fill the flags not given (stage
+        1's ``--weights`` may be any start: nothing is taken from it)."""
         if self.stage != 2 or self.weights is None or not Path(self.weights).is_file():
             return None
         return read_recorded(Path(self.weights))

@@ -3,7 +3,7 @@
 ``train``, ``distill`` and ``import-darknet`` record beside every ``.weights.h5`` (in
 ``NAME.weights.h5.manifest.json``) the model, width, backbone, input size, anchors and
 class names it was made with. ``predict``, ``eval-map --model`` and ``export`` take each
-of these from there when its flag is left at its default, and refuse a flag, anchors
+of these from there when its flag is not given, and refuse a flag, anchors
 file or set of class names that contradicts it: weights are never decoded with another
 model's anchors, nor their classes relabelled by another dataset's names.
 """
@@ -18,6 +18,7 @@ import numpy as np
 
 from detkit.artifacts import check_agree, manifest_path, read_manifest, settings_agree
 from detkit.errors import ArtifactMismatchError
+from detkit.options import is_given
 
 #: The architecture settings a weights manifest may record, with their flags.
 FLAGS = {"model": "--model", "width": "--width", "backbone": "--backbone",
@@ -67,11 +68,12 @@ def read_recorded(weights: Path) -> Optional[RecordedSettings]:
 
 def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
                     ) -> tuple[OptionsT, list[str]]:
-    """``opts`` with each recorded setting whose flag is left at its default.
+    """``opts`` with each recorded setting whose flag is not given.
 
-    A flag at its default counts as not given (so ``--width 1`` over weights recorded
-    at width 0.5 takes 0.5). ``--input-size`` may differ from the recorded size (the
-    networks are fully convolutional): that gives a note, not an error.
+    A flag counts as given when the user set it (:func:`detkit.options.is_given`: typed
+    or in ``--config``; through the Python API, when it differs from its default).
+    ``--input-size`` may differ from the recorded size (the networks are fully
+    convolutional): that gives a note, not an error.
 
     Returns:
         ``(resolved options, notes)``.
@@ -82,14 +84,13 @@ def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
     """
     if recorded is None:
         return opts, []
-    defaults = {field.name: field.default for field in dataclasses.fields(opts)}
     changes: dict[str, Any] = {}
     notes: list[str] = []
     for name, flag in FLAGS.items():
         if name not in recorded.values:
             continue
         given, value = getattr(opts, name), recorded.values[name]
-        if given is None or given == defaults.get(name):
+        if given is None or not is_given(opts, name):
             changes[name] = value
         elif settings_agree(given, value):
             continue

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -33,6 +32,7 @@ from detkit.data.dataset import load_dataset
 from detkit.errors import UsageError
 from detkit.families import get_family
 from detkit.models.recorded import resolve_anchors
+from detkit.options import as_config
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, read_history,
                                        read_state)
@@ -280,7 +280,7 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
     if getattr(opts, "exist_ok", False) and ctx.state is None:
         _replace_run(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = {**(config or {}), **_plain(dataclasses.asdict(opts))}
+    config = {**(config or {}), **as_config(opts)}
     inputs = [p for p in (opts.data, opts.val, ctx.anchors_path, opts.classes, opts.weights,
                           opts.labels, opts.backbone_weights_file)
               if p is not None and Path(p).is_file()]
@@ -414,11 +414,6 @@ def _run_manifest(config: dict, settings: dict, opts: TrainOptions,
             "versions": library_versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
-
-
-def _plain(config: dict) -> dict:
-    return {key: (os.fspath(value) if isinstance(value, Path) else value)
-            for key, value in config.items()}
 
 
 def _float_rows(rows: list[dict[str, str]]) -> list[dict[str, float]]:
