@@ -286,6 +286,9 @@ def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
     result = runner.invoke(app, args + ["--input-size", "96"])
     assert result.exit_code == 1 and "--input-size 96 disagrees with the export (64)" \
         in result.output
+    result = runner.invoke(app, args + ["--input-size", "416"])       # typed: given
+    assert result.exit_code == 1 and "--input-size 416 disagrees with the export (64)" \
+        in result.output
     three = tmp_path / "three.txt"
     three.write_text("a\nb\nc\n")
     result = runner.invoke(app, args + ["--classes", str(three)])

@@ -26,7 +26,7 @@ from detkit.families import get_family
 from detkit.models import build_model
 from detkit.models.recorded import (check_class_names, read_recorded, resolve_anchors,
                                     resolve_options)
-from detkit.options import argument, as_config, option
+from detkit.options import argument, as_config, is_given, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
 
@@ -360,12 +360,11 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
         raise ArtifactError(f"an export needs its manifest ({manifest_path(weights).name}, "
                             f"written by detkit export) for its model, anchors, classes "
                             f"and input size", path=weights)
-    defaults = {field.name: field.default for field in dataclasses.fields(Options)}
     for name, flag, value in (("model", "--model", settings.model),
                               ("width", "--width", settings.width),
                               ("input_size", "--input-size", settings.input_size)):
         given = getattr(opts, name)
-        if given is not None and given != defaults[name] and given != value:
+        if given is not None and is_given(opts, name) and given != value:
             raise ArtifactMismatchError(f"{flag} {given} disagrees with the export "
                                         f"({value})", path=weights)
     family = get_family(settings.model)
