@@ -78,10 +78,13 @@ class DistillationLoss(keras.losses.Loss):
         temperature: ``T > 0`` of the class logits.
     """
 
-    def __init__(self, temperature: float = DEFAULT_TEMPERATURE,
-                 name: str = "distillation_loss", reduction: str = "sum_over_batch_size",
-                 dtype=None):
-        super().__init__(name=name, reduction=reduction, dtype=dtype or "float32")
+    #: The loss's name unless one is given.
+    default_name = "distillation_loss"
+
+    def __init__(self, temperature: float = DEFAULT_TEMPERATURE, name: str | None = None,
+                 reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name or self.default_name, reduction=reduction,
+                         dtype=dtype or "float32")
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number; received "
                              f"{temperature!r}")
@@ -156,10 +159,7 @@ class SoftmaxDistillationLoss(DistillationLoss):
         temperature: ``T > 0`` of the class logits.
     """
 
-    def __init__(self, temperature: float = DEFAULT_TEMPERATURE,
-                 name: str = "softmax_distillation_loss",
-                 reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(temperature, name=name, reduction=reduction, dtype=dtype)
+    default_name = "softmax_distillation_loss"
 
     def class_divergence(self, teacher_logits, student_logits):
         """``KL(softmax(u) || softmax(t))`` ``(..., 1)``."""
@@ -198,10 +198,7 @@ class AnchorDistillationLoss(DistillationLoss):
         temperature: ``T > 0`` of the class logits.
     """
 
-    def __init__(self, temperature: float = DEFAULT_TEMPERATURE,
-                 name: str = "anchor_distillation_loss",
-                 reduction: str = "sum_over_batch_size", dtype=None):
-        super().__init__(temperature, name=name, reduction=reduction, dtype=dtype)
+    default_name = "anchor_distillation_loss"
 
     @property
     def term_names(self) -> tuple[str, ...]:
