@@ -10,8 +10,10 @@ of each student's ``last.weights.h5`` on the val split is measured with pycocoto
 (:func:`benchmarks.bench_train_quality.coco_map50`). Goal: the distilled students' mean
 mAP@0.5 beats the plain students' mean by at least 2 points.
 
-Run: ``python -m benchmarks.bench_distill [--quick | --gpu]`` (quick: seconds, one seed, no
-goal; gpu: the full-size workload of :data:`GPU`).
+Run: ``python -m benchmarks.bench_distill [--quick | --gpu] [--model yolov2-tiny]``
+(quick: seconds, one seed, no goal; gpu: the full-size workload of :data:`GPU`; ``--model``:
+teacher and students of another family that distills into itself, e.g. ``yolov2-tiny``
+with 5 k-means anchors).
 """
 
 from __future__ import annotations
@@ -46,13 +48,21 @@ QUICK = dict(images=24, size=64, classes=2, min_size=0.15, max_objects=4, input_
 
 def _map50(run_dir: Path, width: float, settings: dict, data: Path, anchors) -> float:
     """mAP@0.5 (0-1) of a run's ``last.weights.h5`` on ``val.json``."""
-    from benchmarks.bench_train_quality import coco_map50
-
     model = _load(run_dir / "last.weights.h5", width, settings)
-    return coco_map50(model, data / "val.json", anchors, settings["input_size"])[0]
+    return _coco_map50(model, data / "val.json", anchors, settings)
 
 
-def main(quick: bool = False, preset: dict | None = None) -> dict:
+def _coco_map50(model, val_json: Path, anchors, settings: dict) -> float:
+    """mAP@0.5 (0-1) by pycocotools, decoded as the family of ``settings["model"]``."""
+    from benchmarks.cocoeval import coco_figures
+    from detkit.families import get_family
+
+    return coco_figures(model, get_family(settings["model"]), val_json, anchors,
+                        settings["input_size"], 16)["map50"]
+
+
+def main(quick: bool = False, preset: dict | None = None, **overrides) -> dict:
+    """Run the workload (``overrides``: settings such as ``model="yolov2-tiny"``)."""
     import numpy as np
 
     from benchmarks.bench_train_quality import synth_with_anchors
@@ -65,12 +75,15 @@ def main(quick: bool = False, preset: dict | None = None) -> dict:
     def distill(data, **options):
         return distill_command.run(distill_command.Options(data=data, **options))
 
-    settings = preset or (QUICK if quick else FULL)
+    from detkit.families import get_family
+
+    settings = {"model": "yolov3-tiny", **(preset or (QUICK if quick else FULL)), **overrides}
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_distill_"))
     data, train_set, anchors = synth_with_anchors(
-        work, settings, min_size=settings["min_size"], max_objects=settings["max_objects"])
-    common = dict(model="yolov3-tiny", anchors=work / "anchors.txt",
+        work, settings, k=get_family(settings["model"]).num_anchors,
+        min_size=settings["min_size"], max_objects=settings["max_objects"])
+    common = dict(model=settings["model"], anchors=work / "anchors.txt",
                   input_size=settings["input_size"], batch_size=settings["batch_size"],
                   freeze="none", workers=settings["workers"], jit=settings.get("jit", False))
 
@@ -81,10 +94,7 @@ def main(quick: bool = False, preset: dict | None = None) -> dict:
     teacher_time = time.perf_counter() - start
     teacher_model = _load(teacher_dir / "best.weights.h5", settings["teacher_width"],
                           settings)
-    from benchmarks.bench_train_quality import coco_map50
-
-    teacher_map = coco_map50(teacher_model, data / "val.json", anchors,
-                             settings["input_size"])[0]
+    teacher_map = _coco_map50(teacher_model, data / "val.json", anchors, settings)
     print(f"teacher: mAP@0.5 {teacher_map:.3f} ({teacher_time:.0f} s)", flush=True)
 
     student = dict(width=settings["student_width"], epochs=settings["student_epochs"],
@@ -131,11 +141,13 @@ def main(quick: bool = False, preset: dict | None = None) -> dict:
 def _load(path: Path, width: float, settings: dict):
     from detkit.models import build_model
 
-    model = build_model("yolov3-tiny", settings["classes"], width, settings["input_size"])
+    model = build_model(settings["model"], settings["classes"], width, settings["input_size"])
     model.load_weights(path)
     return model
 
 
 if __name__ == "__main__":
+    chosen = (dict(model=sys.argv[sys.argv.index("--model") + 1])
+              if "--model" in sys.argv else {})
     print(json.dumps(main(quick="--quick" in sys.argv,
-                          preset=GPU if "--gpu" in sys.argv else None), indent=2))
+                          preset=GPU if "--gpu" in sys.argv else None, **chosen), indent=2))

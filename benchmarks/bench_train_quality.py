@@ -52,10 +52,10 @@ def coco_map50(model, val_json: Path, anchors, input_size: int, batch_size: int 
     return figures["map50"], figures["map"]
 
 
-def synth_with_anchors(work: Path, settings: dict, **synth_options):
-    """Make the synthetic dataset in ``work/synth`` and fit 6 anchors to its train split.
+def synth_with_anchors(work: Path, settings: dict, k: int = 6, **synth_options):
+    """Make the synthetic dataset in ``work/synth`` and fit ``k`` anchors to its train split.
 
-    Returns ``(data folder, train Dataset, anchors (6, 2))``; the anchors are written to
+    Returns ``(data folder, train Dataset, anchors (k, 2))``; the anchors are written to
     ``work/anchors.txt`` and returned as read back (rounded as the runs read them).
     """
     import numpy as np
@@ -70,7 +70,7 @@ def synth_with_anchors(work: Path, settings: dict, **synth_options):
                        classes=settings["classes"], seed=0, val_fraction=0.2,
                        **synth_options)
     train_set = load_dataset(data / "train.txt")
-    anchors = iou_kmeans(input_box_sizes(train_set.records, settings["input_size"]), 6,
+    anchors = iou_kmeans(input_box_sizes(train_set.records, settings["input_size"]), k,
                          seed=0).anchors.astype(np.float32)
     save_anchors(work / "anchors.txt", anchors, decimals=1)
     return data, train_set, load_anchors(work / "anchors.txt")
