@@ -13,7 +13,7 @@ mAP@0.5 beats the plain students' mean by at least 2 points.
 Run: ``python -m benchmarks.bench_distill [--quick | --gpu] [--model yolov2-tiny]``
 (quick: seconds, one seed, no goal; gpu: the full-size workload of :data:`GPU`; ``--model``:
 teacher and students of another family that distills into itself, e.g. ``yolov2-tiny``
-with 5 k-means anchors).
+with 5 k-means anchors, on the CPU at its :data:`FULL_FOR_MODEL` settings).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ GPU = dict(images=1000, size=256, classes=4, min_size=0.04, max_objects=6, input
            batch_size=16, teacher_width=1.0, teacher_epochs=30, teacher_lr=5e-3,
            student_width=0.25, student_epochs=16, student_lr=5e-3,
            alpha=0.5, temperature=1.0, seeds=(0, 1, 2), workers=6, jit=True)
+#: Changes to :data:`FULL` for a family: YOLOv2's one stride-32 output is a 3x3 grid at
+#: 96 px, so its CPU run is at 160 px (5x5) with a width-0.5 teacher to stay in budget.
+FULL_FOR_MODEL = {"yolov2-tiny": dict(size=160, input_size=160, teacher_width=0.5)}
 QUICK = dict(images=24, size=64, classes=2, min_size=0.15, max_objects=4, input_size=64,
              batch_size=8, teacher_width=0.125, teacher_epochs=1, teacher_lr=1e-3,
              student_width=0.0625, student_epochs=1, student_lr=1e-3,
@@ -77,7 +80,9 @@ def main(quick: bool = False, preset: dict | None = None, **overrides) -> dict:
 
     from detkit.families import get_family
 
-    settings = {"model": "yolov3-tiny", **(preset or (QUICK if quick else FULL)), **overrides}
+    model = overrides.get("model", "yolov3-tiny")
+    base = preset or (QUICK if quick else {**FULL, **FULL_FOR_MODEL.get(model, {})})
+    settings = {"model": model, **base, **overrides}
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_distill_"))
     data, train_set, anchors = synth_with_anchors(
