@@ -4,6 +4,7 @@ Real training runs (tiny yolov3-tiny at 64 px, a few steps) are marked slow.
 """
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -370,3 +371,26 @@ def test_run_table_keeps_every_value_readable_at_any_terminal_width(width, trans
         assert [line.replace("│", " ").split()[0] for line in lines[4:-1]] == names[:-1]
     else:
         assert header == ["epoch", *names[:-1]] and len(lines) == 3 + 1 + 10 + 1
+
+
+def test_stage2_at_another_input_size_than_stage1_says_so(tmp_path):
+    """Stage 2 may train at another size than stage 1 (the networks are fully
+    convolutional); the run's notes say so, naming both sizes."""
+    from detkit.artifacts import write_manifest
+    from detkit.commands.train import Options
+
+    weights = tmp_path / "best.weights.h5"
+    weights.write_bytes(b"weights")
+    write_manifest(weights, command="train", config={}, inputs=[],
+                   extra={"model": "yolov3-tiny", "width": 0.0625, "input_size": 64})
+    opts = Options(data=tmp_path / "train.txt", stage=2, weights=weights, input_size=96,
+                   out=tmp_path / "run")
+    assert opts.start_notes() == [
+        "running at input 96; the weights were trained at 64 "
+        "(best.weights.h5.manifest.json)"]
+    assert opts.resolved().input_size == 96 and opts.resolved().width == 0.0625
+    same = dataclasses.replace(opts, input_size=416)     # the default: not given (API)
+    assert same.start_notes() == [] and same.resolved().input_size == 64
+    typed = dataclasses.replace(same, given=frozenset({"input_size"}))   # typed on the CLI
+    assert typed.start_notes()[0].startswith("running at input 416;")
+    assert dataclasses.replace(opts, stage=1).start_notes() == []

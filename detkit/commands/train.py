@@ -286,6 +286,11 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
             return None
         return read_recorded(Path(self.weights))
 
+    def start_notes(self) -> list[str]:
+        """What the run should say about its recorded start (stage 2 at another input
+        size than stage 1's: ``running at input 416; the weights were trained at 160``)."""
+        return resolve_options(self, self.recorded_start())[1]
+
     def resolved(self) -> "Options":
         """A copy with stage 2's recorded start (:meth:`recorded_start`) and the stage
         defaults filled in, and every value checked.

@@ -144,6 +144,7 @@ class RunContext:
         Raises:
             UsageError, DataError, ArtifactMismatchError: see :func:`run_training`.
         """
+        start_notes = opts.start_notes()
         opts = opts.resolved()
         for artifact in (opts.labels, opts.bottlenecks):  # before any long work
             if artifact is not None:
@@ -155,7 +156,7 @@ class RunContext:
                        if opts.val is not None else None)
         anchors, anchors_path = resolve_anchors(family, opts.anchors, opts.recorded_start())
         monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
-        notes = [summary for summary in (dataset.fixes.summary(),) if summary]
+        notes = start_notes + [summary for summary in (dataset.fixes.summary(),) if summary]
         log_dir = opts.out / TENSORBOARD_DIR
         if not tensorboard_available():
             log_dir = None
