@@ -179,7 +179,8 @@ DELTAS, LOGITS = slice(0, 4), slice(4, None)
 
 @keras.saving.register_keras_serializable(package="detkit")
 class AnchorDistillationLoss(DistillationLoss):
-    """Distillation of raw anchor-head outputs (RetinaNet): soft classes and boxes.
+    """Distillation of raw anchor-head outputs (RetinaNet; the RPN, whose one logit is
+    its objectness): soft classes and boxes.
 
     Teacher and student raw outputs ``u``, ``t`` are ``(B, H, W, A, 4 + C)`` (box deltas,
     then class logits) at the scales they share. With ``q_a = max_k sigmoid(u_ak)`` the
