@@ -97,6 +97,19 @@ def test_other_architecture_matches_nothing(coco_like_weights, tmp_path):
     target = build_model("yolov3", 80, width=WIDTH)
     with pytest.raises(ArtifactMismatchError, match="no layer of model 'yolov3'"):
         load_weights_by_name(target, tiny_path)
+    # weights whose manifest names what made them: the flags to pass
+    from detkit.artifacts import write_manifest
+
+    recorded = tmp_path / "tiny.weights.h5"
+    recorded.write_bytes(tiny_path.read_bytes())
+    write_manifest(recorded, command="train", config={}, inputs=[],
+                   extra={"model": "yolov3-tiny", "width": WIDTH, "backbone": "darknet-tiny",
+                          "input_size": SIZE})
+    with pytest.raises(ArtifactMismatchError) as err:
+        load_weights_by_name(target, recorded)
+    assert err.value.message.endswith(
+        "its manifest says it was saved from --model yolov3-tiny --width 0.125 "
+        "--backbone darknet-tiny: pass those")
 
 
 def test_variable_count_mismatch_is_skipped_not_crashing(tmp_path):

@@ -25,6 +25,7 @@ from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.keras_compat import direct_sublayers
 from detkit.models.detector import HEADS_NAME
 from detkit.models.layers import BOX_VALUES, HEAD_OUT_PREFIX
+from detkit.models.recorded import FLAGS, read_recorded
 
 #: Group holding a layer's own variables; its ``name`` attribute is the layer name.
 VARS_GROUP = "vars"
@@ -219,11 +220,26 @@ def load_weights_by_name(model: keras.Model, path: str | os.PathLike, *,
         raise ArtifactMismatchError(
             f"no layer of model {model.name!r} matches the weights file by name and shape "
             f"({len(report.skipped)} layers with other shapes, {len(report.missing)} "
-            f"missing); was it saved from another architecture or --width?", path=path)
+            f"missing); {_saved_from(path)}", path=path)
     if strict and not report.complete:
         raise ArtifactMismatchError("weights do not fully match the model:\n" +
                                     report.summary(), path=path)
     return report
+
+
+def _saved_from(path: str | os.PathLike) -> str:
+    """What made the weights, from their manifest, as the flags to pass (or a question)."""
+    try:
+        recorded = read_recorded(Path(path))
+    except ArtifactError:
+        recorded = None
+    values = {} if recorded is None else recorded.values
+    flags = " ".join(f"{FLAGS[name]} {values[name]:g}" if name == "width"
+                     else f"{FLAGS[name]} {values[name]}"
+                     for name in ("model", "width", "backbone") if name in values)
+    if not flags:
+        return "was it saved from another architecture or --width?"
+    return f"its manifest says it was saved from {flags}: pass those"
 
 
 def num_classes_in_file(path: str | os.PathLike,
