@@ -698,7 +698,32 @@ def _predicted_with_the_recorded_settings(root: Path) -> None:
     assert "anchors_file" not in manifest
 
 
+def _train_from(root: Path, *extra: str) -> list[str]:
+    """Stage 1 on :func:`_lines_file` from :func:`_trained` weights of other classes."""
+    return ["train", str(_lines_file(root)), "--weights", str(_trained(root, ("fox", "hen"))),
+            "--input-size", "64", "--epochs", "1", "--batch-size", "2", "--no-plots",
+            "--out", str(root / "out" / "run"), *extra]
+
+
+def _started_with_the_architecture_only(root: Path) -> None:
+    manifest = json.loads((root / "out" / "run" / "manifest.json").read_text())
+    assert (manifest["model"], manifest["width"]) == ("yolov3-tiny", 0.0625)
+    assert manifest["anchors"] != RECORDED_ANCHORS          # the family's: a new dataset
+    assert manifest["input_size"] == 64
+
+
 WEIGHTS_CASES = [
+    # stage 1 and cache-bottlenecks take a start's architecture (not its anchors, input
+    # size or classes: a start may be of another dataset)
+    Case("train-stage1-takes-the-architecture-of-its-start", _train_from, 0, "wrote",
+         check=_started_with_the_architecture_only),
+    Case("train-stage1-width-contradicts-its-start",
+         lambda r: _train_from(r, "--width", "0.125"), 1,
+         "--width 0.125 disagrees with the weights' manifest, which records 0.0625"),
+    Case("cache-bottlenecks-model-contradicts-its-start",
+         lambda r: ["cache-bottlenecks", str(_lines_file(r)), "--weights", str(_trained(r)),
+                    "--model", "yolov3", "--out", str(r / "out" / "c.h5")], 1,
+         "--model yolov3 disagrees with the weights' manifest, which records yolov3-tiny"),
     Case("predict-takes-the-settings-recorded-with-the-weights", _predict, 0,
          "yolov3-tiny, width 0.0625, input 64 (settings from "
          "best.weights.h5.manifest.json): loaded", check=_predicted_with_the_recorded_settings),

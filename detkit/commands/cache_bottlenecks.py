@@ -23,6 +23,7 @@ from detkit.data.dataset import load_dataset
 from detkit.errors import DataError, UsageError
 from detkit.families import get_family
 from detkit.models import build_model, check_input_size
+from detkit.models.recorded import resolve_options, start_architecture
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -113,6 +114,8 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     from detkit.data.loader import DetectionBatches
     from detkit.models.weights import load_weights_by_name
 
+    if opts.weights is not None and Path(opts.weights).is_file():  # their architecture
+        opts = resolve_options(opts, start_architecture(Path(opts.weights)))[0]
     data, out, weights, classes = opts.data, Path(opts.out), opts.weights, opts.classes
     model, width, input_size, seed = opts.model, opts.width, opts.input_size, opts.seed
     split, dtype, batch_size = opts.split, opts.dtype, opts.batch_size

@@ -53,13 +53,15 @@ class Options(TrainOptions):
               "once, reused after (needs --no-augment).", role="output")
 
     def recorded_start(self) -> Optional[RecordedSettings]:
-        """:meth:`TrainOptions.recorded_start`; else, without ``--anchors``, the anchors
-        the teacher's manifest records when the student's model takes as many (then
-        every output stride pairs: a student of the family's default anchors would share
-        none with a teacher of k-means anchors). Nothing else is taken from the teacher.
+        """:meth:`TrainOptions.recorded_start`, plus, when that holds no anchors and
+        ``--anchors`` is not given, the anchors the teacher's manifest records if the
+        student's model takes as many (then every output stride pairs: a student of the
+        family's default anchors would share none with a teacher of k-means anchors).
+        Nothing else is taken from the teacher.
         """
         start = super().recorded_start()
-        if start is not None or self.anchors is not None or self.teacher is None:
+        if ((start is not None and start.anchors is not None) or self.anchors is not None
+                or self.teacher is None):
             return start
         from detkit.distill.teacher import teacher_weights_and_manifest
 
@@ -67,11 +69,13 @@ class Options(TrainOptions):
             weights, manifest = teacher_weights_and_manifest(self.teacher)
         except ArtifactError:               # reported, naming the path, by the teacher's check
             return None
-        if manifest.get("anchors") is None:
-            return None
-        anchors = np.asarray(manifest["anchors"], np.float32).reshape(-1, 2)
-        if len(anchors) != get_family(self.model).num_anchors:
-            return None
+        anchors = manifest.get("anchors")
+        anchors = None if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2)
+        model = self.model if start is None else start.values.get("model", self.model)
+        if anchors is None or len(anchors) != get_family(model).num_anchors:
+            return start
+        if start is not None:                  # the student's start names its architecture
+            return dataclasses.replace(start, anchors=anchors)
         return RecordedSettings(manifest_path(weights), {}, anchors, None)
 
     def resolved(self) -> "Options":

@@ -21,7 +21,8 @@ from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import UsageError
 from detkit.families import get_family
 from detkit.models import check_input_size
-from detkit.models.recorded import RecordedSettings, read_recorded, resolve_options
+from detkit.models.recorded import (RecordedSettings, read_recorded, resolve_options,
+                                    start_architecture)
 from detkit.options import as_config, check, flag_of, option
 from detkit.progress import SILENT, Progress
 
@@ -279,12 +280,16 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                              f"anchor cannot be both negative and positive)")
 
     def recorded_start(self) -> Optional[RecordedSettings]:
-        """What stage 2's ``--weights`` were trained with (their manifest), else
-        ``None``: stage 2 continues stage 1, so these fill the flags not given (stage
-        1's ``--weights`` may be any start: nothing is taken from it)."""
-        if self.stage != 2 or self.weights is None or not Path(self.weights).is_file():
+        """What ``--weights`` record that this run takes for the flags not given:
+        stage 2 continues stage 1, so everything stage 1 was trained with; stage 1
+        starts from weights that may be of another dataset, so only their architecture
+        (:func:`~detkit.models.recorded.start_architecture`). ``None``: no weights or
+        nothing recorded."""
+        if self.weights is None or not Path(self.weights).is_file():
             return None
-        return read_recorded(Path(self.weights))
+        if self.stage == 2:
+            return read_recorded(Path(self.weights))
+        return start_architecture(Path(self.weights))
 
     def start_notes(self) -> list[str]:
         """What the run should say about its recorded start (stage 2 at another input

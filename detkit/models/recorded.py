@@ -66,6 +66,23 @@ def read_recorded(weights: Path) -> Optional[RecordedSettings]:
         class_names=None if names is None else [str(name) for name in names])
 
 
+def start_architecture(weights: Path) -> Optional[RecordedSettings]:
+    """What a run starting from ``weights`` must share with them: the model, width and
+    backbone their manifest records (not its anchors, input size or class names: a
+    start may be of another dataset). ``None``: none recorded.
+
+    Raises:
+        ArtifactError: a manifest that is not valid JSON.
+    """
+    recorded = read_recorded(weights)
+    values = {} if recorded is None else {key: value for key, value in
+                                          recorded.values.items() if key != "input_size"}
+    if not values:
+        return None
+    return RecordedSettings(manifest=recorded.manifest, values=values, anchors=None,
+                            class_names=None)
+
+
 def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
                     ) -> tuple[OptionsT, list[str]]:
     """``opts`` with each recorded setting whose flag is not given.
