@@ -114,8 +114,7 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     from detkit.data.loader import DetectionBatches
     from detkit.models.weights import load_weights_by_name
 
-    if opts.weights is not None and Path(opts.weights).is_file():  # their architecture
-        opts = resolve_options(opts, start_architecture(Path(opts.weights)))[0]
+    opts = resolve_options(opts, start_architecture(opts.weights))[0]
     data, out, weights, classes = opts.data, Path(opts.out), opts.weights, opts.classes
     model, width, input_size, seed = opts.model, opts.width, opts.input_size, opts.seed
     split, dtype, batch_size = opts.split, opts.dtype, opts.batch_size

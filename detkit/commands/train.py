@@ -285,11 +285,11 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         starts from weights that may be of another dataset, so only their architecture
         (:func:`~detkit.models.recorded.start_architecture`). ``None``: no weights or
         nothing recorded."""
+        if self.stage == 1:
+            return start_architecture(self.weights)
         if self.weights is None or not Path(self.weights).is_file():
             return None
-        if self.stage == 2:
-            return read_recorded(Path(self.weights))
-        return start_architecture(Path(self.weights))
+        return read_recorded(Path(self.weights))
 
     def start_notes(self) -> list[str]:
         """What the run should say about its recorded start (stage 2 at another input

@@ -66,15 +66,17 @@ def read_recorded(weights: Path) -> Optional[RecordedSettings]:
         class_names=None if names is None else [str(name) for name in names])
 
 
-def start_architecture(weights: Path) -> Optional[RecordedSettings]:
+def start_architecture(weights: Optional[Path]) -> Optional[RecordedSettings]:
     """What a run starting from ``weights`` must share with them: the model, width and
     backbone their manifest records (not its anchors, input size or class names: a
-    start may be of another dataset). ``None``: none recorded.
+    start may be of another dataset). ``None``: no weights file, or none recorded.
 
     Raises:
         ArtifactError: a manifest that is not valid JSON.
     """
-    recorded = read_recorded(weights)
+    if weights is None or not Path(weights).is_file():
+        return None
+    recorded = read_recorded(Path(weights))
     values = {} if recorded is None else {key: value for key, value in
                                           recorded.values.items() if key != "input_size"}
     if not values:
