@@ -709,6 +709,9 @@ def encode_anchor_targets(anchors: np.ndarray, boxes: np.ndarray, classes: np.nd
 
     positive = matches >= 0
     safe = np.where(positive, matches, 0)
+    if not num_rows:  # nothing to gather from: one padding row keeps the gathers valid
+        dense_boxes = np.zeros((batch_size, 1, 4), np.float64)
+        classes = np.full((batch_size, 1), -1, classes.dtype)
     matched_boxes = np.take_along_axis(dense_boxes, safe[..., None], axis=1)   # (B, A, 4)
     matched_classes = np.take_along_axis(classes, safe, axis=1)
     labels = np.where(positive, matched_classes, matches).astype(np.int32)

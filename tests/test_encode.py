@@ -457,3 +457,17 @@ def test_anchor_thresholds_checked():
     with pytest.raises(UsageError, match="neg_iou"):
         encode_anchor_targets(np.zeros((1, 4)), np.zeros((1, 1, 4)), np.zeros((1, 1), int),
                               pos_iou=0.3, neg_iou=0.5)
+
+
+@pytest.mark.parametrize("num_samples", [None, 16])
+def test_anchor_targets_of_a_batch_without_box_rows_are_all_negative(num_samples):
+    anchors = grid_anchors(64, 16, [16, 32])
+    targets = encode_anchor_targets(anchors, np.zeros((2, 0, 4)), np.zeros((2, 0), int),
+                                    num_samples=num_samples, rng=np.random.default_rng(0))
+    assert targets.labels.shape == (2, len(anchors))
+    np.testing.assert_array_equal(targets.matches, targets.labels)
+    if num_samples is None:
+        assert np.all(targets.labels == NEGATIVE)
+    else:
+        assert np.all((targets.labels == NEGATIVE).sum(axis=1) == num_samples)
+    assert not targets.deltas.any() and targets.stats.positives == 0
