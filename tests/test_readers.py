@@ -423,6 +423,52 @@ def test_yolo_bad_label_line(tmp_path, label, message):
     assert str(info.value).startswith(f"{path}:2: ")
 
 
+def test_yolo_polygon_lines_are_their_enclosing_boxes(tmp_path):
+    """Ultralytics' segmentation labels: ``class x1 y1 ... xn yn``, the box around them."""
+    root = make_yolo(tmp_path / "ds")
+    write(root / "labels" / "train" / "a.txt",
+          "1 0.5 0.5 0.2 0.4\n0 0.1 0.2 0.3 0.1 0.25 0.6\n1 0.9 0.9 0.7 0.95 0.8 0.7 0.75 0.85\n")
+    a = load_dataset(root).records[0]
+    np.testing.assert_allclose(a.boxes, [[40, 15, 60, 35], [10, 5, 30, 30],
+                                         [70, 35, 90, 47.5]], atol=1e-4)
+    np.testing.assert_array_equal(a.classes, [1, 0, 1])
+
+
+def test_yolo_pose_lines_keep_their_box(tmp_path):
+    """With ``kpt_shape: [K, D]`` a line is a box and K * D keypoint values (dropped)."""
+    root = make_yolo(tmp_path / "ds")
+    write(root / "data.yaml", "names: [a, b]\nkpt_shape: [3, 2]\n")
+    label = write(root / "labels" / "train" / "a.txt",
+                  "1 0.5 0.5 0.2 0.4 0.45 0.4 0.5 0.5 0.55 0.6\n")
+    a = load_dataset(root).records[0]
+    np.testing.assert_allclose(a.boxes, [[40, 15, 60, 35]], atol=1e-4)
+    write(label, "1 0.5 0.5 0.2 0.4\n")    # a box without its keypoints
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert str(info.value) == (
+        f"{label}:1: malformed label line '1 0.5 0.5 0.2 0.4': expected 'class cx cy w h' "
+        "and 6 keypoint values (kpt_shape of data.yaml)")
+    yaml_file = write(root / "data.yaml", "names: [a, b]\nkpt_shape: [3]\n")
+    with pytest.raises(DataError, match=r"'kpt_shape' must be \[keypoints, values per "
+                       r"keypoint\], got \[3\]") as info:
+        load_dataset(root)
+    assert str(info.value).startswith(f"{yaml_file}: ")
+
+
+@pytest.mark.parametrize("label, message", [
+    ("0 0.1 0.2 0.3 0.1 0.25\n", "malformed label line '0 0.1 0.2 0.3 0.1 0.25': expected "
+     "'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'"),
+    ("0 0.1 0.2 0.3 0.1 0.25 nan\n", "malformed box: 'nan' is not finite"),
+    ("0 10 20 30 10 25 60\n", "polygon values 10 20 30 10 25 60 look like pixel coordinates"),
+])
+def test_yolo_bad_polygon_line(tmp_path, label, message):
+    root = make_yolo(tmp_path / "ds")
+    path = write(root / "labels" / "train" / "a.txt", "0 0.5 0.5 0.1 0.1\n" + label)
+    with pytest.raises(DataError) as info:
+        load_dataset(root, classes=["a", "b"])
+    assert str(info.value).startswith(f"{path}:2: {message}"), str(info.value)
+
+
 def test_yolo_label_without_image(tmp_path):
     root = make_yolo(tmp_path / "ds")
     orphan = write(root / "labels" / "train" / "zz.txt", "0 0.5 0.5 0.1 0.1\n")
@@ -731,6 +777,12 @@ def random_yolo(rng, root, count=12):
         boxes = random_boxes(rng, int(rng.integers(0, 8)), -10, 70) / 64
         rows = [f"{rng.integers(0, 3)} {x + w / 2:g} {y + h / 2:g} {w:g} {h:g}"
                 for x, y, w, h in boxes]
+        if k % 3 == 1:  # a segmentation label: polygons of 3 to 8 points
+            points = [rng.random((int(rng.integers(3, 9)), 2)) * 1.2 - 0.1
+                      for _ in range(int(rng.integers(1, 4)))]
+            rows += [f"{rng.integers(0, 3)} " + " ".join(f"{v:g}" for v in p.ravel())
+                     for p in points]
+            rng.shuffle(rows)
         texts[k] = "\n".join(rows[:2] + [""] + rows[2:]) + "\n"
         write(root / "labels" / f"{k:02d}.txt", texts[k])
     return texts
@@ -744,8 +796,13 @@ def reference_yolo(root, count):
         label = root / "labels" / f"{k:02d}.txt"
         rows = []
         for line in (label.read_text().splitlines() if label.is_file() else []):
-            if line.split():
-                cls, cx, cy, w, h = (np.float32(v) for v in line.split())
+            values = [float(v) for v in line.split()]
+            if len(values) > 5:      # a polygon: its enclosing box
+                cls, xs, ys = values[0], values[1::2], values[2::2]
+                cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+                values = [cls, cx, cy, max(xs) - min(xs), max(ys) - min(ys)]
+            if values:
+                cls, cx, cy, w, h = (np.float32(v) for v in values)
                 xyxy = np.float32([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
                 rows.append(((xyxy * np.float32([width, height] * 2)).tolist(), int(cls),
                              False))
@@ -763,15 +820,20 @@ def test_yolo_reader_matches_loop_reference(tmp_path, seed):
     assert_same_records(data, reference_yolo(tmp_path / "ds", 12), flag="iscrowd")
 
 
-@pytest.mark.parametrize("seed", range(4))
+YOLO_BAD_LINES = ["0 0.5 0.5 0.2", "7 0.5 0.5 0.1 0.1", "0 0.5 nan 0.1 0.1",
+                  "0 320 240 50 80", "0 0.1 0.1 0.5 0.1 300 0.9", "0 0.1 0.1 0.5 0.1 0.3 0.9 1",
+                  "1 0.1 0.1 0.5 x 0.3 0.9"]
+
+
+@pytest.mark.parametrize("seed", range(len(YOLO_BAD_LINES)))
 def test_yolo_first_bad_label_line_is_named(tmp_path, seed):
     rng = np.random.default_rng(seed)
     texts = random_yolo(rng, tmp_path / "ds")
     first, second = sorted(rng.choice(sorted(texts), 2, replace=False))
-    bad = ["0 0.5 0.5 0.2", "7 0.5 0.5 0.1 0.1", "0 0.5 nan 0.1 0.1", "0 320 240 50 80"]
+    bad = YOLO_BAD_LINES
     write(tmp_path / "ds" / "labels" / f"{second:02d}.txt", texts[second] + bad[seed] + "\n")
     label = write(tmp_path / "ds" / "labels" / f"{first:02d}.txt",
-                  texts[first] + bad[(seed + 1) % 4] + "\n")
+                  texts[first] + bad[(seed + 1) % len(bad)] + "\n")
     with pytest.raises(DataError) as info:
         load_dataset(tmp_path / "ds", classes=["a", "b", "c"])
     line = len(texts[first].splitlines()) + 1

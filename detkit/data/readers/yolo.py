@@ -3,16 +3,21 @@
 Every image under ``images/`` (sub-folders too, e.g. ``images/train/``) has its labels in
 ``labels/`` at the same relative path with a ``.txt`` suffix, one box a line:
 ``class cx cy w h``, normalized to ``[0, 1]`` by the image size (a value above
-:data:`PIXEL_HINT` is an error naming the line: the file holds pixels). An image without a
-label file has no boxes (a negative); a label file without an image is an error. Image sizes
-are read from the image headers. Class names: ``classes.txt`` (in the folder or in
-``labels/``), else ``names`` of ``data.yaml`` / ``dataset.yaml``, else ``"0", "1", ...``.
+:data:`PIXEL_HINT` is an error naming the line: the file holds pixels). As Ultralytics
+reads them, a line of a segmentation dataset, ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon of
+three or more normalized points), is the box enclosing its points, and with ``kpt_shape:
+[K, D]`` in ``data.yaml`` (a pose dataset) each line is a box followed by ``K * D``
+keypoint values, which are dropped. An image without a label file has no boxes (a
+negative); a label file without an image is an error. Image sizes are read from the image
+headers. Class names: ``classes.txt`` (in the folder or in ``labels/``), else ``names`` of
+``data.yaml`` / ``dataset.yaml``, else ``"0", "1", ...``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -32,6 +37,8 @@ CLASSES_FILE = "classes.txt"
 YAML_FILES = ("data.yaml", "dataset.yaml")
 #: Fields of one label line: ``class cx cy w h``.
 LABEL_FIELDS = 5
+#: Fewest fields of a polygon line: ``class x1 y1 x2 y2 x3 y3``.
+MIN_POLYGON_FIELDS = 7
 #: Label values are fractions of the image size; a value above this cannot be one (a box
 #: centred two image sides away, or twice the image's size): the file holds pixels.
 PIXEL_HINT = 2.0
@@ -44,83 +51,173 @@ def is_yolo_folder(path: Path) -> bool:
     return (path / IMAGES_DIR).is_dir() and (path / LABELS_DIR).is_dir()
 
 
-def yaml_class_names(path: Path) -> list[str] | None:
-    """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
+def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
+    """``(file, content)`` of the folder's ``data.yaml`` / ``dataset.yaml``, if present."""
     for name in YAML_FILES:
         file = path / name
         if not file.is_file():
             continue
         try:
-            data = yaml.safe_load(file.read_text(encoding=TEXT_ENCODING))
+            return file, yaml.safe_load(file.read_text(encoding=TEXT_ENCODING))
         except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot read class names: {err}", path=file) from None
-        names = data.get("names") if isinstance(data, dict) else None
-        if isinstance(names, list):
-            return [str(n) for n in names]
-        if isinstance(names, dict):
-            try:
-                order = sorted(int(k) for k in names)
-            except (TypeError, ValueError):
-                raise DataError("'names' keys must be class indices", path=file) from None
-            if order != list(range(len(order))):
-                raise DataError("'names' indices must be 0..N-1", path=file)
-            return [str(names[k] if k in names else names[str(k)]) for k in order]
-        raise DataError("no 'names' list in the dataset yaml", path=file)
+            raise DataError(f"cannot read the dataset yaml: {err}", path=file) from None
     return None
 
 
-def _check_label_text(text: str, label_path: Path, num_classes: int | None) -> None:
+def yaml_class_names(path: Path) -> list[str] | None:
+    """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
+    found = _dataset_yaml(path)
+    if found is None:
+        return None
+    file, data = found
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    if isinstance(names, dict):
+        try:
+            order = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DataError("'names' keys must be class indices", path=file) from None
+        if order != list(range(len(order))):
+            raise DataError("'names' indices must be 0..N-1", path=file)
+        return [str(names[k] if k in names else names[str(k)]) for k in order]
+    raise DataError("no 'names' list in the dataset yaml", path=file)
+
+
+def yaml_keypoint_values(path: Path) -> int:
+    """Values after the box on each line of a pose dataset: ``K * D`` of ``kpt_shape: [K,
+    D]`` in ``data.yaml`` (0 without one)."""
+    found = _dataset_yaml(path)
+    if found is None or not isinstance(found[1], dict) or "kpt_shape" not in found[1]:
+        return 0
+    file, shape = found[0], found[1]["kpt_shape"]
+    if (not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                       for v in shape)):
+        raise DataError(f"'kpt_shape' must be [keypoints, values per keypoint], got "
+                        f"{shape!r}", path=file)
+    return shape[0] * shape[1]
+
+
+def is_polygon(count: int, keypoints: int) -> bool:
+    """Whether a line of ``count`` fields is a polygon ``class x1 y1 ... xn yn`` (n >= 3;
+    never in a pose dataset, whose lines hold ``keypoints`` values after the box)."""
+    return not keypoints and count >= MIN_POLYGON_FIELDS and count % 2 == 1
+
+
+def _line_shape(keypoints: int) -> str:
+    if keypoints:
+        return f"'class cx cy w h' and {keypoints} keypoint values (kpt_shape of data.yaml)"
+    return "'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'"
+
+
+def _check_label_text(text: str, label_path: Path, num_classes: int | None,
+                      keypoints: int) -> None:
     """Every check of one label file, line by line (raises naming the file and line)."""
     for number, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
-        if len(fields) != LABEL_FIELDS:
+        polygon = is_polygon(len(fields), keypoints)
+        if len(fields) != LABEL_FIELDS + keypoints and not polygon:
             raise DataError(f"malformed label line {raw.strip()!r}: expected "
-                            "'class cx cy w h'", path=label_path, line=number)
+                            f"{_line_shape(keypoints)}", path=label_path, line=number)
         class_id = parse_class_id(fields[0], path=label_path, line=number)
         check_class_id(class_id, num_classes, path=label_path, line=number)
-        values = [parse_number(f, what="box", path=label_path, line=number)
-                  for f in fields[1:]]
-        if max(values) > PIXEL_HINT:
+        values = fields[1:] if polygon else fields[1:LABEL_FIELDS]
+        numbers = [parse_number(f, what="box", path=label_path, line=number) for f in values]
+        if max(numbers) > PIXEL_HINT:
+            what = "polygon" if polygon else "label"
             raise DataError(
-                f"label values {' '.join(fields[1:])} look like pixel coordinates: YOLO "
+                f"{what} values {' '.join(values)} look like pixel coordinates: YOLO "
                 "labels are 'class cx cy w h' divided by the image width and height "
                 "(values in [0, 1])", path=label_path, line=number)
 
 
-def _label_rows(texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The fields of every non-blank line of ``texts``, flat (``LABEL_FIELDS`` a line,
-    a malformed line as NaNs), with each line's file index and field count."""
-    fields, files, widths = [], [], []
+class _LabelRows(NamedTuple):
+    """Every non-blank label line, as fields to parse at once."""
+
+    #: ``LABEL_FIELDS`` a line: a box line's, a polygon's class and NaNs, or NaNs.
+    fields: list[str]
+    #: ``(N,)`` the file index of each line.
+    files: np.ndarray
+    #: ``(N,)`` whether the line has the fields of a box (or box and keypoints) or polygon.
+    shaped: np.ndarray
+    #: ``(P,)`` line index of each polygon line.
+    polygon_lines: np.ndarray
+    #: the coordinates of every polygon line, one after the other.
+    polygon_fields: list[str]
+    #: ``(P,)`` coordinates of each polygon line (even).
+    polygon_sizes: np.ndarray
+
+
+def _label_rows(texts: list[str], keypoints: int) -> _LabelRows:
+    """Split the lines of ``texts`` (``keypoints`` values after each box: a pose dataset)."""
+    fields, files, shaped = [], [], []
+    polygon_lines, polygon_fields, polygon_sizes = [], [], []
     for index, text in enumerate(texts):
         for raw in text.splitlines():
             row = raw.split()
-            if row:
-                fields.extend(row if len(row) == LABEL_FIELDS else _BAD_ROW)
-                files.append(index)
-                widths.append(len(row))
-    return fields, np.array(files, np.int64), np.array(widths, np.int64)
+            if not row:
+                continue
+            polygon = is_polygon(len(row), keypoints)
+            if polygon:
+                polygon_lines.append(len(files))
+                polygon_fields.extend(row[1:])
+                polygon_sizes.append(len(row) - 1)
+                fields.extend(row[:1] + _BAD_ROW[1:])
+            elif len(row) == LABEL_FIELDS + keypoints:
+                fields.extend(row[:LABEL_FIELDS])
+            else:
+                fields.extend(_BAD_ROW)
+            shaped.append(polygon or len(row) == LABEL_FIELDS + keypoints)
+            files.append(index)
+    return _LabelRows(fields, np.array(files, np.int64), np.array(shaped, bool),
+                      np.array(polygon_lines, np.int64), polygon_fields,
+                      np.array(polygon_sizes, np.int64))
 
 
-def _parse_labels(texts: list[str], num_classes: int | None) -> tuple[np.ndarray, ...]:
+def _enclosing_boxes(fields: list[str], sizes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The polygons' enclosing boxes: ``(cxcywh (P, 4), parsed (P,), largest (P,))`` with
+    ``largest`` the largest coordinate of each polygon (``sizes``: coordinates of each)."""
+    values, finite = parse_floats(fields)
+    if not len(sizes):
+        return np.zeros((0, 4)), np.zeros(0, bool), np.zeros(0)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    xs, ys = values[0::2], values[1::2]        # each polygon starts at an even field
+    x1, x2 = np.minimum.reduceat(xs, starts // 2), np.maximum.reduceat(xs, starts // 2)
+    y1, y2 = np.minimum.reduceat(ys, starts // 2), np.maximum.reduceat(ys, starts // 2)
+    cxcywh = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+    return (cxcywh, np.logical_and.reduceat(finite, starts),
+            np.maximum.reduceat(values, starts))
+
+
+def _parse_labels(texts: list[str], num_classes: int | None,
+                  keypoints: int) -> tuple[np.ndarray, ...]:
     """Parse the label files' lines at once.
 
     Returns:
         ``(cxcywh (N, 4) float32, classes (N,) int64, file index (N,), first bad file
         index or -1)``: a bad line only marks its file, checked again alone.
     """
-    fields, files, widths = _label_rows(texts)
-    values, finite = parse_floats(fields)
+    rows = _label_rows(texts, keypoints)
+    values, finite = parse_floats(rows.fields)
     values = values.reshape(-1, LABEL_FIELDS)
+    finite = finite.reshape(-1, LABEL_FIELDS)
+    largest = values[:, 1:].max(axis=1, initial=-np.inf)
+    boxes, parsed, polygon_largest = _enclosing_boxes(rows.polygon_fields,
+                                                      rows.polygon_sizes)
+    values[rows.polygon_lines, 1:] = boxes
+    finite[rows.polygon_lines, 1:] = parsed[:, None]
+    largest[rows.polygon_lines] = polygon_largest
     classes = values[:, 0]
     limit = CLASS_ID_LIMIT if num_classes is None else num_classes
-    ok = (widths == LABEL_FIELDS) & finite.reshape(-1, LABEL_FIELDS).all(axis=1)
+    ok = rows.shaped & finite.all(axis=1)
     ok &= (classes == np.floor(classes)) & (classes >= 0) & (classes < limit)
-    ok &= values[:, 1:].max(axis=1, initial=-np.inf) <= PIXEL_HINT
-    bad = files[~ok]
+    ok &= largest <= PIXEL_HINT
+    bad = rows.files[~ok]
     return (values[:, 1:].astype(np.float32), np.where(ok, classes, 0).astype(np.int64),
-            files, int(bad[0]) if len(bad) else -1)
+            rows.files, int(bad[0]) if len(bad) else -1)
 
 
 def _to_pixels(cxcywh: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
@@ -219,9 +316,10 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     num_classes = None if class_names is None else len(class_names)
     images = _check_pairs(images_dir, labels_dir)
     sizes, texts, labels, error = _sizes_and_texts(images, images_dir, labels_dir)
-    cxcywh, classes, files, bad = _parse_labels(texts, num_classes)
+    keypoints = yaml_keypoint_values(path)
+    cxcywh, classes, files, bad = _parse_labels(texts, num_classes, keypoints)
     if bad >= 0:
-        _check_label_text(texts[bad], labels[bad], num_classes)
+        _check_label_text(texts[bad], labels[bad], num_classes, keypoints)
         raise AssertionError(f"{labels[bad]} failed a column check only")
     if error is not None:
         raise error
