@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -369,6 +370,48 @@ def test_voc_bad_xml_and_bad_number(tmp_path):
         name="001.jpg", size=SIZE, first="person").replace("<ymax>20", "<ymax>2o"))
     with pytest.raises(DataError, match=r"003\.xml:5: malformed <ymax>"):
         load_dataset(root)
+
+
+def make_voc_splits(root):
+    """:func:`make_voc` plus 003 (a dog) and ImageSets/Main lists, as VOCdevkit has them."""
+    make_voc(root)
+    write(root / "Annotations" / "003.xml", VOC_XML.format(name="003.jpg", size=SIZE,
+                                                            first="dog"))
+    make_image(root / "JPEGImages" / "003.jpg", 64, 48)
+    write(root / "ImageSets" / "Main" / "train.txt", "003\n001\n")
+    write(root / "ImageSets" / "Main" / "val.txt", "002\n\n")
+    write(root / "ImageSets" / "Main" / "dog_train.txt", "003  1\n001 -1\n")
+    return root
+
+
+def test_voc_split_list_reads_its_images_in_list_order(tmp_path):
+    root = make_voc_splits(tmp_path / "VOC2007")
+    train = load_dataset(root / "ImageSets" / "Main" / "train.txt")
+    assert train.format == "voc" and train.class_names == ["aeroplane", "dog", "person"]
+    assert [Path(r.image_path).name for r in train.records] == ["003.jpg", "001.jpg"]
+    np.testing.assert_array_equal(train.records[1].boxes, [[0, 1, 10, 20], [4.5, 5, 64, 7]])
+    np.testing.assert_array_equal(train.records[1].difficult, [False, True])
+    dog = load_dataset(root / "ImageSets" / "Main" / "dog_train.txt")
+    assert [r.image_path for r in dog.records] == [r.image_path for r in train.records]
+    val = load_dataset(root / "ImageSets" / "Main" / "val.txt")
+    assert [Path(r.image_path).name for r in val.records] == ["002.jpg"]
+    write(root / "classes.txt", "person\ndog\naeroplane\n")   # the VOC root's list
+    assert load_dataset(root / "ImageSets" / "Main" / "val.txt").class_names == [
+        "person", "dog", "aeroplane"]
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("001\n004\n", 2, "no annotation file for image id '004' (looked for "),
+    ("001\n\n001\n", 3, "image id '001' listed twice (first on line 1)"),
+    ("\n\n", None, "no image ids in the split list"),
+])
+def test_voc_bad_split_list_names_the_line(tmp_path, text, line, message):
+    root = make_voc_splits(tmp_path / "VOC2007")
+    split = write(root / "ImageSets" / "Main" / "test.txt", text)
+    with pytest.raises(DataError) as info:
+        load_dataset(split)
+    where = f"{split}:{line}: " if line else f"{split}: "
+    assert str(info.value).startswith(where + message), str(info.value)
 
 
 def test_voc_flat_folder_with_images_beside(tmp_path):

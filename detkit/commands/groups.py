@@ -15,7 +15,8 @@ from detkit.families import MODEL_NAMES
 from detkit.options import argument, given_field, option
 
 #: Help of the DATA argument of every command that reads a dataset.
-DATA_HELP = "Dataset: keras-yolo3 lines file, COCO json, VOC folder or YOLO txt folder."
+DATA_HELP = ("Dataset: keras-yolo3 lines file, COCO json, VOC folder (or its "
+             "ImageSets/Main/ split list) or YOLO txt folder.")
 #: Network input side every command defaults to (pixels).
 DEFAULT_INPUT_SIZE = 416
 

@@ -1,10 +1,11 @@
 """One entry point for every annotation format: :func:`load_dataset` -> :class:`Dataset`.
 
 Formats (``--format``): ``yolo3`` (keras-yolo3 lines, a ``.txt`` file), ``coco`` (a
-``.json`` file), ``voc`` (a folder of xml files, or with ``Annotations/``), ``yolo`` (a
-folder with ``images/`` and ``labels/``); ``auto`` (or ``None``) detects them in that
-way. Class names come from ``classes`` (a file, one name a line, or a list of names),
-else ``classes.txt`` beside the dataset (in it, for a folder), else the dataset itself
+``.json`` file), ``voc`` (a folder of xml files, or with ``Annotations/``, or its split
+list ``ImageSets/Main/NAME.txt``), ``yolo`` (a folder with ``images/`` and ``labels/``);
+``auto`` (or ``None``) detects them in that way. Class names come from ``classes`` (a
+file, one name a line, or a list of names), else ``classes.txt`` beside the dataset (in
+it, for a folder; in the VOC root, for a split list), else the dataset itself
 (COCO categories, VOC names seen, YOLO ``classes.txt`` / ``data.yaml``, or ``"0", ...``).
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
-from detkit.data.readers.voc import ANNOTATIONS_DIR
+from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list
 from detkit.data.readers.yolo import is_yolo_folder
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
@@ -103,6 +104,8 @@ def detect_format(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_file():
         suffix = path.suffix.lower()
+        if is_split_list(path):
+            return "voc"
         if suffix == ".txt":
             return "yolo3"
         if suffix == ".json":
@@ -115,11 +118,14 @@ def detect_format(path: str | os.PathLike) -> str:
     else:
         raise DataError("dataset not found", path=path)
     raise UsageError(f"cannot tell the dataset format of {path}: expected a .txt lines "
-                     "file, a COCO .json, a VOC folder of .xml files or a YOLO folder "
-                     "with images/ and labels/; set --format")
+                     "file, a COCO .json, a VOC folder of .xml files (or its "
+                     "ImageSets/Main/ split list) or a YOLO folder with images/ and "
+                     "labels/; set --format")
 
 
 def _beside(path: Path) -> Path:
+    if is_split_list(path):   # a VOC split: the VOC root's, as for the folder
+        return path.parents[2] / CLASSES_FILE
     return (path if path.is_dir() else path.parent) / CLASSES_FILE
 
 

@@ -1,7 +1,10 @@
 """Pascal VOC xml folders: one ``<annotation>`` xml per image, with ``difficult`` flags.
 
 The folder holds the xml files, or an ``Annotations/`` folder with them (the VOCdevkit
-layout, images in ``JPEGImages/`` beside it). VOC corners are 1-based inclusive pixel
+layout, images in ``JPEGImages/`` beside it). A split of the VOCdevkit layout is its list
+file, ``VOC2007/ImageSets/Main/trainval.txt``: one image id a line (the first column;
+a class's list such as ``dog_train.txt`` names the same images as ``train.txt``), read
+from ``Annotations/ID.xml`` in list order. VOC corners are 1-based inclusive pixel
 indices; they become 0-based continuous xyxy as ``x1 = xmin - 1, x2 = xmax`` (the
 writer inverts this). Class names are the ``<name>`` of the objects; without a class
 list they are every name seen, sorted. Images are opened only when the xml lacks a
@@ -20,11 +23,13 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (ReadResult, display_path, first_existing,
-                                        make_records, parse_number)
+                                        make_records, parse_number, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
 ANNOTATIONS_DIR = "Annotations"
+#: The VOCdevkit folder of split lists: ``ROOT/ImageSets/<task>/<split>.txt``.
+SPLITS_DIR = "ImageSets"
 #: Image folders looked in, relative to the VOC root (the parent of ``Annotations/``).
 IMAGE_DIRS = ("JPEGImages", "images")
 #: VOC pixel indices start at 1: ``x1 = xmin - VOC_ORIGIN``.
@@ -36,6 +41,41 @@ def annotation_dir(path: Path) -> Path:
     """The folder holding the xml files of VOC dataset ``path``."""
     sub = path / ANNOTATIONS_DIR
     return sub if sub.is_dir() else path
+
+
+def is_split_list(path: Path) -> bool:
+    """Whether ``path`` is a VOCdevkit split list (``ROOT/ImageSets/Main/train.txt``
+    with ``ROOT/Annotations/``)."""
+    return (path.suffix.lower() == ".txt" and path.parent.parent.name == SPLITS_DIR
+            and (path.parents[2] / ANNOTATIONS_DIR).is_dir())
+
+
+def split_xml_files(path: Path) -> list[Path]:
+    """The annotation files of the ids listed in split list ``path``, in list order.
+
+    Raises:
+        DataError: an unreadable list, no ids, an id listed twice or without its
+            ``Annotations/ID.xml`` (naming the list and line).
+    """
+    xml_dir = path.parents[2] / ANNOTATIONS_DIR
+    files, seen = [], {}
+    for number, line in enumerate(read_text(path, "split list").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        image_id = fields[0]
+        if image_id in seen:
+            raise DataError(f"image id {image_id!r} listed twice (first on line "
+                            f"{seen[image_id]})", path=path, line=number)
+        seen[image_id] = number
+        xml_path = xml_dir / f"{image_id}.xml"
+        if not xml_path.is_file():
+            raise DataError(f"no annotation file for image id {image_id!r} (looked for "
+                            f"{display_path(xml_path)})", path=path, line=number)
+        files.append(xml_path)
+    if not files:
+        raise DataError("no image ids in the split list", path=path)
+    return files
 
 
 def _text(element: ET.Element | None, tag: str) -> str | None:
@@ -119,26 +159,34 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
     """Read a folder of VOC xml annotations.
 
     Args:
-        path: the folder of xml files, or a VOC root with ``Annotations/``.
+        path: the folder of xml files, a VOC root with ``Annotations/``, or a split list
+            of one (``ROOT/ImageSets/Main/train.txt``).
         class_names: the class list; ``None`` takes every name seen, sorted.
         fixes: counts of repaired boxes to update.
 
     Returns:
-        Records sorted by xml file name (``image_id`` = position) and class names.
+        Records sorted by xml file name, or in the split list's order (``image_id`` =
+        position), and class names.
 
     Raises:
         DataError: no xml files, invalid XML (with line), missing fields, unknown class
-            name (naming the xml file and the ``<object>`` line).
+            name (naming the xml file and the ``<object>`` line); see
+            :func:`split_xml_files` for a split list.
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
-    if not path.is_dir():
-        raise DataError("VOC dataset folder not found", path=path)
-    xml_dir = annotation_dir(path)
-    voc_root = xml_dir.parent if xml_dir.name == ANNOTATIONS_DIR else xml_dir
-    xml_files = sorted(xml_dir.glob("*.xml"))
-    if not xml_files:
-        raise DataError("no .xml annotation files", path=xml_dir)
+    if path.is_file() and is_split_list(path):
+        voc_root = path.parents[2]
+        xml_files = split_xml_files(path)
+    elif path.is_dir():
+        xml_dir = annotation_dir(path)
+        voc_root = xml_dir.parent if xml_dir.name == ANNOTATIONS_DIR else xml_dir
+        xml_files = sorted(xml_dir.glob("*.xml"))
+        if not xml_files:
+            raise DataError("no .xml annotation files", path=xml_dir)
+    else:
+        raise DataError("VOC dataset folder (or ImageSets/Main/ split list) not found",
+                        path=path)
     parsed = []
     for xml_path in xml_files:
         root, text = _parse_file(xml_path)
