@@ -512,6 +512,30 @@ def test_yolo_bad_polygon_line(tmp_path, label, message):
     assert str(info.value).startswith(f"{path}:2: {message}"), str(info.value)
 
 
+def test_yolo_split_folders_read_alone_with_the_roots_names(tmp_path):
+    """``ROOT/images/train`` is one split (coco8's layout); Roboflow's ``data.yaml`` sits
+    above ``train/`` and ``valid/``, each a YOLO folder."""
+    root = make_yolo(tmp_path / "ds")           # images/train: a.jpg, b.png
+    make_image(root / "images" / "val" / "c.jpg", 40, 20)
+    write(root / "labels" / "val" / "c.txt", "2 0.5 0.5 0.5 0.5\n")
+    write(root / "data.yaml", "names: [cat, dog, cow]\n")
+    train = load_dataset(root / "images" / "train")
+    assert train.format == "yolo" and train.class_names == ["cat", "dog", "cow"]
+    assert [Path(r.image_path).name for r in train.records] == ["a.jpg", "b.png"]
+    val = load_dataset(root / "images" / "val")
+    assert [Path(r.image_path).name for r in val.records] == ["c.jpg"]
+    np.testing.assert_allclose(val.records[0].boxes, [[10, 5, 30, 15]])
+    assert len(load_dataset(root).records) == 3          # the whole folder: both splits
+    write(root / "classes.txt", "x\ny\nz\n")          # the root's classes.txt first
+    assert load_dataset(root / "images" / "val").class_names == ["x", "y", "z"]
+    roboflow = tmp_path / "export"
+    make_yolo(roboflow / "train")
+    write(roboflow / "data.yaml", "train: ../train/images\nnames: [p, q]\n")
+    assert load_dataset(roboflow / "train").class_names == ["p", "q"]
+    write(roboflow / "data.yaml", "unrelated: true\n")  # a parent's yaml without names
+    assert load_dataset(roboflow / "train").class_names == ["0", "1"]
+
+
 def test_yolo_label_without_image(tmp_path):
     root = make_yolo(tmp_path / "ds")
     orphan = write(root / "labels" / "train" / "zz.txt", "0 0.5 0.5 0.1 0.1\n")

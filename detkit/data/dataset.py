@@ -2,11 +2,12 @@
 
 Formats (``--format``): ``yolo3`` (keras-yolo3 lines, a ``.txt`` file), ``coco`` (a
 ``.json`` file), ``voc`` (a folder of xml files, or with ``Annotations/``, or its split
-list ``ImageSets/Main/NAME.txt``), ``yolo`` (a folder with ``images/`` and ``labels/``);
-``auto`` (or ``None``) detects them in that way. Class names come from ``classes`` (a
-file, one name a line, or a list of names), else ``classes.txt`` beside the dataset (in
-it, for a folder; in the VOC root, for a split list), else the dataset itself
-(COCO categories, VOC names seen, YOLO ``classes.txt`` / ``data.yaml``, or ``"0", ...``).
+list ``ImageSets/Main/NAME.txt``), ``yolo`` (a folder with ``images/`` and ``labels/``,
+or its split ``images/NAME``); ``auto`` (or ``None``) detects them in that way. Class
+names come from ``classes`` (a file, one name a line, or a list of names), else
+``classes.txt`` beside the dataset (in it, for a folder; in the dataset's root, for a
+split), else the dataset itself (COCO categories, VOC names seen, YOLO ``classes.txt`` /
+``data.yaml``, or ``"0", ...``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list
-from detkit.data.readers.yolo import is_yolo_folder
+from detkit.data.readers.yolo import is_yolo_folder, is_yolo_split, yolo_root
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -111,7 +112,7 @@ def detect_format(path: str | os.PathLike) -> str:
         if suffix == ".json":
             return "coco"
     elif path.is_dir():
-        if is_yolo_folder(path):
+        if is_yolo_folder(path) or is_yolo_split(path):
             return "yolo"
         if (path / ANNOTATIONS_DIR).is_dir() or any(path.glob("*.xml")):
             return "voc"
@@ -120,12 +121,14 @@ def detect_format(path: str | os.PathLike) -> str:
     raise UsageError(f"cannot tell the dataset format of {path}: expected a .txt lines "
                      "file, a COCO .json, a VOC folder of .xml files (or its "
                      "ImageSets/Main/ split list) or a YOLO folder with images/ and "
-                     "labels/; set --format")
+                     "labels/ (or its images/ split); set --format")
 
 
 def _beside(path: Path) -> Path:
-    if is_split_list(path):   # a VOC split: the VOC root's, as for the folder
+    if is_split_list(path):   # a split: the dataset root's, as for the whole dataset
         return path.parents[2] / CLASSES_FILE
+    if is_yolo_split(path):
+        return yolo_root(path) / CLASSES_FILE
     return (path if path.is_dir() else path.parent) / CLASSES_FILE
 
 

@@ -1,7 +1,8 @@
 """YOLO txt folders (darknet / Ultralytics): ``images/`` beside ``labels/``.
 
 Every image under ``images/`` (sub-folders too, e.g. ``images/train/``) has its labels in
-``labels/`` at the same relative path with a ``.txt`` suffix, one box a line:
+``labels/`` at the same relative path with a ``.txt`` suffix; one split of such a folder
+is read by naming it, ``ROOT/images/train`` (with ``ROOT/labels/train``). One box a line:
 ``class cx cy w h``, normalized to ``[0, 1]`` by the image size (a value above
 :data:`PIXEL_HINT` is an error naming the line: the file holds pixels). As Ultralytics
 reads them, a line of a segmentation dataset, ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon of
@@ -10,7 +11,8 @@ three or more normalized points), is the box enclosing its points, and with ``kp
 keypoint values, which are dropped. An image without a label file has no boxes (a
 negative); a label file without an image is an error. Image sizes are read from the image
 headers. Class names: ``classes.txt`` (in the folder or in ``labels/``), else ``names`` of
-``data.yaml`` / ``dataset.yaml``, else ``"0", "1", ...``.
+``data.yaml`` / ``dataset.yaml`` in the folder or above it (where Roboflow's exports keep
+it, beside ``train/`` and ``valid/``), else ``"0", "1", ...``.
 """
 
 from __future__ import annotations
@@ -51,16 +53,33 @@ def is_yolo_folder(path: Path) -> bool:
     return (path / IMAGES_DIR).is_dir() and (path / LABELS_DIR).is_dir()
 
 
+def is_yolo_split(path: Path) -> bool:
+    """Whether ``path`` is one split of a YOLO folder: ``ROOT/images/NAME`` beside
+    ``ROOT/labels/NAME``."""
+    return (path.is_dir() and path.parent.name == IMAGES_DIR
+            and (path.parent.parent / LABELS_DIR / path.name).is_dir())
+
+
+def yolo_root(path: Path) -> Path:
+    """The folder holding ``images/`` and ``labels/`` of a YOLO folder or split."""
+    return path.parent.parent if is_yolo_split(path) else path
+
+
 def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
-    """``(file, content)`` of the folder's ``data.yaml`` / ``dataset.yaml``, if present."""
-    for name in YAML_FILES:
-        file = path / name
-        if not file.is_file():
-            continue
-        try:
-            return file, yaml.safe_load(file.read_text(encoding=TEXT_ENCODING))
-        except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
-            raise DataError(f"cannot read the dataset yaml: {err}", path=file) from None
+    """``(file, content)`` of the ``data.yaml`` / ``dataset.yaml`` of YOLO folder ``path``:
+    in it, else one in its parent that reads as a mapping with ``names``."""
+    for folder in (path, path.parent):
+        for file in (folder / name for name in YAML_FILES):
+            if not file.is_file():
+                continue
+            try:
+                content = yaml.safe_load(file.read_text(encoding=TEXT_ENCODING))
+            except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+                if folder != path:
+                    continue
+                raise DataError(f"cannot read the dataset yaml: {err}", path=file) from None
+            if folder == path or (isinstance(content, dict) and "names" in content):
+                return file, content
     return None
 
 
@@ -292,7 +311,8 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     """Read a YOLO txt folder.
 
     Args:
-        path: the folder holding ``images/`` and ``labels/``.
+        path: the folder holding ``images/`` and ``labels/``, or a split of it
+            (``ROOT/images/train``).
         class_names: the class list; ``None`` reads it from the folder (see module doc).
         fixes: counts of repaired boxes to update.
 
@@ -306,17 +326,21 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
-    if not is_yolo_folder(path):
+    root = yolo_root(path)
+    if is_yolo_split(path):
+        images_dir, labels_dir = path, root / LABELS_DIR / path.name
+    elif is_yolo_folder(path):
+        images_dir, labels_dir = path / IMAGES_DIR, path / LABELS_DIR
+    else:
         raise DataError(f"expected {IMAGES_DIR}/ and {LABELS_DIR}/ folders", path=path)
-    images_dir, labels_dir = path / IMAGES_DIR, path / LABELS_DIR
-    if class_names is None and (labels_dir / CLASSES_FILE).is_file():
-        class_names = read_class_names(labels_dir / CLASSES_FILE)
+    if class_names is None and (root / LABELS_DIR / CLASSES_FILE).is_file():
+        class_names = read_class_names(root / LABELS_DIR / CLASSES_FILE)
     if class_names is None:
-        class_names = yaml_class_names(path)
+        class_names = yaml_class_names(root)
     num_classes = None if class_names is None else len(class_names)
     images = _check_pairs(images_dir, labels_dir)
     sizes, texts, labels, error = _sizes_and_texts(images, images_dir, labels_dir)
-    keypoints = yaml_keypoint_values(path)
+    keypoints = yaml_keypoint_values(root)
     cxcywh, classes, files, bad = _parse_labels(texts, num_classes, keypoints)
     if bad >= 0:
         _check_label_text(texts[bad], labels[bad], num_classes, keypoints)
