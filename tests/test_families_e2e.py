@@ -11,6 +11,7 @@ epochs keeps every term finite.
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -165,8 +166,9 @@ def test_family_trains_evaluates_and_predicts(data, tmp_path, model):
                     "--out", recorded, "--conf", "0.0001")
     assert result.exit_code == 0, result.output
     assert json.loads(recorded.read_text()) == found
-    if model == "rpn":
-        assert {d["category_id"] for d in found} == {1}     # class-agnostic
+    if model == "rpn":     # class-agnostic: the first category id, counted as objects
+        assert {d["category_id"] for d in found} == {1}
+        assert re.search(rf"\bobject\W+{len(found)}\b", result.output), result.output
 
     # distill within the layout, the student's model and anchors from the flags and the
     # teacher's from its manifest (yolov2 -> yolov2-tiny; retinanet, rpn -> themselves)

@@ -31,6 +31,9 @@ from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
 
 COMMAND = "predict"
+#: The label of a class-agnostic family's boxes (rpn proposals) in drawings and counts;
+#: their results carry the first category id (eval-map scores them class-agnostic).
+PROPOSAL_LABEL = "object"
 
 
 @dataclasses.dataclass
@@ -180,6 +183,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
     loaded = load_detector(opts, weights, image_set)
     ids = _category_ids(None if image_set is None else image_set.category_ids,
                         len(loaded.class_names))
+    labels = ([PROPOSAL_LABEL] if get_family(loaded.model).class_agnostic
+              else loaded.class_names)
     done = 0
 
     def on_batch(count: int) -> None:
@@ -196,7 +201,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         progress.start("predict", None)
         results, info, total = run_video(
             loaded.detector, video, batch_size=opts.batch_size, category_ids=ids,
-            class_names=loaded.class_names, save_video=opts.save_video, on_batch=on_batch)
+            class_names=labels, save_video=opts.save_video, on_batch=on_batch)
         extra["video"] = {"file": str(video), "frames": total, "fps": info.fps,
                           "width": info.width, "height": info.height}
         source = "video"
@@ -205,7 +210,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         progress.start("predict", total)
         results = run_predictions(loaded.detector, image_set.items,
                                   batch_size=opts.batch_size, category_ids=ids,
-                                  class_names=loaded.class_names, draw_dir=draw_path,
+                                  class_names=labels, draw_dir=draw_path,
                                   on_batch=on_batch)
         extra["images"] = [{"id": item.image_id, "file_name": str(item.path)}
                            for item in image_set.items]
@@ -214,8 +219,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
     progress.finish()
     out = write_json(opts.out, results)
     seconds = time.perf_counter() - started
-    per_class = {name: 0 for name in loaded.class_names}
-    by_id = dict(zip(ids, loaded.class_names))
+    per_class = {name: 0 for name in labels}
+    by_id = dict(zip(ids, labels))
     for result in results:
         per_class[by_id[result["category_id"]]] += 1
     classes = [Path(opts.classes)] if opts.classes is not None else []
