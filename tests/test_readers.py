@@ -384,7 +384,7 @@ def make_voc_splits(root):
     return root
 
 
-def test_voc_split_list_reads_its_images_in_list_order(tmp_path):
+def test_voc_split_list_reads_its_images_in_list_order(tmp_path, monkeypatch):
     root = make_voc_splits(tmp_path / "VOC2007")
     train = load_dataset(root / "ImageSets" / "Main" / "train.txt")
     assert train.format == "voc" and train.class_names == ["aeroplane", "dog", "person"]
@@ -398,6 +398,10 @@ def test_voc_split_list_reads_its_images_in_list_order(tmp_path):
     write(root / "classes.txt", "person\ndog\naeroplane\n")   # the VOC root's list
     assert load_dataset(root / "ImageSets" / "Main" / "val.txt").class_names == [
         "person", "dog", "aeroplane"]
+    for folder, split in ((root / "ImageSets", "Main/train.txt"),
+                          (root / "ImageSets" / "Main", "train.txt")):
+        monkeypatch.chdir(folder)                   # relative paths from inside the root
+        assert load_dataset(split).records[0].boxes.shape == (1, 4)
 
 
 @pytest.mark.parametrize("text, line, message", [

@@ -21,7 +21,7 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
-from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list
+from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
 from detkit.data.readers.yolo import is_yolo_folder, is_yolo_split, yolo_root
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
@@ -126,7 +126,7 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def _beside(path: Path) -> Path:
     if is_split_list(path):   # a split: the dataset root's, as for the whole dataset
-        return path.parents[2] / CLASSES_FILE
+        return split_root(path) / CLASSES_FILE
     if is_yolo_split(path):
         return yolo_root(path) / CLASSES_FILE
     return (path if path.is_dir() else path.parent) / CLASSES_FILE

@@ -43,11 +43,17 @@ def annotation_dir(path: Path) -> Path:
     return sub if sub.is_dir() else path
 
 
+def split_root(path: Path) -> Path:
+    """``ROOT`` of a split list ``ROOT/ImageSets/Main/train.txt`` (relative when given so)."""
+    return path.parents[2] if len(path.parents) > 2 else path.absolute().parents[2]
+
+
 def is_split_list(path: Path) -> bool:
     """Whether ``path`` is a VOCdevkit split list (``ROOT/ImageSets/Main/train.txt``
     with ``ROOT/Annotations/``)."""
-    return (path.suffix.lower() == ".txt" and path.parent.parent.name == SPLITS_DIR
-            and (path.parents[2] / ANNOTATIONS_DIR).is_dir())
+    return (path.suffix.lower() == ".txt"
+            and path.absolute().parent.parent.name == SPLITS_DIR
+            and (split_root(path) / ANNOTATIONS_DIR).is_dir())
 
 
 def split_xml_files(path: Path) -> list[Path]:
@@ -57,7 +63,7 @@ def split_xml_files(path: Path) -> list[Path]:
         DataError: an unreadable list, no ids, an id listed twice or without its
             ``Annotations/ID.xml`` (naming the list and line).
     """
-    xml_dir = path.parents[2] / ANNOTATIONS_DIR
+    xml_dir = split_root(path) / ANNOTATIONS_DIR
     files, seen = [], {}
     for number, line in enumerate(read_text(path, "split list").splitlines(), start=1):
         fields = line.split()
@@ -176,7 +182,7 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
     if path.is_file() and is_split_list(path):
-        voc_root = path.parents[2]
+        voc_root = split_root(path)
         xml_files = split_xml_files(path)
     elif path.is_dir():
         xml_dir = annotation_dir(path)
