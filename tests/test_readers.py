@@ -263,6 +263,17 @@ def test_coco_images_folder_and_image_dir(tmp_path):
         load_dataset(path, check_images=True)
 
 
+@pytest.mark.parametrize("folder", ["val2017", "images/val2017"])
+def test_coco_2017_layouts_find_the_splits_images(tmp_path, folder):
+    """``ROOT/annotations/instances_val2017.json`` with ``ROOT/val2017/`` (COCO's own
+    layout) or ``ROOT/images/val2017/`` (Ultralytics')."""
+    make_image(tmp_path / folder / "x.png", 40, 30)
+    path = write(tmp_path / "annotations" / "instances_val2017.json", json.dumps(coco_dict()))
+    data = load_dataset(path, check_images=False)
+    assert data.records[0].image_path == os.path.join(str(tmp_path), *folder.split("/"),
+                                                      "x.png")
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d["annotations"][0].update(category_id=5), "unknown category id 5"),
     (lambda d: d["annotations"][1].update(image_id=99), "unknown image id 99"),

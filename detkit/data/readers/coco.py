@@ -4,8 +4,10 @@ Category ids (any integers, e.g. COCO's sparse 1..90) map to contiguous class in
 sorted by id, or, when class names are given, to the index of the category's name.
 A record keeps the COCO image id as ``image_id`` and the ``iscrowd`` flags. Image files
 are not opened (sizes are in the json; a ground-truth file may come without images):
-``file_name`` is looked up beside the json, then in ``images/`` beside it; give
-``image_dir`` to say where the images are.
+``file_name`` is looked up beside the json, then in ``images/`` beside it, then where
+the COCO 2017 layouts keep a split's images (``annotations/instances_val2017.json`` ->
+``val2017/`` or ``images/val2017/`` beside ``annotations/``); give ``image_dir`` to say
+where the images are.
 """
 
 from __future__ import annotations
@@ -287,16 +289,26 @@ def _json_tables(data: dict, mapping: dict[int, int],
     return images, _annotation_table(data["annotations"], images, mapping, path)
 
 
-def _image_base(first_name: str | None, json_dir: Path, image_dir: Path | None) -> Path:
+def image_folders(path: Path) -> tuple[Path, ...]:
+    """Where the images of COCO json ``path`` are looked for, in order: beside it, in
+    ``images/`` beside it, then for ``ROOT/annotations/instances_val2017.json`` (the
+    split is the stem's last ``_`` part) ``ROOT/val2017`` and ``ROOT/images/val2017``."""
+    split = path.stem.rsplit("_", 1)[-1]
+    root = path.parent.parent
+    return (path.parent, path.parent / IMAGES_SUBDIR, root / split,
+            root / IMAGES_SUBDIR / split)
+
+
+def _image_base(first_name: str | None, path: Path, image_dir: Path | None) -> Path:
     """The folder ``file_name`` is relative to (decided once, from the first image's)."""
     if image_dir is not None:
         return image_dir
     if first_name is not None:
         name = str(first_name)
-        for base in (json_dir, json_dir / IMAGES_SUBDIR):
+        for base in image_folders(path):
             if name and (base / name).is_file():
                 return base
-    return json_dir
+    return path.parent
 
 
 def _image_paths(file_names: list[str], base: Path) -> list[str]:
@@ -340,8 +352,7 @@ def read_coco_json(path: str | os.PathLike, class_names: list[str] | None = None
             tables = _json_tables(data, mapping, path)
         images, annotations = tables
         first_name = images.file_names[0] if images.file_names else None
-        base = _image_base(first_name, path.parent,
-                           None if image_dir is None else Path(image_dir))
+        base = _image_base(first_name, path, None if image_dir is None else Path(image_dir))
         return ReadResult(_records(images, annotations, base, path, fixes), names,
                           category_ids)
 
