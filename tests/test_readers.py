@@ -552,6 +552,45 @@ def test_yolo_split_folders_read_alone_with_the_roots_names(tmp_path):
     assert load_dataset(roboflow / "train").class_names == ["0", "1"]
 
 
+def test_ultralytics_image_list_reads_its_images_in_list_order(tmp_path, monkeypatch):
+    """``ROOT/train.txt``: image paths (``./images/...`` relative to the list), each
+    labelled by ``labels/`` at the same place (coco2017's ``train2017.txt``)."""
+    root = make_yolo(tmp_path / "ds")
+    make_image(root / "images" / "val" / "c.jpg", 40, 20)
+    write(root / "labels" / "val" / "c.txt", "1 0.5 0.5 0.5 0.5\n")
+    listing = write(root / "train.txt", "./images/val/c.jpg\n\nimages/train/a.jpg\n"
+                    f"{root / 'images' / 'train' / 'b.png'}\n")
+    data = load_dataset(listing)
+    assert data.format == "yolo" and data.class_names == ["0", "1"]
+    assert [Path(r.image_path).name for r in data.records] == ["c.jpg", "a.jpg", "b.png"]
+    np.testing.assert_allclose(data.records[0].boxes, [[10, 5, 30, 15]])
+    assert len(data.records[1].boxes) == 2 and len(data.records[2].boxes) == 0
+    monkeypatch.chdir(root)                  # a relative list from the dataset's root
+    assert len(load_dataset("train.txt").records) == 3
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("images/train/a.jpg\nimages/train/b.png 1,2,3,4,0\n", 2,
+     "expected one image path a line (an Ultralytics image list), got 'images/train/b.png "
+     "1,2,3,4,0'; for keras-yolo3 lines set --format yolo3"),
+    ("images/train/a.jpg\nother/b.png\n", 2,
+     "image 'other/b.png' is not under an 'images' folder, so it has no 'labels' folder"),
+])
+def test_ultralytics_bad_image_list_names_the_line(tmp_path, text, line, message):
+    root = make_yolo(tmp_path / "ds")
+    listing = write(root / "train.txt", text)
+    with pytest.raises(DataError) as info:
+        load_dataset(listing)
+    assert str(info.value) == f"{listing}:{line}: {message}"
+
+
+def test_lines_file_is_not_taken_for_an_image_list(tmp_path):
+    root = make_yolo(tmp_path / "ds")
+    lines = write(root / "train.txt", "images/train/a.jpg 1,2,30,20,0\nimages/train/b.png\n")
+    assert detect_format(lines) == "yolo3"
+    assert load_dataset(lines).num_boxes == 1
+
+
 def test_yolo_label_without_image(tmp_path):
     root = make_yolo(tmp_path / "ds")
     orphan = write(root / "labels" / "train" / "zz.txt", "0 0.5 0.5 0.1 0.1\n")

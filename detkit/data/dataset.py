@@ -3,7 +3,8 @@
 Formats (``--format``): ``yolo3`` (keras-yolo3 lines, a ``.txt`` file), ``coco`` (a
 ``.json`` file), ``voc`` (a folder of xml files, or with ``Annotations/``, or its split
 list ``ImageSets/Main/NAME.txt``), ``yolo`` (a folder with ``images/`` and ``labels/``,
-or its split ``images/NAME``); ``auto`` (or ``None``) detects them in that way. Class
+or its split ``images/NAME``, or an Ultralytics image list ``NAME.txt`` of image
+paths under ``images/``); ``auto`` (or ``None``) detects them in that way. Class
 names come from ``classes`` (a file, one name a line, or a list of names), else
 ``classes.txt`` beside the dataset (in it, for a folder; in the dataset's root, for a
 split), else the dataset itself (COCO categories, VOC names seen, YOLO ``classes.txt`` /
@@ -22,7 +23,7 @@ import numpy as np
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
-from detkit.data.readers.yolo import is_yolo_folder, is_yolo_split, yolo_root
+from detkit.data.readers.yolo import is_image_list, is_yolo_folder, is_yolo_split, yolo_root
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -107,6 +108,8 @@ def detect_format(path: str | os.PathLike) -> str:
         suffix = path.suffix.lower()
         if is_split_list(path):
             return "voc"
+        if is_image_list(path):
+            return "yolo"
         if suffix == ".txt":
             return "yolo3"
         if suffix == ".json":

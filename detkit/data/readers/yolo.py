@@ -2,7 +2,10 @@
 
 Every image under ``images/`` (sub-folders too, e.g. ``images/train/``) has its labels in
 ``labels/`` at the same relative path with a ``.txt`` suffix; one split of such a folder
-is read by naming it, ``ROOT/images/train`` (with ``ROOT/labels/train``). One box a line:
+is read by naming it, ``ROOT/images/train`` (with ``ROOT/labels/train``), or by an
+Ultralytics image list, ``ROOT/train2017.txt``: one image path a line (relative to the
+list's folder), each labelled by the file at its path with the last ``images`` folder
+turned into ``labels`` and a ``.txt`` suffix. One box a line:
 ``class cx cy w h``, normalized to ``[0, 1]`` by the image size (a value above
 :data:`PIXEL_HINT` is an error naming the line: the file holds pixels). As Ultralytics
 reads them, a line of a segmentation dataset, ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon of
@@ -27,7 +30,7 @@ import yaml
 from detkit.boxes import cxcywh_to_xyxy
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (CLASS_ID_LIMIT, IMAGE_EXTENSIONS, TEXT_ENCODING,
-                                        ReadResult, check_class_id, display_join, index_names,
+                                        ReadResult, check_class_id, display_path, index_names,
                                         join_path, make_records, parse_class_id, parse_floats,
                                         parse_number, read_class_names, read_text)
 from detkit.data.readers.imagesize import image_size
@@ -61,8 +64,45 @@ def is_yolo_split(path: Path) -> bool:
 
 
 def yolo_root(path: Path) -> Path:
-    """The folder holding ``images/`` and ``labels/`` of a YOLO folder or split."""
-    return path.parent.parent if is_yolo_split(path) else path
+    """The folder holding ``images/`` and ``labels/`` of a YOLO folder or split (for an
+    image list, the list's folder)."""
+    if is_yolo_split(path):
+        return path.parent.parent
+    return path.parent if path.is_file() else path
+
+
+def label_path(image: str) -> str:
+    """The label file of image path ``image``: its last ``images`` folder turned into
+    ``labels``, its suffix into ``.txt`` (Ultralytics' rule)."""
+    head, sep, tail = image.rpartition(os.sep + IMAGES_DIR + os.sep)
+    if not sep and image.startswith(IMAGES_DIR + os.sep):
+        head, sep, tail = "", IMAGES_DIR + os.sep, image[len(IMAGES_DIR) + 1:]
+    if not sep:
+        return ""
+    return _stem_path(head + sep.replace(IMAGES_DIR, LABELS_DIR) + tail, LABEL_SUFFIX)
+
+
+def _list_entry(line: str, folder: Path) -> str:
+    """The image path of one image-list line (relative ones under the list's folder)."""
+    entry = os.path.normpath(line.strip())
+    return entry if os.path.isabs(entry) else join_path(str(folder), entry)
+
+
+def is_image_list(path: Path) -> bool:
+    """Whether ``path`` is an Ultralytics image list: a ``.txt`` file whose first line is
+    one image path whose ``labels`` folder (see :func:`label_path`) exists."""
+    if path.suffix.lower() != LABEL_SUFFIX or not path.is_file():
+        return False
+    try:
+        with open(path, encoding=TEXT_ENCODING) as handle:
+            first = next((line for line in handle if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        return False
+    fields = first.lstrip("\ufeff").split()
+    if len(fields) != 1 or _suffix(fields[0]).lower() not in IMAGE_EXTENSIONS:
+        return False
+    label = label_path(_list_entry(fields[0], path.parent))
+    return bool(label) and os.path.isdir(os.path.dirname(label))
 
 
 def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
@@ -286,24 +326,69 @@ def _check_pairs(images_dir: Path, labels_dir: Path) -> list[str]:
     return images
 
 
-def _sizes_and_texts(images: list[str], images_dir: Path, labels_dir: Path
-                     ) -> tuple[list[tuple[int, int]], list[str], list[str], DataError | None]:
+def _folder_pairs(images: list[str], images_dir: Path,
+                  labels_dir: Path) -> tuple[list[str], list[str]]:
+    """``(image paths, label paths)`` of the images under ``images_dir`` (relative)."""
+    image_root, label_root = str(images_dir), str(labels_dir)
+    return ([join_path(image_root, rel) for rel in images],
+            [join_path(label_root, _stem_path(rel, LABEL_SUFFIX)) for rel in images])
+
+
+def _list_pairs(path: Path) -> tuple[list[str], list[str]]:
+    """``(image paths, label paths)`` of image list ``path``, in list order.
+
+    Raises:
+        DataError: a line that is not one image path, an image without a ``labels``
+            folder on its path, or no image (naming the list and line).
+    """
+    images, labels = [], []
+    for number, line in enumerate(read_text(path, "image list").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 1:
+            raise DataError(f"expected one image path a line (an Ultralytics image list), "
+                            f"got {line.strip()!r}; for keras-yolo3 lines set --format "
+                            "yolo3", path=path, line=number)
+        image = _list_entry(fields[0], path.parent)
+        label = label_path(image)
+        if not label:
+            raise DataError(f"image {fields[0]!r} is not under an '{IMAGES_DIR}' folder, "
+                            f"so it has no '{LABELS_DIR}' folder", path=path, line=number)
+        images.append(image)
+        labels.append(label)
+    if not images:
+        raise DataError("no image paths in the image list", path=path)
+    return images, labels
+
+
+def _sizes_and_texts(images: list[str], labels: list[str]
+                     ) -> tuple[list[tuple[int, int]], list[str], DataError | None]:
     """Each image's size and label text (``""`` without a label file), in order, up to
     the first image whose size or labels cannot be read (that error is returned)."""
-    sizes, texts, labels = [], [], []
-    image_root, label_root = str(images_dir), str(labels_dir)
-    for rel in images:
-        label = join_path(label_root, _stem_path(rel, LABEL_SUFFIX))
+    sizes, texts = [], []
+    for image, label in zip(images, labels):
         try:
-            size = image_size(join_path(image_root, rel),
-                              source=label if os.path.exists(label) else None)
+            size = image_size(image, source=label if os.path.exists(label) else None)
             text = read_text(label, "label file") if os.path.isfile(label) else ""
         except DataError as err:
-            return sizes, texts, labels, err
+            return sizes, texts, err
         sizes.append(size)
         texts.append(text)
-        labels.append(label)
-    return sizes, texts, labels, None
+    return sizes, texts, None
+
+
+def _image_label_pairs(path: Path, root: Path) -> tuple[list[str], list[str]]:
+    """``(image paths, label paths)`` of a YOLO folder, split or image list ``path``."""
+    if path.is_file():
+        return _list_pairs(path)
+    if is_yolo_split(path):
+        images_dir, labels_dir = path, root / LABELS_DIR / path.name
+    elif is_yolo_folder(path):
+        images_dir, labels_dir = path / IMAGES_DIR, path / LABELS_DIR
+    else:
+        raise DataError(f"expected {IMAGES_DIR}/ and {LABELS_DIR}/ folders", path=path)
+    return _folder_pairs(_check_pairs(images_dir, labels_dir), images_dir, labels_dir)
 
 
 def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = None,
@@ -311,35 +396,31 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     """Read a YOLO txt folder.
 
     Args:
-        path: the folder holding ``images/`` and ``labels/``, or a split of it
-            (``ROOT/images/train``).
+        path: the folder holding ``images/`` and ``labels/``, a split of it
+            (``ROOT/images/train``), or an Ultralytics image list (``ROOT/train.txt``).
         class_names: the class list; ``None`` reads it from the folder (see module doc).
         fixes: counts of repaired boxes to update.
 
     Returns:
-        Records sorted by image path (``image_id`` = position) and class names.
+        Records sorted by image path, or in the list's order (``image_id`` = position),
+        and class names.
 
     Raises:
         DataError: missing folders, no images, a label file without an image, a
             malformed label line, class id out of range or values that look like
-            pixels (naming file and line), unreadable images.
+            pixels (naming file and line), unreadable images; see :func:`_list_pairs`.
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
     root = yolo_root(path)
-    if is_yolo_split(path):
-        images_dir, labels_dir = path, root / LABELS_DIR / path.name
-    elif is_yolo_folder(path):
-        images_dir, labels_dir = path / IMAGES_DIR, path / LABELS_DIR
-    else:
-        raise DataError(f"expected {IMAGES_DIR}/ and {LABELS_DIR}/ folders", path=path)
+    images, labels = _image_label_pairs(path, root)
     if class_names is None and (root / LABELS_DIR / CLASSES_FILE).is_file():
         class_names = read_class_names(root / LABELS_DIR / CLASSES_FILE)
     if class_names is None:
         class_names = yaml_class_names(root)
     num_classes = None if class_names is None else len(class_names)
-    images = _check_pairs(images_dir, labels_dir)
-    sizes, texts, labels, error = _sizes_and_texts(images, images_dir, labels_dir)
+    sizes, texts, error = _sizes_and_texts(images, labels)
+    labels = labels[:len(texts)]
     keypoints = yaml_keypoint_values(root)
     cxcywh, classes, files, bad = _parse_labels(texts, num_classes, keypoints)
     if bad >= 0:
@@ -349,7 +430,8 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
         raise error
     widths, heights = np.array(sizes, np.int64).reshape(-1, 2).T
     records = make_records(
-        [display_join(str(images_dir), rel) for rel in images], widths.tolist(),
+        [display_path(image) if ".." in image else image for image in images],
+        widths.tolist(),
         heights.tolist(), np.bincount(files, minlength=len(images)),
         _to_pixels(cxcywh, widths[files], heights[files]), classes, fixes,
         lambda i: labels[i])
