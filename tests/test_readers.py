@@ -263,10 +263,10 @@ def test_coco_images_folder_and_image_dir(tmp_path):
         load_dataset(path, check_images=True)
 
 
-@pytest.mark.parametrize("folder", ["val2017", "images/val2017"])
+@pytest.mark.parametrize("folder", ["val2017", "images/val2017", "images"])
 def test_coco_2017_layouts_find_the_splits_images(tmp_path, folder):
     """``ROOT/annotations/instances_val2017.json`` with ``ROOT/val2017/`` (COCO's own
-    layout) or ``ROOT/images/val2017/`` (Ultralytics')."""
+    layout), ``ROOT/images/val2017/`` (Ultralytics') or ``ROOT/images/`` (CVAT's)."""
     make_image(tmp_path / folder / "x.png", 40, 30)
     path = write(tmp_path / "annotations" / "instances_val2017.json", json.dumps(coco_dict()))
     data = load_dataset(path, check_images=False)

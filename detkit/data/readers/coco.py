@@ -6,8 +6,8 @@ A record keeps the COCO image id as ``image_id`` and the ``iscrowd`` flags. Imag
 are not opened (sizes are in the json; a ground-truth file may come without images):
 ``file_name`` is looked up beside the json, then in ``images/`` beside it, then where
 the COCO 2017 layouts keep a split's images (``annotations/instances_val2017.json`` ->
-``val2017/`` or ``images/val2017/`` beside ``annotations/``); give ``image_dir`` to say
-where the images are.
+``val2017/`` or ``images/val2017/`` beside ``annotations/``), then in ``images/`` beside
+``annotations/`` (CVAT's export); give ``image_dir`` to say where the images are.
 """
 
 from __future__ import annotations
@@ -292,11 +292,12 @@ def _json_tables(data: dict, mapping: dict[int, int],
 def image_folders(path: Path) -> tuple[Path, ...]:
     """Where the images of COCO json ``path`` are looked for, in order: beside it, in
     ``images/`` beside it, then for ``ROOT/annotations/instances_val2017.json`` (the
-    split is the stem's last ``_`` part) ``ROOT/val2017`` and ``ROOT/images/val2017``."""
+    split is the stem's last ``_`` part) ``ROOT/val2017``, ``ROOT/images/val2017`` and
+    ``ROOT/images``."""
     split = path.stem.rsplit("_", 1)[-1]
     root = path.parent.parent
     return (path.parent, path.parent / IMAGES_SUBDIR, root / split,
-            root / IMAGES_SUBDIR / split)
+            root / IMAGES_SUBDIR / split, root / IMAGES_SUBDIR)
 
 
 def _image_base(first_name: str | None, path: Path, image_dir: Path | None) -> Path:
