@@ -404,6 +404,9 @@ def test_voc_split_list_reads_its_images_in_list_order(tmp_path, monkeypatch):
     np.testing.assert_array_equal(train.records[1].difficult, [False, True])
     dog = load_dataset(root / "ImageSets" / "Main" / "dog_train.txt")
     assert [r.image_path for r in dog.records] == [r.image_path for r in train.records]
+    action = write(root / "ImageSets" / "Action" / "train.txt", "003 1\n003 2\n001 1\n")
+    assert [r.image_path for r in load_dataset(action).records] == [   # one per person
+        r.image_path for r in train.records]
     val = load_dataset(root / "ImageSets" / "Main" / "val.txt")
     assert [Path(r.image_path).name for r in val.records] == ["002.jpg"]
     write(root / "classes.txt", "person\ndog\naeroplane\n")   # the VOC root's list
@@ -418,7 +421,6 @@ def test_voc_split_list_reads_its_images_in_list_order(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text, line, message", [
     ("001\n004\n", 2, "no annotation file for image id '004' (looked for "),
-    ("001\n\n001\n", 3, "image id '001' listed twice (first on line 1)"),
     ("\n\n", None, "no image ids in the split list"),
 ])
 def test_voc_bad_split_list_names_the_line(tmp_path, text, line, message):
@@ -580,15 +582,53 @@ def test_ultralytics_bad_image_list_names_the_line(tmp_path, text, line, message
     root = make_yolo(tmp_path / "ds")
     listing = write(root / "train.txt", text)
     with pytest.raises(DataError) as info:
-        load_dataset(listing)
+        load_dataset(listing, format="yolo")    # (detected, the first is keras-yolo3's)
     assert str(info.value) == f"{listing}:{line}: {message}"
 
 
-def test_lines_file_is_not_taken_for_an_image_list(tmp_path):
+@pytest.mark.parametrize("text", ["images/train/a.jpg 1,2,30,20,0\nimages/train/b.png\n",
+                                  "images/train/b.png\nimages/train/a.jpg 1,2,30,20,0\n"])
+def test_lines_file_is_not_taken_for_an_image_list(tmp_path, text):
+    """Any line with boxes makes it keras-yolo3's, even after a negative image's line."""
     root = make_yolo(tmp_path / "ds")
-    lines = write(root / "train.txt", "images/train/a.jpg 1,2,30,20,0\nimages/train/b.png\n")
+    lines = write(root / "train.txt", text)
     assert detect_format(lines) == "yolo3"
     assert load_dataset(lines).num_boxes == 1
+
+
+def test_yolo_paths_relative_to_a_folder_inside_the_dataset(tmp_path, monkeypatch):
+    """``.`` and other relative names still find the split, the parent's data.yaml, its
+    kpt_shape and, for COCO, the images of annotations/instances_val2017.json."""
+    root = make_yolo(tmp_path / "ds")
+    write(root / "data.yaml", "names: [cat, dog]\nkpt_shape: [1, 3]\n")
+    write(root / "labels" / "train" / "a.txt", "1 0.5 0.5 0.2 0.4 0.5 0.5 2\n")
+    monkeypatch.chdir(root / "images" / "train")
+    data = load_dataset(".")
+    assert (data.format, data.class_names) == ("yolo", ["cat", "dog"])
+    np.testing.assert_allclose(data.records[0].boxes, [[40, 15, 60, 35]], atol=1e-4)
+    monkeypatch.chdir(root / "images")
+    assert load_dataset("train").class_names == ["cat", "dog"]
+    make_image(tmp_path / "coco" / "val2017" / "x.png", 40, 30)
+    write(tmp_path / "coco" / "annotations" / "instances_val2017.json", json.dumps(coco_dict()))
+    monkeypatch.chdir(tmp_path / "coco" / "annotations")
+    record = load_dataset("instances_val2017.json").records[0]
+    assert os.path.isfile(record.image_path)
+
+
+def test_coco_outside_an_annotations_folder_looks_only_beside_it(tmp_path):
+    make_image(tmp_path / "images" / "x.png", 40, 30)      # another dataset's images
+    path = write(tmp_path / "b" / "instances_val.json", json.dumps(coco_dict()))
+    assert load_dataset(path).records[0].image_path == os.path.join(str(tmp_path), "b",
+                                                                    "x.png")
+
+
+def test_polygon_coordinates_far_outside_are_refused(tmp_path):
+    root = make_yolo(tmp_path / "ds")
+    label = write(root / "labels" / "train" / "a.txt", "0 -1e308 0.1 1 0.1 0.5 0.9\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(root)
+    assert str(info.value).startswith(f"{label}:1: polygon values -1e308 0.1 1 0.1 0.5 0.9 "
+                                      "look like pixel coordinates")
 
 
 def test_yolo_label_without_image(tmp_path):

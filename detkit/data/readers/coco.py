@@ -24,15 +24,18 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.records import ImageRecord
-from detkit.data.readers.common import (ReadResult, column, display_joins, float_rows,
-                                        gc_paused, group_order, int_column, is_integer, lookup,
-                                        make_records, raise_first_bad, read_json)
+from detkit.data.readers.common import (ReadResult, ancestor, column, display_joins,
+                                        float_rows, gc_paused, group_order, int_column,
+                                        is_integer, lookup, make_records, raise_first_bad,
+                                        read_json)
 from detkit.errors import DataError
 
 #: Keys a COCO dataset (not a results list) has at its top level.
 REQUIRED_KEYS = ("images", "annotations", "categories")
 #: Folder beside the json where images are looked for when not beside it.
 IMAGES_SUBDIR = "images"
+#: The folder of COCO's json files; its split's images are beside it (``val2017/``).
+ANNOTATIONS_DIR = "annotations"
 
 
 @dataclasses.dataclass
@@ -294,10 +297,11 @@ def image_folders(path: Path) -> tuple[Path, ...]:
     ``images/`` beside it, then for ``ROOT/annotations/instances_val2017.json`` (the
     split is the stem's last ``_`` part) ``ROOT/val2017``, ``ROOT/images/val2017`` and
     ``ROOT/images``."""
-    split = path.stem.rsplit("_", 1)[-1]
-    root = path.parent.parent
-    return (path.parent, path.parent / IMAGES_SUBDIR, root / split,
-            root / IMAGES_SUBDIR / split, root / IMAGES_SUBDIR)
+    beside = (path.parent, path.parent / IMAGES_SUBDIR)
+    if ancestor(path).name != ANNOTATIONS_DIR:
+        return beside
+    split, root = path.stem.rsplit("_", 1)[-1], ancestor(path, 2)
+    return (*beside, root / split, root / IMAGES_SUBDIR / split, root / IMAGES_SUBDIR)
 
 
 def _image_base(first_name: str | None, path: Path, image_dir: Path | None) -> Path:

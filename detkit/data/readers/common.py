@@ -180,6 +180,14 @@ def display_path(path: str | os.PathLike) -> str:
     return os.path.normpath(path)
 
 
+def ancestor(path: Path, levels: int = 1) -> Path:
+    """The folder ``levels`` above ``path``: relative when ``path`` names that many
+    folders (``a/b/c`` -> ``a``), else absolute (``.``, ``..``, ``train``)."""
+    if len(path.parts) > levels and ".." not in path.parts:
+        return path.parents[levels - 1]
+    return Path(os.path.abspath(path)).parents[levels - 1]
+
+
 def display_join(folder: str, name: str) -> str:
     """``display_path(Path(folder) / name)``, fast for plain names (no ``..``)."""
     joined = join_path(folder, name)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import (ReadResult, display_path, first_existing,
+from detkit.data.readers.common import (ReadResult, ancestor, display_path, first_existing,
                                         make_records, parse_number, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
@@ -45,35 +45,32 @@ def annotation_dir(path: Path) -> Path:
 
 def split_root(path: Path) -> Path:
     """``ROOT`` of a split list ``ROOT/ImageSets/Main/train.txt`` (relative when given so)."""
-    return path.parents[2] if len(path.parents) > 2 else path.absolute().parents[2]
+    return ancestor(path, 3)
 
 
 def is_split_list(path: Path) -> bool:
     """Whether ``path`` is a VOCdevkit split list (``ROOT/ImageSets/Main/train.txt``
     with ``ROOT/Annotations/``)."""
-    return (path.suffix.lower() == ".txt"
-            and path.absolute().parent.parent.name == SPLITS_DIR
+    return (path.suffix.lower() == ".txt" and ancestor(path, 2).name == SPLITS_DIR
             and (split_root(path) / ANNOTATIONS_DIR).is_dir())
 
 
 def split_xml_files(path: Path) -> list[Path]:
-    """The annotation files of the ids listed in split list ``path``, in list order.
+    """The annotation files of the ids listed in split list ``path``, in list order (an
+    id listed again is read once).
 
     Raises:
-        DataError: an unreadable list, no ids, an id listed twice or without its
+        DataError: an unreadable list, no ids, or an id without its
             ``Annotations/ID.xml`` (naming the list and line).
     """
     xml_dir = split_root(path) / ANNOTATIONS_DIR
-    files, seen = [], {}
+    files, seen = [], set()
     for number, line in enumerate(read_text(path, "split list").splitlines(), start=1):
         fields = line.split()
-        if not fields:
+        if not fields or fields[0] in seen:   # Action and Layout lists repeat ids
             continue
         image_id = fields[0]
-        if image_id in seen:
-            raise DataError(f"image id {image_id!r} listed twice (first on line "
-                            f"{seen[image_id]})", path=path, line=number)
-        seen[image_id] = number
+        seen.add(image_id)
         xml_path = xml_dir / f"{image_id}.xml"
         if not xml_path.is_file():
             raise DataError(f"no annotation file for image id {image_id!r} (looked for "

@@ -30,9 +30,10 @@ import yaml
 from detkit.boxes import cxcywh_to_xyxy
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (CLASS_ID_LIMIT, IMAGE_EXTENSIONS, TEXT_ENCODING,
-                                        ReadResult, check_class_id, display_path, index_names,
-                                        join_path, make_records, parse_class_id, parse_floats,
-                                        parse_number, read_class_names, read_text)
+                                        ReadResult, ancestor, check_class_id, display_path,
+                                        index_names, join_path, make_records, parse_class_id,
+                                        parse_floats, parse_number, read_class_names,
+                                        read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -59,15 +60,20 @@ def is_yolo_folder(path: Path) -> bool:
 def is_yolo_split(path: Path) -> bool:
     """Whether ``path`` is one split of a YOLO folder: ``ROOT/images/NAME`` beside
     ``ROOT/labels/NAME``."""
-    return (path.is_dir() and path.parent.name == IMAGES_DIR
-            and (path.parent.parent / LABELS_DIR / path.name).is_dir())
+    return (path.is_dir() and ancestor(path).name == IMAGES_DIR
+            and (ancestor(path, 2) / LABELS_DIR / _name(path)).is_dir())
+
+
+def _name(path: Path) -> str:
+    """The folder's own name, also for ``.`` or ``..``."""
+    return os.path.basename(os.path.abspath(path))
 
 
 def yolo_root(path: Path) -> Path:
     """The folder holding ``images/`` and ``labels/`` of a YOLO folder or split (for an
     image list, the list's folder)."""
     if is_yolo_split(path):
-        return path.parent.parent
+        return ancestor(path, 2)
     return path.parent if path.is_file() else path
 
 
@@ -83,32 +89,41 @@ def label_path(image: str) -> str:
 
 
 def _list_entry(line: str, folder: Path) -> str:
-    """The image path of one image-list line (relative ones under the list's folder)."""
-    entry = os.path.normpath(line.strip())
-    return entry if os.path.isabs(entry) else join_path(str(folder), entry)
+    """The image path of one image-list line: ``./`` ones under the list's folder, other
+    relative ones there or else under the working folder (as Ultralytics has them)."""
+    token = line.strip()
+    entry = os.path.normpath(token)
+    if os.path.isabs(entry):
+        return entry
+    beside = join_path(str(folder), entry)
+    if token.startswith("./") or os.path.exists(beside) or not os.path.exists(entry):
+        return beside
+    return entry
 
 
 def is_image_list(path: Path) -> bool:
-    """Whether ``path`` is an Ultralytics image list: a ``.txt`` file whose first line is
-    one image path whose ``labels`` folder (see :func:`label_path`) exists."""
+    """Whether ``path`` is an Ultralytics image list: a ``.txt`` file of one image path a
+    line (no line holds boxes), the first one's ``labels`` folder there (see
+    :func:`label_path`)."""
     if path.suffix.lower() != LABEL_SUFFIX or not path.is_file():
         return False
     try:
-        with open(path, encoding=TEXT_ENCODING) as handle:
-            first = next((line for line in handle if line.strip()), "")
-    except (OSError, UnicodeDecodeError):
+        lines = [line.split() for line in read_text(path).splitlines()]
+    except DataError:
         return False
-    fields = first.lstrip("\ufeff").split()
-    if len(fields) != 1 or _suffix(fields[0]).lower() not in IMAGE_EXTENSIONS:
+    entries = [fields for fields in lines if fields]
+    if not entries or any(len(fields) != 1 for fields in entries):
         return False
-    label = label_path(_list_entry(fields[0], path.parent))
+    if _suffix(entries[0][0]).lower() not in IMAGE_EXTENSIONS:
+        return False
+    label = label_path(_list_entry(entries[0][0], path.parent))
     return bool(label) and os.path.isdir(os.path.dirname(label))
 
 
 def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
     """``(file, content)`` of the ``data.yaml`` / ``dataset.yaml`` of YOLO folder ``path``:
     in it, else one in its parent that reads as a mapping with ``names``."""
-    for folder in (path, path.parent):
+    for folder in (path, ancestor(path)):
         for file in (folder / name for name in YAML_FILES):
             if not file.is_file():
                 continue
@@ -170,7 +185,7 @@ def _line_shape(keypoints: int) -> str:
     return "'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'"
 
 
-def _check_label_text(text: str, label_path: Path, num_classes: int | None,
+def _check_label_text(text: str, label_file: Path, num_classes: int | None,
                       keypoints: int) -> None:
     """Every check of one label file, line by line (raises naming the file and line)."""
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -180,17 +195,17 @@ def _check_label_text(text: str, label_path: Path, num_classes: int | None,
         polygon = is_polygon(len(fields), keypoints)
         if len(fields) != LABEL_FIELDS + keypoints and not polygon:
             raise DataError(f"malformed label line {raw.strip()!r}: expected "
-                            f"{_line_shape(keypoints)}", path=label_path, line=number)
-        class_id = parse_class_id(fields[0], path=label_path, line=number)
-        check_class_id(class_id, num_classes, path=label_path, line=number)
+                            f"{_line_shape(keypoints)}", path=label_file, line=number)
+        class_id = parse_class_id(fields[0], path=label_file, line=number)
+        check_class_id(class_id, num_classes, path=label_file, line=number)
         values = fields[1:] if polygon else fields[1:LABEL_FIELDS]
-        numbers = [parse_number(f, what="box", path=label_path, line=number) for f in values]
-        if max(numbers) > PIXEL_HINT:
+        numbers = [parse_number(f, what="box", path=label_file, line=number) for f in values]
+        if max(map(abs, numbers) if polygon else numbers) > PIXEL_HINT:
             what = "polygon" if polygon else "label"
             raise DataError(
                 f"{what} values {' '.join(values)} look like pixel coordinates: YOLO "
                 "labels are 'class cx cy w h' divided by the image width and height "
-                "(values in [0, 1])", path=label_path, line=number)
+                "(values in [0, 1])", path=label_file, line=number)
 
 
 class _LabelRows(NamedTuple):
@@ -238,7 +253,8 @@ def _label_rows(texts: list[str], keypoints: int) -> _LabelRows:
 
 def _enclosing_boxes(fields: list[str], sizes: np.ndarray) -> tuple[np.ndarray, ...]:
     """The polygons' enclosing boxes: ``(cxcywh (P, 4), parsed (P,), largest (P,))`` with
-    ``largest`` the largest coordinate of each polygon (``sizes``: coordinates of each)."""
+    ``largest`` the largest absolute coordinate of each polygon (``sizes``: coordinates of
+    each)."""
     values, finite = parse_floats(fields)
     if not len(sizes):
         return np.zeros((0, 4)), np.zeros(0, bool), np.zeros(0)
@@ -248,7 +264,7 @@ def _enclosing_boxes(fields: list[str], sizes: np.ndarray) -> tuple[np.ndarray, 
     y1, y2 = np.minimum.reduceat(ys, starts // 2), np.maximum.reduceat(ys, starts // 2)
     cxcywh = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
     return (cxcywh, np.logical_and.reduceat(finite, starts),
-            np.maximum.reduceat(values, starts))
+            np.maximum.reduceat(np.abs(values), starts))
 
 
 def _parse_labels(texts: list[str], num_classes: int | None,
@@ -275,7 +291,8 @@ def _parse_labels(texts: list[str], num_classes: int | None,
     ok &= (classes == np.floor(classes)) & (classes >= 0) & (classes < limit)
     ok &= largest <= PIXEL_HINT
     bad = rows.files[~ok]
-    return (values[:, 1:].astype(np.float32), np.where(ok, classes, 0).astype(np.int64),
+    return (np.where(ok[:, None], values[:, 1:], 0).astype(np.float32),
+            np.where(ok, classes, 0).astype(np.int64),
             rows.files, int(bad[0]) if len(bad) else -1)
 
 
@@ -383,7 +400,7 @@ def _image_label_pairs(path: Path, root: Path) -> tuple[list[str], list[str]]:
     if path.is_file():
         return _list_pairs(path)
     if is_yolo_split(path):
-        images_dir, labels_dir = path, root / LABELS_DIR / path.name
+        images_dir, labels_dir = path, root / LABELS_DIR / _name(path)
     elif is_yolo_folder(path):
         images_dir, labels_dir = path / IMAGES_DIR, path / LABELS_DIR
     else:
