@@ -53,7 +53,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from detkit.anchors import anchor_masks, strides
-from detkit.artifacts import check_agree, check_fresh, load_npz, save_npz
+from detkit.artifacts import check_agree, check_fresh, load_npz, read_manifest, save_npz
 from detkit.encode import EncodeStats, densify_yolov3
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
 
@@ -259,6 +259,21 @@ def load_labels(path: str | os.PathLike, settings: Optional[Mapping[str, Any]] =
     if image_paths is not None:
         labels.check_images(image_paths)
     return labels
+
+
+def check_annotations(path: str | os.PathLike, annotations: str) -> None:
+    """Refuse ``labels.npz`` encoded from other boxes or classes than the dataset's now
+    (``annotations``: its :func:`detkit.data.records.annotations_sha256`; the files of a
+    VOC or YOLO folder are not among the manifest's inputs, so only this sees their edits).
+
+    Raises:
+        ArtifactMismatchError: the manifest records another digest.
+    """
+    recorded = read_manifest(path).get("annotations_sha256")
+    if recorded is not None and recorded != annotations:
+        raise ArtifactMismatchError(
+            "stale: the dataset's boxes or classes changed after it was encoded; re-run "
+            "encode-labels", path=path)
 
 
 def check_scheme(labels: "LabelsFile | BoxLabelsFile", family: Any) -> None:

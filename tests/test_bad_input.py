@@ -410,6 +410,25 @@ def _stale_cache(root: Path) -> list[str]:
     return argv
 
 
+def _stale_folder_labels(root: Path) -> list[str]:
+    """A YOLO folder (its label files are not among the manifest's inputs) encoded, then
+    one box of one label file moved."""
+    from detkit.data.dataset import load_dataset
+    from detkit.data.writers import write_yolo_folder
+
+    folder = write_yolo_folder(root / "yolo", load_dataset(_lines_file(root)))
+    argv = _encode(root)
+    argv[1] = str(folder)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    label = next(p for p in sorted((folder / "labels").glob("*.txt")) if p.read_text())
+    first, *rest = label.read_text().splitlines()
+    label.write_text("\n".join([first.rsplit(" ", 1)[0] + " 0.5", *rest]) + "\n")
+    return _train(root, "--bottlenecks", str(root / "c.h5"), "--labels",
+                  str(root / "out" / "labels.npz"), "--bottleneck-epochs", "1", "--epochs",
+                  "0", data=str(folder))
+
+
 def _labels_not_its_manifests(root: Path) -> list[str]:
     labels = _encoded(root)
     with open(labels, "ab") as handle:
@@ -423,6 +442,9 @@ STALE_CASES = [
          "{root}/out/labels.npz: stale: its input {root}/train.txt changed after it was "
          "made (the sha256 in labels.npz.manifest.json differs); re-run encode-labels",
          check=_no_run_dir),
+    Case("labels-encoded-before-a-yolo-folders-labels-changed", _stale_folder_labels, 1,
+         "{root}/out/labels.npz: stale: the dataset's boxes or classes changed after it was "
+         "encoded; re-run encode-labels", check=_no_run_dir),
     Case("bottlenecks-cached-before-the-annotations-changed", _stale_cache, 1,
          "{root}/c.h5: stale: its input {root}/train.txt changed after it was made"),
     Case("labels-file-its-manifest-does-not-describe", _labels_not_its_manifests, 1,

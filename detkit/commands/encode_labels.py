@@ -19,6 +19,7 @@ from detkit.artifacts import manifest_path, write_manifest
 from detkit.commands.groups import AnchorOptions, DatasetOptions, InputOptions, ModelOptions
 from detkit.data.dataset import load_dataset
 from detkit.data.letterbox import MIN_BOX_PIXELS, LetterboxCounts, letterbox_records
+from detkit.data.records import annotations_sha256
 from detkit.encode import EncodeStats, assign_yolov3
 from detkit.errors import ArtifactMismatchError, UsageError
 from detkit.families import FAMILIES, MODEL_NAMES, Family, get_family
@@ -211,6 +212,7 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
                                 "class_names": dataset.class_names, "scheme": SCHEME_YOLOV3,
                                 "model": family.name},
                    "stats": stats.to_dict(), "num_images": len(records),
+                   "annotations_sha256": annotations_sha256(records),
                    "num_rows": num_rows, "letterbox": dataclasses.asdict(counts)})
 
     out = save_labels(opts.out, rows, anchors=anchors, input_size=input_size,
@@ -279,6 +281,7 @@ def _encode_boxes(opts: Options, family: Family, anchors: np.ndarray, anchors_pa
                                 "class_names": dataset.class_names, "scheme": SCHEME_BOXES,
                                 "model": family.name},
                    "stats": recorded, "num_images": len(records),
+                   "annotations_sha256": annotations_sha256(records),
                    "num_rows": int(len(image)), "letterbox": dataclasses.asdict(counts)})
 
     out = save_box_labels(opts.out, image, xyxy, cls, input_size=input_size,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import hashlib
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -48,3 +49,15 @@ class ImageRecord:
     @property
     def num_boxes(self) -> int:
         return len(self.boxes)
+
+
+def annotations_sha256(records: Sequence[ImageRecord]) -> str:
+    """Hex sha256 of what ``records`` annotate, in order: image paths, box counts, boxes
+    (float32 xyxy) and classes; any edit of a box or class changes it."""
+    digest = hashlib.sha256()
+    digest.update("\n".join(str(r.image_path) for r in records).encode("utf-8"))
+    digest.update(np.array([r.num_boxes for r in records], np.int64).tobytes())
+    if records:
+        digest.update(np.concatenate([r.boxes for r in records]).astype(np.float32).tobytes())
+        digest.update(np.concatenate([r.classes for r in records]).astype(np.int64).tobytes())
+    return digest.hexdigest()

@@ -29,8 +29,10 @@ from detkit.artifacts import (check_agree, check_fresh, check_writable, library_
                               read_manifest, remove_stale_temps, run_files, run_lock,
                               sha256_file, write_json, write_manifest)
 from detkit.data.dataset import load_dataset
+from detkit.data.records import annotations_sha256
 from detkit.errors import UsageError
 from detkit.families import get_family
+from detkit.labels import check_annotations
 from detkit.models.recorded import resolve_anchors
 from detkit.options import as_config
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
@@ -151,6 +153,8 @@ class RunContext:
                 check_fresh(artifact)
         family = get_family(opts.model)
         dataset = load_dataset(opts.data, opts.format, opts.classes)
+        if opts.labels is not None:
+            check_annotations(opts.labels, annotations_sha256(dataset.records))
         class_names = list(dataset.class_names)
         val_dataset = (load_dataset(opts.val, opts.format, class_names)
                        if opts.val is not None else None)
