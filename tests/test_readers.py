@@ -631,6 +631,26 @@ def test_polygon_coordinates_far_outside_are_refused(tmp_path):
                                       "look like pixel coordinates")
 
 
+def test_ultralytics_dataset_yaml_names_its_splits(tmp_path):
+    """A data.yaml given as DATA: exit 2 naming the splits to give instead (coco8's
+    ``images/train``; Roboflow's ``../train/images``, i.e. the ``train/`` folder)."""
+    coco8 = make_yolo(tmp_path / "coco8")
+    yaml_file = write(coco8 / "coco8.yaml",
+                      "path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(UsageError) as info:
+        load_dataset(yaml_file)
+    assert str(info.value) == (
+        f"{yaml_file} is an Ultralytics dataset file, not a dataset: give one of its splits "
+        f"as DATA (and another as --val) - train: {coco8 / 'images' / 'train'}; val: "
+        f"{coco8 / 'images' / 'val'}")
+    export = tmp_path / "export"
+    make_yolo(export / "train")
+    yaml_file = write(export / "data.yaml", "train: ../train/images\nval: ../valid/images\n"
+                      "names: [a, b]\n")
+    with pytest.raises(UsageError, match=f"train: {re.escape(str(export / 'train'))}; val: "):
+        load_dataset(yaml_file)
+
+
 def test_yolo_label_without_image(tmp_path):
     root = make_yolo(tmp_path / "ds")
     orphan = write(root / "labels" / "train" / "zz.txt", "0 0.5 0.5 0.1 0.1\n")

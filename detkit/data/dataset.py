@@ -23,7 +23,8 @@ import numpy as np
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
-from detkit.data.readers.yolo import is_image_list, is_yolo_folder, is_yolo_split, yolo_root
+from detkit.data.readers.yolo import (is_image_list, is_yolo_folder, is_yolo_split,
+                                      yaml_splits, yolo_root)
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -114,6 +115,12 @@ def detect_format(path: str | os.PathLike) -> str:
             return "yolo3"
         if suffix == ".json":
             return "coco"
+        splits = yaml_splits(path) if suffix in (".yaml", ".yml") else {}
+        if splits:
+            given = "; ".join(f"{split}: {where}" for split, where in splits.items())
+            raise UsageError(
+                f"{path} is an Ultralytics dataset file, not a dataset: give one of its "
+                f"splits as DATA (and another as --val) - {given}")
     elif path.is_dir():
         if is_yolo_folder(path) or is_yolo_split(path):
             return "yolo"

@@ -138,6 +138,33 @@ def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
     return None
 
 
+def yaml_splits(path: Path) -> dict[str, str]:
+    """The datasets an Ultralytics dataset file (``data.yaml``) names, by split (``train``,
+    ``val``, ``test``), as detkit takes them: its ``path`` (relative to the file) joined
+    with each split, a ``../`` one also tried under ``path`` itself (Ultralytics' rule
+    for Roboflow's ``../train/images``), an ``images`` folder given as the folder holding
+    it. ``{}`` when the file is no such yaml."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding=TEXT_ENCODING))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("train"), str):
+        return {}
+    root = path.parent / str(data.get("path") or "")
+    splits = {}
+    for split in ("train", "val", "test"):
+        value = data.get(split)
+        if not isinstance(value, str):
+            continue
+        found = root / value
+        if not found.exists() and value.startswith("../"):
+            found = root / value[3:]
+        if found.name == IMAGES_DIR and is_yolo_folder(found.parent):
+            found = found.parent
+        splits[split] = display_path(found)
+    return splits
+
+
 def yaml_class_names(path: Path) -> list[str] | None:
     """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
     found = _dataset_yaml(path)
