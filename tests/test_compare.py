@@ -67,3 +67,37 @@ def test_compare_keras_and_its_exports(tmp_path):
                                 "-0.018", "0.682", "-", "0.40", "4.2"]
     rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
     assert rows[2]["delta_ap"] == pytest.approx(-0.0179)
+
+
+@pytest.mark.parametrize("width, transposed", [(80, True), (160, False)])
+def test_compare_table_keeps_every_value_readable_at_any_terminal_width(
+        tmp_path, monkeypatch, width, transposed):
+    """One row per report when it fits; on 80 columns one row per figure, one column per
+    report, so that no model name or parameter count is cut to an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from detkit.cli import compare as compare_cli
+
+    reports = [write(tmp_path / f"{name}_report.json", {
+        "AP": 0.512, "AP50": 0.845, "model": {
+            "name": "yolov2-tiny", "width": 0.1875, "params": 1_822_661, "format": fmt,
+            "quantize": quantize, "weights_mb": 7.31, "ms_per_image": 12.25}})
+        for name, fmt, quantize in (("teacher", "keras", None), ("int8", "tflite", "int8"))]
+    console = Console(file=io.StringIO(), width=width)
+    monkeypatch.setattr(compare_cli, "console", console)
+    result = CliRunner().invoke(app, ["compare", *map(str, reports), "--out",
+                                      str(tmp_path / "summary.txt")])
+    assert result.exit_code == 0, result.output
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert "…" not in text and max(len(line) for line in lines) <= width
+    assert "yolov2-tiny" in text and "1,822,661" in text
+    header = lines[2].split()
+    if transposed:
+        assert header == ["teacher", "int8"]
+        assert [line.split()[0] for line in lines[4:-1]] == [
+            "model", "width", "format", "AP", "dAP", "AP50", "params", "MB", "ms/img"]
+    else:
+        assert header[:3] == ["run", "model", "width"] and len(lines) == 3 + 1 + 2 + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -70,6 +71,12 @@ def text_table(data) -> Table:
     for row in data.rows:
         table.add_row(*(Text(cell) for cell in row))
     return table
+
+
+def fits(console, table) -> bool:
+    """Whether ``table`` at its natural width (not squeezed) fits ``console``."""
+    unbounded = console.options.update(max_width=1 << 16)
+    return Measurement.get(console, unbounded, table).maximum <= console.width
 
 
 def print_line(line: str, console=None) -> None:

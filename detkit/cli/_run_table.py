@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from rich.measure import Measurement
-
-from detkit.cli._display import print_line, text_table
+from detkit.cli._display import fits, print_line, text_table
 from detkit.tables import TextTable
 
 #: History rows :func:`render_run` shows (the file has them all).
@@ -26,19 +24,13 @@ def epochs_table(console, title: str, rows: list[dict]):
     table = text_table(TextTable(title, ("epoch", *columns),
                                  [(epoch, *values) for epoch, values in zip(epochs, cells)]))
     for shown in range(len(rows), 0, -1):
-        if _fits(console, table):
+        if fits(console, table):
             return table
         table = text_table(TextTable(
             title, ("epoch", *epochs[-shown:]),
             [(column, *(values[index] for values in cells[-shown:]))
              for index, column in enumerate(columns)]))
     return table
-
-
-def _fits(console, table) -> bool:
-    """Whether ``table`` at its natural width (not squeezed) fits ``console``."""
-    unbounded = console.options.update(max_width=1 << 16)
-    return Measurement.get(console, unbounded, table).maximum <= console.width
 
 
 def render_run(console, result, command: str) -> None:

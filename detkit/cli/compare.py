@@ -6,8 +6,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from detkit.cli.app import console
 from detkit.cli._command import register
+from detkit.cli._display import fits
+from detkit.cli.app import console
 from detkit.commands.compare import (COLUMNS, TEXT_COLUMNS, CompareResult, Options,
                                      row_cells, run)
 
@@ -17,18 +18,31 @@ SQUEEZABLE = ("model", "width", "format", "params")
 
 
 def _render(result: CompareResult) -> None:
-    table = Table(title="detkit comparison", box=box.SIMPLE_HEAVY)
+    """One row per report; on a terminal too narrow for that, one row per figure and one
+    column per report (as the run tables of train do), squeezed only if even that is too
+    wide."""
     cells = [row_cells(row) for row in result.rows]
-    for index, column in enumerate(COLUMNS):
+    table = _table(COLUMNS, cells, TEXT_COLUMNS)
+    if not fits(console, table):
+        turned = _table(("", *(line[0] for line in cells)),
+                        [[column, *(line[index] for line in cells)]
+                         for index, column in enumerate(COLUMNS) if index], 1)
+        table = turned if fits(console, turned) else table
+    console.print(table)
+
+
+def _table(columns, cells, text_columns: int) -> Table:
+    table = Table(title="detkit comparison", box=box.SIMPLE_HEAVY)
+    for index, column in enumerate(columns):
         # the run name and the figures keep their width; a narrow terminal squeezes the
         # model, width, format and params columns
         keep = column not in SQUEEZABLE
         widest = max([len(column)] + [len(line[index]) for line in cells])
-        table.add_column(column, justify="left" if index < TEXT_COLUMNS else "right",
+        table.add_column(column, justify="left" if index < text_columns else "right",
                          min_width=widest if keep else None)
     for line in cells:
         table.add_row(*(escape(cell) for cell in line))
-    console.print(table)
+    return table
 
 
 register("compare", Options, run, _render)
