@@ -212,7 +212,7 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
                                 "class_names": dataset.class_names, "scheme": SCHEME_YOLOV3,
                                 "model": family.name},
                    "stats": stats.to_dict(), "num_images": len(records),
-                   "annotations_sha256": annotations_sha256(records),
+                   "annotations_sha256": annotations_sha256(records, dataset.class_names),
                    "num_rows": num_rows, "letterbox": dataclasses.asdict(counts)})
 
     out = save_labels(opts.out, rows, anchors=anchors, input_size=input_size,
@@ -281,7 +281,7 @@ def _encode_boxes(opts: Options, family: Family, anchors: np.ndarray, anchors_pa
                                 "class_names": dataset.class_names, "scheme": SCHEME_BOXES,
                                 "model": family.name},
                    "stats": recorded, "num_images": len(records),
-                   "annotations_sha256": annotations_sha256(records),
+                   "annotations_sha256": annotations_sha256(records, dataset.class_names),
                    "num_rows": int(len(image)), "letterbox": dataclasses.asdict(counts)})
 
     out = save_box_labels(opts.out, image, xyxy, cls, input_size=input_size,

@@ -51,13 +51,15 @@ class ImageRecord:
         return len(self.boxes)
 
 
-def annotations_sha256(records: Sequence[ImageRecord]) -> str:
+def annotations_sha256(records: Sequence[ImageRecord], class_names: Sequence[str]) -> str:
     """Hex sha256 of what ``records`` annotate, in order: image paths, box counts, boxes
-    (float32 xyxy) and classes; any edit of a box or class changes it."""
+    (float32 xyxy) and their class names (not indices: another class order is another
+    mismatch, reported as such); any edit of a box or its class changes it."""
     digest = hashlib.sha256()
     digest.update("\n".join(str(r.image_path) for r in records).encode("utf-8"))
     digest.update(np.array([r.num_boxes for r in records], np.int64).tobytes())
     if records:
         digest.update(np.concatenate([r.boxes for r in records]).astype(np.float32).tobytes())
-        digest.update(np.concatenate([r.classes for r in records]).astype(np.int64).tobytes())
+        classes = np.concatenate([r.classes for r in records])
+        digest.update("\n".join(np.asarray(class_names, str)[classes]).encode("utf-8"))
     return digest.hexdigest()

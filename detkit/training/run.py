@@ -154,7 +154,8 @@ class RunContext:
         family = get_family(opts.model)
         dataset = load_dataset(opts.data, opts.format, opts.classes)
         if opts.labels is not None:
-            check_annotations(opts.labels, annotations_sha256(dataset.records))
+            check_annotations(opts.labels,
+                              annotations_sha256(dataset.records, dataset.class_names))
         class_names = list(dataset.class_names)
         val_dataset = (load_dataset(opts.val, opts.format, class_names)
                        if opts.val is not None else None)
