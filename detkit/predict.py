@@ -79,7 +79,8 @@ def is_video_file(path: Path) -> bool:
 
 def collect_images(path: str | os.PathLike, *, format: str | None = None,
                    classes: str | os.PathLike | None = None) -> ImageSet:
-    """Resolve ``IMAGES``: an image file, a folder of images, or a dataset.
+    """Resolve ``IMAGES``: an image file, a folder of images, or a dataset (of an
+    Ultralytics dataset file, its ``val`` split).
 
     A folder is a dataset when ``format`` is given or it looks like one (VOC xml files,
     YOLO ``images/`` + ``labels/``); otherwise its image files are used.
@@ -102,7 +103,7 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
                 raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the "
                                 f"folder", path=path) from None
             return ImageSet([ImageItem(p, i) for i, p in enumerate(files)], "folder")
-    data = datasets.load_dataset(path, format=format, classes=classes)
+    data = datasets.load_dataset(path, format=format, classes=classes, split="val")
     items = [ImageItem(Path(r.image_path), int(r.image_id)) for r in data.records]
     return ImageSet(items, data.format, list(data.class_names), data.category_ids)
 

@@ -631,24 +631,31 @@ def test_polygon_coordinates_far_outside_are_refused(tmp_path):
                                       "look like pixel coordinates")
 
 
-def test_ultralytics_dataset_yaml_names_its_splits(tmp_path):
-    """A data.yaml given as DATA: exit 2 naming the splits to give instead (coco8's
-    ``images/train``; Roboflow's ``../train/images``, i.e. the ``train/`` folder)."""
-    coco8 = make_yolo(tmp_path / "coco8")
+def test_ultralytics_dataset_file_stands_for_its_splits(tmp_path):
+    """A data.yaml as DATA: its train split (val for ground truth and validation), read
+    with its names; coco8's ``images/train`` and Roboflow's ``../train/images``."""
+    coco8 = make_yolo(tmp_path / "coco8")                 # images/train: a.jpg, b.png
+    make_image(coco8 / "images" / "val" / "c.jpg", 40, 20)
+    write(coco8 / "labels" / "val" / "c.txt", "1 0.5 0.5 0.5 0.5\n")
     yaml_file = write(coco8 / "coco8.yaml",
                       "path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
-    with pytest.raises(UsageError) as info:
-        load_dataset(yaml_file)
-    assert str(info.value) == (
-        f"{yaml_file} is an Ultralytics dataset file, not a dataset: give one of its splits "
-        f"as DATA (and another as --val) - train: {coco8 / 'images' / 'train'}; val: "
-        f"{coco8 / 'images' / 'val'}")
+    train = load_dataset(yaml_file)
+    assert (train.format, train.class_names, len(train.records)) == ("yolo", ["a", "b"], 2)
+    val = load_dataset(yaml_file, split="val")
+    assert [Path(r.image_path).name for r in val.records] == ["c.jpg"]
+    assert load_dataset(yaml_file, classes=["x", "y"]).class_names == ["x", "y"]
+    with pytest.raises(DataError) as info:
+        load_dataset(yaml_file, split="test")
+    assert str(info.value) == (f"{yaml_file}: the dataset file names no 'test' split (it "
+                               "has train, val)")
     export = tmp_path / "export"
     make_yolo(export / "train")
     yaml_file = write(export / "data.yaml", "train: ../train/images\nval: ../valid/images\n"
-                      "names: [a, b]\n")
-    with pytest.raises(UsageError, match=f"train: {re.escape(str(export / 'train'))}; val: "):
-        load_dataset(yaml_file)
+                      "names: [p, q]\n")
+    data = load_dataset(yaml_file)
+    assert data.class_names == ["p", "q"] and len(data.records) == 2
+    with pytest.raises(DataError, match="dataset not found"):
+        load_dataset(yaml_file, split="val")               # no valid/ folder
 
 
 def test_yolo_label_without_image(tmp_path):

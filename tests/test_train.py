@@ -394,3 +394,22 @@ def test_stage2_at_another_input_size_than_stage1_says_so(tmp_path):
     typed = dataclasses.replace(same, given=frozenset({"input_size"}))   # typed on the CLI
     assert typed.start_notes()[0].startswith("running at input 416;")
     assert dataclasses.replace(opts, stage=1).start_notes() == []
+
+
+def test_ultralytics_dataset_file_trains_on_train_and_validates_on_val(dataset, tmp_path):
+    """``detkit train data.yaml``: its train split, its names, and without --val its val
+    split (as Ultralytics' ``data=``)."""
+    classes = (dataset / "classes.txt").read_text().split()
+    yaml_file = tmp_path / "data.yaml"
+    yaml_file.write_text(f"path: {dataset}\ntrain: train.txt\nval: val.txt\n"
+                         f"names: {classes}\n")
+    out = tmp_path / "run"
+    args = base_args(dataset, out, "--epochs", "1")
+    args[1] = str(yaml_file)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"validating on the val split of {yaml_file}" in result.output
+    row = read_csv(out / "history.csv")[0]
+    assert math.isfinite(float(row["val_loss"]))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == classes

@@ -17,7 +17,7 @@ from detkit.options import argument, given_field, option
 #: Help of the DATA argument of every command that reads a dataset.
 DATA_HELP = ("Dataset: keras-yolo3 lines file, COCO json, VOC folder (or its "
              "ImageSets/Main/ split list), YOLO txt folder (or its images/NAME split, or "
-             "an Ultralytics image list).")
+             "an Ultralytics image list), or an Ultralytics data.yaml (its train split).")
 #: Network input side every command defaults to (pixels).
 DEFAULT_INPUT_SIZE = 416
 

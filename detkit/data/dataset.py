@@ -8,7 +8,8 @@ paths under ``images/``); ``auto`` (or ``None``) detects them in that way. Class
 names come from ``classes`` (a file, one name a line, or a list of names), else
 ``classes.txt`` beside the dataset (in it, for a folder; in the dataset's root, for a
 split), else the dataset itself (COCO categories, VOC names seen, YOLO ``classes.txt`` /
-``data.yaml``, or ``"0", ...``).
+``data.yaml``, or ``"0", ...``). An Ultralytics dataset file (``data.yaml`` naming its
+splits) stands for one of its splits, in any of these formats, read with its ``names``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
-from detkit.data.readers.yolo import (is_image_list, is_yolo_folder, is_yolo_split,
-                                      yaml_splits, yolo_root)
+from detkit.data.readers.yolo import (dataset_yaml_names, is_image_list, is_yolo_folder,
+                                      is_yolo_split, yaml_splits, yolo_root)
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -36,6 +37,8 @@ FORMAT_ALIASES = {"keras-yolo3": "yolo3", "lines": "yolo3", "txt": "yolo3",
                   "json": "coco", "pascal-voc": "voc", "xml": "voc", "darknet": "yolo",
                   "ultralytics": "yolo"}
 AUTO = "auto"
+#: Suffixes of an Ultralytics dataset file (``data.yaml``) given as a dataset.
+YAML_SUFFIXES = (".yaml", ".yml")
 #: The class names file looked for beside a dataset.
 CLASSES_FILE = "classes.txt"
 
@@ -115,12 +118,6 @@ def detect_format(path: str | os.PathLike) -> str:
             return "yolo3"
         if suffix == ".json":
             return "coco"
-        splits = yaml_splits(path) if suffix in (".yaml", ".yml") else {}
-        if splits:
-            given = "; ".join(f"{split}: {where}" for split, where in splits.items())
-            raise UsageError(
-                f"{path} is an Ultralytics dataset file, not a dataset: give one of its "
-                f"splits as DATA (and another as --val) - {given}")
     elif path.is_dir():
         if is_yolo_folder(path) or is_yolo_split(path):
             return "yolo"
@@ -156,19 +153,48 @@ def resolve_class_names(path: Path,
     return names
 
 
+def is_dataset_yaml(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an Ultralytics dataset file (a yaml naming a ``train`` split)."""
+    path = Path(path)
+    return (path.suffix.lower() in YAML_SUFFIXES and path.is_file()
+            and bool(yaml_splits(path)))
+
+
+def names_split(path: str | os.PathLike, split: str) -> bool:
+    """Whether ``path`` is an Ultralytics dataset file that names ``split``."""
+    return is_dataset_yaml(path) and split in yaml_splits(Path(path))
+
+
+def split_of(path: Path, split: str) -> Path:
+    """The dataset that Ultralytics dataset file ``path`` names for ``split``.
+
+    Raises:
+        DataError: it names no such split (naming those it has).
+    """
+    splits = yaml_splits(path)
+    if split not in splits:
+        raise DataError(f"the dataset file names no '{split}' split (it has "
+                        f"{', '.join(splits)})", path=path)
+    return Path(splits[split])
+
+
 def load_dataset(path: str | os.PathLike, format: str | None = None,
                  classes: str | os.PathLike | Sequence[str] | None = None, *,
                  image_dir: str | os.PathLike | None = None,
-                 check_images: bool = False) -> Dataset:
+                 check_images: bool = False, split: str = "train") -> Dataset:
     """Read a dataset in any supported format.
 
     Args:
-        path: a lines file, COCO json, VOC folder or YOLO folder.
+        path: a lines file, COCO json, VOC folder or YOLO folder; or an Ultralytics
+            dataset file (``data.yaml``), which stands for its ``split``, read with its
+            ``names`` unless ``classes`` are given.
         format: one of :data:`FORMATS`, ``"auto"`` or ``None`` (detect).
         classes: a class names file or a list of names (default: see module doc).
         image_dir: COCO only: the folder ``file_name`` is relative to.
         check_images: also check that every image file exists (readers otherwise open
             images only when they need their size).
+        split: ``train`` (what a dataset file stands for when training or fitting
+            anchors) or ``val`` (for ground truth and validation).
 
     Returns:
         The :class:`Dataset`; its ``fixes`` counts the boxes dropped or clipped.
@@ -180,6 +206,10 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
     path = Path(path)
     if not path.exists():
         raise DataError("dataset not found", path=path)
+    if is_dataset_yaml(path):
+        names = classes if classes is not None else dataset_yaml_names(path)
+        return load_dataset(split_of(path, split), format, names, image_dir=image_dir,
+                            check_images=check_images)
     fmt = normalize_format(format)
     if fmt == AUTO:
         fmt = detect_format(path)

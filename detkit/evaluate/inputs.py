@@ -268,7 +268,8 @@ def ground_truth_from_dataset(dataset: Any) -> GroundTruth:
 def load_ground_truth(path: str | os.PathLike, format: str | None = None,
                       classes: str | os.PathLike | Sequence[str] | None = None) -> GroundTruth:
     """Ground truth from a COCO json (read directly, keeping ``area`` and ``iscrowd``) or
-    from any dataset :func:`detkit.data.dataset.load_dataset` reads."""
+    from any dataset :func:`detkit.data.dataset.load_dataset` reads (of an Ultralytics
+    dataset file, its ``val`` split)."""
     path = Path(path)
     fmt = (format or "auto").lower()
     if fmt in ("auto", "coco") and path.suffix.lower() == ".json" and path.is_file():
@@ -276,7 +277,8 @@ def load_ground_truth(path: str | os.PathLike, format: str | None = None,
         if is_coco_dataset(data) or fmt == "coco":
             return ground_truth_from_coco(data, source=str(path))
 
-    return ground_truth_from_dataset(load_dataset(path, format=format, classes=classes))
+    return ground_truth_from_dataset(load_dataset(path, format=format, classes=classes,
+                                                  split="val"))
 
 
 def _category_index(values: list, gt: GroundTruth, source: str) -> np.ndarray:

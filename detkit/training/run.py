@@ -28,7 +28,7 @@ import numpy as np
 from detkit.artifacts import (check_agree, check_fresh, check_writable, library_versions,
                               read_manifest, remove_stale_temps, run_files, run_lock,
                               sha256_file, write_json, write_manifest)
-from detkit.data.dataset import load_dataset
+from detkit.data.dataset import load_dataset, names_split
 from detkit.data.records import annotations_sha256
 from detkit.errors import UsageError
 from detkit.families import get_family
@@ -157,8 +157,12 @@ class RunContext:
             check_annotations(opts.labels,
                               annotations_sha256(dataset.records, dataset.class_names))
         class_names = list(dataset.class_names)
-        val_dataset = (load_dataset(opts.val, opts.format, class_names)
-                       if opts.val is not None else None)
+        val = opts.val
+        if val is None and names_split(opts.data, "val"):
+            val = opts.data              # a data.yaml validates on its own val split
+            start_notes.append(f"validating on the val split of {opts.data}")
+        val_dataset = (load_dataset(val, opts.format, class_names, split="val")
+                       if val is not None else None)
         anchors, anchors_path = resolve_anchors(family, opts.anchors, opts.recorded_start())
         monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
         notes = start_notes + [summary for summary in (dataset.fixes.summary(),) if summary]

@@ -151,9 +151,20 @@ def yaml_splits(path: Path) -> dict[str, str]:
 def yaml_class_names(path: Path) -> list[str] | None:
     """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
     found = _dataset_yaml(path)
-    if found is None:
-        return None
-    file, data = found
+    return None if found is None else _names(*found)
+
+
+def dataset_yaml_names(file: Path) -> list[str] | None:
+    """``names`` of the Ultralytics dataset file ``file`` (``None`` without them)."""
+    try:
+        data = yaml.safe_load(file.read_text(encoding=TEXT_ENCODING))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read the dataset yaml: {err}", path=file) from None
+    return _names(file, data) if isinstance(data, dict) and "names" in data else None
+
+
+def _names(file: Path, data: object) -> list[str]:
+    """The ``names`` of dataset yaml ``file`` holding ``data``."""
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, list):
         return [str(n) for n in names]
