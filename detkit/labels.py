@@ -241,14 +241,17 @@ class LabelsFile:
 
 
 def load_labels(path: str | os.PathLike, settings: Optional[Mapping[str, Any]] = None,
-                image_paths: Optional[Sequence[str]] = None) -> "LabelsFile | BoxLabelsFile":
-    """Open ``labels.npz`` and optionally check it against a consumer's settings and images.
+                image_paths: Optional[Sequence[str]] = None,
+                annotations: Optional[str] = None) -> "LabelsFile | BoxLabelsFile":
+    """Open ``labels.npz`` and optionally check it against a consumer's settings, images
+    and annotations (the dataset's :func:`detkit.data.records.annotations_sha256`).
 
     Raises:
         ArtifactError: missing, corrupt or another kind/version of file, or one its
             manifest does not describe.
         ArtifactMismatchError: settings or image list differ, or stale (an input file
-            recorded in its manifest changed since it was encoded).
+            recorded in its manifest changed since it was encoded, or the boxes or
+            classes read: the files inside a VOC or YOLO folder are not manifest inputs).
     """
     scheme = str(load_npz(path, kind=LABELS_KIND, format_version=LABELS_FORMAT_VERSION,
                           required=("scheme",))["scheme"])
@@ -258,22 +261,12 @@ def load_labels(path: str | os.PathLike, settings: Optional[Mapping[str, Any]] =
         labels.check_settings(settings)
     if image_paths is not None:
         labels.check_images(image_paths)
-    return labels
-
-
-def check_annotations(path: str | os.PathLike, annotations: str) -> None:
-    """Refuse ``labels.npz`` encoded from other boxes or classes than the dataset's now
-    (``annotations``: its :func:`detkit.data.records.annotations_sha256`; the files of a
-    VOC or YOLO folder are not among the manifest's inputs, so only this sees their edits).
-
-    Raises:
-        ArtifactMismatchError: the manifest records another digest.
-    """
     recorded = read_manifest(path).get("annotations_sha256")
-    if recorded is not None and recorded != annotations:
+    if annotations is not None and recorded is not None and recorded != annotations:
         raise ArtifactMismatchError(
             "stale: the dataset's boxes or classes changed after it was encoded; re-run "
             "encode-labels", path=path)
+    return labels
 
 
 def check_scheme(labels: "LabelsFile | BoxLabelsFile", family: Any) -> None:

@@ -23,6 +23,7 @@ from detkit.artifacts import atomic_path
 from detkit.data import dataset as datasets
 from detkit.data.augment import letterbox_image
 from detkit.data.images import read_image
+from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.data.letterbox import Letterbox
 from detkit.errors import DataError, UsageError
 
@@ -78,7 +79,7 @@ def is_video_file(path: Path) -> bool:
 
 
 def collect_images(path: str | os.PathLike, *, format: str | None = None,
-                   classes: str | os.PathLike | None = None) -> ImageSet:
+                   classes: str | os.PathLike | Sequence[str] | None = None) -> ImageSet:
     """Resolve ``IMAGES``: an image file, a folder of images, or a dataset (of an
     Ultralytics dataset file, its ``val`` split).
 
@@ -92,6 +93,10 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
     path = Path(path)
     if not path.exists():
         raise DataError("no such image, folder or dataset", path=path)
+    described = read_dataset_file(path)
+    if described is not None:            # its val split: a dataset or a folder of images
+        path = described.split("val")
+        classes = classes if classes is not None else described.names
     if format is None and is_image_file(path):
         return ImageSet([ImageItem(path, 0)], "image")
     if format is None and path.is_dir():
@@ -103,7 +108,7 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
                 raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the "
                                 f"folder", path=path) from None
             return ImageSet([ImageItem(p, i) for i, p in enumerate(files)], "folder")
-    data = datasets.load_dataset(path, format=format, classes=classes, split="val")
+    data = datasets.load_dataset(path, format=format, classes=classes)
     items = [ImageItem(Path(r.image_path), int(r.image_id)) for r in data.records]
     return ImageSet(items, data.format, list(data.class_names), data.category_ids)
 

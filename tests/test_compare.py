@@ -101,3 +101,23 @@ def test_compare_table_keeps_every_value_readable_at_any_terminal_width(
             "model", "width", "format", "AP", "dAP", "AP50", "params", "MB", "ms/img"]
     else:
         assert header[:3] == ["run", "model", "width"] and len(lines) == 3 + 1 + 2 + 1
+
+
+def test_turned_compare_table_prints_report_names_as_written(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from detkit.cli import compare as compare_cli
+
+    reports = [write(tmp_path / f"{name}_report.json", {
+        "AP": 0.5, "AP50": 0.8, "model": {"name": "yolov2-tiny", "width": 0.25,
+                                          "params": 1_822_661}})
+        for name in ("b[@x]", "c[red]")]
+    console = Console(file=io.StringIO(), width=60)
+    monkeypatch.setattr(compare_cli, "console", console)
+    result = CliRunner().invoke(app, ["compare", *map(str, reports), "--out",
+                                      str(tmp_path / "summary.txt")])
+    assert result.exit_code == 0, result.output
+    assert console.file.getvalue().splitlines()[2].split() == ["b[@x]", "c[red]"]
+

@@ -191,6 +191,12 @@ def test_collect_images_and_drawing_names(workspace, tmp_path):
     assert [i.path.name for i in folder.items] == ["img0.png", "img1.png", "img2.png"]
     names = drawing_names([ImageItem(Path("a/x.png"), 3), ImageItem(Path("b/x.jpg"), 4)])
     assert names == ["3_x.jpg", "4_x.jpg"]
+    # an Ultralytics dataset file: its val split, here a folder of images without labels
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text(f"train: train.txt\nval: {workspace['folder']}\nnames: [a]\n")
+    val = collect_images(data_yaml)
+    assert val.kind == "folder" and [i.path for i in val.items] == [i.path for i in
+                                                                      folder.items]
 
 
 def test_draw_detections_draws_inside_the_box():

@@ -654,8 +654,34 @@ def test_ultralytics_dataset_file_stands_for_its_splits(tmp_path):
                       "names: [p, q]\n")
     data = load_dataset(yaml_file)
     assert data.class_names == ["p", "q"] and len(data.records) == 2
-    with pytest.raises(DataError, match="dataset not found"):
+    with pytest.raises(DataError, match="the 'val' split, .*valid.*, does not exist"):
         load_dataset(yaml_file, split="val")               # no valid/ folder
+
+
+def test_ultralytics_dataset_file_forms(tmp_path, monkeypatch):
+    """A pose file kept apart from its data (``kpt_shape`` still applies), ``nc`` without
+    ``names``, a ``path`` relative to the working folder; lists of datasets, a file naming
+    itself and a missing split are refused naming the file."""
+    root = make_yolo(tmp_path / "pose")
+    write(root / "labels" / "train" / "a.txt", "0 .5 .5 .2 .4 .45 .45 2 .55 .55 2\n")
+    pose = write(tmp_path / "cfg" / "pose8.yaml", "path: ../pose\ntrain: images/train\n"
+                 "kpt_shape: [2, 3]\nnc: 3\n")
+    data = load_dataset(pose)
+    assert data.class_names == ["0", "1", "2"]
+    np.testing.assert_allclose(data.records[0].boxes, [[40, 15, 60, 35]], atol=1e-4)
+    monkeypatch.chdir(tmp_path)
+    elsewhere = write(tmp_path / "cfg" / "cwd.yaml", "path: pose\ntrain: images/train\n")
+    assert len(load_dataset(elsewhere).records) == 2
+    for text, message in [
+            ("train: [images/train, images/val]\n",
+             "'train' lists several datasets: detkit reads one a run"),
+            ("train: self.yaml\n", "'train' names another dataset file"),
+            ("train: images/nowhere\n", "the 'train' split, "),
+    ]:
+        bad = write(root / "self.yaml", text)
+        with pytest.raises(DataError) as info:
+            load_dataset(bad)
+        assert str(info.value).startswith(f"{bad}: {message}"), str(info.value)
 
 
 def test_yolo_label_without_image(tmp_path):

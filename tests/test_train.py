@@ -413,3 +413,22 @@ def test_ultralytics_dataset_file_trains_on_train_and_validates_on_val(dataset, 
     assert math.isfinite(float(row["val_loss"]))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["class_names"] == classes
+
+
+def test_dataset_files_val_split_of_images_only_is_not_validated_on(dataset, tmp_path):
+    """A val split without labels (a folder of images) leaves the run without validation,
+    saying so, rather than failing it."""
+    from types import SimpleNamespace
+
+    from detkit.training.run import _own_val_split
+
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    yaml_file = tmp_path / "data.yaml"
+    yaml_file.write_text(f"train: {dataset / 'train.txt'}\nval: {images}\n")
+    notes = []
+    opts = SimpleNamespace(data=yaml_file, format=None)
+    assert _own_val_split(opts, ["circle", "rectangle"], notes) is None
+    assert notes[0].startswith(f"not validating: the val split of {yaml_file} is not a "
+                               "dataset (cannot tell the dataset format of")
+

@@ -38,7 +38,7 @@ def _table(columns, cells, text_columns: int) -> Table:
         # model, width, format and params columns
         keep = column not in SQUEEZABLE
         widest = max([len(column)] + [len(line[index]) for line in cells])
-        table.add_column(column, justify="left" if index < text_columns else "right",
+        table.add_column(escape(column), justify="left" if index < text_columns else "right",
                          min_width=widest if keep else None)
     for line in cells:
         table.add_row(*(escape(cell) for cell in line))

@@ -24,8 +24,8 @@ import numpy as np
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
-from detkit.data.readers.yolo import (dataset_yaml_names, is_image_list, is_yolo_folder,
-                                      is_yolo_split, yaml_splits, yolo_root)
+from detkit.data.readers.dataset_file import read_dataset_file
+from detkit.data.readers.yolo import is_image_list, is_yolo_folder, is_yolo_split, yolo_root
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -37,8 +37,6 @@ FORMAT_ALIASES = {"keras-yolo3": "yolo3", "lines": "yolo3", "txt": "yolo3",
                   "json": "coco", "pascal-voc": "voc", "xml": "voc", "darknet": "yolo",
                   "ultralytics": "yolo"}
 AUTO = "auto"
-#: Suffixes of an Ultralytics dataset file (``data.yaml``) given as a dataset.
-YAML_SUFFIXES = (".yaml", ".yml")
 #: The class names file looked for beside a dataset.
 CLASSES_FILE = "classes.txt"
 
@@ -153,29 +151,10 @@ def resolve_class_names(path: Path,
     return names
 
 
-def is_dataset_yaml(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an Ultralytics dataset file (a yaml naming a ``train`` split)."""
-    path = Path(path)
-    return (path.suffix.lower() in YAML_SUFFIXES and path.is_file()
-            and bool(yaml_splits(path)))
-
-
 def names_split(path: str | os.PathLike, split: str) -> bool:
     """Whether ``path`` is an Ultralytics dataset file that names ``split``."""
-    return is_dataset_yaml(path) and split in yaml_splits(Path(path))
-
-
-def split_of(path: Path, split: str) -> Path:
-    """The dataset that Ultralytics dataset file ``path`` names for ``split``.
-
-    Raises:
-        DataError: it names no such split (naming those it has).
-    """
-    splits = yaml_splits(path)
-    if split not in splits:
-        raise DataError(f"the dataset file names no '{split}' split (it has "
-                        f"{', '.join(splits)})", path=path)
-    return Path(splits[split])
+    described = read_dataset_file(path)
+    return described is not None and described.has(split)
 
 
 def load_dataset(path: str | os.PathLike, format: str | None = None,
@@ -206,16 +185,30 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
     path = Path(path)
     if not path.exists():
         raise DataError("dataset not found", path=path)
-    if is_dataset_yaml(path):
-        names = classes if classes is not None else dataset_yaml_names(path)
-        return load_dataset(split_of(path, split), format, names, image_dir=image_dir,
-                            check_images=check_images)
+    described = read_dataset_file(path)
+    if described is not None:
+        names = classes if classes is not None else described.names
+        return _load(described.split(split), format, names, image_dir, check_images,
+                     described.keypoints)
+    return _load(path, format, classes, image_dir, check_images)
+
+
+def _load(path: Path, format: str | None,
+          classes: str | os.PathLike | Sequence[str] | None,
+          image_dir: str | os.PathLike | None, check_images: bool,
+          keypoints: int | None = None) -> Dataset:
+    """:func:`load_dataset` of a dataset (not a dataset file); ``keypoints``: a pose
+    dataset file's values per line for a YOLO split."""
+    if not path.exists():
+        raise DataError("dataset not found", path=path)
     fmt = normalize_format(format)
     if fmt == AUTO:
         fmt = detect_format(path)
     class_names = resolve_class_names(path, classes)
     fixes = FixReport()
     options = {"image_dir": image_dir} if fmt == "coco" else {}
+    if fmt == "yolo" and keypoints is not None:
+        options["keypoints"] = keypoints
     if image_dir is not None and fmt != "coco":
         raise UsageError("image_dir applies to COCO datasets only")
     result = READERS[fmt](path, class_names, fixes, **options)

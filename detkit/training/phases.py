@@ -161,10 +161,7 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     opts = ctx.opts
     image_paths = [str(record.image_path) for record in ctx.records]
     weights = cache_weights(opts.bottlenecks, opts.weights)
-    labels = load_labels(opts.labels, settings={"anchors": ctx.anchors,
-                                                "input_size": opts.input_size,
-                                                "class_names": ctx.class_names},
-                         image_paths=image_paths)
+    labels = load_labels(opts.labels)   # checked against the run by RunContext.open
     check_scheme(labels, ctx.family)
     cache = open_cache(opts.bottlenecks, model=opts.model, width=opts.width,
                        input_size=opts.input_size, weights=weights, image_paths=image_paths,

@@ -28,11 +28,11 @@ import numpy as np
 from detkit.artifacts import (check_agree, check_fresh, check_writable, library_versions,
                               read_manifest, remove_stale_temps, run_files, run_lock,
                               sha256_file, write_json, write_manifest)
-from detkit.data.dataset import load_dataset, names_split
+from detkit.data.dataset import Dataset, load_dataset, names_split
 from detkit.data.records import annotations_sha256
 from detkit.errors import UsageError
 from detkit.families import get_family
-from detkit.labels import check_annotations
+from detkit.labels import load_labels
 from detkit.models.recorded import resolve_anchors
 from detkit.options import as_config
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
@@ -153,17 +153,18 @@ class RunContext:
                 check_fresh(artifact)
         family = get_family(opts.model)
         dataset = load_dataset(opts.data, opts.format, opts.classes)
-        if opts.labels is not None:
-            check_annotations(opts.labels,
-                              annotations_sha256(dataset.records, dataset.class_names))
         class_names = list(dataset.class_names)
-        val = opts.val
-        if val is None and names_split(opts.data, "val"):
-            val = opts.data              # a data.yaml validates on its own val split
-            start_notes.append(f"validating on the val split of {opts.data}")
-        val_dataset = (load_dataset(val, opts.format, class_names, split="val")
-                       if val is not None else None)
+        val_dataset = (load_dataset(opts.val, opts.format, class_names, split="val")
+                       if opts.val is not None else None)
+        if opts.val is None and names_split(opts.data, "val"):
+            val_dataset = _own_val_split(opts, class_names, start_notes)
         anchors, anchors_path = resolve_anchors(family, opts.anchors, opts.recorded_start())
+        if opts.labels is not None:      # all of its checks before the run directory
+            load_labels(opts.labels, settings={"anchors": anchors,
+                                               "input_size": opts.input_size,
+                                               "class_names": class_names},
+                        image_paths=[str(record.image_path) for record in dataset.records],
+                        annotations=annotations_sha256(dataset.records, class_names))
         monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
         notes = start_notes + [summary for summary in (dataset.fixes.summary(),) if summary]
         log_dir = opts.out / TENSORBOARD_DIR
@@ -198,6 +199,20 @@ class RunContext:
         self.start_epoch = int(self.state["epoch"])
         self.best = float(self.state.get("best", worst_value(self.monitor)))
         self.best_epoch = int(self.state.get("best_epoch", 0))
+
+
+def _own_val_split(opts: "TrainOptions", class_names: list[str],
+                   notes: list[str]) -> Optional[Dataset]:
+    """The val split of dataset file ``opts.data`` (Ultralytics' habit), or ``None`` with
+    a note when it has no labels to read (images only)."""
+    try:
+        val_dataset = load_dataset(opts.data, opts.format, class_names, split="val")
+    except UsageError as err:
+        notes.append(f"not validating: the val split of {opts.data} is not a dataset "
+                     f"({err})")
+        return None
+    notes.append(f"validating on the val split of {opts.data}")
+    return val_dataset
 
 
 def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Callback] = (),

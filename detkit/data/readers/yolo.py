@@ -121,51 +121,19 @@ def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
     return None
 
 
-def yaml_splits(path: Path) -> dict[str, str]:
-    """The datasets an Ultralytics dataset file (``data.yaml``) names, by split (``train``,
-    ``val``, ``test``), as detkit takes them: its ``path`` (relative to the file) joined
-    with each split, a ``../`` one also tried under ``path`` itself (Ultralytics' rule
-    for Roboflow's ``../train/images``), an ``images`` folder given as the folder holding
-    it. ``{}`` when the file is no such yaml."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding=TEXT_ENCODING))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get("train"), str):
-        return {}
-    root = path.parent / str(data.get("path") or "")
-    splits = {}
-    for split in ("train", "val", "test"):
-        value = data.get(split)
-        if not isinstance(value, str):
-            continue
-        found = root / value
-        if not found.exists() and value.startswith("../"):
-            found = root / value[3:]
-        if found.name == IMAGES_DIR and is_yolo_folder(found.parent):
-            found = found.parent
-        splits[split] = display_path(found)
-    return splits
-
-
 def yaml_class_names(path: Path) -> list[str] | None:
     """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
     found = _dataset_yaml(path)
-    return None if found is None else _names(*found)
+    return None if found is None else names_of(*found)
 
 
-def dataset_yaml_names(file: Path) -> list[str] | None:
-    """``names`` of the Ultralytics dataset file ``file`` (``None`` without them)."""
-    try:
-        data = yaml.safe_load(file.read_text(encoding=TEXT_ENCODING))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read the dataset yaml: {err}", path=file) from None
-    return _names(file, data) if isinstance(data, dict) and "names" in data else None
-
-
-def _names(file: Path, data: object) -> list[str]:
-    """The ``names`` of dataset yaml ``file`` holding ``data``."""
+def names_of(file: Path, data: object) -> list[str]:
+    """The ``names`` of dataset yaml ``file`` holding ``data`` (without them, ``"0"`` ..
+    ``nc - 1`` of its class count ``nc``, as Ultralytics)."""
     names = data.get("names") if isinstance(data, dict) else None
+    count = data.get("nc") if isinstance(data, dict) else None
+    if names is None and isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        return [str(i) for i in range(count)]
     if isinstance(names, list):
         return [str(n) for n in names]
     if isinstance(names, dict):
@@ -183,9 +151,15 @@ def yaml_keypoint_values(path: Path) -> int:
     """Values after the box on each line of a pose dataset: ``K * D`` of ``kpt_shape: [K,
     D]`` in ``data.yaml`` (0 without one)."""
     found = _dataset_yaml(path)
-    if found is None or not isinstance(found[1], dict) or "kpt_shape" not in found[1]:
+    return 0 if found is None else keypoint_values(*found)
+
+
+def keypoint_values(file: Path, data: object) -> int:
+    """``K * D`` of ``kpt_shape: [K, D]`` in dataset yaml ``file`` holding ``data`` (0
+    without one)."""
+    if not isinstance(data, dict) or "kpt_shape" not in data:
         return 0
-    file, shape = found[0], found[1]["kpt_shape"]
+    shape = data["kpt_shape"]
     if (not isinstance(shape, list) or len(shape) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                        for v in shape)):
@@ -300,7 +274,8 @@ def _image_label_pairs(path: Path, root: Path) -> tuple[list[str], list[str]]:
 
 
 def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = None,
-                     fixes: FixReport | None = None) -> ReadResult:
+                     fixes: FixReport | None = None,
+                     keypoints: int | None = None) -> ReadResult:
     """Read a YOLO txt folder.
 
     Args:
@@ -308,6 +283,8 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
             (``ROOT/images/train``), or an Ultralytics image list (``ROOT/train.txt``).
         class_names: the class list; ``None`` reads it from the folder (see module doc).
         fixes: counts of repaired boxes to update.
+        keypoints: values after each box (a pose dataset); ``None`` reads ``kpt_shape``
+            from the folder's ``data.yaml``.
 
     Returns:
         Records sorted by image path, or in the list's order (``image_id`` = position),
@@ -329,7 +306,8 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     num_classes = None if class_names is None else len(class_names)
     sizes, texts, error = _sizes_and_texts(images, labels)
     labels = labels[:len(texts)]
-    keypoints = yaml_keypoint_values(root)
+    if keypoints is None:
+        keypoints = yaml_keypoint_values(root)
     cxcywh, classes, files, bad = parse_labels(texts, num_classes, keypoints)
     if bad >= 0:
         check_label_text(texts[bad], labels[bad], num_classes, keypoints)
