@@ -676,11 +676,14 @@ def test_ultralytics_dataset_file_forms(tmp_path, monkeypatch):
             ("train: [images/train, images/val]\n",
              "'train' lists several datasets: detkit reads one a run"),
             ("train: self.yaml\n", "'train' names another dataset file"),
+            ("train: 5\n", "'train' must be a path, got 5"),
+            ("train: images/train\nval:\n", "the dataset file names no 'val' split (it "
+             "has train)"),
             ("train: images/nowhere\n", "the 'train' split, "),
     ]:
         bad = write(root / "self.yaml", text)
         with pytest.raises(DataError) as info:
-            load_dataset(bad)
+            load_dataset(bad, split="val" if "val:" in text else "train")
         assert str(info.value).startswith(f"{bad}: {message}"), str(info.value)
 
 

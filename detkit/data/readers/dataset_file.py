@@ -53,10 +53,12 @@ class DatasetFile:
             raise DataError(f"the dataset file names no '{split}' split (it has "
                             f"{', '.join(self.values)})", path=self.path)
         value = self.values[split]
-        if not isinstance(value, str):
+        if isinstance(value, list):
             raise DataError(f"'{split}' lists several datasets: detkit reads one a run "
                             f"(join them into one image list, or give each path)",
                             path=self.path)
+        if not isinstance(value, str):
+            raise DataError(f"'{split}' must be a path, got {value!r}", path=self.path)
         found = self._resolve(value)
         if found.suffix.lower() in SUFFIXES:
             raise DataError(f"'{split}' names another dataset file, {found}", path=self.path)
@@ -90,9 +92,10 @@ def read_dataset_file(path: str | Path) -> DatasetFile | None:
         data = yaml.safe_load(path.read_text(encoding=TEXT_ENCODING))
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
-    if not isinstance(data, dict) or "train" not in data:
+    if not isinstance(data, dict) or data.get("train") is None:
         return None
     has_names = "names" in data or "nc" in data
-    return DatasetFile(path, {split: data[split] for split in SPLITS if split in data},
+    values = {split: data[split] for split in SPLITS if data.get(split) is not None}
+    return DatasetFile(path, values,
                        names_of(path, data) if has_names else None,
                        keypoint_values(path, data), str(data.get("path") or ""))
