@@ -23,8 +23,8 @@ from detkit.artifacts import atomic_path
 from detkit.data import dataset as datasets
 from detkit.data.augment import letterbox_image
 from detkit.data.images import read_image
-from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.data.letterbox import Letterbox
+from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.errors import DataError, UsageError
 
 #: File name endings of images picked up from a folder.

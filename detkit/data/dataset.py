@@ -23,8 +23,8 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers import READERS, read_class_names
-from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
 from detkit.data.readers.dataset_file import read_dataset_file
+from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
 from detkit.data.readers.yolo import is_image_list, is_yolo_folder, is_yolo_split, yolo_root
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
