@@ -213,3 +213,14 @@ def test_iou_threshold_range_syntax(dataset, tmp_path):
     default = tmp_path / "d.json"
     invoke(dataset["gt"], "--detections", dataset["dets"], "--out", default)
     assert json.loads(out.read_text())["stats"] == json.loads(default.read_text())["stats"]
+
+
+def test_ultralytics_dataset_file_is_scored_on_its_val_split(dataset, tmp_path):
+    data = dataset["gt"].parent
+    names = (data / "classes.txt").read_text().split()
+    yaml_file = tmp_path / "data.yaml"
+    yaml_file.write_text(f"path: {data}\ntrain: train.txt\nval: val.json\nnames: {names}\n")
+    out = tmp_path / "report.json"
+    result = invoke(yaml_file, "--detections", dataset["dets"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["AP50"] == pytest.approx(1.0)
