@@ -94,8 +94,9 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
     if not path.exists():
         raise DataError("no such image, folder or dataset", path=path)
     described = read_dataset_file(path)
-    if described is not None:            # its val split: a dataset or a folder of images
-        path = described.split("val")
+    parts = described.split("val") if described is not None else []
+    if len(parts) == 1:                  # its val split: a dataset or a folder of images
+        path = parts[0]
         classes = classes if classes is not None else described.names
     if format is None and is_image_file(path):
         return ImageSet([ImageItem(path, 0)], "image")
@@ -108,7 +109,7 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
                 raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the "
                                 f"folder", path=path) from None
             return ImageSet([ImageItem(p, i) for i, p in enumerate(files)], "folder")
-    data = datasets.load_dataset(path, format=format, classes=classes)
+    data = datasets.load_dataset(path, format=format, classes=classes, split="val")
     items = [ImageItem(Path(r.image_path), int(r.image_id)) for r in data.records]
     return ImageSet(items, data.format, list(data.class_names), data.category_ids)
 

@@ -673,10 +673,9 @@ def test_ultralytics_dataset_file_forms(tmp_path, monkeypatch):
     elsewhere = write(tmp_path / "cfg" / "cwd.yaml", "path: pose\ntrain: images/train\n")
     assert len(load_dataset(elsewhere).records) == 2
     for text, message in [
-            ("train: [images/train, images/val]\n",
-             "'train' lists several datasets: detkit reads one a run"),
             ("train: self.yaml\n", "'train' names another dataset file"),
-            ("train: 5\n", "'train' must be a path, got 5"),
+            ("train: 5\n", "'train' must be a path or a list of paths, got 5"),
+            ("train: []\n", "'train' is an empty list"),
             ("train: images/train\nval:\n", "the dataset file names no 'val' split (it "
              "has train)"),
             ("train: images/nowhere\n", "the 'train' split, "),
@@ -685,6 +684,22 @@ def test_ultralytics_dataset_file_forms(tmp_path, monkeypatch):
         with pytest.raises(DataError) as info:
             load_dataset(bad, split="val" if "val:" in text else "train")
         assert str(info.value).startswith(f"{bad}: {message}"), str(info.value)
+
+
+def test_ultralytics_dataset_file_list_splits_read_as_one(tmp_path):
+    """Ultralytics' VOC.yaml trains on a list of splits: one dataset, in order, image ids
+    renumbered, repairs added up; the first part's names serve every part."""
+    root = make_yolo(tmp_path / "ds")                     # images/train: a.jpg, b.png
+    make_image(root / "images" / "val" / "c.jpg", 40, 20)
+    write(root / "labels" / "val" / "c.txt", "1 0.5 0.5 0.5 0.5\n1 0.9 0.5 0.5 0.5\n")
+    yaml_file = write(root / "voc.yaml", "path: .\ntrain:\n  - images/val\n"
+                      "  - images/train\nval: images/val\nnames: [a, b]\n")
+    data = load_dataset(yaml_file)
+    assert data.path == yaml_file and data.format == "yolo" and data.class_names == ["a", "b"]
+    assert [Path(r.image_path).name for r in data.records] == ["c.jpg", "a.jpg", "b.png"]
+    assert [r.image_id for r in data.records] == [0, 1, 2]
+    assert data.fixes.clipped == 1 and data.num_boxes == 4
+    assert len(load_dataset(yaml_file, split="val").records) == 1
 
 
 def test_yolo_label_without_image(tmp_path):

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from detkit.data.fixes import FixReport
+from detkit.data.fixes import MAX_EXAMPLES, FixReport
 from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
@@ -47,7 +47,8 @@ class Dataset:
 
     Attributes:
         path: the dataset path as given.
-        format: the format it was read as (one of :data:`FORMATS`).
+        format: the format it was read as (one of :data:`FORMATS`; for a dataset file's
+            list of datasets in several formats, theirs joined with ``+``).
         records: one :class:`ImageRecord` per image.
         class_names: the names class ids index.
         fixes: the boxes repaired while reading (print ``fixes.summary()`` once).
@@ -186,11 +187,32 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
     if not path.exists():
         raise DataError("dataset not found", path=path)
     described = read_dataset_file(path)
-    if described is not None:
-        names = classes if classes is not None else described.names
-        return _load(described.split(split), format, names, image_dir, check_images,
-                     described.keypoints)
-    return _load(path, format, classes, image_dir, check_images)
+    if described is None:
+        return _load(path, format, classes, image_dir, check_images)
+    names = classes if classes is not None else described.names
+    parts = []
+    for part in described.split(split):
+        parts.append(_load(part, format, names, image_dir, check_images,
+                           described.keypoints))
+        names = parts[0].class_names            # the first part's names for the rest
+    return parts[0] if len(parts) == 1 else _joined(path, parts)
+
+
+def _joined(path: Path, parts: list[Dataset]) -> Dataset:
+    """The datasets of a list split as one (at ``path``, the dataset file): records in
+    order with image ids renumbered ``0..N-1``, the repairs added up, one format if all
+    share it (else their names joined with ``+``)."""
+    records = [dataclasses.replace(record, image_id=index) for index, record in
+               enumerate(record for part in parts for record in part.records)]
+    fixes = FixReport(
+        dropped_degenerate=sum(part.fixes.dropped_degenerate for part in parts),
+        dropped_outside=sum(part.fixes.dropped_outside for part in parts),
+        clipped=sum(part.fixes.clipped for part in parts),
+        examples=[example for part in parts for example in part.fixes.examples][
+            :MAX_EXAMPLES])
+    formats = list(dict.fromkeys(part.format for part in parts))
+    return Dataset(path=path, format="+".join(formats), records=records,
+                   class_names=parts[0].class_names, fixes=fixes)
 
 
 def _load(path: Path, format: str | None,

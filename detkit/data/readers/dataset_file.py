@@ -42,28 +42,34 @@ class DatasetFile:
         """Whether the file names ``split``."""
         return split in self.values
 
-    def split(self, split: str) -> Path:
-        """The dataset of ``split``.
+    def split(self, split: str) -> list[Path]:
+        """The datasets of ``split``: one, or each of a list (Ultralytics' VOC.yaml trains
+        on four).
 
         Raises:
-            DataError: no such split, a list of datasets (read one at a time), another
-                dataset file, or a path that does not exist (naming this file).
+            DataError: no such split, a value that is not a path, another dataset file,
+                or a path that does not exist (naming this file).
         """
         if split not in self.values:
             raise DataError(f"the dataset file names no '{split}' split (it has "
                             f"{', '.join(self.values)})", path=self.path)
         value = self.values[split]
-        if isinstance(value, list):
-            raise DataError(f"'{split}' lists several datasets: detkit reads one a run "
-                            f"(join them into one image list, or give each path)",
-                            path=self.path)
-        if not isinstance(value, str):
-            raise DataError(f"'{split}' must be a path, got {value!r}", path=self.path)
-        found = self._resolve(value)
-        if found.suffix.lower() in SUFFIXES:
-            raise DataError(f"'{split}' names another dataset file, {found}", path=self.path)
-        if not found.exists():
-            raise DataError(f"the '{split}' split, {found}, does not exist", path=self.path)
+        values = value if isinstance(value, list) else [value]
+        found = []
+        for item in values:
+            if not isinstance(item, str):
+                raise DataError(f"'{split}' must be a path or a list of paths, got "
+                                f"{item!r}", path=self.path)
+            part = self._resolve(item)
+            if part.suffix.lower() in SUFFIXES:
+                raise DataError(f"'{split}' names another dataset file, {part}",
+                                path=self.path)
+            if not part.exists():
+                raise DataError(f"the '{split}' split, {part}, does not exist",
+                                path=self.path)
+            found.append(part)
+        if not found:
+            raise DataError(f"'{split}' is an empty list", path=self.path)
         return found
 
     def _resolve(self, value: str) -> Path:
