@@ -518,7 +518,10 @@ def test_yolo_pose_lines_keep_their_box(tmp_path):
 
 @pytest.mark.parametrize("label, message", [
     ("0 0.1 0.2 0.3 0.1 0.25\n", "malformed label line '0 0.1 0.2 0.3 0.1 0.25': expected "
-     "'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'"),
+     "'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'; a pose line? "
+     "data.yaml's kpt_shape says how many keypoint values follow the box"),
+    ("0 0.1 0.2 0.3\n", "malformed label line '0 0.1 0.2 0.3': expected 'class cx cy w h' "
+     "or a polygon 'class x1 y1 x2 y2 x3 y3 ...'"),
     ("0 0.1 0.2 0.3 0.1 0.25 nan\n", "malformed box: 'nan' is not finite"),
     ("0 10 20 30 10 25 60\n", "polygon values 10 20 30 10 25 60 look like pixel coordinates"),
 ])

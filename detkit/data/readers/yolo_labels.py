@@ -55,8 +55,10 @@ def check_label_text(text: str, label_file: Path, num_classes: int | None,
             continue
         polygon = is_polygon(len(fields), keypoints)
         if len(fields) != LABEL_FIELDS + keypoints and not polygon:
+            hint = ("; a pose line? data.yaml's kpt_shape says how many keypoint values "
+                    "follow the box" if not keypoints and len(fields) > LABEL_FIELDS else "")
             raise DataError(f"malformed label line {raw.strip()!r}: expected "
-                            f"{_line_shape(keypoints)}", path=label_file, line=number)
+                            f"{_line_shape(keypoints)}{hint}", path=label_file, line=number)
         class_id = parse_class_id(fields[0], path=label_file, line=number)
         check_class_id(class_id, num_classes, path=label_file, line=number)
         values = fields[1:] if polygon else fields[1:LABEL_FIELDS]
