@@ -705,6 +705,59 @@ def test_ultralytics_dataset_file_list_splits_read_as_one(tmp_path):
     assert len(load_dataset(yaml_file, split="val").records) == 1
 
 
+# ------------------------------------------------------------------------ CSV box tables
+
+CSV_TABLE = """Filename,Width,Height,Class,xmin,ymin,xmax,ymax
+b.png,10,10,dog,1,2,5,6
+images/a.jpg,100,50,cat,10,5,30,25
+c.png,,,,,,,
+b.png,10,10,cat,0,0,20,3
+"""
+
+
+def make_csv(root, table=CSV_TABLE):
+    make_image(root / "b.png", 10, 10)
+    make_image(root / "images" / "a.jpg", 100, 50)
+    make_image(root / "images" / "c.png", 12, 8)           # found in images/
+    return write(root / "labels.csv", table)
+
+
+def test_csv_box_table_groups_rows_by_image_in_first_row_order(tmp_path):
+    """labelImg's xml_to_csv / TF OD API tables: header in any case, rows of an image
+    anywhere, a row without a box lists a negative, sizes from the table or the image."""
+    path = make_csv(tmp_path)
+    data = load_dataset(path)
+    assert data.format == "csv" and data.class_names == ["cat", "dog"]
+    b, a, c = data.records
+    assert [Path(r.image_path).name for r in data.records] == ["b.png", "a.jpg", "c.png"]
+    np.testing.assert_array_equal(b.boxes, [[1, 2, 5, 6], [0, 0, 10, 3]])   # clipped
+    np.testing.assert_array_equal(b.classes, [1, 0])
+    np.testing.assert_array_equal(a.boxes, [[10, 5, 30, 25]])
+    assert c.num_boxes == 0 and (c.width, c.height) == (12, 8)
+    assert [r.source_line for r in data.records] == [2, 3, 4] and data.fixes.clipped == 1
+    ordered = load_dataset(path, classes=["dog", "cat"])
+    np.testing.assert_array_equal(ordered.records[0].classes, [0, 1])
+
+
+@pytest.mark.parametrize("table, line, message", [
+    ("filename,class,xmin,ymin,xmax\n", 1, "the header lacks ymax: expected the columns "
+     "filename, class, xmin, ymin, xmax, ymax (and width, height)"),
+    ("filename,class,xmin,ymin,xmax,ymax\nb.png,dog,1,2,5\n", 2,
+     "5 cells, the header has 6"),
+    ("filename,class,xmin,ymin,xmax,ymax\nb.png,dog,1,2,5,x6\n", 2, "malformed ymax"),
+    ("filename,class,xmin,ymin,xmax,ymax\nb.png,dog,1,2,5,6\nb.png,cow,1,2,5,6\n", 3,
+     "unknown class name 'cow'; known classes: dog, cat"),
+    ("filename,class,xmin,ymin,xmax,ymax\nnope.png,dog,1,2,5,6\n", 2,
+     "image file not found"),
+    ("filename,class,xmin,ymin,xmax,ymax\nb.png,,1,2,5,6\n", 2, "a box without a class"),
+])
+def test_csv_bad_rows_name_the_line(tmp_path, table, line, message):
+    path = make_csv(tmp_path, table)
+    with pytest.raises(DataError) as info:
+        load_dataset(path, classes=["dog", "cat"])
+    assert str(info.value).startswith(f"{path}:{line}: {message}"), str(info.value)
+
+
 def test_yolo_label_without_image(tmp_path):
     root = make_yolo(tmp_path / "ds")
     orphan = write(root / "labels" / "train" / "zz.txt", "0 0.5 0.5 0.1 0.1\n")
@@ -723,14 +776,17 @@ def test_detect_format(tmp_path, lines_dataset):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(UsageError, match="set --format"):
         detect_format(tmp_path / "nothing")
+    assert detect_format(write(tmp_path / "a.csv", "x")) == "csv"
     with pytest.raises(UsageError, match="set --format"):
-        detect_format(write(tmp_path / "a.csv", "x"))
+        detect_format(write(tmp_path / "a.tsv", "x"))
 
 
 def test_explicit_format_and_aliases(lines_dataset):
     path = lines_dataset / "train.txt"
     assert load_dataset(path, format="keras-yolo3").format == "yolo3"
-    with pytest.raises(UsageError, match="unknown dataset format 'csv'"):
+    with pytest.raises(UsageError, match="unknown dataset format 'tsv'"):
+        load_dataset(path, format="tsv")
+    with pytest.raises(DataError, match="the header lacks filename, class"):
         load_dataset(path, format="csv")
     with pytest.raises(DataError, match="not a COCO dataset|invalid JSON"):
         load_dataset(path, format="coco")

@@ -15,9 +15,10 @@ from detkit.families import MODEL_NAMES
 from detkit.options import argument, given_field, option
 
 #: Help of the DATA argument of every command that reads a dataset.
-DATA_HELP = ("Dataset: keras-yolo3 lines file, COCO json, VOC folder (or its "
-             "ImageSets/Main/ split list), YOLO txt folder (or its images/NAME split, or "
-             "an Ultralytics image list), or an Ultralytics data.yaml (its train split).")
+DATA_HELP = ("Dataset: keras-yolo3 lines file, COCO json, CSV box table, VOC folder (or "
+             "its ImageSets/Main/ split list), YOLO txt folder (or its images/NAME split, "
+             "or an Ultralytics image list), or an Ultralytics data.yaml (its train "
+             "split).")
 #: Network input side every command defaults to (pixels).
 DEFAULT_INPUT_SIZE = 416
 
@@ -28,7 +29,7 @@ class DatasetOptions:
 
     data: Path = argument(DATA_HELP, role="input")
     format: Optional[str] = option(
-        None, "Dataset format: auto, yolo3, coco, voc or yolo (default: auto).")
+        None, "Dataset format: auto, yolo3, coco, csv, voc or yolo (default: auto).")
     classes: Optional[Path] = option(
         None, "classes.txt, one name a line (default: from the dataset).", role="input")
 

@@ -1,14 +1,14 @@
 """One entry point for every annotation format: :func:`load_dataset` -> :class:`Dataset`.
 
 Formats (``--format``): ``yolo3`` (keras-yolo3 lines, a ``.txt`` file), ``coco`` (a
-``.json`` file), ``voc`` (a folder of xml files, or with ``Annotations/``, or its split
-list ``ImageSets/Main/NAME.txt``), ``yolo`` (a folder with ``images/`` and ``labels/``,
-or its split ``images/NAME``, or an Ultralytics image list ``NAME.txt`` of image
-paths under ``images/``); ``auto`` (or ``None``) detects them in that way. Class
-names come from ``classes`` (a file, one name a line, or a list of names), else
-``classes.txt`` beside the dataset (in it, for a folder; in the dataset's root, for a
-split), else the dataset itself (COCO categories, VOC names seen, YOLO ``classes.txt`` /
-``data.yaml``, or ``"0", ...``). An Ultralytics dataset file (``data.yaml`` naming its
+``.json`` file), ``csv`` (a ``.csv`` box table), ``voc`` (a folder of xml files, or with
+``Annotations/``, or its split list ``ImageSets/Main/NAME.txt``), ``yolo`` (a folder with
+``images/`` and ``labels/``, or its split ``images/NAME``, or an Ultralytics image list
+``NAME.txt`` of image paths under ``images/``); ``auto`` (or ``None``) detects them in
+that way. Class names come from ``classes`` (a file, one name a line, or a list of
+names), else ``classes.txt`` beside the dataset (in it, for a folder; in the dataset's
+root, for a split), else the dataset itself (COCO categories, VOC and CSV names seen,
+YOLO ``classes.txt`` / ``data.yaml``, or ``"0", ...``). An Ultralytics dataset file (``data.yaml`` naming its
 splits) stands for one of its splits, in any of these formats, read with its ``names``.
 """
 
@@ -117,6 +117,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "yolo3"
         if suffix == ".json":
             return "coco"
+        if suffix == ".csv":
+            return "csv"
     elif path.is_dir():
         if is_yolo_folder(path) or is_yolo_split(path):
             return "yolo"
@@ -125,7 +127,7 @@ def detect_format(path: str | os.PathLike) -> str:
     else:
         raise DataError("dataset not found", path=path)
     raise UsageError(f"cannot tell the dataset format of {path}: expected a .txt lines "
-                     "file, a COCO .json, a VOC folder of .xml files (or its "
+                     "file, a COCO .json, a .csv box table, a VOC folder of .xml files (or its "
                      "ImageSets/Main/ split list) or a YOLO folder with images/ and "
                      "labels/ (or its images/ split); set --format")
 
