@@ -8,8 +8,9 @@ Formats (``--format``): ``yolo3`` (keras-yolo3 lines, a ``.txt`` file), ``coco``
 that way. Class names come from ``classes`` (a file, one name a line, or a list of
 names), else ``classes.txt`` beside the dataset (in it, for a folder; in the dataset's
 root, for a split), else the dataset itself (COCO categories, VOC and CSV names seen,
-YOLO ``classes.txt`` / ``data.yaml``, or ``"0", ...``). An Ultralytics dataset file (``data.yaml`` naming its
-splits) stands for one of its splits, in any of these formats, read with its ``names``.
+YOLO ``classes.txt`` / ``data.yaml``, or ``"0", ...``). An Ultralytics dataset file
+(``data.yaml`` naming its splits) stands for one of its splits, in any of these formats,
+read with its ``names``.
 """
 
 from __future__ import annotations
