@@ -689,6 +689,23 @@ def test_ultralytics_dataset_file_forms(tmp_path, monkeypatch):
         assert str(info.value).startswith(f"{bad}: {message}"), str(info.value)
 
 
+def test_list_split_parts_must_agree_on_class_ids(tmp_path):
+    """Without names in the file, each part names its own classes: one naming more is
+    taken when the others' are its first ones, else the file is asked for names."""
+    make_csv(tmp_path)
+    write(tmp_path / "more.csv", "filename,class,xmin,ymin,xmax,ymax\nb.png,cat,1,2,5,6\n"
+          "b.png,dog,1,2,5,6\nb.png,emu,1,2,5,6\n")
+    write(tmp_path / "other.csv", "filename,class,xmin,ymin,xmax,ymax\nb.png,ant,1,2,5,6\n")
+    both = write(tmp_path / "both.yaml", "train: [labels.csv, more.csv]\n")
+    assert load_dataset(both).class_names == ["cat", "dog", "emu"]
+    clash = write(tmp_path / "clash.yaml", "train: [labels.csv, other.csv]\n")
+    with pytest.raises(DataError, match="name their classes differently .*give 'names' in "
+                       "the dataset file"):
+        load_dataset(clash)
+    write(tmp_path / "clash.yaml", "train: [labels.csv, other.csv]\nnames: [ant, cat, dog]\n")
+    assert load_dataset(clash).class_names == ["ant", "cat", "dog"]
+
+
 def test_ultralytics_dataset_file_list_splits_read_as_one(tmp_path):
     """Ultralytics' VOC.yaml trains on a list of splits: one dataset, in order, image ids
     renumbered, repairs added up; the first part's names serve every part."""
@@ -737,6 +754,11 @@ def test_csv_box_table_groups_rows_by_image_in_first_row_order(tmp_path):
     assert [r.source_line for r in data.records] == [2, 3, 4] and data.fixes.clipped == 1
     ordered = load_dataset(path, classes=["dog", "cat"])
     np.testing.assert_array_equal(ordered.records[0].classes, [0, 1])
+    # the same image spelled two ways, a trailing empty cell, numeric names by value
+    write(path, "filename,class,xmin,ymin,xmax,ymax\nb.png,10,1,2,5,6,\n./b.png,2,1,2,5,6\n")
+    data = load_dataset(path)
+    assert len(data.records) == 1 and data.class_names == ["2", "10"]
+    np.testing.assert_array_equal(data.records[0].classes, [1, 0])
 
 
 @pytest.mark.parametrize("table, line, message", [
@@ -750,6 +772,19 @@ def test_csv_box_table_groups_rows_by_image_in_first_row_order(tmp_path):
     ("filename,class,xmin,ymin,xmax,ymax\nnope.png,dog,1,2,5,6\n", 2,
      "image file not found"),
     ("filename,class,xmin,ymin,xmax,ymax\nb.png,,1,2,5,6\n", 2, "a box without a class"),
+    ('filename,class,xmin,ymin,xmax,ymax\nb.png,"d\nog",1,2,5,6\nb.png,dog,1,2,5,x\n', 4,
+     "malformed ymax"),                               # the line, past a two-line cell
+    ("filename,class,xmin,ymin,xmax,ymax\n,dog,1,2,5,6\n", 2, "a row without a filename"),
+    ("filename,class,xmin,ymin,xmax,ymax\nimages,dog,1,2,5,6\n", 2,
+     "filename 'images' names a folder"),
+    ("filename,width,height,class,xmin,ymin,xmax,ymax\nb.png,10,10,dog,1,2,5,6\n"
+     "b.png,640,480,dog,1,2,5,6\n", 3, "b.png is 640x480 here, 10x10 on line 2"),
+    ("filename,width,height,class,xmin,ymin,xmax,ymax\nb.png,1e19,10,dog,1,2,5,6\n", 2,
+     "width '1e19' is not a whole number of pixels"),
+    ("filename,width,height,class,xmin,ymin,xmax,ymax\nb.png,10.5,10,dog,1,2,5,6\n", 2,
+     "width '10.5' is not a whole number of pixels"),
+    ('filename,class,xmin,ymin,xmax,ymax\nb.png,"dog' + "a" * 140_000 + "\n", 2,
+     "malformed CSV: field larger than field limit"),
 ])
 def test_csv_bad_rows_name_the_line(tmp_path, table, line, message):
     path = make_csv(tmp_path, table)

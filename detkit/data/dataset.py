@@ -193,18 +193,31 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
     if described is None:
         return _load(path, format, classes, image_dir, check_images)
     names = classes if classes is not None else described.names
-    parts = []
-    for part in described.split(split):
-        parts.append(_load(part, format, names, image_dir, check_images,
-                           described.keypoints))
-        names = parts[0].class_names            # the first part's names for the rest
-    return parts[0] if len(parts) == 1 else _joined(path, parts)
+    parts = [_load(part, format, names, image_dir, check_images, described.keypoints)
+             for part in described.split(split)]
+    return parts[0] if len(parts) == 1 else _joined(path, parts, split)
 
 
-def _joined(path: Path, parts: list[Dataset]) -> Dataset:
+def _joined(path: Path, parts: list[Dataset], split: str) -> Dataset:
     """The datasets of a list split as one (at ``path``, the dataset file): records in
-    order with image ids renumbered ``0..N-1``, the repairs added up, one format if all
-    share it (else their names joined with ``+``)."""
+    order with image ids renumbered ``0..N-1``, the class names of the one naming most
+    (the others' must be its first ones: their class ids agree), the repairs added up,
+    one format if all share it (else their names joined with ``+``).
+
+    Raises:
+        DataError: two parts whose class ids name different classes.
+    """
+    names = max((part.class_names for part in parts), key=len)
+    for part in parts:
+        if list(part.class_names) != list(names[:len(part.class_names)]):
+            raise DataError(
+                f"the datasets of '{split}' name their classes differently ({parts[0].path}: "
+                f"{', '.join(parts[0].class_names)}; {part.path}: "
+                f"{', '.join(part.class_names)}): give 'names' in the dataset file",
+                path=path)
+    category_ids = parts[0].category_ids
+    if any(part.category_ids != category_ids for part in parts):
+        category_ids = None
     records = [dataclasses.replace(record, image_id=index) for index, record in
                enumerate(record for part in parts for record in part.records)]
     fixes = FixReport(
@@ -215,7 +228,7 @@ def _joined(path: Path, parts: list[Dataset]) -> Dataset:
             :MAX_EXAMPLES])
     formats = list(dict.fromkeys(part.format for part in parts))
     return Dataset(path=path, format="+".join(formats), records=records,
-                   class_names=parts[0].class_names, fixes=fixes)
+                   class_names=list(names), fixes=fixes, category_ids=category_ids)
 
 
 def _load(path: Path, format: str | None,

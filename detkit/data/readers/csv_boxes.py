@@ -16,12 +16,13 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import (ReadResult, display_path, first_existing,
-                                        make_records, parse_number, read_text)
+from detkit.data.readers.common import (ReadResult, make_records, parse_floats, parse_number,
+                                        read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -52,10 +53,42 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
     return found
 
 
-def _image(name: str, folder: Path) -> str:
+#: The largest width or height taken from a table (pixels).
+MAX_SIDE = 1 << 20
+
+
+def _image(name: str, folder: str) -> str:
     """The image file of a ``filename`` cell: beside the CSV, else in ``images/``."""
-    candidates = [folder / name, folder / IMAGES_SUBDIR / name]
-    return display_path(first_existing(candidates) or candidates[0])
+    beside = os.path.normpath(os.path.join(folder, name))
+    if os.path.exists(beside):
+        return beside
+    inside = os.path.normpath(os.path.join(folder, IMAGES_SUBDIR, name))
+    return inside if os.path.exists(inside) else beside
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line, cells)`` of every row (``line``: where the row ends in the file)."""
+    reader = csv.reader(io.StringIO(read_text(path)))
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as err:
+        raise DataError(f"malformed CSV: {err}", path=path, line=reader.line_num) from None
+
+
+def _side(value: str, what: str, path: Path, line: int) -> int:
+    """A width or height cell: a whole number of pixels, 0 when empty (unknown)."""
+    number = parse_number(value.strip() or "0", what=what, path=path, line=line)
+    if number != int(number) or not 0 <= number <= MAX_SIDE:
+        raise DataError(f"{what} {value.strip()!r} is not a whole number of pixels in "
+                        f"[0, {MAX_SIDE}]", path=path, line=line)
+    return int(number)
+
+
+def _sorted_names(names: set[str]) -> list[str]:
+    """Class names in order: numbers by value (``2`` before ``10``), then the rest."""
+    return sorted(names, key=lambda name: (0, int(name), "") if name.isdigit()
+                  else (1, 0, name))
 
 
 def read_csv_boxes(path: str | os.PathLike, class_names: list[str] | None = None,
@@ -63,68 +96,84 @@ def read_csv_boxes(path: str | os.PathLike, class_names: list[str] | None = None
     """Read a CSV box table.
 
     Returns:
-        Records in order of each image's first row (``image_id`` = position, the row
+        Records in order of each image's first row (``image_id`` = position, the line
         of that first row as ``source_line``) and class names.
 
     Raises:
-        DataError: no header or a column missing, a row of another width, a cell that is
-            not a number, a box without a class or with one outside ``class_names``, a
-            missing image (naming the file and row).
+        DataError: no header or a column missing, malformed CSV, a row of another width,
+            a row without a filename or naming a folder, a cell that is not a number, a
+            size that is no whole number of pixels or disagrees with the image's first
+            row, a box without a class or with one outside ``class_names``, a missing
+            image (naming the file and line).
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
-    rows = list(csv.reader(io.StringIO(read_text(path))))
-    if not rows:
+    rows = _rows(path)
+    header = next(rows, (1, None))[1]
+    if not header:
         raise DataError("empty CSV: expected a header row", path=path)
-    columns = _columns(rows[0], path)
-    order: dict[str, int] = {}                    # filename -> first row number
-    boxes: dict[str, list[tuple[list[float], str, int]]] = {}
-    sizes: dict[str, tuple[str, str]] = {}
-    for number, row in enumerate(rows[1:], start=2):
+    columns = _columns(header, path)
+    folder = str(path.parent)
+    order: dict[str, int] = {}                    # image -> line of its first row
+    found: dict[str, str] = {}                    # filename cell -> image path
+    sizes: dict[str, tuple[int, int]] = {}
+    cells, labels, owners, lines = [], [], [], []
+    for number, row in rows:
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != len(rows[0]):
-            raise DataError(f"{len(row)} cells, the header has {len(rows[0])}", path=path,
+        if len(row) < len(header) or any(cell.strip() for cell in row[len(header):]):
+            raise DataError(f"{len(row)} cells, the header has {len(header)}", path=path,
                             line=number)
         name = row[columns["filename"]].strip()
-        order.setdefault(name, number)
-        boxes.setdefault(name, [])
+        if not name:
+            raise DataError("a row without a filename", path=path, line=number)
+        image = found.get(name) or found.setdefault(name, _image(name, folder))
+        if os.path.isdir(image):
+            raise DataError(f"filename {name!r} names a folder", path=path, line=number)
+        order.setdefault(image, number)
         if "width" in columns and "height" in columns:
-            sizes.setdefault(name, (row[columns["width"]], row[columns["height"]]))
-        cells = [row[columns[field]].strip() for field in BOX_FIELDS]
-        if not any(cells):                        # an image without boxes
+            size = (_side(row[columns["width"]], "width", path, number),
+                    _side(row[columns["height"]], "height", path, number))
+            if sizes.setdefault(image, size) != size:
+                raise DataError(f"{name} is {size[0]}x{size[1]} here, "
+                                f"{sizes[image][0]}x{sizes[image][1]} on line "
+                                f"{order[image]}", path=path, line=number)
+        box = [row[columns[field]].strip() for field in BOX_FIELDS]
+        if not any(box):                          # an image without boxes
             continue
-        corners = [parse_number(cell, what=field, path=path, line=number)
-                   for cell, field in zip(cells, BOX_FIELDS)]
         label = row[columns["class"]].strip()
         if not label:
             raise DataError("a box without a class", path=path, line=number)
-        boxes[name].append((corners, label, number))
+        cells += box
+        labels.append(label)
+        owners.append(image)
+        lines.append(number)
+    corners, finite = parse_floats(cells)
+    if not finite.all():                          # name the first bad cell
+        first = int(np.argmin(finite))
+        parse_number(cells[first], what=BOX_FIELDS[first % 4], path=path,
+                     line=lines[first // 4])
     if class_names is None:
-        class_names = sorted({label for found in boxes.values() for _, label, _ in found})
+        class_names = _sorted_names(set(labels))
     index = {label: i for i, label in enumerate(class_names)}
-    images, widths, heights, counts, corners, classes = [], [], [], [], [], []
-    for name, first in order.items():
-        image = _image(name, path.parent)
-        width, height = (int(parse_number(value.strip() or "0", what=field, path=path,
-                                          line=first))
-                         for value, field in zip(sizes.get(name, ("0", "0")),
-                                                 ("width", "height")))
+    for label, number in zip(labels, lines):
+        if label not in index:
+            raise DataError(f"unknown class name {label!r}; known classes: "
+                            f"{', '.join(class_names)}", path=path, line=number)
+    position = {image: i for i, image in enumerate(order)}
+    owner = np.array([position[image] for image in owners], np.int64)
+    by_image = np.argsort(owner, kind="stable")
+    widths, heights = [], []
+    for image, first in order.items():
+        width, height = sizes.get(image, (0, 0))
         if width <= 0 or height <= 0:             # not in the table: the image header's
             width, height = image_size(image, source=path, line=first)
-        images.append(image)
         widths.append(width)
         heights.append(height)
-        counts.append(len(boxes[name]))
-        for box, label, number in boxes[name]:
-            if label not in index:
-                raise DataError(f"unknown class name {label!r}; known classes: "
-                                f"{', '.join(class_names)}", path=path, line=number)
-            corners.append(box)
-            classes.append(index[label])
     first_rows = list(order.values())
     records = make_records(
-        images, widths, heights, np.array(counts, np.int64),
-        np.array(corners, np.float32).reshape(-1, 4), np.array(classes, np.int64), fixes,
+        list(order), widths, heights, np.bincount(owner, minlength=len(order)),
+        corners.reshape(-1, 4)[by_image], np.array([index[label] for label in labels],
+                                                    np.int64)[by_image], fixes,
         lambda i: f"{path}:{first_rows[i]}", source_lines=first_rows)
     return ReadResult(records, list(class_names))
