@@ -49,6 +49,15 @@ def _lines_file(root: Path, prefix: str = "") -> Path:
     return _write(root / "train.txt", prefix + "\n".join(lines) + "\n")
 
 
+def _normalized_lines(root: Path) -> Path:
+    """:func:`_lines_file` with every box divided by its image's size."""
+    _images(root / "imgs")
+    lines = [f"imgs/{name} " + " ".join(
+        f"{x1 / w:.3f},{y1 / h:.3f},{x2 / w:.3f},{y2 / h:.3f},{c}"
+        for x1, y1, x2, y2, c in BOXES[name]) for name, w, h in IMAGES]
+    return _write(root / "train.txt", "\n".join(lines) + "\n")
+
+
 def _coco(root: Path, prefix: str = "") -> Path:
     """A COCO json of :data:`BOXES` with categories ``cat`` (1) and ``dog`` (2)."""
     images, annotations = [], []
@@ -113,6 +122,13 @@ CASES = [
                     "--model", "yolov3-tiny", "--input-size", "64",
                     "--out", str(r / "out" / "labels.npz")], 1,
          "look like pixel coordinates"),
+    Case("lines-file-in-normalized-coordinates",
+         lambda r: ["encode-labels", str(_normalized_lines(r)), "--anchors", str(_anchors(r)),
+                    "--model", "yolov3-tiny", "--input-size", "64",
+                    "--out", str(r / "out" / "labels.npz")], 1,
+         "{root}/train.txt: every box lies within [0, 1] pixels of its image: the "
+         "coordinates look normalized (fractions of the image size); this format takes "
+         "pixels"),
     Case("lines-file-with-bom", lambda r: _kmeans(_lines_file(r, BOM), r), 0,
          "anchors for 4 boxes"),
     Case("coco-json-with-bom", lambda r: _kmeans(_coco(r, BOM), r), 0, "anchors for 4 boxes"),

@@ -38,6 +38,8 @@ FORMAT_ALIASES = {"keras-yolo3": "yolo3", "lines": "yolo3", "txt": "yolo3",
                   "json": "coco", "pascal-voc": "voc", "xml": "voc", "darknet": "yolo",
                   "ultralytics": "yolo"}
 AUTO = "auto"
+#: Images larger than this (pixels) whose every box fits in one pixel have normalized boxes.
+NORMALIZED_HINT_SIDE = 4
 #: The class names file looked for beside a dataset.
 CLASSES_FILE = "classes.txt"
 
@@ -164,7 +166,8 @@ def names_split(path: str | os.PathLike, split: str) -> bool:
 def load_dataset(path: str | os.PathLike, format: str | None = None,
                  classes: str | os.PathLike | Sequence[str] | None = None, *,
                  image_dir: str | os.PathLike | None = None,
-                 check_images: bool = False, split: str = "train") -> Dataset:
+                 check_images: bool = False, split: str = "train",
+                 check_units: bool = True) -> Dataset:
     """Read a dataset in any supported format.
 
     Args:
@@ -178,6 +181,8 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
             images only when they need their size).
         split: ``train`` (what a dataset file stands for when training or fitting
             anchors) or ``val`` (for ground truth and validation).
+        check_units: refuse boxes that look normalized in a format of pixels
+            (``doctor`` reports them instead).
 
     Returns:
         The :class:`Dataset`; its ``fixes`` counts the boxes dropped or clipped.
@@ -191,10 +196,10 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
         raise DataError("dataset not found", path=path)
     described = read_dataset_file(path)
     if described is None:
-        return _load(path, format, classes, image_dir, check_images)
+        return _load(path, format, classes, image_dir, check_images, check_units)
     names = classes if classes is not None else described.names
-    parts = [_load(part, format, names, image_dir, check_images, described.keypoints)
-             for part in described.split(split)]
+    parts = [_load(part, format, names, image_dir, check_images, check_units,
+                   described.keypoints) for part in described.split(split)]
     return parts[0] if len(parts) == 1 else _joined(path, parts, split)
 
 
@@ -233,7 +238,7 @@ def _joined(path: Path, parts: list[Dataset], split: str) -> Dataset:
 
 def _load(path: Path, format: str | None,
           classes: str | os.PathLike | Sequence[str] | None,
-          image_dir: str | os.PathLike | None, check_images: bool,
+          image_dir: str | os.PathLike | None, check_images: bool, check_units: bool,
           keypoints: int | None = None) -> Dataset:
     """:func:`load_dataset` of a dataset (not a dataset file); ``keypoints``: a pose
     dataset file's values per line for a YOLO split."""
@@ -252,11 +257,28 @@ def _load(path: Path, format: str | None,
     result = READERS[fmt](path, class_names, fixes, **options)
     if not result.records:
         raise DataError("no images in the dataset", path=path)
+    if check_units and fmt != "yolo":
+        _check_pixels(result.records, path)
     if check_images:
         _check_images(result.records, path)
     return Dataset(path=path, format=fmt, records=result.records,
                    class_names=result.class_names, fixes=fixes,
                    category_ids=result.category_ids)
+
+
+def _check_pixels(records: list[ImageRecord], path: Path) -> None:
+    """Refuse boxes in fractions of the image size where the format takes pixels: every
+    box within ``[0, 1]`` of images larger than :data:`NORMALIZED_HINT_SIDE` (they would
+    all be dropped as under a pixel, leaving nothing to train on)."""
+    boxed = [record for record in records if record.num_boxes]
+    if not boxed:
+        return
+    largest = max(float(np.abs(record.boxes).max()) for record in boxed)
+    side = max(max(record.width or 0, record.height or 0) for record in boxed)
+    if largest <= 1.0 and side > NORMALIZED_HINT_SIDE:
+        raise DataError("every box lies within [0, 1] pixels of its image: the coordinates "
+                        "look normalized (fractions of the image size); this format takes "
+                        "pixels", path=path)
 
 
 def _check_images(records: list[ImageRecord], path: Path) -> None:
