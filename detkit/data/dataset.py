@@ -271,11 +271,10 @@ def _check_pixels(records: list[ImageRecord], path: Path) -> None:
     box within ``[0, 1]`` of images larger than :data:`NORMALIZED_HINT_SIDE` (they would
     all be dropped as under a pixel, leaving nothing to train on)."""
     boxed = [record for record in records if record.num_boxes]
-    if not boxed:
-        return
-    largest = max(float(np.abs(record.boxes).max()) for record in boxed)
-    side = max(max(record.width or 0, record.height or 0) for record in boxed)
-    if largest <= 1.0 and side > NORMALIZED_HINT_SIDE:
+    if not boxed or any(np.abs(record.boxes).max() > 1.0 for record in boxed):
+        return                       # (stops at the first: at once for pixel boxes)
+    if max(max(record.width or 0, record.height or 0) for record in boxed) > \
+            NORMALIZED_HINT_SIDE:
         raise DataError("every box lies within [0, 1] pixels of its image: the coordinates "
                         "look normalized (fractions of the image size); this format takes "
                         "pixels", path=path)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Seque
 import keras
 
 from detkit.errors import ArtifactError, ArtifactMismatchError
-from detkit.labels import SCHEME_BOXES, check_scheme, load_labels
+from detkit.labels import SCHEME_BOXES, check_scheme
 from detkit.models import build_model
 from detkit.training.callbacks import LoaderEpoch, load_state_weights
 from detkit.training.distributed import distributed_batches, synchronize_batch_norm
@@ -161,7 +161,7 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     opts = ctx.opts
     image_paths = [str(record.image_path) for record in ctx.records]
     weights = cache_weights(opts.bottlenecks, opts.weights)
-    labels = load_labels(opts.labels)   # checked against the run by RunContext.open
+    labels = ctx.labels                 # opened and checked by RunContext.open
     check_scheme(labels, ctx.family)
     cache = open_cache(opts.bottlenecks, model=opts.model, width=opts.width,
                        input_size=opts.input_size, weights=weights, image_paths=image_paths,

@@ -106,6 +106,7 @@ class RunContext:
         monitor: the logged key of ``--monitor`` (``val_loss``, ``val_map``, ...) with
             ``--val``, else ``loss``.
         log_dir: the TensorBoard folder (``None``: tensorboard is not installed).
+        labels: ``--labels`` opened and checked against the run (``None`` without).
         settings: what the manifests and ``state.json`` record (and ``--resume`` checks).
         notes: warnings collected for the user.
         state: the resume state (``None``: a new run); start_epoch, best, best_epoch
@@ -128,6 +129,7 @@ class RunContext:
     best_epoch: int = 0
     val_dataset: Any = None
     log_dir: Optional[Path] = None
+    labels: Any = None
 
     @property
     def run_dir(self) -> Path:
@@ -159,12 +161,13 @@ class RunContext:
         if opts.val is None and names_split(opts.data, "val"):
             val_dataset = _own_val_split(opts, class_names, start_notes)
         anchors, anchors_path = resolve_anchors(family, opts.anchors, opts.recorded_start())
+        labels = None
         if opts.labels is not None:      # all of its checks before the run directory
-            load_labels(opts.labels, settings={"anchors": anchors,
-                                               "input_size": opts.input_size,
-                                               "class_names": class_names},
-                        image_paths=[str(record.image_path) for record in dataset.records],
-                        annotations=annotations_sha256(dataset.records, class_names))
+            labels = load_labels(
+                opts.labels, settings={"anchors": anchors, "input_size": opts.input_size,
+                                       "class_names": class_names},
+                image_paths=[str(record.image_path) for record in dataset.records],
+                annotations=annotations_sha256(dataset.records, class_names))
         monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
         notes = start_notes + [summary for summary in (dataset.fixes.summary(),) if summary]
         log_dir = opts.out / TENSORBOARD_DIR
@@ -180,7 +183,8 @@ class RunContext:
                    val_records=val_dataset.records if val_dataset is not None else None,
                    class_names=class_names, anchors=anchors, anchors_path=anchors_path,
                    monitor=monitor, settings=settings, notes=notes,
-                   best=worst_value(monitor), val_dataset=val_dataset, log_dir=log_dir)
+                   best=worst_value(monitor), val_dataset=val_dataset, log_dir=log_dir,
+                   labels=labels)
 
     def read_resume_state(self, extra_keys: Sequence[str]) -> None:
         """With ``--resume``, read the run directory's state and check it agrees.

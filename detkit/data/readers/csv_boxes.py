@@ -21,8 +21,8 @@ from typing import Iterator
 import numpy as np
 
 from detkit.data.fixes import FixReport
-from detkit.data.readers.common import (ReadResult, make_records, parse_floats, parse_number,
-                                        read_text)
+from detkit.data.readers.common import (ReadResult, first_existing, make_records,
+                                        parse_floats, parse_number, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -60,10 +60,8 @@ MAX_SIDE = 1 << 20
 def _image(name: str, folder: str) -> str:
     """The image file of a ``filename`` cell: beside the CSV, else in ``images/``."""
     beside = os.path.normpath(os.path.join(folder, name))
-    if os.path.exists(beside):
-        return beside
     inside = os.path.normpath(os.path.join(folder, IMAGES_SUBDIR, name))
-    return inside if os.path.exists(inside) else beside
+    return first_existing([beside, inside]) or beside
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:

@@ -23,8 +23,8 @@ import yaml
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (IMAGE_EXTENSIONS, TEXT_ENCODING, ReadResult,
-                                        ancestor, display_path, index_names, join_path,
-                                        make_records, read_class_names, read_text)
+                                        ancestor, display_path, first_existing, index_names,
+                                        join_path, make_records, read_class_names, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.data.readers.yolo_labels import check_label_text, parse_labels, to_pixels
 from detkit.errors import DataError
@@ -79,9 +79,9 @@ def _list_entry(line: str, folder: Path) -> str:
     if os.path.isabs(entry):
         return entry
     beside = join_path(str(folder), entry)
-    if token.startswith("./") or os.path.exists(beside) or not os.path.exists(entry):
+    if token.startswith("./"):
         return beside
-    return entry
+    return str(first_existing([beside, entry]) or beside)
 
 
 def is_image_list(path: Path) -> bool:
@@ -90,16 +90,19 @@ def is_image_list(path: Path) -> bool:
     :func:`label_path`)."""
     if path.suffix.lower() != LABEL_SUFFIX or not path.is_file():
         return False
+    first = None
     try:
-        lines = [line.split() for line in read_text(path).splitlines()]
-    except DataError:
+        with open(path, encoding="utf-8-sig") as handle:
+            for line in handle:        # stops at a line with boxes (a lines file's first)
+                fields = line.split()
+                if len(fields) > 1:
+                    return False
+                first = first or (fields[0] if fields else None)
+    except (OSError, UnicodeDecodeError):
         return False
-    entries = [fields for fields in lines if fields]
-    if not entries or any(len(fields) != 1 for fields in entries):
+    if first is None or _suffix(first).lower() not in IMAGE_EXTENSIONS:
         return False
-    if _suffix(entries[0][0]).lower() not in IMAGE_EXTENSIONS:
-        return False
-    label = label_path(_list_entry(entries[0][0], path.parent))
+    label = label_path(_list_entry(first, path.parent))
     return bool(label) and os.path.isdir(os.path.dirname(label))
 
 
