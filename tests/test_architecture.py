@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from typer.main import get_command
+from typer.testing import CliRunner
 
 import detkit.commands
 from detkit.cli import app
@@ -148,3 +149,18 @@ def test_root_help_imports_no_command_module():
     assert loaded == "[]"
     for name in ("synth", "kmeans-anchors", "train", "eval-map", "export", "version"):
         assert name in output
+
+
+def test_help_shows_no_value_for_flags_and_short_choices():
+    """`--help` draws flags without a value type (Typer writes `<bool>`) and short
+    choice lists as the value (`letterbox|stretch`); long lists stay `<str>`."""
+    runner = CliRunner()
+    root = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    command = runner.invoke(app, ["kmeans-anchors", "--help"], env={"COLUMNS": "120"})
+    train = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "120"})
+    for result in (root, command, train):
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output
+        assert re.search(r"--help\s+Show this message", result.output)
+    assert re.search(r"--resize\s+letterbox\|stretch\s", command.output)
+    assert re.search(r"--model\s+<str>\s", train.output)

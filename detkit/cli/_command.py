@@ -21,13 +21,25 @@ import typer
 from typing_extensions import Annotated
 
 from detkit.cli._catalog import COMMANDS
-from detkit.cli.app import app, config_option, handle_errors
+from detkit.cli.app import Command, app, config_option, handle_errors
 from detkit.cli._display import RichProgress
 from detkit.options import check, specs
 
 Config = Annotated[Optional[Path], config_option()]
+#: Characters at most of the choices shown as an option's value in ``--help``.
+MAX_CHOICES_SHOWN = 20
 #: The command's parameter that receives Typer's context (where each value came from).
 CONTEXT = "_context"
+
+
+def _metavar(spec, kind: Any) -> Optional[str]:
+    """What ``--help`` shows as an option's value: nothing for a flag, a few short choices
+    (``letterbox|stretch``; longer lists are in the help text), else Typer's type
+    (``<int>``)."""
+    if kind is bool:
+        return ""
+    choices = "|".join(map(str, spec.choices or ()))
+    return choices if spec.choices and len(choices) <= MAX_CHOICES_SHOWN else None
 
 
 def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
@@ -39,7 +51,7 @@ def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
         info = typer.Argument(help=spec.help, show_default=False, metavar=spec.flag)
         return inspect.Parameter(field.name, position, annotation=Annotated[kind, info])
     names = [f"{spec.flag}/--no-{spec.flag[2:]}"] if spec.toggle else [spec.flag]
-    info = typer.Option(*names, help=spec.help)
+    info = typer.Option(*names, help=spec.help, metavar=_metavar(spec, kind))
     return inspect.Parameter(field.name, position, annotation=Annotated[kind, info],
                              default=field.default)
 
@@ -99,5 +111,5 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
                                for param in command.__signature__.parameters.values()}
     command.__doc__ = COMMANDS[name].help
     command.__name__ = name.replace("-", "_")
-    app.command(name)(command)
+    app.command(name, cls=Command)(command)
     return command

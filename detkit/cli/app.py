@@ -21,13 +21,28 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from detkit.cli._catalog import COMMANDS
 from detkit.errors import DetkitError
 
 
-class LazyGroup(TyperGroup):
+class _UntypedHelp:
+    """``--help`` listed without a value type (Typer shows every option's, ``<bool>``
+    for a flag that takes no value)."""
+
+    def get_help_option(self, ctx: click.Context):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_UntypedHelp, TyperCommand):
+    """A detkit subcommand (see :class:`_UntypedHelp`)."""
+
+
+class LazyGroup(_UntypedHelp, TyperGroup):
     """The command group: a command's module is imported the first time it is needed."""
 
     #: True while the group's own help is drawn: commands not loaded yet are listed from
