@@ -224,3 +224,23 @@ def test_ultralytics_dataset_file_is_scored_on_its_val_split(dataset, tmp_path):
     result = invoke(yaml_file, "--detections", dataset["dets"], "--out", out)
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["AP50"] == pytest.approx(1.0)
+
+
+def test_dataset_file_with_a_coco_val_split_keeps_its_areas(dataset, tmp_path):
+    """A data.yaml whose val split is a COCO json is scored as that json: with its own
+    ``area`` (the size ranges of APs/APm/APl) and ``iscrowd``, not the boxes' areas."""
+    gt = json.loads(dataset["gt"].read_text())
+    for annotation in gt["annotations"]:
+        annotation["area"] = 100_000.0          # every object "large", whatever its box
+    coco = tmp_path / "val.json"
+    coco.write_text(json.dumps(gt))
+    yaml_file = tmp_path / "data.yaml"
+    yaml_file.write_text("train: val.json\nval: val.json\n")
+    reports = {}
+    for name, data in (("direct", coco), ("yaml", yaml_file)):
+        out = tmp_path / f"{name}.json"
+        result = invoke(data, "--detections", dataset["dets"], "--out", out)
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(out.read_text())
+    assert reports["yaml"]["stats"] == reports["direct"]["stats"]
+    assert reports["yaml"]["stats"][3] == -1 and reports["yaml"]["stats"][5] > 0  # no small

@@ -16,6 +16,7 @@ import numpy as np
 
 from detkit.data.dataset import load_dataset
 from detkit.data.readers.common import read_json
+from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.errors import DataError
 
 #: Keys of a COCO ground-truth file.
@@ -267,15 +268,18 @@ def ground_truth_from_dataset(dataset: Any) -> GroundTruth:
 
 def load_ground_truth(path: str | os.PathLike, format: str | None = None,
                       classes: str | os.PathLike | Sequence[str] | None = None) -> GroundTruth:
-    """Ground truth from a COCO json (read directly, keeping ``area`` and ``iscrowd``) or
-    from any dataset :func:`detkit.data.dataset.load_dataset` reads (of an Ultralytics
-    dataset file, its ``val`` split)."""
+    """Ground truth from a COCO json (read directly, keeping ``area`` and ``iscrowd``; also
+    when it is an Ultralytics dataset file's ``val`` split) or from any dataset
+    :func:`detkit.data.dataset.load_dataset` reads (of a dataset file, its ``val`` split)."""
     path = Path(path)
     fmt = (format or "auto").lower()
-    if fmt in ("auto", "coco") and path.suffix.lower() == ".json" and path.is_file():
-        data = read_json(path, "json file")
+    described = read_dataset_file(path) if path.is_file() else None
+    files = described.split("val") if described is not None else [path]
+    if (len(files) == 1 and fmt in ("auto", "coco") and files[0].suffix.lower() == ".json"
+            and files[0].is_file()):
+        data = read_json(files[0], "json file")
         if is_coco_dataset(data) or fmt == "coco":
-            return ground_truth_from_coco(data, source=str(path))
+            return ground_truth_from_coco(data, source=str(files[0]))
 
     return ground_truth_from_dataset(load_dataset(path, format=format, classes=classes,
                                                   split="val"))
