@@ -413,6 +413,8 @@ def test_ultralytics_dataset_file_trains_on_train_and_validates_on_val(dataset, 
     assert math.isfinite(float(row["val_loss"]))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["class_names"] == classes
+    assert manifest["validation"] == str(dataset / "val.txt")
+    assert set(manifest["inputs"]) >= {str(yaml_file), str(dataset / "val.txt")}
 
 
 def test_dataset_files_val_split_of_images_only_is_not_validated_on(dataset, tmp_path):

@@ -310,8 +310,10 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
         _replace_run(ctx)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {**(config or {}), **as_config(opts)}
-    inputs = [p for p in (opts.data, opts.val, ctx.anchors_path, opts.classes, opts.weights,
-                          opts.labels, opts.backbone_weights_file)
+    validation = None if ctx.val_dataset is None else Path(ctx.val_dataset.path)
+    inputs = [p for p in dict.fromkeys((opts.data, opts.val, validation, ctx.anchors_path,
+                                        opts.classes, opts.weights, opts.labels,
+                                        opts.backbone_weights_file))
               if p is not None and Path(p).is_file()]
     inputs += objective.inputs
     on_saved = _manifest_writer(ctx, objective.command, config, inputs)
@@ -322,7 +324,7 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
         _check_stage2_weights(ctx)
 
         write_json(run_dir / MANIFEST, _run_manifest(config, ctx.settings, opts, inputs,
-                                                     objective.command))
+                                                     objective.command, validation))
         outcome, report = _fit_phases(ctx, objective, on_saved, callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -435,9 +437,12 @@ def _manifest_writer(ctx: RunContext, command: str, config: dict,
     return on_saved
 
 
-def _run_manifest(config: dict, settings: dict, opts: TrainOptions,
-                  inputs: list[Path], command: str = "train") -> dict[str, Any]:
+def _run_manifest(config: dict, settings: dict, opts: TrainOptions, inputs: list[Path],
+                  command: str = "train", validation: Optional[Path] = None) -> dict[str, Any]:
+    """The run's manifest.json: options, settings, inputs with their sha256, and the
+    dataset validated on (``--val``, or the data file's own val split; ``None``: none)."""
     return {"artifact": opts.out.name, "command": command, "config": config, **settings,
+            "validation": None if validation is None else str(validation),
             "num_classes": len(settings["class_names"]), "seed": opts.seed,
             "inputs": {str(p): sha256_file(p) for p in inputs},
             "versions": library_versions(),
