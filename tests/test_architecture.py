@@ -164,3 +164,7 @@ def test_help_shows_no_value_for_flags_and_short_choices():
         assert re.search(r"--help\s+Show this message", result.output)
     assert re.search(r"--resize\s+letterbox\|stretch\s", command.output)
     assert re.search(r"--model\s+<str>\s", train.output)
+    # --flag/--no-flag options have their own panel (its wide --no-x column stays there).
+    options, switches = train.output.split("─ Switches ─")
+    assert "--exist-ok" in switches and "--exist-ok" not in options
+    assert "--epochs" in options and "--epochs" not in switches

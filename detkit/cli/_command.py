@@ -28,6 +28,8 @@ from detkit.options import check, specs
 Config = Annotated[Optional[Path], config_option()]
 #: Characters at most of the choices shown as an option's value in ``--help``.
 MAX_CHOICES_SHOWN = 20
+#: The ``--help`` panel of the ``--flag/--no-flag`` options.
+SWITCHES_PANEL = "Switches"
 #: The command's parameter that receives Typer's context (where each value came from).
 CONTEXT = "_context"
 
@@ -51,7 +53,9 @@ def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
         info = typer.Argument(help=spec.help, show_default=False, metavar=spec.flag)
         return inspect.Parameter(field.name, position, annotation=Annotated[kind, info])
     names = [f"{spec.flag}/--no-{spec.flag[2:]}"] if spec.toggle else [spec.flag]
-    info = typer.Option(*names, help=spec.help, metavar=_metavar(spec, kind))
+    # Switches get their own panel: its --no-x column would narrow every option's help.
+    info = typer.Option(*names, help=spec.help, metavar=_metavar(spec, kind),
+                        rich_help_panel=SWITCHES_PANEL if spec.toggle else None)
     return inspect.Parameter(field.name, position, annotation=Annotated[kind, info],
                              default=field.default)
 
