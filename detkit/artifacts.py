@@ -336,7 +336,8 @@ def _written_by(path: Path, spec: Any) -> list[Path]:
 
 
 def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) -> None:
-    """Refuse an output of ``opts`` that is, or links to, one of its inputs.
+    """Refuse an output of ``opts`` that is, or links to, one of its inputs or an input's
+    manifest (which travels with it: the settings of weights, the digest of labels).
 
     Inputs and outputs are the fields with ``role="input"``/``"output"``
     (:func:`detkit.options.io_paths`); each output also counts the files derived from it
@@ -357,14 +358,40 @@ def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) 
     for flag, out, paths in written:
         for target in paths:
             for source in inputs:
-                if not same_file(target, source.path):
-                    continue
-                same_name = os.path.abspath(target) == os.path.abspath(source.path)
-                relation = "is the same path" if same_name else "links to it"
-                how = (f"{flag} {out} {relation}" if target == out else
-                       f"{flag} {out} also writes {target}, which {relation}")
-                raise UsageError(f"{flag} would overwrite the input {source.flag} "
-                                 f"{source.path}: {how}; choose another {flag}")
+                for protected, what in ((source.path, "the input"),
+                                        (manifest_path(source.path), "the manifest of")):
+                    if not same_file(target, protected):
+                        continue
+                    same_name = os.path.abspath(target) == os.path.abspath(protected)
+                    relation = "is the same path" if same_name else "links to it"
+                    how = (f"{flag} {out} {relation}" if target == out else
+                           f"{flag} {out} also writes {target}, which {relation}")
+                    whose = "" if protected == source.path else f" ({protected})"
+                    raise UsageError(f"{flag} would overwrite {what} {source.flag} "
+                                     f"{source.path}{whose}: {how}; choose another {flag}")
+
+
+def check_folder_replaceable(opts: Any, flag: str, folder: Path, marker: str) -> None:
+    """Refuse to replace the output ``folder`` (a SavedModel export is written whole) when
+    it holds one of ``opts``' inputs, or files of something else: a non-empty folder
+    without ``marker`` (the file every such output has, e.g. ``saved_model.pb``).
+
+    Raises:
+        UsageError: naming the folder and the input or the reason.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    inputs, _ = io_paths(opts)
+    for source in inputs:
+        inside = Path(os.path.realpath(source.path))
+        if inside.is_relative_to(os.path.realpath(folder)):
+            raise UsageError(f"{flag} {folder} holds the input {source.flag} "
+                             f"{source.path}, which writing {flag} would delete; choose "
+                             f"another {flag}")
+    if any(folder.iterdir()) and not (folder / marker).exists():
+        raise UsageError(f"{flag} {folder} is a folder of other files (it has no {marker}), "
+                         f"which writing {flag} would delete; choose a new or empty folder")
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -191,6 +191,20 @@ def drawing_names(items: Iterable[ImageItem]) -> list[str]:
             for item, stem in zip(items, stems)]
 
 
+def check_drawings(items: Sequence[ImageItem], draw_dir: Path) -> None:
+    """Refuse a ``draw_dir`` where a drawing would be written over one of the images.
+
+    Raises:
+        UsageError: naming the image and the folder.
+    """
+    images = {os.path.realpath(item.path): item.path for item in items}
+    for name in drawing_names(items):
+        target = os.path.realpath(Path(draw_dir) / name)
+        if target in images:
+            raise UsageError(f"--draw-dir {draw_dir} would overwrite the input image "
+                             f"{images[target]} with its drawing; choose another --draw-dir")
+
+
 def detect_images(detector, images: Sequence[np.ndarray], image_ids: Sequence[int],
                   category_ids: Sequence[int]) -> tuple[list[dict], list[tuple]]:
     """Run ``detector`` on original RGB images; COCO results and per-image detections.

@@ -337,6 +337,25 @@ CLOBBER_CASES = [
                     "--classes", str(_write(r / "n.anchors.txt", "a\nb\n"))], 2,
          "--out would overwrite the input --classes {root}/n.anchors.txt: --out "
          "{root}/n.weights.h5 also writes {root}/n.anchors.txt"),
+    Case("eval-map-out-is-the-weights-manifest",
+         lambda r: ["eval-map", str(_coco(r)), "--weights", str(_trained(r)), "--out",
+                    str(r / "run" / "best.weights.h5.manifest.json")], 2,
+         "--out would overwrite the manifest of --weights {root}/run/best.weights.h5 "
+         "({root}/run/best.weights.h5.manifest.json)"),
+    Case("export-saved-model-into-the-run-of-its-weights",
+         lambda r: ["export", str(_trained(r)), "--out", str(r / "run")], 2,
+         "--out {root}/run holds the input WEIGHTS {root}/run/best.weights.h5, which "
+         "writing --out would delete"),
+    Case("export-saved-model-into-a-folder-of-photos",
+         lambda r: (_images(r / "imgs"),
+                    ["export", str(_trained(r)), "--out", str(r / "imgs")])[-1], 2,
+         "--out {root}/imgs is a folder of other files (it has no saved_model.pb), which "
+         "writing --out would delete; choose a new or empty folder"),
+    Case("predict-draw-dir-is-the-folder-of-one-image",
+         lambda r: (_images(r / "imgs"), os.replace(r / "imgs" / "a.png", r / "imgs" / "a.jpg"),
+                    ["predict", str(r / "imgs" / "a.jpg"), "--weights", str(_trained(r)),
+                     "--draw-dir", str(r / "imgs"), "--out", str(r / "d.json")])[-1], 2,
+         "--draw-dir {root}/imgs would overwrite the input image {root}/imgs/a.jpg"),
     Case("doctor-report-is-anchors",
          lambda r: ["doctor", str(_lines_file(r)), "--anchors",
                     str(_write(r / "d" / "report.json", "10,14, 23,27, 37,58\n")),
@@ -800,6 +819,13 @@ WEIGHTS_CASES = [
          lambda r: ["eval-map", str(_coco(r)), "--weights", str(_rpn_trained(r)),
                     "--metric", "voc07", "--out", str(r / "out" / "report.json")], 2,
          "--model rpn proposes boxes without classes: score them with --metric coco"),
+    Case("predict-with-a-report-written-over-the-weights-manifest",
+         lambda r: [_predict(r), _write(r / "run" / "best.weights.h5.manifest.json",
+                                        json.dumps({"metric": "coco", "model": {
+                                            "name": "yolov3-tiny", "width": 0.0625}}))][0],
+         1,
+         "{root}/run/best.weights.h5.manifest.json: not a weights manifest: 'model' is "
+         "{'name': 'yolov3-tiny', 'width': 0.0625} (the file may have been written over"),
     Case("export-model-contradicts-the-weights",
          lambda r: ["export", str(_trained(r)), "--model", "retinanet", "--out",
                     str(r / "out" / "m.onnx")], 1,

@@ -20,7 +20,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detkit.artifacts import check_no_clobber, check_writable, sha256_file, write_manifest
+from detkit.artifacts import (check_folder_replaceable, check_no_clobber, check_writable,
+                              sha256_file, write_manifest)
 from detkit.commands.groups import ModelOptions
 from detkit.commands.predict import (MAX_DET_HELP, NMS_IOU_HELP, load_weights_strict,
                                      recorded_class_names)
@@ -29,7 +30,8 @@ from detkit.export import exporters
 from detkit.export.deps import require
 from detkit.export.quantize import calibration_items, representative_dataset
 from detkit.export.runtimes import disk_size, open_runtime
-from detkit.export.settings import FORMATS, QUANTIZATIONS, SUFFIXES, ExportSettings
+from detkit.export.settings import (FORMATS, QUANTIZATIONS, SAVED_MODEL_FILE, SUFFIXES,
+                                    ExportSettings)
 from detkit.families import get_family
 from detkit.models import build_model
 from detkit.models.recorded import read_recorded, resolve_anchors, resolve_options
@@ -149,6 +151,8 @@ def check_options(opts: Options) -> tuple[str, Path]:
     # --out is a file or (SavedModel) a folder, and may be derived from WEIGHTS: checked
     # here rather than by its option's role
     check_no_clobber(opts, [("--out", out)])
+    if fmt == "saved_model":
+        check_folder_replaceable(opts, "--out", out, SAVED_MODEL_FILE)
     check_writable(out, flag="--out", folder=fmt == "saved_model")
     return fmt, out
 

@@ -162,7 +162,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         ArtifactMismatchError: an anchors file with the wrong count, flags that disagree
             with the export's manifest.
     """
-    from detkit.predict import collect_images, is_video_file, run_predictions, run_video
+    from detkit.predict import (check_drawings, collect_images, is_video_file,
+                                run_predictions, run_video)
 
     if opts.weights is None:
         raise UsageError("--weights is required: the trained model's .weights.h5 or an "
@@ -180,6 +181,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
     started = time.perf_counter()
     image_set = None if video is not None else collect_images(
         opts.data, format=opts.format, classes=opts.classes)
+    if image_set is not None and opts.draw_dir is not None:
+        check_drawings(image_set.items, Path(opts.draw_dir))
     loaded = load_detector(opts, weights, image_set)
     ids = _category_ids(None if image_set is None else image_set.category_ids,
                         len(loaded.class_names))

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence, TypeVar
 import numpy as np
 
 from detkit.artifacts import check_agree, manifest_path, read_manifest, settings_agree
-from detkit.errors import ArtifactMismatchError
+from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.options import is_given
 
 #: The architecture settings a weights manifest may record, with their flags.
@@ -60,10 +60,45 @@ def read_recorded(weights: Path) -> Optional[RecordedSettings]:
     anchors, names = manifest.get("anchors"), manifest.get("class_names")
     if not values and anchors is None and names is None:
         return None
+    _check_recorded(manifest_path(weights), values, anchors, names)
     return RecordedSettings(
         manifest=manifest_path(weights), values=values,
         anchors=None if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2),
         class_names=None if names is None else [str(name) for name in names])
+
+
+def _check_recorded(path: Path, values: dict[str, Any], anchors: Any, names: Any) -> None:
+    """Refuse a manifest whose settings are not what a weights manifest writes (e.g. a
+    report written over it), naming the key and the file.
+
+    Raises:
+        ArtifactError: a value of the wrong type.
+    """
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    fits = {"model": lambda v: isinstance(v, str), "backbone": lambda v: isinstance(v, str),
+            "width": lambda v: number(v) and v > 0,
+            "input_size": lambda v: number(v) and v == int(v) and v > 0}
+    wrong = [key for key, value in values.items() if not fits[key](value)]
+    if anchors is not None:
+        flat = np.asarray(anchors, dtype=object).ravel() if isinstance(anchors, list) else None
+        if flat is None or not len(flat) or len(flat) % 2 or not all(map(number, flat)):
+            wrong.append("anchors")
+    if names is not None and not (isinstance(names, list) and
+                                  all(isinstance(name, str) for name in names)):
+        wrong.append("class_names")
+    if wrong:
+        key = wrong[0]
+        shown = {"anchors": anchors, "class_names": names}.get(key, values.get(key))
+        raise ArtifactError(f"not a weights manifest: {key!r} is {_short(shown)} (the "
+                            f"file may have been written over by another command)",
+                            path=path)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def start_architecture(weights: Optional[Path]) -> Optional[RecordedSettings]:
