@@ -31,8 +31,10 @@ from detkit.errors import DataError, UsageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: File name endings read as videos (OpenCV decodes them frame by frame).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-#: FourCC of the drawn video per file ending (``mp4v`` for any other ending).
-VIDEO_CODECS = {".avi": "MJPG"}
+#: FourCC of the drawn video per file ending (the endings ``--save-video`` takes: other
+#: containers are refused, or written wrong by OpenCV: a .gif as a sequence of frames).
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v",
+                ".avi": "MJPG"}
 #: Frame rate written when the source video does not say.
 DEFAULT_FPS = 25.0
 #: Decimals kept in results (pixels and scores).
@@ -308,6 +310,20 @@ def frame_batches(capture, batch_size: int) -> Iterable[list[np.ndarray]]:
         yield batch
 
 
+def video_codec(path: Path) -> str:
+    """The FourCC a drawn video ``path`` is written with.
+
+    Raises:
+        UsageError: an ending OpenCV cannot write a video to (naming the ones it can).
+    """
+    codec = VIDEO_CODECS.get(Path(path).suffix.lower())
+    if codec is None:
+        raise UsageError(f"--save-video {path}: a drawn video is written as "
+                         f"{', '.join(VIDEO_CODECS)}; not "
+                         f"{Path(path).suffix or 'a name without an ending'}")
+    return codec
+
+
 class VideoSink:
     """Drawn frames written to a temporary file beside ``path``, renamed onto it by
     :meth:`close` (removed by :meth:`discard`), so a video appears only once complete."""
@@ -316,7 +332,7 @@ class VideoSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{self.path.name}")
-        codec = VIDEO_CODECS.get(self.path.suffix.lower(), "mp4v")
+        codec = video_codec(self.path)
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec),
                                        info.fps, (info.width, info.height))
         if not self._writer.isOpened():

@@ -285,6 +285,12 @@ def test_video_usage_errors(workspace, tmp_path):
     clip = _write_video(tmp_path / "c.avi", frames=2)
     result = runner.invoke(app, _args(workspace, clip, out, "--draw-dir", str(tmp_path)))
     assert result.exit_code == 2 and "--draw-dir takes images" in result.output
+    result = runner.invoke(app, _args(workspace, clip, out, "--save-video",
+                                      str(tmp_path / "drawn.gif")))
+    assert result.exit_code == 2, result.output
+    assert "drawn.gif: a drawn video is written as .mp4, .m4v, .mov, .mkv, .avi; not .gif" \
+        in result.output.replace("\n", "")
+    assert not list(tmp_path.glob("*.gif")) and not list(tmp_path.glob(".tmp-*"))
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 64)
     result = runner.invoke(app, _args(workspace, bad, out, "--save-video",

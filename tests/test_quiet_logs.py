@@ -65,6 +65,15 @@ def test_noise_pattern():
                             b" oneDNN custom operations are on")
     assert not is_library_noise(b"error: data.txt:3: bad box")
     assert not is_library_noise(b"I0000 is a name")
+    # TF Lite's, OpenCV's and FFmpeg's own lines (detkit names an unreadable video itself)
+    for line in (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+                 b"[ WARN:0@1.234] global cap_ffmpeg_impl.hpp:1542 open Could not open",
+                 b"OpenCV: FFMPEG: tag 0x7634706d/'mp4v' is not supported with codec id 12",
+                 b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55e6c0692d80] moov atom not found",
+                 b"[webm @ 0x55635b5d41c0] Only VP8 or VP9 or AV1 video"):
+        assert is_library_noise(line), line
+    assert not is_library_noise(b"INFO: my own message")
+    assert not is_library_noise(b"[raccoon] 3 boxes")
 
 
 def test_jax_is_skipped_only_under_the_tensorflow_backend(monkeypatch):

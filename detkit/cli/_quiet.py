@@ -21,10 +21,18 @@ VERBOSE_VARIABLE = "DETKIT_VERBOSE"
 
 #: A C++ log line of absl/TensorFlow/XLA: ``I0000 00:00:1796.123 12 port.cc:153] ...``
 #: (severity letter, date, time, thread, file:line), or one of the banners they print.
+#: Also TF Lite's ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``, and
+#: OpenCV's and FFmpeg's own (``[ WARN:0@1.2] global cap.cpp ...``, ``OpenCV: FFMPEG:
+#: tag ...``, ``[mov,mp4,m4a @ 0x55e6c0692d80] moov atom not found``): detkit reports an
+#: unreadable or unwritable video itself, naming the file.
 _NOISE = re.compile(
     rb"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\)"
-    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] [\w/.-]+:\d+\])")
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] [\w/.-]+:\d+\]"
+    rb"|INFO: (?:Created|Initialized) TensorFlow Lite"
+    rb"|\[ *(?:WARN|ERROR|INFO|DEBUG):\d+@[\d.]+\]"
+    rb"|OpenCV: FFMPEG: "
+    rb"|\[[\w,.-]+ @ 0x[0-9a-f]+\] )")
 
 
 def is_library_noise(line: bytes) -> bool:

@@ -19,7 +19,8 @@ import numpy as np
 
 from detkit.artifacts import check_outputs, write_json, write_manifest
 from detkit.commands import predict
-from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
+from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions, InferenceOptions,
+                                    ModelOptions)
 from detkit.errors import DataError, UsageError
 from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
                              load_ground_truth)
@@ -30,7 +31,7 @@ from detkit.evaluate.summary import stat_names
 from detkit.export.settings import read_settings
 from detkit.families import MODEL_NAMES, get_family
 from detkit.models.recorded import read_recorded
-from detkit.options import as_config, option
+from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
 
@@ -129,6 +130,8 @@ def parse_max_dets(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
 @dataclasses.dataclass(kw_only=True)
 class Options(InferenceOptions, ModelOptions, DatasetOptions):
     """The options of ``eval-map`` (DATA is the ground truth)."""
+
+    data: Path = argument(GROUND_TRUTH_HELP, role="input")
 
     detections: Optional[Path] = option(
         None, "COCO results json [{image_id, category_id, bbox, score}] to evaluate; with "

@@ -79,10 +79,10 @@ class Options(ModelOptions):
     weights: Path = argument("Trained weights (.weights.h5) to export.", role="input")
     classes: Optional[Path] = option(
         None, "classes.txt, one name a line (default: the names recorded with the "
-              "weights, else 0..C-1 with C read from the weights).", role="input")
+              "weights, else 0..C-1 with C read from a YOLO head's weights).", role="input")
     format: Optional[str] = option(
         None, "saved_model, tflite or onnx (default: from --out's ending: .tflite, .onnx, "
-              "else a SavedModel folder).", choices=FORMATS)
+              "else a SavedModel folder; give one of the two).", choices=FORMATS)
     quantize: Optional[str] = option(
         None, "TF Lite only: float16 (half-size weights) or int8 (integer network "
               "calibrated on --calibration; decoding and NMS stay float).",

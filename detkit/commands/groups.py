@@ -14,11 +14,14 @@ from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.families import MODEL_NAMES
 from detkit.options import argument, given_field, option
 
-#: Help of the DATA argument of every command that reads a dataset.
-DATA_HELP = ("Dataset: keras-yolo3 lines file, COCO json, CSV box table, VOC folder (or "
-             "its ImageSets/Main/ split list), YOLO txt folder (or its images/NAME split, "
-             "or an Ultralytics image list), or an Ultralytics data.yaml (its train "
-             "split).")
+#: The dataset layouts DATA may name (help text).
+DATA_LAYOUTS = ("keras-yolo3 lines file, COCO json, CSV box table, VOC folder (or its "
+                "ImageSets/Main/ split list), YOLO txt folder (or its images/NAME split, or "
+                "an Ultralytics image list), or an Ultralytics data.yaml")
+#: Help of the DATA argument of every command that reads a dataset to train or fit on.
+DATA_HELP = f"Dataset: {DATA_LAYOUTS} (its train split)."
+#: Help of the DATA argument of a command that reads ground truth (eval-map).
+GROUND_TRUTH_HELP = f"Ground truth: {DATA_LAYOUTS} (its val split)."
 #: Network input side every command defaults to (pixels).
 DEFAULT_INPUT_SIZE = 416
 

@@ -127,8 +127,8 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
     """The options of ``predict``."""
 
     data: Path = argument("An image, a folder of images, a video file, or a dataset (lines "
-                          "file, COCO json, VOC or YOLO folder; results then carry its "
-                          "image ids).", role="input")
+                          "file, COCO json, CSV, VOC or YOLO folder, or a data.yaml: its "
+                          "val split; results then carry its image ids).", role="input")
     weights: Optional[Path] = option(None, WEIGHTS_HELP, role="input")
     iou: Optional[float] = option(None, NMS_IOU_HELP, low=0, high=1)
     max_det: Optional[int] = option(None, MAX_DET_HELP, integer=True, low=1)
@@ -137,7 +137,8 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
         None, "Also write each image with its boxes drawn into this folder.",
         role="output", folder=True)
     save_video: Optional[Path] = option(
-        None, "With a video DATA: also write the video with its boxes drawn (.mp4, .avi).",
+        None, "With a video DATA: also write the video with its boxes drawn (.mp4, .m4v, "
+              ".mov, .mkv or .avi).",
         role="output", writes=lambda p: [p])
     compile: bool = option(True, COMPILE_HELP, toggle=True)
 
@@ -163,7 +164,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
             with the export's manifest.
     """
     from detkit.predict import (check_drawings, collect_images, is_video_file,
-                                run_predictions, run_video)
+                                run_predictions, run_video, video_codec)
 
     if opts.weights is None:
         raise UsageError("--weights is required: the trained model's .weights.h5 or an "
@@ -175,6 +176,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
                          "--draw-dir")
     if video is not None and opts.draw_dir is not None:
         raise UsageError("--draw-dir takes images; for a video use --save-video")
+    if opts.save_video is not None:
+        video_codec(Path(opts.save_video))
     if not weights.exists():
         raise ArtifactError("weights file not found", path=weights)
 

@@ -254,7 +254,8 @@ def num_classes_in_file(path: str | os.PathLike,
     per_anchor = values // num_anchors_per_scale
     if not shapes or per_anchor * num_anchors_per_scale != values or per_anchor <= BOX_VALUES:
         raise ArtifactError("cannot tell the number of classes from the weights (no "
-                            "detkit 'heads/head_out_0' layer); the class names must be given",
+                            "detkit YOLO 'heads/head_out_0' layer); give the class names with "
+                            "--classes",
                             path=path)
     return per_anchor - BOX_VALUES
 
