@@ -217,7 +217,10 @@ def decode_yolov2(outputs, anchors: np.ndarray, input_size: int):
     raw = ops.cast(ops.convert_to_tensor(raw), "float32")
     xy, wh, obj_logit, cls_logits = decode_yolov3_outputs(raw, anchors, input_size)
     boxes = center_size_to_xyxy(xy, wh) * float(input_size)
-    scores = ops.sigmoid(obj_logit) * ops.softmax(cls_logits, axis=-1)
+    # One class: its softmax is 1 (Keras warns about a softmax over a size-1 axis).
+    probs = (ops.softmax(cls_logits, axis=-1) if cls_logits.shape[-1] != 1
+             else ops.ones_like(cls_logits))
+    scores = ops.sigmoid(obj_logit) * probs
     batch = ops.shape(raw)[0]
     return (ops.reshape(boxes, (batch, -1, 4)),
             ops.reshape(scores, (batch, -1, scores.shape[-1])))

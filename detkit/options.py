@@ -39,6 +39,7 @@ class Spec:
         low, high: inclusive numeric bounds (``None``: unbounded).
         above: exclusive lower bound.
         integer: the value must be a whole number.
+        multiple: the value must be a positive multiple of this (the input side: 32).
         role: ``"input"`` (a file or folder the command reads) or ``"output"`` (one it
             writes); an output may never be, or link to, an input (:func:`io_paths`,
             checked by :func:`detkit.artifacts.check_outputs` before the command runs).
@@ -57,6 +58,7 @@ class Spec:
     high: Optional[float] = None
     above: Optional[float] = None
     integer: bool = False
+    multiple: Optional[int] = None
     role: Optional[str] = None
     folder: bool = False
     writes: Optional[Callable[[Path], Iterable[Path]]] = None
@@ -78,6 +80,9 @@ class Spec:
             return
         if self.integer and int(value) != value:
             raise UsageError(f"{name} must be an integer, got {value!r}")
+        if self.multiple is not None and (value <= 0 or value % self.multiple):
+            raise UsageError(f"{name} must be a multiple of {self.multiple}, "
+                             f"got {value!r}")
         if not math.isfinite(value):
             raise UsageError(f"{name} must be a finite number, got {value!r}")
         lower = self.low if self.above is None else self.above
@@ -101,7 +106,7 @@ def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,
            toggle: bool = False, choices: Optional[Sequence[Any]] = None,
            low: Optional[float] = None, high: Optional[float] = None,
            above: Optional[float] = None, integer: bool = False,
-           role: Optional[str] = None, folder: bool = False,
+           multiple: Optional[int] = None, role: Optional[str] = None, folder: bool = False,
            writes: Optional[Callable[[Path], Iterable[Path]]] = None) -> Any:
     """A ``--flag`` field (``flag`` defaults to the field name with dashes).
 
@@ -109,12 +114,13 @@ def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,
         default: the default value (immutable: paths, numbers, strings, tuples).
         help: the ``--help`` text.
         toggle: a boolean shown as ``--flag/--no-flag``.
-        choices, low, high, above, integer: validation (see :class:`Spec`).
+        choices, low, high, above, integer, multiple: validation (see :class:`Spec`).
         role, folder, writes: what the path is to the command (see :class:`Spec`).
     """
     spec = Spec(help=help, flag=flag, toggle=toggle,
                 choices=None if choices is None else tuple(choices), low=low, high=high,
-                above=above, integer=integer, role=role, folder=folder, writes=writes)
+                above=above, integer=integer, multiple=multiple, role=role, folder=folder,
+                writes=writes)
     return dataclasses.field(default=default, metadata={SPEC: spec})
 
 

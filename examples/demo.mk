@@ -34,6 +34,8 @@ DISTILL_EPOCHS ?= 16
 PRETRAINED ?= $(patsubst %/,%,$(dir $(DEMO_MK)))/pretrained
 TEACHER_START := $(PRETRAINED)/$(MODEL)-w$(WIDTH).weights.h5
 STUDENT_START := $(PRETRAINED)/$(MODEL)-w$(STUDENT_WIDTH).weights.h5
+# A training rule re-made (its inputs changed, or make deleted its target after an
+# interruption) replaces its run: --exist-ok, as make replaces any other target.
 # options every model-running stage shares (training stages add --seed)
 MODEL_ARGS = --model $(MODEL) --anchors $(DEMO)/anchors.txt --classes $(DATA)/classes.txt \
              --input-size $(SIZE)
@@ -66,20 +68,20 @@ $(DEMO)/stage1/best.weights.h5: $(DEMO)/bottlenecks.h5 $(DEMO)/labels.npz
 	$(DETKIT) train $(DATA)/train.txt --stage 1 $(COMMON) --width $(WIDTH) \
 	    --weights $(TEACHER_START) --bottlenecks $(DEMO)/bottlenecks.h5 \
 	    --labels $(DEMO)/labels.npz --bottleneck-epochs $(BOTTLENECK_EPOCHS) --epochs 0 \
-	    --batch-size $(BATCH) --lr $(STAGE1_LR) --val $(DATA)/val.txt --out $(DEMO)/stage1
+	    --batch-size $(BATCH) --lr $(STAGE1_LR) --val $(DATA)/val.txt --exist-ok --out $(DEMO)/stage1
 
 # 6. stage 2: fine-tune everything at a lower learning rate
 $(DEMO)/stage2/best.weights.h5: $(DEMO)/stage1/best.weights.h5
 	$(DETKIT) train $(DATA)/train.txt --stage 2 $(COMMON) --width $(WIDTH) \
 	    --weights $< --epochs $(EPOCHS) --batch-size $(BATCH) --lr $(LR) --val $(DATA)/val.txt \
-	    --out $(DEMO)/stage2
+	    --exist-ok --out $(DEMO)/stage2
 
 # 7. a smaller student, from its own pretrained start, distilled from the stage-2 teacher
 $(DEMO)/student/best.weights.h5: $(DEMO)/stage2/best.weights.h5 $(STUDENT_START)
 	$(DETKIT) distill $(DATA)/train.txt --teacher $< --teacher-model $(MODEL) \
 	    --teacher-width $(WIDTH) $(COMMON) --width $(STUDENT_WIDTH) --alpha 0.5 \
 	    --weights $(STUDENT_START) --stage 1 --freeze none --epochs $(DISTILL_EPOCHS) \
-	    --batch-size $(BATCH) --lr $(LR) --val $(DATA)/val.txt --out $(DEMO)/student
+	    --batch-size $(BATCH) --lr $(LR) --val $(DATA)/val.txt --exist-ok --out $(DEMO)/student
 
 # 8. COCO mAP of teacher and student on the validation split
 $(DEMO)/teacher_report.json: $(DEMO)/stage2/best.weights.h5
@@ -126,7 +128,7 @@ $(PRE_WORK)/w%/best.weights.h5: $(SOURCE)/train.txt $(PRE_WORK)/anchors.txt
 	$(DETKIT) train $< --stage 1 --freeze none --model $(MODEL) --width $* \
 	    --anchors $(PRE_WORK)/anchors.txt --classes $(SOURCE)/classes.txt --input-size $(SIZE) \
 	    --seed $(SOURCE_SEED) --epochs $(PRE_EPOCHS) --batch-size $(BATCH) --lr $(PRE_LR) $(PRE_JIT) \
-	    --val $(SOURCE)/val.txt --out $(PRE_WORK)/w$*
+	    --val $(SOURCE)/val.txt --exist-ok --out $(PRE_WORK)/w$*
 
 $(PRETRAINED)/$(MODEL)-w%.weights.h5:
 	$(MAKE) -f $(DEMO_MK) $(PRE_WORK)/w$*/best.weights.h5

@@ -258,3 +258,18 @@ def test_decoder_inverts_the_assigner():
     np.testing.assert_allclose(got_boxes[flat], boxes[0], atol=1e-2)
     np.testing.assert_allclose(got_scores[flat].sum(axis=1), sigmoid(6.0), rtol=1e-5)
     assert got_scores.shape == (20, NUM_CLASSES)
+
+
+def test_decode_single_class_scores_are_the_objectness_without_a_warning():
+    """One class: the class softmax is 1, so scores are sigmoid(t_o); no Keras warning
+    about a softmax over a size-1 axis reaches the user."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(2, 4, 4, 5, 6)).astype("float32")   # C = 1
+    anchors = np.array([[10, 12], [20, 25], [40, 30], [60, 70], [100, 90]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, scores = decode_yolov2([raw], anchors, 128)
+    expected = 1 / (1 + np.exp(-raw[..., 4:5]))
+    np.testing.assert_allclose(np.asarray(scores), expected.reshape(2, -1, 1), rtol=1e-6)

@@ -43,7 +43,7 @@ class InputOptions:
 
     input_size: int = option(DEFAULT_INPUT_SIZE,
                              "Network input side in pixels, a multiple of 32.",
-                             integer=True, low=32)
+                             integer=True, low=32, multiple=32)
 
 
 @dataclasses.dataclass(kw_only=True)
