@@ -92,6 +92,23 @@ def _writer(path: Path) -> str | None:
         return None
 
 
+def fitted_input_size(path: str | os.PathLike | None) -> int | None:
+    """The input side (pixels) an anchors file was fitted at, as the manifest of
+    ``kmeans-anchors`` records it (``None``: no such record, or no file)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        manifest = read_manifest(path)
+    except ArtifactError:
+        return None
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    size = config.get("input_size") if isinstance(config, dict) else None
+    if manifest.get("command") != "kmeans-anchors" or isinstance(size, bool) \
+            or not isinstance(size, int) or size <= 0:
+        return None
+    return size
+
+
 def unsorted_message(anchors: np.ndarray) -> str | None:
     """What is wrong with the order of ``anchors`` (``None``: sorted by area)."""
     area = np.asarray(anchors, np.float64).reshape(-1, 2).prod(axis=1)

@@ -662,7 +662,35 @@ def _partial_cache(root: Path, width: float) -> None:
                             complete=False)
 
 
+def _fitted_anchors(root: Path, size: int) -> Path:
+    """:func:`_anchors` with the manifest kmeans-anchors writes at ``--input-size size``."""
+    from detkit.artifacts import write_manifest
+
+    anchors = _anchors(root)
+    write_manifest(anchors, command="kmeans-anchors", config={"input_size": size}, inputs=[])
+    return anchors
+
+
+def _encoded_at(size: int) -> Callable[[Path], None]:
+    def check(root: Path) -> None:
+        manifest = json.loads((root / "out" / "labels.npz.manifest.json").read_text())
+        assert manifest["settings"]["input_size"] == size, manifest
+    return check
+
+
 MISLEADING_CASES = [
+    # anchors are in input pixels: an anchors file fitted at 64 px runs at 64 when
+    # --input-size is not given, and warns when it is given at another size
+    Case("encode-takes-the-input-size-its-anchors-were-fitted-at",
+         lambda r: ["encode-labels", str(_lines_file(r)), "--anchors",
+                    str(_fitted_anchors(r, 64)), "--out", str(r / "out" / "labels.npz")], 0,
+         "warning: input 64: the size {root}/anchors.txt was fitted at (its manifest); "
+         "give --input-size to run at another", check=_encoded_at(64)),
+    Case("encode-at-another-size-than-its-anchors",
+         lambda r: _encode(r, "--input-size", "96", anchors=_fitted_anchors(r, 64)), 0,
+         "warning: {root}/anchors.txt was fitted at input 64 (its manifest), this runs at "
+         "96: anchors are in input pixels, so refit them with kmeans-anchors --input-size 96",
+         check=_encoded_at(96)),
     Case("encode-9-anchors-for-yolov3-tiny",
          lambda r: _encode(r, "--model", "yolov3-tiny",
                            anchors=_write(r / "a9.txt", ANCHORS9)), 1,

@@ -282,7 +282,7 @@ def teacher(dataset, tmp_path_factory):
     model.save_weights(run / "best.weights.h5")
     write_json(run / "manifest.json", {
         "command": "train", "model": "yolov3-tiny", "width": TEACHER_WIDTH,
-        "anchors": ANCHORS.tolist(),
+        "input_size": SIZE, "anchors": ANCHORS.tolist(),
         "class_names": (dataset / "classes.txt").read_text().split()})
     return {"bare": bare, "run": run, "model": model}
 
@@ -684,6 +684,10 @@ def test_student_without_anchors_takes_the_teachers_when_its_model_takes_as_many
         return None if start is None else start.anchors
 
     np.testing.assert_array_equal(recorded(teacher["run"]), ANCHORS)
+    # with the input size those anchors are in pixels of (used when not given)
+    start = Options(data=dataset / "train.txt", teacher=teacher["run"], out=tmp_path / "r",
+                    model="yolov3-tiny").recorded_start()
+    assert start.values["input_size"] == SIZE
     assert recorded(teacher["run"], model="yolov3") is None            # 9 anchors
     assert recorded(teacher["run"], anchors=dataset / "anchors.txt") is None
     assert recorded(teacher["bare"]) is None

@@ -103,8 +103,10 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
         context = values.pop(CONTEXT)
         with handle_errors(), RichProgress() as progress:
             from detkit.artifacts import check_outputs
+            from detkit.commands.groups import input_size_of_anchors
 
             options = options_cls(**values, **_given(options_cls, context))
+            options = input_size_of_anchors(options)
             check(options)
             check_outputs(options)
             result = run(options, progress)

@@ -56,8 +56,9 @@ class Options(TrainOptions):
         """:meth:`TrainOptions.recorded_start`, plus, when that holds no anchors and
         ``--anchors`` is not given, the anchors the teacher's manifest records if the
         student's model takes as many (then every output stride pairs: a student of the
-        family's default anchors would share none with a teacher of k-means anchors).
-        Nothing else is taken from the teacher.
+        family's default anchors would share none with a teacher of k-means anchors),
+        with the input size they are in pixels of (``--input-size`` not given: the
+        teacher's). Nothing else is taken from the teacher.
         """
         start = super().recorded_start()
         if ((start is not None and start.anchors is not None) or self.anchors is not None
@@ -74,9 +75,13 @@ class Options(TrainOptions):
         model = self.model if start is None else start.values.get("model", self.model)
         if anchors is None or len(anchors) != get_family(model).num_anchors:
             return start
+        size = manifest.get("input_size")
+        values = {} if start is None else dict(start.values)
+        if isinstance(size, int) and not isinstance(size, bool):
+            values.setdefault("input_size", size)
         if start is not None:                  # the student's start names its architecture
-            return dataclasses.replace(start, anchors=anchors)
-        return RecordedSettings(manifest_path(weights), {}, anchors, None)
+            return dataclasses.replace(start, anchors=anchors, values=values)
+        return RecordedSettings(manifest_path(weights), values, anchors, None)
 
     def resolved(self) -> "Options":
         """:meth:`TrainOptions.resolved` plus the distillation options' checks.

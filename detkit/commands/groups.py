@@ -7,12 +7,15 @@ them into one set of flags) and adds its own fields.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+from detkit.anchors import fitted_input_size
+from detkit.artifacts import DetkitWarning
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.families import MODEL_NAMES
-from detkit.options import argument, given_field, option
+from detkit.options import argument, given_field, is_given, option
 
 #: The dataset layouts DATA may name (help text).
 DATA_LAYOUTS = ("keras-yolo3 lines file, COCO json, CSV box table, VOC folder (or its "
@@ -105,3 +108,28 @@ class InferenceOptions:
     conf: float = option(0.001, "Score threshold (objectness x class probability); keep it "
                          "low for mAP, which needs the whole PR curve.", low=0, high=1)
     batch_size: int = option(8, "Images per forward pass.", integer=True, low=1)
+
+
+def input_size_of_anchors(opts: Any) -> Any:
+    """``opts`` at the input size its ``--anchors`` file was fitted at.
+
+    Anchors are in input pixels, so a file fitted by ``kmeans-anchors --input-size 128``
+    only fits a network at 128. When ``--input-size`` is not given it follows the file
+    (with a warning saying so); when given at another size, a warning says that the
+    anchors do not fit it. Options without both fields pass unchanged.
+    """
+    anchors = getattr(opts, "anchors", None)
+    if anchors is None or not hasattr(opts, "input_size"):
+        return opts
+    fitted = fitted_input_size(anchors)
+    if fitted is None or fitted == opts.input_size:
+        return opts
+    if not is_given(opts, "input_size"):
+        warnings.warn(f"input {fitted}: the size {anchors} was fitted at (its manifest); "
+                      f"give --input-size to run at another", DetkitWarning, stacklevel=2)
+        return dataclasses.replace(opts, input_size=fitted)
+    warnings.warn(f"{anchors} was fitted at input {fitted} (its manifest), this runs at "
+                  f"{opts.input_size}: anchors are in input pixels, so refit them with "
+                  f"kmeans-anchors --input-size {opts.input_size}", DetkitWarning,
+                  stacklevel=2)
+    return opts
