@@ -69,3 +69,8 @@ class ArtifactMismatchError(ArtifactError):
 
 class TrainingError(DetkitError):
     """Training stopped: NaN/Inf loss, no data, incompatible weights."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a long stage, with what was kept and how to continue (the CLI prints
+    ``interrupted: <message>``, exit code 130)."""

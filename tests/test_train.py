@@ -434,3 +434,34 @@ def test_dataset_files_val_split_of_images_only_is_not_validated_on(dataset, tmp
     assert notes[0].startswith(f"not validating: the val split of {yaml_file} is not a "
                                "dataset (cannot tell the dataset format of")
 
+
+
+def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, capsys):
+    """Ctrl-C during the epochs: the run directory keeps its finished epochs, and the
+    message says so and names --resume (the CLI prints it, exit code 130)."""
+    import keras
+    import typer
+
+    from detkit.cli.app import handle_errors
+    from detkit.commands.train import Options
+    from detkit.errors import Interrupted
+    from detkit.training.run import run_training
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    opts = Options(data=dataset / "train.txt", model="yolov3-tiny", width=0.0625,
+                   anchors=dataset / "anchors.txt", input_size=SIZE, batch_size=4,
+                   steps_per_epoch=2, freeze="none", epochs=3, out=out)
+    with pytest.raises(Interrupted) as caught:
+        run_training(opts, callbacks=[CtrlC()])
+    assert str(caught.value) == (f"{out} keeps 1 of 3 epochs; the same command with "
+                                 "--resume continues it")
+    assert read_state(out)["epoch"] == 1
+    with pytest.raises(typer.Exit) as exit_info, handle_errors():
+        raise caught.value
+    assert exit_info.value.exit_code == 130
+    assert "interrupted: " + str(caught.value) in " ".join(capsys.readouterr().err.split())

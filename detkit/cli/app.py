@@ -131,8 +131,10 @@ def handle_errors() -> Iterator[None]:
         except OSError as err:
             _error(os_error_message(err))
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
+        except KeyboardInterrupt as err:
+            told = f": {escape(str(err))}" if str(err) else ""
+            err_console.print(f"[bold red]interrupted[/]{told}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(130) from None
 
 

@@ -277,6 +277,7 @@ def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: 
              ) -> dict[str, Any]:
     """Fit one phase's plan (see :func:`detkit.training.fit.fit_network`), with the mAP
     evaluation of ``--eval-every`` and the TensorBoard logs of the run."""
+    ctx.tell_notes()              # before the epochs: the user reads them while it trains
     try:
         with plan.scope():
             return fit_network(

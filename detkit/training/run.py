@@ -19,18 +19,19 @@ import dataclasses
 import datetime
 import math
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import keras
 import numpy as np
 
-from detkit.artifacts import (check_agree, check_fresh, check_writable, library_versions,
-                              read_manifest, remove_stale_temps, run_files, run_lock,
-                              sha256_file, write_json, write_manifest)
+from detkit.artifacts import (DetkitWarning, check_agree, check_fresh, check_writable,
+                              library_versions, read_manifest, remove_stale_temps, run_files,
+                              run_lock, sha256_file, write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
 from detkit.data.records import annotations_sha256
-from detkit.errors import UsageError
+from detkit.errors import ArtifactError, Interrupted, UsageError
 from detkit.families import get_family
 from detkit.labels import load_labels
 from detkit.models.recorded import resolve_anchors
@@ -186,6 +187,15 @@ class RunContext:
                    best=worst_value(monitor), val_dataset=val_dataset, log_dir=log_dir,
                    labels=labels)
 
+    def tell_notes(self) -> None:
+        """Warn (:class:`detkit.artifacts.DetkitWarning`) with the notes gathered so far
+        (a frozen random body, a taken-over lock, the val split used); they leave
+        :attr:`notes`. Called before a phase's epochs, so the user reads them while it
+        trains, not after."""
+        for note in self.notes:
+            warnings.warn(note, DetkitWarning, stacklevel=2)
+        self.notes.clear()
+
     def read_resume_state(self, extra_keys: Sequence[str]) -> None:
         """With ``--resume``, read the run directory's state and check it agrees.
 
@@ -325,7 +335,10 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
 
         write_json(run_dir / MANIFEST, _run_manifest(config, ctx.settings, opts, inputs,
                                                      objective.command, validation))
-        outcome, report = _fit_phases(ctx, objective, on_saved, callbacks)
+        try:
+            outcome, report = _fit_phases(ctx, objective, on_saved, callbacks)
+        except KeyboardInterrupt:
+            raise Interrupted(_kept(ctx)) from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
     checkpoint = outcome["checkpoint"]
@@ -370,6 +383,18 @@ def check_multi_scale(ctx: RunContext, objective: Objective) -> None:
         raise UsageError(f"{flag} needs at least 2 batches per epoch (this run has "
                          f"{batches}: {len(ctx.records)} images, --batch-size "
                          f"{opts.batch_size}); lower --batch-size")
+
+
+def _kept(ctx: RunContext) -> str:
+    """What an interrupted run keeps, and how to continue it."""
+    try:
+        state = read_state(ctx.run_dir)
+    except ArtifactError:
+        state = None
+    if state is None:
+        return f"no epoch finished; {ctx.run_dir} holds no weights of this run"
+    return (f"{ctx.run_dir} keeps {int(state['epoch'])} of {ctx.opts.total_epochs} epochs; "
+            f"the same command with --resume continues it")
 
 
 def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
