@@ -465,3 +465,27 @@ def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, c
         raise caught.value
     assert exit_info.value.exit_code == 130
     assert "interrupted: " + str(caught.value) in " ".join(capsys.readouterr().err.split())
+
+
+def test_resume_alone_continues_the_run_as_it_was_started(dataset, tmp_path):
+    """`train DATA --out run --resume` needs no --model, --width, --anchors or
+    --input-size: the run's state records them (stage 2 takes them from --weights)."""
+    out = tmp_path / "run"
+    first = runner.invoke(app, base_args(dataset, out, "--epochs", "1", "--no-plots"))
+    assert first.exit_code == 0, first.output
+    result = runner.invoke(app, ["train", str(dataset / "train.txt"), "--out", str(out),
+                                 "--resume", "--epochs", "2", "--batch-size", "4",
+                                 "--steps-per-epoch", "2", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert [row["epoch"] for row in read_csv(out / "history.csv")] == ["1", "2"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    started = json.loads((out / "best.weights.h5.manifest.json").read_text())
+    assert (manifest["model"], manifest["width"], manifest["input_size"]) == (
+        "yolov3-tiny", float(WIDTH), SIZE)
+    assert manifest["anchors"] == started["anchors"]
+    # a flag given against the run's state is still refused, naming both
+    other = runner.invoke(app, ["train", str(dataset / "train.txt"), "--out", str(out),
+                                "--resume", "--epochs", "3", "--width", "0.25"])
+    assert other.exit_code == 1, other.output
+    assert (f"{out}/state.json: --width 0.25 disagrees with the run's state, which records "
+            f"{float(WIDTH)}") in " ".join(other.output.split())

@@ -12,13 +12,15 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from detkit import choices
 from detkit.artifacts import run_files
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
                                     SeedOptions)
 from detkit.data.augment_config import AugmentConfig, multi_scale_sides
 from detkit.data.records import DEFAULT_MAX_BOXES
-from detkit.errors import UsageError
+from detkit.errors import ArtifactError, UsageError
 from detkit.families import get_family
 from detkit.models import check_input_size
 from detkit.models.recorded import (RecordedSettings, read_recorded, resolve_options,
@@ -283,13 +285,38 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         """What ``--weights`` record that this run takes for the flags not given:
         stage 2 continues stage 1, so everything stage 1 was trained with; stage 1
         starts from weights that may be of another dataset, so only their architecture
-        (:func:`~detkit.models.recorded.start_architecture`). ``None``: no weights or
-        nothing recorded."""
+        (:func:`~detkit.models.recorded.start_architecture`). With ``--resume``, the
+        run's own state instead (its model, width, backbone, input size and anchors).
+        ``None``: no weights or nothing recorded."""
+        resumed = self.resumed_settings()
+        if resumed is not None:
+            return resumed
         if self.stage == 1:
             return start_architecture(self.weights)
         if self.weights is None or not Path(self.weights).is_file():
             return None
         return read_recorded(Path(self.weights))
+
+    def resumed_settings(self) -> Optional[RecordedSettings]:
+        """What ``--out``'s resume state records (``None``: no ``--resume`` or no state):
+        ``--resume`` alone continues a run as it was started."""
+        if not self.resume:
+            return None
+        from detkit.training.callbacks import STATE_JSON, read_state
+
+        try:
+            state = read_state(self.out)
+        except ArtifactError:               # reported by the run's own resume
+            return None
+        if not isinstance(state, dict):
+            return None
+        values = {key: state[key] for key in ("model", "width", "backbone", "input_size")
+                  if state.get(key) is not None}
+        anchors = state.get("anchors")
+        return RecordedSettings(
+            Path(self.out) / STATE_JSON, values,
+            None if anchors is None else np.asarray(anchors, np.float32).reshape(-1, 2), None,
+            what="the run's state")
 
     def start_notes(self) -> list[str]:
         """What the run should say about its recorded start (stage 2 at another input

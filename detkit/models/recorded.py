@@ -42,6 +42,8 @@ class RecordedSettings:
     values: dict[str, Any]
     anchors: Optional[np.ndarray]
     class_names: Optional[list[str]]
+    #: How messages name the record.
+    what: str = "the weights' manifest"
 
     @property
     def model(self) -> Optional[str]:
@@ -152,9 +154,8 @@ def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
             notes.append(f"running at input {given}; the weights were trained at {value} "
                          f"({recorded.manifest.name})")
         else:
-            raise ArtifactMismatchError(f"{flag} {given} disagrees with the weights' "
-                                        f"manifest, which records {value}",
-                                        path=recorded.manifest)
+            raise ArtifactMismatchError(f"{flag} {given} disagrees with {recorded.what}, "
+                                        f"which records {value}", path=recorded.manifest)
     return dataclasses.replace(opts, **changes), notes
 
 
