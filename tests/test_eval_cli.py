@@ -244,3 +244,31 @@ def test_dataset_file_with_a_coco_val_split_keeps_its_areas(dataset, tmp_path):
         reports[name] = json.loads(out.read_text())
     assert reports["yaml"]["stats"] == reports["direct"]["stats"]
     assert reports["yaml"]["stats"][3] == -1 and reports["yaml"]["stats"][5] > 0  # no small
+
+
+def test_detections_of_other_images_are_refused(dataset, tmp_path):
+    """predict records each image id's file in the detections' manifest: detections made
+    on other images than the ground truth's under the same ids (a folder predicted by
+    position) are refused rather than scored against the wrong boxes."""
+    from detkit.artifacts import write_manifest
+
+    gt = json.loads(dataset["gt"].read_text())
+    images = [{"id": image["id"], "file_name": f"/elsewhere/{image['file_name']}"}
+              for image in gt["images"]]
+    dets = tmp_path / "dets.json"
+    dets.write_text(dataset["dets"].read_text())
+    write_manifest(dets, command="predict", config={}, inputs=[], extra={"images": images})
+    same = invoke(dataset["gt"], "--detections", dets, "--out", tmp_path / "a.json")
+    assert same.exit_code == 0, same.output                  # same files, other folders
+    images[0]["file_name"], images[1]["file_name"] = (images[1]["file_name"],
+                                                      images[0]["file_name"])
+    write_manifest(dets, command="predict", config={}, inputs=[], extra={"images": images})
+    swapped = invoke(dataset["gt"], "--detections", dets, "--out", tmp_path / "b.json")
+    assert swapped.exit_code == 1, swapped.output
+    first = gt["images"][0]
+    expected = (f"the detections are of other images: image id {first['id']} is "
+                f"{gt['images'][1]['file_name'].rsplit('/', 1)[-1]} in its manifest, "
+                f"{first['file_name'].rsplit('/', 1)[-1]} in the ground truth "
+                f"{dataset['gt']} (2 of {len(images)} ids differ)")
+    assert expected in " ".join(swapped.output.split())
+    assert not (tmp_path / "b.json").exists()

@@ -22,8 +22,8 @@ from detkit.commands import predict
 from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions, InferenceOptions,
                                     ModelOptions)
 from detkit.errors import DataError, UsageError
-from detkit.evaluate import (CocoParams, evaluate_coco, evaluate_voc, load_detections,
-                             load_ground_truth)
+from detkit.evaluate import (CocoParams, check_same_images, evaluate_coco, evaluate_voc,
+                             load_detections, load_ground_truth)
 from detkit.evaluate.coco import family_params
 from detkit.evaluate.plots import require_pyplot, write_plots
 from detkit.evaluate.report import coco_report, table_rows, voc_report
@@ -210,6 +210,7 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
             params = family_params(get_family(model_info["name"]), params,
                                    keep_max_dets=opts.max_dets is not None)
     detections = Path(detections)
+    check_same_images(detections, gt)
     dets = load_detections(detections, gt)
     warnings = list(notes)
     if len(dets) == 0:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from detkit.data.dataset import load_dataset
 from detkit.data.readers.common import read_json
 from detkit.data.readers.dataset_file import read_dataset_file
-from detkit.errors import DataError
+from detkit.artifacts import read_manifest
+from detkit.errors import ArtifactError, DataError
 
 #: Keys of a COCO ground-truth file.
 COCO_KEYS = ("images", "annotations", "categories")
@@ -40,6 +41,8 @@ class GroundTruth:
         iscrowd: ``(N,)`` bool crowd regions.
         difficult: ``(N,)`` bool VOC ``difficult`` flags.
         source: where it was read from (for messages).
+        file_names: ``I`` image file names (no folder), aligned with ``image_ids``
+            (``None``: not known).
     """
 
     image_ids: np.ndarray
@@ -52,6 +55,7 @@ class GroundTruth:
     iscrowd: np.ndarray
     difficult: np.ndarray
     source: str = "<ground truth>"
+    file_names: Optional[list[str]] = None
 
     @property
     def num_images(self) -> int:
@@ -216,13 +220,16 @@ def ground_truth_from_coco(data: Any, source: str = "<ground truth>") -> GroundT
     area = _floats(areas, what, "area", source)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
     sorted_images = np.sort(image_ids)
+    names_by_image = {int(i): _base_name(image.get("file_name"))
+                      for i, image in zip(image_ids, images)}
     return GroundTruth(
         image_ids=sorted_images, category_ids=category_ids,
         class_names=[names_by_id[int(i)] for i in category_ids],
         image=_index_of(ann_images, sorted_images, what, "image id", source),
         category=_index_of(ann_cats, category_ids, what, "category id", source),
         boxes=boxes, area=area, iscrowd=crowd.reshape(-1),
-        difficult=np.zeros(len(annotations), bool), source=source)
+        difficult=np.zeros(len(annotations), bool), source=source,
+        file_names=[names_by_image[int(i)] for i in sorted_images])
 
 
 def ground_truth_from_dataset(dataset: Any) -> GroundTruth:
@@ -247,6 +254,7 @@ def ground_truth_from_dataset(dataset: Any) -> GroundTruth:
     unique, counts = np.unique(image_ids, return_counts=True)
     if np.any(counts > 1):
         raise DataError(f"image id {int(unique[counts > 1][0])} is given twice", path=source)
+    names_by_image = {int(r.image_id): _base_name(r.image_path) for r in records}
     counts = np.array([r.num_boxes for r in records], dtype=np.int64)
     xyxy = (np.concatenate([r.boxes for r in records]).astype(np.float64)
             if counts.sum() else np.zeros((0, 4)))
@@ -263,7 +271,8 @@ def ground_truth_from_dataset(dataset: Any) -> GroundTruth:
         class_names=[names[i] for i in order],
         image=np.searchsorted(unique, np.repeat(image_ids, counts)).astype(np.int64),
         category=index_of_class[classes], boxes=boxes, area=boxes[:, 2] * boxes[:, 3],
-        iscrowd=flags("iscrowd"), difficult=flags("difficult"), source=source)
+        iscrowd=flags("iscrowd"), difficult=flags("difficult"), source=source,
+        file_names=[names_by_image[int(i)] for i in unique])
 
 
 def load_ground_truth(path: str | os.PathLike, format: str | None = None,
@@ -322,6 +331,45 @@ def detections_from_list(entries: Any, gt: GroundTruth,
         category=_category_index(columns["category_id"], gt, source),
         boxes=_boxes(columns["bbox"], what, source).reshape(-1, 4),
         scores=_floats(columns["score"], what, "score", source), source=source)
+
+
+def _base_name(path: Any) -> str:
+    """The file name of an image path as written (any separator), "" when none."""
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else ""
+
+
+def check_same_images(path: str | os.PathLike, gt: GroundTruth) -> None:
+    """Refuse detections made on other images than ``gt``'s under the same ids.
+
+    ``predict`` records in the detections' manifest the file of every image id; detections
+    of a folder (ids by position) scored against a dataset (ids of its own) would silently
+    pair one image's detections with another's boxes. Without a manifest (detections from
+    elsewhere) nothing is checked.
+
+    Raises:
+        DataError: naming the first id whose files differ, and how many do.
+    """
+    if gt.file_names is None:
+        return
+    try:
+        manifest = read_manifest(path)
+    except ArtifactError:
+        return
+    images = manifest.get("images") if isinstance(manifest, dict) else None
+    if not isinstance(images, list):
+        return
+    known = dict(zip(gt.image_ids.tolist(), gt.file_names))
+    differ = [(entry["id"], _base_name(entry["file_name"]), known[entry["id"]])
+              for entry in images
+              if isinstance(entry, dict) and isinstance(entry.get("id"), int)
+              and isinstance(entry.get("file_name"), str) and known.get(entry["id"])
+              and _base_name(entry["file_name"]) != known[entry["id"]]]
+    if differ:
+        image_id, theirs, ours = differ[0]
+        raise DataError(f"the detections are of other images: image id {image_id} is "
+                        f"{theirs} in its manifest, {ours} in the ground truth {gt.source} "
+                        f"({len(differ)} of {len(images)} ids differ); run predict on the "
+                        f"ground truth itself (or eval-map with --weights)", path=path)
 
 
 def load_detections(path: str | os.PathLike, gt: GroundTruth) -> Detections:
