@@ -121,3 +121,54 @@ def test_turned_compare_table_prints_report_names_as_written(tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     assert console.file.getvalue().splitlines()[2].split() == ["b[@x]", "c[red]"]
 
+
+
+def test_many_reports_on_a_narrow_terminal_are_shown_in_full_in_several_tables(
+        tmp_path, monkeypatch):
+    """Six reports on 80 columns: turned tables of as many reports as fit, every value in
+    full (none cut, none left out)."""
+    import io
+
+    from rich.console import Console
+
+    from detkit.cli import compare as compare_cli
+
+    names = [f"run{i}_{fmt}" for i, fmt in enumerate(("keras", "saved", "tflite", "f16",
+                                                      "int8", "onnx"))]
+    reports = [write(tmp_path / f"{name}_report.json", {
+        "AP": 0.512, "AP50": 0.845, "model": {
+            "name": "yolov3-tiny", "width": 0.125, "params": 139_548, "format": "tflite",
+            "quantize": "float16", "weights_mb": 0.31, "ms_per_image": 12.25}})
+        for name in names]
+    console = Console(file=io.StringIO(), width=80)
+    monkeypatch.setattr(compare_cli, "console", console)
+    result = CliRunner().invoke(app, ["compare", *map(str, reports)])
+    assert result.exit_code == 0, result.output
+    text = console.file.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert all(name in text for name in names)
+    assert text.count("ms/img") >= 2 and text.count("139,548") == 6
+
+
+def test_reports_that_do_not_compare_get_no_dap_and_a_warning(tmp_path):
+    """dAP only between reports of the same metric and ground truth; the others are
+    named in a warning."""
+    def report(name, ap, gt, metric="coco"):
+        body = {"AP": ap, "AP50": ap + 0.2, "metric": metric,
+                "inputs": {"ground_truth": gt, "detections": "d.json"}}
+        if metric != "coco":
+            body = {"mAP": ap, "metric": metric, "inputs": body["inputs"]}
+        return write(tmp_path / f"{name}.json", body)
+
+    paths = [report("a", 0.5, "data/val.json"), report("b", 0.4, "./data/val.json"),
+             report("c", 0.3, "other/val.json"), report("d", 0.6, "data/val.json", "voc07")]
+    out = tmp_path / "t.txt"
+    result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
+    assert [row["delta_ap"] for row in rows][:3] == [0.0, pytest.approx(-0.1), None]
+    output = " ".join(result.output.split())
+    assert ("warning: c is scored on other/val.json, a on data/val.json: other ground "
+            "truth, no dAP") in output
+    assert ("warning: d is scored with --metric voc07, a with coco: their AP50 columns are "
+            "different figures (no dAP)") in output

@@ -10,6 +10,7 @@ of AP against the first report (``dAP``), size on disk and ms/image.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +44,7 @@ class ReportRow:
     format: Optional[str] = None
     quantize: Optional[str] = None
     delta_ap: Optional[float] = None
+    ground_truth: Optional[str] = None
 
     @property
     def kind(self) -> str:
@@ -54,11 +56,13 @@ class ReportRow:
 
 @dataclasses.dataclass
 class CompareResult:
-    """The rows read, their text table, and the table file written (or None)."""
+    """The rows read, their text table, the table file written (or None), and warnings
+    about figures that do not compare (other ground truths or metrics)."""
 
     rows: list[ReportRow]
     table: str
     out: Optional[Path]
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def read_report_row(path: str | Path) -> ReportRow:
@@ -87,14 +91,48 @@ def read_report_row(path: str | Path) -> ReportRow:
         ms_per_image=model.get("ms_per_image"),
         format=model.get("format", "keras" if model else None),
         quantize=model.get("quantize"),
+        ground_truth=_ground_truth(report),
     )
 
 
+def _ground_truth(report: dict) -> Optional[str]:
+    """The ground truth a report was scored on, as a normalized path (``None``: unknown)."""
+    inputs = report.get("inputs")
+    value = inputs.get("ground_truth") if isinstance(inputs, dict) else None
+    return os.path.normpath(value) if isinstance(value, str) and value else None
+
+
+def comparable(row: ReportRow, base: ReportRow) -> bool:
+    """Whether ``row``'s figures compare with ``base``'s: the same metric, and the same
+    ground truth where both reports record it."""
+    return row.metric == base.metric and (
+        row.ground_truth is None or base.ground_truth is None
+        or row.ground_truth == base.ground_truth)
+
+
+def comparison_notes(rows: list[ReportRow]) -> list[str]:
+    """Warnings for the rows that do not compare with the first (their ``dAP`` is left
+    out)."""
+    if not rows:
+        return []
+    base, notes = rows[0], []
+    for row in rows[1:]:
+        if row.metric != base.metric:
+            notes.append(f"{row.name} is scored with --metric {row.metric}, {base.name} with "
+                         f"{base.metric}: their AP50 columns are different figures (no dAP)")
+        elif not comparable(row, base):
+            notes.append(f"{row.name} is scored on {row.ground_truth}, {base.name} on "
+                         f"{base.ground_truth}: other ground truth, no dAP")
+    return notes
+
+
 def with_deltas(rows: list[ReportRow]) -> list[ReportRow]:
-    """Set each row's ``delta_ap``: its AP minus the first row's (when both are known)."""
-    base = rows[0].ap if rows else None
+    """Set each row's ``delta_ap``: its AP minus the first row's (when both are known and
+    the rows compare: :func:`comparable`)."""
+    base = rows[0] if rows else None
     for row in rows:
-        row.delta_ap = None if base is None or row.ap is None else row.ap - base
+        row.delta_ap = (None if base is None or base.ap is None or row.ap is None
+                        or not comparable(row, base) else row.ap - base.ap)
     return rows
 
 
@@ -143,4 +181,4 @@ def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
         write_text(out, table)
         write_manifest(out, command=COMMAND, config=as_config(opts), inputs=opts.reports,
                        extra={"rows": [dataclasses.asdict(row) for row in rows]})
-    return CompareResult(rows=rows, table=table, out=out)
+    return CompareResult(rows=rows, table=table, out=out, notes=comparison_notes(rows))
