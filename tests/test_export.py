@@ -267,8 +267,9 @@ def test_compiled_postprocessing_of_a_raw_export_equals_eager(workspace, tmp_pat
 
 
 def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
+    """(In a folder whose name TensorFlow would read as a glob pattern: ``run[1]``.)"""
     name = "yolov3-tiny"
-    weights = tmp_path / "run" / "best.weights.h5"
+    weights = tmp_path / "run[1]" / "best.weights.h5"
     weights.parent.mkdir()
     weights.write_bytes(workspace["weights"][name].read_bytes())
     classes = tmp_path / "classes.txt"
@@ -283,6 +284,8 @@ def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
 
     args = ["predict", str(workspace["data"].out_dir / "images"), "--weights", str(out),
             "--out", str(tmp_path / "d.json")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
     result = runner.invoke(app, args + ["--input-size", "96"])
     assert result.exit_code == 1 and "--input-size 96 disagrees with the export (64)" \
         in result.output

@@ -7,9 +7,12 @@ whatever the format (``raw_0...`` or ``boxes, scores, classes, valid``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -48,6 +51,25 @@ class Runtime:
         raise NotImplementedError
 
 
+#: Characters TensorFlow reads as a glob pattern in a SavedModel's variables path.
+GLOB_CHARACTERS = "[]*?"
+
+
+@contextlib.contextmanager
+def glob_free(path: Path) -> Iterator[Path]:
+    """``path``, or a temporary link to it when its full path holds a glob character:
+    TensorFlow finds a SavedModel's variables by pattern, so ``sm[1]/variables`` would
+    match nothing (the variables are read while loading; the link can go after)."""
+    full = Path(path).resolve()
+    if not any(char in str(full) for char in GLOB_CHARACTERS):
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="detkit-") as folder:
+        link = Path(folder) / "saved_model"
+        os.symlink(full, link, target_is_directory=True)
+        yield link
+
+
 class SavedModelRuntime(Runtime):
     """A SavedModel's serving signature, run by TensorFlow."""
 
@@ -60,7 +82,8 @@ class SavedModelRuntime(Runtime):
         self.path = Path(path)
         self._tf = tf
         try:
-            self._loaded = tf.saved_model.load(str(path))
+            with glob_free(self.path) as readable:
+                self._loaded = tf.saved_model.load(str(readable))
             self._fn = self._loaded.signatures[SERVING_SIGNATURE]
         except (OSError, KeyError, ValueError) as err:
             raise ArtifactError(f"cannot load the SavedModel ({err})", path=path) from None
