@@ -101,7 +101,7 @@ def fitted_input_size(path: str | os.PathLike | None) -> int | None:
         manifest = read_manifest(path)
     except ArtifactError:
         return None
-    config = manifest.get("config") if isinstance(manifest, dict) else None
+    config = manifest.get("config")
     size = config.get("input_size") if isinstance(config, dict) else None
     if manifest.get("command") != "kmeans-anchors" or isinstance(size, bool) \
             or not isinstance(size, int) or size <= 0:

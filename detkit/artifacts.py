@@ -200,9 +200,14 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if not mpath.exists():
         return {}
     try:
-        return json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ArtifactError(f"corrupt manifest: {err.msg}", path=mpath, line=err.lineno) from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"not a manifest: a json {type(manifest).__name__}, not an object "
+                            f"(the file may have been written over by another command)",
+                            path=mpath)
+    return manifest
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, kind: str,

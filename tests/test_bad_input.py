@@ -686,6 +686,10 @@ MISLEADING_CASES = [
                     str(_fitted_anchors(r, 64)), "--out", str(r / "out" / "labels.npz")], 0,
          "warning: input 64: the size {root}/anchors.txt was fitted at (its manifest); "
          "give --input-size to run at another", check=_encoded_at(64)),
+    Case("encode-typed-default-input-size-is-kept-over-its-anchors",
+         lambda r: _encode(r, "--input-size", "416", anchors=_fitted_anchors(r, 64)), 0,
+         "warning: {root}/anchors.txt was fitted at input 64 (its manifest), this runs at "
+         "416", check=_encoded_at(416)),
     Case("encode-at-another-size-than-its-anchors",
          lambda r: _encode(r, "--input-size", "96", anchors=_fitted_anchors(r, 64)), 0,
          "warning: {root}/anchors.txt was fitted at input 64 (its manifest), this runs at "
@@ -857,6 +861,11 @@ WEIGHTS_CASES = [
          1,
          "{root}/run/best.weights.h5.manifest.json: not a weights manifest: 'model' is "
          "{'name': 'yolov3-tiny', 'width': 0.0625} (the file may have been written over"),
+    Case("predict-with-a-detections-list-written-over-the-weights-manifest",
+         lambda r: [_predict(r), _write(r / "run" / "best.weights.h5.manifest.json",
+                                        json.dumps([{"image_id": 1}]))][0], 1,
+         "{root}/run/best.weights.h5.manifest.json: not a manifest: a json list, not an "
+         "object (the file may have been written over by another command)"),
     Case("export-model-contradicts-the-weights",
          lambda r: ["export", str(_trained(r)), "--model", "retinanet", "--out",
                     str(r / "out" / "m.onnx")], 1,

@@ -168,7 +168,37 @@ def test_reports_that_do_not_compare_get_no_dap_and_a_warning(tmp_path):
     rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
     assert [row["delta_ap"] for row in rows][:3] == [0.0, pytest.approx(-0.1), None]
     output = " ".join(result.output.split())
-    assert ("warning: c is scored on other/val.json, a on data/val.json: other ground "
-            "truth, no dAP") in output
+    assert ("warning: c is scored on other ground truth than a (other/val.json and "
+            "data/val.json): no dAP") in output
     assert ("warning: d is scored with --metric voc07, a with coco: their AP50 columns are "
             "different figures (no dAP)") in output
+
+
+def test_the_same_ground_truth_by_another_path_still_compares(tmp_path, monkeypatch):
+    """Reports of eval-map record the ground truth as typed; their manifests hold its
+    sha256: the same file reached by two paths keeps its dAP, an edited copy does not."""
+    data = tmp_path / "data"
+    data.mkdir()
+    gt = data / "val.json"
+    gt.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 8,
+                                          "height": 8}],
+                              "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                                               "bbox": [1, 1, 4, 4]}],
+                              "categories": [{"id": 1, "name": "cat"}]}))
+    dets = data / "d.json"
+    dets.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
+                                 "score": 0.9}]))
+    edited = tmp_path / "edited.json"
+    edited.write_text(gt.read_text().replace("[1, 1, 4, 4]", "[2, 2, 4, 4]"))
+    runner = CliRunner()
+    monkeypatch.chdir(data)
+    for name, truth in (("a", "val.json"), ("b", str(gt)), ("c", str(edited))):
+        result = runner.invoke(app, ["eval-map", truth, "--detections", "d.json", "--out",
+                                     str(tmp_path / f"{name}.json")])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["compare", *(str(tmp_path / f"{n}.json") for n in "abc"),
+                                 "--out", str(tmp_path / "t.txt")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
+    assert [row["delta_ap"] is None for row in rows] == [False, False, True]
+    assert "c is scored on other ground truth than a" in " ".join(result.output.split())

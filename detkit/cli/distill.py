@@ -10,7 +10,7 @@ from detkit.commands.distill import Options, run
 
 
 def _render(result) -> None:
-    for note in result.notes:
+    for note in result.notes[result.notes_told:]:  # the others were told as it ran
         warn(note)
     for report in (result.weights_report, result.teacher_report):
         if report:

@@ -18,7 +18,7 @@ def render_final_map(result) -> None:
 
 
 def _render(result) -> None:
-    for note in result.notes:
+    for note in result.notes[result.notes_told:]:  # the others were told as it ran
         warn(note)
     if result.weights_report:
         err_console.print(result.weights_report, highlight=False, soft_wrap=True,

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from detkit.artifacts import write_manifest, write_text
+from detkit.artifacts import read_manifest, write_manifest, write_text
 from detkit.data.readers.common import read_json
-from detkit.errors import DataError, UsageError
+from detkit.errors import ArtifactError, DataError, UsageError
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -44,7 +44,9 @@ class ReportRow:
     format: Optional[str] = None
     quantize: Optional[str] = None
     delta_ap: Optional[float] = None
+    #: What the report was scored on: the file's sha256, else its path (``None``: unknown).
     ground_truth: Optional[str] = None
+    ground_truth_given: Optional[str] = None
 
     @property
     def kind(self) -> str:
@@ -91,15 +93,30 @@ def read_report_row(path: str | Path) -> ReportRow:
         ms_per_image=model.get("ms_per_image"),
         format=model.get("format", "keras" if model else None),
         quantize=model.get("quantize"),
-        ground_truth=_ground_truth(report),
+        ground_truth=_ground_truth(report, path),
+        ground_truth_given=(report.get("inputs") or {}).get("ground_truth")
+        if isinstance(report.get("inputs"), dict) else None,
     )
 
 
-def _ground_truth(report: dict) -> Optional[str]:
-    """The ground truth a report was scored on, as a normalized path (``None``: unknown)."""
+def _ground_truth(report: dict, path: Path) -> Optional[str]:
+    """The ground truth a report was scored on: its file's sha256 as the report's manifest
+    records it, else (a folder) its full path there, else its path as given (normalized);
+    ``None``: unknown."""
     inputs = report.get("inputs")
     value = inputs.get("ground_truth") if isinstance(inputs, dict) else None
-    return os.path.normpath(value) if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        manifest = read_manifest(path)
+    except ArtifactError:
+        manifest = {}
+    digests, full = manifest.get("inputs"), manifest.get("input_paths")
+    digest = digests.get(value) if isinstance(digests, dict) else None
+    if isinstance(digest, str):
+        return f"sha256:{digest}"
+    resolved = full.get(value) if isinstance(full, dict) else None
+    return resolved if isinstance(resolved, str) else os.path.normpath(value)
 
 
 def comparable(row: ReportRow, base: ReportRow) -> bool:
@@ -121,8 +138,8 @@ def comparison_notes(rows: list[ReportRow]) -> list[str]:
             notes.append(f"{row.name} is scored with --metric {row.metric}, {base.name} with "
                          f"{base.metric}: their AP50 columns are different figures (no dAP)")
         elif not comparable(row, base):
-            notes.append(f"{row.name} is scored on {row.ground_truth}, {base.name} on "
-                         f"{base.ground_truth}: other ground truth, no dAP")
+            notes.append(f"{row.name} is scored on other ground truth than {base.name} "
+                         f"({row.ground_truth_given} and {base.ground_truth_given}): no dAP")
     return notes
 
 

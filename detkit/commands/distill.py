@@ -77,10 +77,14 @@ class Options(TrainOptions):
             return start
         size = manifest.get("input_size")
         values = {} if start is None else dict(start.values)
-        if isinstance(size, int) and not isinstance(size, bool):
-            values.setdefault("input_size", size)
+        sources = {} if start is None else dict(start.sources)
+        if (isinstance(size, int) and not isinstance(size, bool)
+                and "input_size" not in values):
+            values["input_size"] = size
+            sources["input_size"] = manifest_path(weights)
         if start is not None:                  # the student's start names its architecture
-            return dataclasses.replace(start, anchors=anchors, values=values)
+            return dataclasses.replace(start, anchors=anchors, values=values,
+                                       sources=sources)
         return RecordedSettings(manifest_path(weights), values, anchors, None)
 
     def resolved(self) -> "Options":

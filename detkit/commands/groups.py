@@ -47,6 +47,8 @@ class InputOptions:
     input_size: int = option(DEFAULT_INPUT_SIZE,
                              "Network input side in pixels, a multiple of 32.",
                              integer=True, low=32, multiple=32)
+    #: The options set on the command line or in --config (see detkit.options.is_given).
+    given: Optional[frozenset[str]] = given_field()
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -71,8 +73,6 @@ class ModelOptions(AnchorOptions, InputOptions):
               f"darknet53 for yolov3, darknet-tiny for yolov3-tiny). --width scales the "
               f"Darknet bodies, is mobilenetv2's alpha, and scales only the neck and heads "
               f"of efficientnetb0 and resnet50.", choices=BACKBONES)
-    #: The options set on the command line or in --config (see detkit.options.is_given).
-    given: Optional[frozenset[str]] = given_field()
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -116,11 +116,14 @@ def input_size_of_anchors(opts: Any) -> Any:
     Anchors are in input pixels, so a file fitted by ``kmeans-anchors --input-size 128``
     only fits a network at 128. When ``--input-size`` is not given it follows the file
     (with a warning saying so); when given at another size, a warning says that the
-    anchors do not fit it. Options without both fields pass unchanged.
+    anchors do not fit it. Options without both fields pass unchanged, and so do runs
+    from ``--weights`` or ``--resume``, whose recorded settings decide the size.
     """
     anchors = getattr(opts, "anchors", None)
     if anchors is None or not hasattr(opts, "input_size"):
         return opts
+    if getattr(opts, "weights", None) is not None or getattr(opts, "resume", False):
+        return opts    # the size recorded with the weights (or the run) decides: see there
     fitted = fitted_input_size(anchors)
     if fitted is None or fitted == opts.input_size:
         return opts

@@ -44,6 +44,8 @@ class RecordedSettings:
     class_names: Optional[list[str]]
     #: How messages name the record.
     what: str = "the weights' manifest"
+    #: Settings recorded in another file than ``manifest`` (named in their messages).
+    sources: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def model(self) -> Optional[str]:
@@ -151,8 +153,9 @@ def resolve_options(opts: OptionsT, recorded: Optional[RecordedSettings]
         elif settings_agree(given, value):
             continue
         elif name == "input_size":
+            source = recorded.sources.get(name, recorded.manifest)
             notes.append(f"running at input {given}; the weights were trained at {value} "
-                         f"({recorded.manifest.name})")
+                         f"({source.name})")
         else:
             raise ArtifactMismatchError(f"{flag} {given} disagrees with {recorded.what}, "
                                         f"which records {value}", path=recorded.manifest)

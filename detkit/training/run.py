@@ -73,6 +73,8 @@ class TrainResult:
         stopped_early: ``EarlyStopping`` ended the run.
         weights_report: what ``--weights`` loaded (``LoadReport.summary()``), if given.
         notes: warnings worth showing (frozen random body, skipped layers, dataset fixes).
+        notes_told: how many of ``notes`` were warned (``DetkitWarning``) during the run,
+            before its epochs; the rest came after.
         files: the files written.
         final_map: COCO figures of ``best.weights.h5`` on ``--val`` (``AP``, ``AP50``,
             ... as eval-map's report) when the end-of-run curves were made, else ``None``.
@@ -91,6 +93,7 @@ class TrainResult:
     notes: list[str] = dataclasses.field(default_factory=list)
     files: list[Path] = dataclasses.field(default_factory=list)
     final_map: Optional[dict[str, float]] = None
+    notes_told: int = 0
 
 
 @dataclasses.dataclass
@@ -109,7 +112,8 @@ class RunContext:
         log_dir: the TensorBoard folder (``None``: tensorboard is not installed).
         labels: ``--labels`` opened and checked against the run (``None`` without).
         settings: what the manifests and ``state.json`` record (and ``--resume`` checks).
-        notes: warnings collected for the user.
+        notes: warnings collected for the user; told: how many of them were warned
+            already (:meth:`tell_notes`).
         state: the resume state (``None``: a new run); start_epoch, best, best_epoch
             from it.
     """
@@ -131,6 +135,7 @@ class RunContext:
     val_dataset: Any = None
     log_dir: Optional[Path] = None
     labels: Any = None
+    told: int = 0
 
     @property
     def run_dir(self) -> Path:
@@ -188,13 +193,13 @@ class RunContext:
                    labels=labels)
 
     def tell_notes(self) -> None:
-        """Warn (:class:`detkit.artifacts.DetkitWarning`) with the notes gathered so far
-        (a frozen random body, a taken-over lock, the val split used); they leave
-        :attr:`notes`. Called before a phase's epochs, so the user reads them while it
+        """Warn (:class:`detkit.artifacts.DetkitWarning`) with the notes not told yet (a
+        frozen random body, a taken-over lock, the val split used), and count them in
+        :attr:`told`. Called before a phase's epochs, so the user reads them while it
         trains, not after."""
-        for note in self.notes:
+        for note in self.notes[self.told:]:
             warnings.warn(note, DetkitWarning, stacklevel=2)
-        self.notes.clear()
+        self.told = len(self.notes)
 
     def read_resume_state(self, extra_keys: Sequence[str]) -> None:
         """With ``--resume``, read the run directory's state and check it agrees.
@@ -357,7 +362,8 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
                        checkpoint.last_epoch, ctx.monitor, checkpoint.best,
                        checkpoint.best_epoch, _float_rows(rows),
                        stopped_early=outcome["stopped_early"], weights_report=report,
-                       notes=ctx.notes, files=files, final_map=final_map)
+                       notes=ctx.notes, files=files, final_map=final_map,
+                       notes_told=ctx.told)
 
 
 def check_multi_scale(ctx: RunContext, objective: Objective) -> None:
