@@ -229,9 +229,13 @@ def from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(unknown)}")
-    converted = {}
-    for key, value in values.items():
-        wants_path = "Path" in str(known[key].type)
-        converted[key] = Path(value) if wants_path and isinstance(value, str) else value
-    return cls(**converted)
+    return cls(**{key: recorded_value(known[key], value) for key, value in values.items()})
+
+
+def recorded_value(field: dataclasses.Field, value: Any) -> Any:
+    """An option's value as :func:`as_config` recorded it, back in the field's type:
+    paths from strings, tuples from lists."""
+    if "Path" in str(field.type) and isinstance(value, str):
+        return Path(value)
+    return tuple(value) if isinstance(value, list) else value
 

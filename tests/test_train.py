@@ -468,15 +468,23 @@ def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, c
 
 
 def test_resume_alone_continues_the_run_as_it_was_started(dataset, tmp_path):
-    """`train DATA --out run --resume` needs no --model, --width, --anchors or
-    --input-size: the run's state records them (stage 2 takes them from --weights)."""
+    """`train DATA --out run --resume` needs none of the run's flags: the run's state
+    records its architecture and anchors, its manifest every other option (learning
+    rate, schedule, freezing, batch size...)."""
     out = tmp_path / "run"
-    first = runner.invoke(app, base_args(dataset, out, "--epochs", "1", "--no-plots"))
+    first = runner.invoke(app, base_args(dataset, out, "--epochs", "1", "--no-plots",
+                                         "--freeze", "none", "--lr", "0.02",
+                                         "--warmup-epochs", "0", "--schedule", "plateau"))
     assert first.exit_code == 0, first.output
     result = runner.invoke(app, ["train", str(dataset / "train.txt"), "--out", str(out),
-                                 "--resume", "--epochs", "2", "--batch-size", "4",
-                                 "--steps-per-epoch", "2", "--no-plots"])
+                                 "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
+    rows = read_csv(out / "history.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert float(rows[1]["lr"]) == pytest.approx(0.02)      # not the default 1e-3 decayed
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert (config["lr"], config["freeze"], config["schedule"], config["batch_size"],
+            config["steps_per_epoch"], config["epochs"]) == (0.02, "none", "plateau", 4, 2, 2)
     assert [row["epoch"] for row in read_csv(out / "history.csv")] == ["1", "2"]
     manifest = json.loads((out / "manifest.json").read_text())
     started = json.loads((out / "best.weights.h5.manifest.json").read_text())

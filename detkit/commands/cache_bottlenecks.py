@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -76,6 +76,9 @@ def cache_files(out: Path) -> list[Path]:
 @dataclasses.dataclass(kw_only=True)
 class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions):
     """The options of ``cache-bottlenecks``."""
+
+    #: ``--weights`` is a start: only its architecture is taken (not its input size).
+    WEIGHTS_ARE_A_START: ClassVar[bool] = True
 
     out: Path = option(Path("bottlenecks.h5"), "Cache file (.h5).", role="output",
                        writes=cache_files)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from detkit.anchors import fitted_input_size
 from detkit.artifacts import DetkitWarning
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
+from detkit.errors import DetkitError
 from detkit.families import MODEL_NAMES
 from detkit.options import argument, given_field, is_given, option
 
@@ -117,13 +118,13 @@ def input_size_of_anchors(opts: Any) -> Any:
     only fits a network at 128. When ``--input-size`` is not given it follows the file
     (with a warning saying so); when given at another size, a warning says that the
     anchors do not fit it. Options without both fields pass unchanged, and so do runs
-    from ``--weights`` or ``--resume``, whose recorded settings decide the size.
+    whose input size is recorded elsewhere (:func:`_size_is_recorded`).
     """
     anchors = getattr(opts, "anchors", None)
     if anchors is None or not hasattr(opts, "input_size"):
         return opts
-    if getattr(opts, "weights", None) is not None or getattr(opts, "resume", False):
-        return opts    # the size recorded with the weights (or the run) decides: see there
+    if _size_is_recorded(opts):
+        return opts          # the size recorded with the weights or the run decides
     fitted = fitted_input_size(anchors)
     if fitted is None or fitted == opts.input_size:
         return opts
@@ -136,3 +137,20 @@ def input_size_of_anchors(opts: Any) -> Any:
                   f"kmeans-anchors --input-size {opts.input_size}", DetkitWarning,
                   stacklevel=2)
     return opts
+
+
+def _size_is_recorded(opts: Any) -> bool:
+    """Whether a record sets the run's input size: a resumed run's state, or ``--weights``
+    whose manifest the command takes the size from (a trained model's; not a stage-1 or
+    cache-bottlenecks start, of which only the architecture is taken)."""
+    if getattr(opts, "resume", False):
+        return True
+    recorded_start = getattr(opts, "recorded_start", None)
+    if callable(recorded_start):
+        try:
+            start = recorded_start()
+        except DetkitError:                # reported where the command reads it
+            return False
+        return start is not None and "input_size" in start.values
+    return getattr(opts, "weights", None) is not None and not getattr(
+        opts, "WEIGHTS_ARE_A_START", False)

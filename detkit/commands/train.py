@@ -9,6 +9,7 @@ fast; ``distill``'s options extend it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +26,8 @@ from detkit.families import get_family
 from detkit.models import check_input_size
 from detkit.models.recorded import (RecordedSettings, read_recorded, resolve_options,
                                     start_architecture)
-from detkit.options import as_config, check, flag_of, option
+from detkit.options import (as_config, check, flag_of, is_given, option, recorded_value,
+                            specs)
 from detkit.progress import SILENT, Progress
 
 __all__ = ["Options", "run"]
@@ -36,6 +38,8 @@ FAMILY_OPTIONS = ("ignore_thresh", "box_loss", "obj_loss", "focal_alpha", "focal
                   "label_smoothing", "huber_delta", "box_weight", "obj_weight",
                   "noobj_weight", "coord_weight", "scale_small_boxes", "pos_iou", "neg_iou",
                   "sample_anchors", "positive_fraction", "multi_scale")
+#: Options a resumed run does not take from the run's recorded config.
+NEW_ON_RESUME = ("data", "out", "resume", "exist_ok")
 #: Learning rate and frozen part by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
 DEFAULT_FREEZE = {1: "body", 2: "none"}
@@ -321,18 +325,41 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     def start_notes(self) -> list[str]:
         """What the run should say about its recorded start (stage 2 at another input
         size than stage 1's: ``running at input 416; the weights were trained at 160``)."""
-        return resolve_options(self, self.recorded_start())[1]
+        opts = self.with_run_options()
+        return resolve_options(opts, opts.recorded_start())[1]
+
+    def with_run_options(self) -> "Options":
+        """With ``--resume``: every option not given takes the value the run was started
+        with (its ``manifest.json`` config: learning rate, schedule, freezing, stage,
+        validation...), so that ``--resume`` alone continues the run as it was."""
+        if not self.resume:
+            return self
+        from detkit.training.run import MANIFEST
+
+        try:
+            config = json.loads((Path(self.out) / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return self                     # the run's own resume reports what is wrong
+        config = config.get("config") if isinstance(config, dict) else None
+        if not isinstance(config, dict):
+            return self
+        fields = {field.name: field for field, _ in specs(self)}
+        return dataclasses.replace(self, **{
+            name: recorded_value(fields[name], value) for name, value in config.items()
+            if name in fields and name not in NEW_ON_RESUME and not is_given(self, name)})
 
     def resolved(self) -> "Options":
-        """A copy with stage 2's recorded start (:meth:`recorded_start`) and the stage
-        defaults filled in, and every value checked.
+        """A copy with a resumed run's options (:meth:`with_run_options`), stage 2's
+        recorded start (:meth:`recorded_start`) and the stage defaults filled in, and every
+        value checked.
 
         Raises:
             UsageError: naming the option and the value received.
             ArtifactMismatchError: stage 2's ``--model``, ``--width`` or ``--backbone``
                 contradicting the manifest of its ``--weights``.
         """
-        return resolve_options(self, self.recorded_start())[0].checked()
+        opts = self.with_run_options()
+        return resolve_options(opts, opts.recorded_start())[0].checked()
 
     def checked(self) -> "Options":
         """A copy with the stage defaults filled in and every value checked.
