@@ -497,3 +497,15 @@ def test_resume_alone_continues_the_run_as_it_was_started(dataset, tmp_path):
     assert other.exit_code == 1, other.output
     assert (f"{out}/state.json: --width 0.25 disagrees with the run's state, which records "
             f"{float(WIDTH)}") in " ".join(other.output.split())
+
+
+def test_stage2_without_weights_says_it_trains_from_random_weights(dataset, tmp_path):
+    """Stage 2 continues stage 1: run without --weights (a config file's stage: 2 alone)
+    it trains from random weights, and says so before the epochs."""
+    result = runner.invoke(app, base_args(dataset, tmp_path / "run", "--stage", "2",
+                                          "--epochs", "1", "--no-plots"))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    note = ("warning: stage 2 without --weights trains from random weights; it continues "
+            "stage 1: give stage 1's best.weights.h5")
+    assert note in text and text.index(note) < text.index("epoch 1/1")

@@ -229,6 +229,10 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
             ctx.notes.append(f"--freeze {opts.freeze} without --weights keeps a randomly "
                              f"initialized part frozen; use --freeze none to train from "
                              f"scratch")
+        elif (weights is None and opts.stage == 2 and not resuming
+                and opts.backbone_weights in (None, "none")):
+            ctx.notes.append("stage 2 without --weights trains from random weights; it "
+                             "continues stage 1: give stage 1's best.weights.h5")
         freeze(detector, opts.freeze)
         if distribution.handle is not None and keras.backend.backend() == "tensorflow":
             synchronize_batch_norm(detector)  # statistics of the global batch
