@@ -35,6 +35,9 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 #: containers are refused, or written wrong by OpenCV: a .gif as a sequence of frames).
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v",
                 ".avi": "MJPG"}
+#: Score a detection needs to be drawn (the results keep every one above ``--conf``, low
+#: for mAP; a drawing of those would bury the image under boxes).
+DRAW_CONF = 0.25
 #: Frame rate written when the source video does not say.
 DEFAULT_FPS = 25.0
 #: Decimals kept in results (pixels and scores).
@@ -158,8 +161,13 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 
 def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                    classes: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    """A copy of ``(H, W, 3)`` uint8 RGB ``image`` with labelled boxes drawn on it."""
+                    classes: np.ndarray, class_names: Sequence[str],
+                    min_score: float = DRAW_CONF) -> np.ndarray:
+    """A copy of ``(H, W, 3)`` uint8 RGB ``image`` with the boxes scoring at least
+    ``min_score`` drawn on it, labelled with class and score."""
+    keep = np.asarray(scores) >= min_score
+    boxes, scores, classes = (np.asarray(boxes)[keep], np.asarray(scores)[keep],
+                              np.asarray(classes)[keep])
     canvas = np.ascontiguousarray(image.copy())
     side = max(image.shape[:2])
     thickness = max(1, round(LINE_PER_500PX * side / 500))
@@ -229,7 +237,7 @@ def detect_images(detector, images: Sequence[np.ndarray], image_ids: Sequence[in
 
 def run_predictions(detector, items: Sequence[ImageItem], *, batch_size: int,
                     category_ids: Sequence[int], class_names: Sequence[str],
-                    draw_dir: Path | None = None,
+                    draw_dir: Path | None = None, draw_conf: float = DRAW_CONF,
                     on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Detect objects in every image, a batch at a time; return the COCO results list.
 
@@ -239,7 +247,8 @@ def run_predictions(detector, items: Sequence[ImageItem], *, batch_size: int,
         batch_size: images per call.
         category_ids: category id of each class index.
         class_names: class names (labels of drawn boxes).
-        draw_dir: if given, each image is written there with its boxes drawn.
+        draw_dir: if given, each image is written there with its boxes drawn (those
+            scoring at least ``draw_conf``).
         on_batch: called with the number of images done after each batch (progress).
     """
     results: list[dict] = []
@@ -252,7 +261,8 @@ def run_predictions(detector, items: Sequence[ImageItem], *, batch_size: int,
         results += found
         if draw_dir is not None:
             for i, (image, (boxes, scores, classes)) in enumerate(zip(originals, per_image)):
-                drawn = draw_detections(image, boxes, scores, classes, class_names)
+                drawn = draw_detections(image, boxes, scores, classes, class_names,
+                                        draw_conf)
                 write_drawing(Path(draw_dir) / names[start + i], drawn)
         if on_batch is not None:
             on_batch(len(chunk))
@@ -357,7 +367,7 @@ class VideoSink:
 
 def run_video(detector, path: str | os.PathLike, *, batch_size: int,
               category_ids: Sequence[int], class_names: Sequence[str],
-              save_video: Path | None = None,
+              save_video: Path | None = None, draw_conf: float = DRAW_CONF,
               on_batch: Callable[[int], None] | None = None
               ) -> tuple[list[dict], VideoInfo, int]:
     """Detect objects in every frame of a video, streaming; optionally write it drawn.
@@ -382,7 +392,8 @@ def run_video(detector, path: str | os.PathLike, *, batch_size: int,
             results += found
             if sink is not None:
                 for frame, (boxes, scores, classes) in zip(frames, per_image):
-                    sink.write(draw_detections(frame, boxes, scores, classes, class_names))
+                    sink.write(draw_detections(frame, boxes, scores, classes, class_names,
+                                               draw_conf))
             done += len(frames)
             if on_batch is not None:
                 on_batch(len(frames))

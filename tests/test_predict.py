@@ -210,6 +210,17 @@ def test_draw_detections_draws_inside_the_box():
     assert not image.any()
 
 
+def test_only_confident_boxes_are_drawn():
+    """Results keep every box above --conf (0.001, for mAP); drawings only those scoring
+    at least --draw-conf (0.25 by default)."""
+    image = np.zeros((50, 60, 3), np.uint8)
+    boxes, classes = np.float32([[10, 20, 40, 45]]), np.int32([0])
+    assert not draw_detections(image, boxes, np.float32([0.1]), classes, ["thing"]).any()
+    assert draw_detections(image, boxes, np.float32([0.3]), classes, ["thing"]).any()
+    assert draw_detections(image, boxes, np.float32([0.1]), classes, ["thing"],
+                           min_score=0.05).any()
+
+
 def test_compiled_and_eager_give_the_same_results(workspace, tmp_path):
     outs = {}
     for flag in ("--compile", "--no-compile"):

@@ -27,6 +27,7 @@ from detkit.models import build_model
 from detkit.models.recorded import (check_class_names, read_recorded, resolve_anchors,
                                     resolve_options)
 from detkit.options import argument, as_config, is_given, option
+from detkit.predict import DRAW_CONF
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
 
@@ -140,6 +141,9 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
         None, "With a video DATA: also write the video with its boxes drawn (.mp4, .m4v, "
               ".mov, .mkv or .avi).",
         role="output", writes=lambda p: [p])
+    draw_conf: float = option(DRAW_CONF, "Score a box needs to be drawn (--draw-dir, "
+                              "--save-video); the results keep all above --conf.",
+                              low=0, high=1)
     compile: bool = option(True, COMPILE_HELP, toggle=True)
 
 
@@ -207,7 +211,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         progress.start("predict", None)
         results, info, total = run_video(
             loaded.detector, video, batch_size=opts.batch_size, category_ids=ids,
-            class_names=labels, save_video=opts.save_video, on_batch=on_batch)
+            class_names=labels, save_video=opts.save_video, draw_conf=opts.draw_conf,
+            on_batch=on_batch)
         extra["video"] = {"file": str(video), "frames": total, "fps": info.fps,
                           "width": info.width, "height": info.height}
         source = "video"
@@ -217,7 +222,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         results = run_predictions(loaded.detector, image_set.items,
                                   batch_size=opts.batch_size, category_ids=ids,
                                   class_names=labels, draw_dir=draw_path,
-                                  on_batch=on_batch)
+                                  draw_conf=opts.draw_conf, on_batch=on_batch)
         extra["images"] = [{"id": item.image_id, "file_name": str(item.path)}
                            for item in image_set.items]
         source = image_set.kind

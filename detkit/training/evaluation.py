@@ -55,8 +55,7 @@ def draw_sample(image: np.ndarray, record: Any, detections: tuple,
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), TRUTH_COLOR, 1)
     boxes, scores, classes = detections
-    keep = scores >= 0.25 if len(scores) else np.zeros(0, bool)  # the confident ones
-    canvas = draw_detections(canvas, boxes[keep], scores[keep], classes[keep], class_names)
+    canvas = draw_detections(canvas, boxes, scores, classes, class_names)  # confident ones
     side = max(canvas.shape[:2])
     if side > SAMPLE_SIDE:
         scale = SAMPLE_SIDE / side
