@@ -440,6 +440,20 @@ def test_voc_flat_folder_with_images_beside(tmp_path):
     assert data.records[0].image_path == os.path.join(str(tmp_path), "a.png")
 
 
+def test_voc_missing_image_is_looked_for_where_the_dataset_keeps_images(tmp_path):
+    """An image that is nowhere: its expected place is the dataset's (beside the xml in a
+    flat folder, JPEGImages/ in a VOC one), not the annotator's ``<path>``."""
+    stale = "<path>/Users/someone/Desktop/raccoon/images/a.jpg</path>"
+    write(tmp_path / "flat" / "a.xml", VOC_XML.format(name="a.jpg", size=SIZE, first="dog")
+          .replace("<annotation>", "<annotation>" + stale))
+    assert load_dataset(tmp_path / "flat").records[0].image_path == os.path.join(
+        str(tmp_path), "flat", "a.jpg")
+    root = make_voc(tmp_path / "VOC")
+    (root / "JPEGImages" / "001.jpg").unlink()
+    assert load_dataset(root).records[0].image_path == os.path.join(
+        str(tmp_path), "VOC", "JPEGImages", "001.jpg")
+
+
 # -------------------------------------------------------------------------------- YOLO
 
 def make_yolo(root):

@@ -160,9 +160,12 @@ class RunContext:
             if artifact is not None:
                 check_fresh(artifact)
         family = get_family(opts.model)
-        dataset = load_dataset(opts.data, opts.format, opts.classes)
+        reads_images = opts.epochs > 0     # a missing image: one error now, not mid-epoch
+        dataset = load_dataset(opts.data, opts.format, opts.classes,
+                               check_images=reads_images)
         class_names = list(dataset.class_names)
-        val_dataset = (load_dataset(opts.val, opts.format, class_names, split="val")
+        val_dataset = (load_dataset(opts.val, opts.format, class_names, split="val",
+                                    check_images=reads_images)
                        if opts.val is not None else None)
         if opts.val is None and names_split(opts.data, "val"):
             val_dataset = _own_val_split(opts, class_names, start_notes)

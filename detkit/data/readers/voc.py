@@ -89,7 +89,9 @@ def _text(element: ET.Element | None, tag: str) -> str | None:
 
 
 def _image_path(root: ET.Element, xml_path: Path, voc_root: Path) -> Path:
-    """Best guess of the image file (the first that exists, else the usual place)."""
+    """Best guess of the image file: the first that exists, else where the dataset keeps
+    its images (``JPEGImages/`` when it has one, else beside the xml), not ``<path>``,
+    which is often the annotator's own machine."""
     candidates = []
     stored = _text(root, "path")
     if stored:
@@ -98,11 +100,15 @@ def _image_path(root: ET.Element, xml_path: Path, voc_root: Path) -> Path:
                           else xml_path.parent / stored_path)
     filename = _text(root, "filename")
     if filename:
-        candidates += [voc_root / IMAGE_DIRS[0] / filename, xml_path.parent / filename,
-                       voc_root / IMAGE_DIRS[1] / filename]
-    if not candidates:
+        usual = [voc_root / IMAGE_DIRS[0] / filename, xml_path.parent / filename,
+                 voc_root / IMAGE_DIRS[1] / filename]
+        candidates += usual
+        fallback = usual[0] if (voc_root / IMAGE_DIRS[0]).is_dir() else usual[1]
+    elif not candidates:
         raise DataError("no <filename> or <path> element", path=xml_path)
-    return first_existing(candidates) or candidates[0]
+    else:
+        fallback = candidates[0]
+    return first_existing(candidates) or fallback
 
 
 def _size(root: ET.Element, xml_path: Path, image: Path) -> tuple[int, int]:
