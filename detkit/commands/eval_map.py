@@ -180,7 +180,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
             or category ids.
     """
     if opts.detections is None and opts.model is None and opts.weights is None:
-        raise UsageError("give --detections DETS.json, or --model and --weights to run a model")
+        raise UsageError("give --detections DETS.json, or --weights (trained weights or an "
+                         "export) to run a model")
     if opts.model is not None and opts.weights is None:
         raise UsageError("--model needs --weights (the trained model's .weights.h5 or an "
                          "export)")
