@@ -466,6 +466,15 @@ def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, c
     assert exit_info.value.exit_code == 130
     assert "interrupted: " + str(caught.value) in " ".join(capsys.readouterr().err.split())
 
+    class CtrlCFirst(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    fresh = tmp_path / "fresh"                    # a new run stopped before any epoch
+    with pytest.raises(Interrupted, match="no epoch finished: nothing of this run is kept"):
+        run_training(dataclasses.replace(opts, out=fresh), callbacks=[CtrlCFirst()])
+    assert not fresh.exists()                     # not even its manifest.json is left
+
 
 def test_resume_alone_continues_the_run_as_it_was_started(dataset, tmp_path):
     """`train DATA --out run --resume` needs none of the run's flags: the run's state

@@ -284,6 +284,11 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
                              f"left in {run_dir} ({', '.join(p.name for p in removed[:3])})")
             return _run_locked(opts, callbacks=callbacks, config=config,
                                objective_for=objective_for, notes=notes)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(
+                path.exists() for path in run_files(run_dir) if path.name != MANIFEST):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a new run that kept no epoch
+        raise
     finally:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written: leave no empty run directory
@@ -401,7 +406,7 @@ def _kept(ctx: RunContext) -> str:
     except ArtifactError:
         state = None
     if state is None:
-        return f"no epoch finished; {ctx.run_dir} holds no weights of this run"
+        return "no epoch finished: nothing of this run is kept"
     return (f"{ctx.run_dir} keeps {int(state['epoch'])} of {ctx.opts.total_epochs} epochs; "
             f"the same command with --resume continues it")
 
