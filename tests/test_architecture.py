@@ -168,3 +168,19 @@ def test_help_shows_no_value_for_flags_and_short_choices():
     options, switches = train.output.split("─ Switches ─")
     assert "--exist-ok" in switches and "--exist-ok" not in options
     assert "--epochs" in options and "--epochs" not in switches
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["kmeans-anchors", "x", "--epoch", "3"],
+     "error: No such option: --epoch (see 'detkit kmeans-anchors --help')"),
+    (["trian"], "error: No such command 'trian' (see 'detkit --help')"),
+    (["kmeans-anchors"], "error: Missing argument 'DATA' (see 'detkit kmeans-anchors --help')"),
+    (["kmeans-anchors", "x", "--k", "abc"], "error: Invalid value for '--k'"),
+])
+def test_command_line_mistakes_are_one_error_line(argv, message):
+    """An unknown option or command, a missing argument, a value of the wrong type: one
+    `error:` line naming the help to read, exit code 2 (not Typer's boxed panel)."""
+    result = CliRunner().invoke(app, argv, prog_name="detkit")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.output

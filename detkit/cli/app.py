@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator, Optional
@@ -25,6 +26,15 @@ from typer.core import TyperCommand, TyperGroup
 
 from detkit.cli._catalog import COMMANDS
 from detkit.errors import DetkitError
+
+
+#: The command-line parser's own errors (Typer 0.29 carries its own copy of Click).
+USAGE_MISTAKES: tuple[type[Exception], ...] = (click.ClickException,)
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+    USAGE_MISTAKES += (_TyperClickException,)
+except ImportError:                      # Typer on Click itself
+    pass
 
 
 class _UntypedHelp:
@@ -64,6 +74,21 @@ class LazyGroup(_UntypedHelp, TyperGroup):
             info, pretty_exceptions_short=app.pretty_exceptions_short,
             rich_markup_mode=app.rich_markup_mode)
         return self.commands[name]
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Typer's ``main``, with a command-line mistake (unknown option or command, a
+        missing argument, a value of the wrong type) told as one ``error:`` line naming
+        where the help is, exit code 2, instead of Typer's boxed usage panel."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except USAGE_MISTAKES as err:
+            context = getattr(err, "ctx", None)
+            where = f"{context.command_path} --help" if context is not None else "detkit --help"
+            _error(f"{err.format_message().rstrip('.')} (see '{where}')")
+            sys.exit(err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         self.listing = True
