@@ -34,8 +34,6 @@ DISTILL_EPOCHS ?= 16
 PRETRAINED ?= $(patsubst %/,%,$(dir $(DEMO_MK)))/pretrained
 TEACHER_START := $(PRETRAINED)/$(MODEL)-w$(WIDTH).weights.h5
 STUDENT_START := $(PRETRAINED)/$(MODEL)-w$(STUDENT_WIDTH).weights.h5
-# A training rule re-made (its inputs changed, or make deleted its target after an
-# interruption) replaces its run: --exist-ok, as make replaces any other target.
 # options every model-running stage shares (training stages add --seed)
 MODEL_ARGS = --model $(MODEL) --anchors $(DEMO)/anchors.txt --classes $(DATA)/classes.txt \
              --input-size $(SIZE)
@@ -63,7 +61,9 @@ $(DEMO)/bottlenecks.h5: $(DATA)/train.txt $(DEMO)/anchors.txt $(TEACHER_START)
 	$(DETKIT) cache-bottlenecks $< $(COMMON) --width $(WIDTH) --weights $(TEACHER_START) \
 	    --out $@
 
-# 5. stage 1: the new output convs on the cached features, the rest frozen
+# 5. stage 1: the new output convs on the cached features, the rest frozen. A training
+# rule re-made (its inputs changed, or make deleted its target after an interruption)
+# replaces its run: --exist-ok, as make replaces any other target.
 $(DEMO)/stage1/best.weights.h5: $(DEMO)/bottlenecks.h5 $(DEMO)/labels.npz
 	$(DETKIT) train $(DATA)/train.txt --stage 1 $(COMMON) --width $(WIDTH) \
 	    --weights $(TEACHER_START) --bottlenecks $(DEMO)/bottlenecks.h5 \
