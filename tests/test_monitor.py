@@ -72,8 +72,8 @@ def test_monitor_map50_picks_the_best_val_map50_epoch_and_resumes(dataset, tmp_p
     assert f"best val_map50: {values[expected - 1]:.4g} at epoch {expected}" in result.output
 
     # --resume continues with the same monitor and best; another monitor is refused.
-    other = runner.invoke(app, args(dataset, out, "--epochs", "4", "--resume", "--val",
-                                    str(dataset / "val.txt")))
+    other = runner.invoke(app, args(dataset, out, "--epochs", "4", "--resume", "--monitor",
+                                    "fitness"))
     assert other.exit_code == 1 and "monitor" in other.output, other.output
     resumed = runner.invoke(app, args(dataset, out, "--epochs", "4", "--lr", "0.01",
                                       "--resume", *val))
