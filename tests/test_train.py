@@ -518,3 +518,15 @@ def test_stage2_without_weights_says_it_trains_from_random_weights(dataset, tmp_
     note = ("warning: stage 2 without --weights trains from random weights; it continues "
             "stage 1: give stage 1's best.weights.h5")
     assert note in text and text.index(note) < text.index("epoch 1/1")
+
+
+def test_default_coco_anchors_at_another_input_size_are_pointed_out(dataset, tmp_path):
+    """Without --anchors a YOLO trains on the packaged COCO anchors, fitted at 416: at
+    another input size the run says so, before the epochs, and how to fit its own."""
+    args = base_args(dataset, tmp_path / "run", "--epochs", "1", "--no-plots")
+    del args[args.index("--anchors"):args.index("--anchors") + 2]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (f"warning: the default anchors (yolov3-tiny_coco.txt) are COCO's at input 416, "
+            f"this runs at {SIZE}: fit anchors to the boxes with kmeans-anchors "
+            f"--input-size {SIZE} --k 6") in " ".join(result.output.split())

@@ -16,7 +16,7 @@ import dataclasses
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -162,6 +162,11 @@ class Family:
         """The packaged COCO anchors of this family."""
         return ANCHORS_DIR / self.default_anchors
 
+    def default_anchors_input(self) -> Optional[int]:
+        """The input side the default anchors were fitted at (COCO's, ``None`` for anchors
+        generated per level, which fit any input)."""
+        return COCO_ANCHORS_INPUT if self.default_anchors.endswith("_coco.txt") else None
+
     def resolve_anchors(self, path: str | os.PathLike | None) -> tuple[np.ndarray, Path]:
         """Load ``path`` (or the family's default anchors) and check the count.
 
@@ -181,6 +186,10 @@ class Family:
                 f"{len(anchors)} ({self.anchors_per_scale} per scale at strides "
                 f"{', '.join(map(str, self.strides))})", path=source)
         return anchors, source
+
+
+#: The input side of the packaged COCO anchors (keras-yolo3's and YAD2K's, at 416).
+COCO_ANCHORS_INPUT = 416
 
 
 def _backbones(default: str) -> tuple[str, ...]:
