@@ -185,3 +185,8 @@ def test_command_line_mistakes_are_one_error_line(argv, message):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), result.output
     assert lines[0].endswith("--help')"), result.output
+
+
+def test_detkit_alone_prints_its_help_and_no_error():
+    result = CliRunner().invoke(app, [], prog_name="detkit")
+    assert "Commands" in result.output and "error" not in result.output

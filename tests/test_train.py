@@ -530,3 +530,38 @@ def test_default_coco_anchors_at_another_input_size_are_pointed_out(dataset, tmp
     assert (f"warning: the default anchors (yolov3-tiny_coco.txt) are COCO's at input 416, "
             f"this runs at {SIZE}: fit anchors to the boxes with kmeans-anchors "
             f"--input-size {SIZE} --k 6") in " ".join(result.output.split())
+
+
+def test_resumed_options_come_from_the_run_unless_given(tmp_path):
+    """with_run_options: options not given take the run's recorded values; a given option
+    (or one that sets it, --mixed-precision for --precision) wins; anchors and weights
+    stay the state's; a recorded input path not found from here is an error naming it."""
+    from detkit.commands.train import Options
+    from detkit.errors import UsageError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    data = tmp_path / "train.txt"
+    data.write_text("")
+    val = tmp_path / "val.txt"
+    val.write_text("")
+    config = {"lr": 0.02, "precision": "float32", "freeze": "none", "aug_scale": [0.7, 1.3],
+              "anchors": "gone.txt", "weights": "gone.weights.h5", "val": str(val)}
+    (out / "manifest.json").write_text(json.dumps({"config": config}))
+
+    def resumed(**given):
+        opts = Options(data=data, out=out, resume=True, **given,
+                       given=frozenset({"data", "out", "resume", *given}))
+        return opts.with_run_options()
+
+    plain = resumed()
+    assert (plain.lr, plain.precision, plain.freeze, plain.aug_scale) == (
+        0.02, "float32", "none", (0.7, 1.3))
+    assert plain.anchors is None and plain.weights is None and plain.val == val
+    mixed = resumed(mixed_precision=True, lr=0.5)
+    assert (mixed.precision, mixed.lr) == (None, 0.5)
+    val.unlink()
+    with pytest.raises(UsageError, match=f"the run was started with --val {val}, which is "
+                                         "not found from here"):
+        resumed()
+    assert Options(data=data, out=out).with_run_options().lr is None     # no --resume

@@ -84,6 +84,8 @@ class LazyGroup(_UntypedHelp, TyperGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except USAGE_MISTAKES as err:
+            if not err.format_message():     # `detkit` alone: the help was the answer
+                sys.exit(err.exit_code)
             context = getattr(err, "ctx", None)
             where = f"{context.command_path} --help" if context is not None else "detkit --help"
             _error(f"{err.format_message().rstrip('.')} (see '{where}')")

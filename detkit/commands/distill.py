@@ -124,5 +124,6 @@ def run(opts: Options, progress: Progress = SILENT):
     from detkit.distill import run_distillation
     from detkit.training.progress import ProgressCallback
 
+    opts = opts.with_run_options()
     return run_distillation(opts, callbacks=[ProgressCallback(progress, opts.epochs)],
                             config=as_config(opts))

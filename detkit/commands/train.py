@@ -38,8 +38,12 @@ FAMILY_OPTIONS = ("ignore_thresh", "box_loss", "obj_loss", "focal_alpha", "focal
                   "label_smoothing", "huber_delta", "box_weight", "obj_weight",
                   "noobj_weight", "coord_weight", "scale_small_boxes", "pos_iou", "neg_iou",
                   "sample_anchors", "positive_fraction", "multi_scale")
-#: Options a resumed run does not take from the run's recorded config.
-NEW_ON_RESUME = ("data", "out", "resume", "exist_ok")
+#: Options a resumed run does not take from the run's recorded config: its own paths and
+#: flags, and what the run's state holds (anchors, weights: the state's are used).
+NEW_ON_RESUME = ("data", "out", "resume", "exist_ok", "anchors", "weights",
+                 "backbone_weights")
+#: An option not taken from a resumed run when another that sets it is given.
+ALIASES = {"precision": ("mixed_precision",)}
 #: Learning rate and frozen part by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
 DEFAULT_FREEZE = {1: "body", 2: "none"}
@@ -343,10 +347,19 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         config = config.get("config") if isinstance(config, dict) else None
         if not isinstance(config, dict):
             return self
-        fields = {field.name: field for field, _ in specs(self)}
-        return dataclasses.replace(self, **{
-            name: recorded_value(fields[name], value) for name, value in config.items()
-            if name in fields and name not in NEW_ON_RESUME and not is_given(self, name)})
+        found = {field.name: (field, spec) for field, spec in specs(self)}
+        changes = {}
+        for name, value in config.items():
+            if (name not in found or name in NEW_ON_RESUME or is_given(self, name)
+                    or any(is_given(self, alias) for alias in ALIASES.get(name, ()))):
+                continue
+            field, spec = found[name]
+            if spec.role == "input" and value is not None and not Path(value).exists():
+                raise UsageError(f"--resume: the run was started with {spec.flag} {value}, "
+                                 f"which is not found from here (the run records it as "
+                                 f"given where it started); give {spec.flag}")
+            changes[name] = recorded_value(field, value)
+        return dataclasses.replace(self, **changes)
 
     def resolved(self) -> "Options":
         """A copy with a resumed run's options (:meth:`with_run_options`), stage 2's
@@ -412,5 +425,6 @@ def run(opts: Options, progress: Progress = SILENT):
     from detkit.training.progress import ProgressCallback
     from detkit.training.run import run_training
 
+    opts = opts.with_run_options()
     return run_training(opts, callbacks=[ProgressCallback(progress, opts.total_epochs)],
                         config=as_config(opts))

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import (DetkitWarning, check_agree, check_fresh, check_writable,
-                              library_versions, read_manifest, remove_stale_temps, run_files,
-                              run_lock, sha256_file, write_json, write_manifest)
+from detkit.artifacts import (LOCK_NAME, DetkitWarning, check_agree, check_fresh,
+                              check_writable, library_versions, read_manifest,
+                              remove_stale_temps, run_files, run_lock, sha256_file,
+                              write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
 from detkit.data.records import annotations_sha256
 from detkit.errors import ArtifactError, Interrupted, UsageError
@@ -160,12 +161,12 @@ class RunContext:
             if artifact is not None:
                 check_fresh(artifact)
         family = get_family(opts.model)
-        reads_images = opts.epochs > 0     # a missing image: one error now, not mid-epoch
+        # a missing image: one error now, not mid-epoch (validation always reads images)
         dataset = load_dataset(opts.data, opts.format, opts.classes,
-                               check_images=reads_images)
+                               check_images=opts.epochs > 0)
         class_names = list(dataset.class_names)
         val_dataset = (load_dataset(opts.val, opts.format, class_names, split="val",
-                                    check_images=reads_images)
+                                    check_images=True)
                        if opts.val is not None else None)
         if opts.val is None and names_split(opts.data, "val"):
             val_dataset = _own_val_split(opts, class_names, start_notes)
@@ -235,7 +236,8 @@ def _own_val_split(opts: "TrainOptions", class_names: list[str],
     """The val split of dataset file ``opts.data`` (Ultralytics' habit), or ``None`` with
     a note when it has no labels to read (images only)."""
     try:
-        val_dataset = load_dataset(opts.data, opts.format, class_names, split="val")
+        val_dataset = load_dataset(opts.data, opts.format, class_names, split="val",
+                                   check_images=True)
     except UsageError as err:
         notes.append(f"not validating: the val split of {opts.data} is not a dataset "
                      f"({err})")
@@ -270,6 +272,7 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
             an unwritable ``--out``, a run directory another run holds.
         TrainingError: NaN/Inf loss.
     """
+    opts = opts.with_run_options()        # --resume: the run's own options, for every worker
     run_dir = Path(opts.out)
     check_writable(run_dir, folder=True)
     if opts.strategy == "multi-worker" and not is_chief():
@@ -289,16 +292,30 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
             if removed:
                 notes.append(f"removed {len(removed)} temporary file(s) an interrupted run "
                              f"left in {run_dir} ({', '.join(p.name for p in removed[:3])})")
-            return _run_locked(opts, callbacks=callbacks, config=config,
-                               objective_for=objective_for, notes=notes)
-    except BaseException:
-        if created and run_dir.is_dir() and not any(
-                path.exists() for path in run_files(run_dir) if path.name != MANIFEST):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a new run that kept no epoch
-        raise
+            try:
+                return _run_locked(opts, callbacks=callbacks, config=config,
+                                   objective_for=objective_for, notes=notes)
+            except BaseException:
+                if created:                  # this run made the folder and holds it
+                    _remove_unkept_run(run_dir)
+                raise
     finally:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written: leave no empty run directory
+
+
+def _remove_unkept_run(run_dir: Path) -> None:
+    """The files of a new run that failed before keeping an epoch (its manifest, logs),
+    all but the lock file, which the lock's release removes with the empty folder."""
+    if any(path.exists() for path in run_files(run_dir) if path.name != MANIFEST):
+        return
+    for item in run_dir.iterdir():
+        if item.name == LOCK_NAME:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
 
 
 def _refuse_existing_run(opts: "TrainOptions", run_dir: Path) -> None:
