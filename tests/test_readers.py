@@ -452,6 +452,12 @@ def test_voc_missing_image_is_looked_for_where_the_dataset_keeps_images(tmp_path
     (root / "JPEGImages" / "001.jpg").unlink()
     assert load_dataset(root).records[0].image_path == os.path.join(
         str(tmp_path), "VOC", "JPEGImages", "001.jpg")
+    write(tmp_path / "kept" / "Annotations" / "a.xml",
+          VOC_XML.format(name="a.jpg", size=SIZE, first="dog"))
+    (tmp_path / "kept" / "images").mkdir()
+    make_image(tmp_path / "kept" / "images" / "other.jpg", 8, 8)
+    assert load_dataset(tmp_path / "kept").records[0].image_path == os.path.join(
+        str(tmp_path), "kept", "images", "a.jpg")
 
 
 # -------------------------------------------------------------------------------- YOLO

@@ -90,8 +90,8 @@ def _text(element: ET.Element | None, tag: str) -> str | None:
 
 def _image_path(root: ET.Element, xml_path: Path, voc_root: Path) -> Path:
     """Best guess of the image file: the first that exists, else where the dataset keeps
-    its images (``JPEGImages/`` when it has one, else beside the xml), not ``<path>``,
-    which is often the annotator's own machine."""
+    its images (``JPEGImages/`` or ``images/`` when it has one, else beside the xml), not
+    ``<path>``, which is often the annotator's own machine."""
     candidates = []
     stored = _text(root, "path")
     if stored:
@@ -103,7 +103,9 @@ def _image_path(root: ET.Element, xml_path: Path, voc_root: Path) -> Path:
         usual = [voc_root / IMAGE_DIRS[0] / filename, xml_path.parent / filename,
                  voc_root / IMAGE_DIRS[1] / filename]
         candidates += usual
-        fallback = usual[0] if (voc_root / IMAGE_DIRS[0]).is_dir() else usual[1]
+        fallback = next((place for place, folder in zip(usual, (
+            voc_root / IMAGE_DIRS[0], xml_path.parent, voc_root / IMAGE_DIRS[1]))
+            if folder.is_dir() and folder != xml_path.parent), usual[1])
     elif not candidates:
         raise DataError("no <filename> or <path> element", path=xml_path)
     else:
