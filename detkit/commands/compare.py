@@ -94,18 +94,23 @@ def read_report_row(path: str | Path) -> ReportRow:
         format=model.get("format", "keras" if model else None),
         quantize=model.get("quantize"),
         ground_truth=_ground_truth(report, path),
-        ground_truth_given=(report.get("inputs") or {}).get("ground_truth")
-        if isinstance(report.get("inputs"), dict) else None,
+        ground_truth_given=_ground_truth_given(report),
     )
+
+
+def _ground_truth_given(report: dict) -> Optional[str]:
+    """The ground truth as the report records it (the path typed), ``None``: unknown."""
+    inputs = report.get("inputs")
+    value = inputs.get("ground_truth") if isinstance(inputs, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _ground_truth(report: dict, path: Path) -> Optional[str]:
     """The ground truth a report was scored on: its file's sha256 as the report's manifest
     records it, else (a folder) its full path there, else its path as given (normalized);
     ``None``: unknown."""
-    inputs = report.get("inputs")
-    value = inputs.get("ground_truth") if isinstance(inputs, dict) else None
-    if not isinstance(value, str) or not value:
+    value = _ground_truth_given(report)
+    if value is None:
         return None
     try:
         manifest = read_manifest(path)

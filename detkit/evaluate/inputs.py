@@ -14,10 +14,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from detkit.artifacts import read_manifest
 from detkit.data.dataset import load_dataset
 from detkit.data.readers.common import read_json
 from detkit.data.readers.dataset_file import read_dataset_file
-from detkit.artifacts import read_manifest
 from detkit.errors import ArtifactError, DataError
 
 #: Keys of a COCO ground-truth file.
