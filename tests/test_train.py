@@ -475,6 +475,18 @@ def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, c
         run_training(dataclasses.replace(opts, out=fresh), callbacks=[CtrlCFirst()])
     assert not fresh.exists()                     # not even its manifest.json is left
 
+    class CacheThenCtrlC(keras.callbacks.Callback):
+        """A file not of the run lands in the new folder first (distill's --teacher-cache
+        inside --out is written before the epochs)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            (fresh / "teacher.h5").write_bytes(b"the user's cache")
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        run_training(dataclasses.replace(opts, out=fresh), callbacks=[CacheThenCtrlC()])
+    assert sorted(p.name for p in fresh.iterdir()) == ["teacher.h5"]  # only the run's go
+
 
 def test_resume_alone_continues_the_run_as_it_was_started(dataset, tmp_path):
     """`train DATA --out run --resume` needs none of the run's flags: the run's state

@@ -305,17 +305,31 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
 
 
 def _remove_unkept_run(run_dir: Path) -> None:
-    """The files of a new run that failed before keeping an epoch (its manifest, logs),
-    all but the lock file, which the lock's release removes with the empty folder."""
+    """The files of a new run that failed before keeping an epoch (its manifest, logs).
+
+    Only the files a run writes go: anything else in the folder (a ``--teacher-cache``
+    written there, the user's own files) stays, and so does the lock file, which the
+    lock's release removes with the folder when it is empty.
+    """
     if any(path.exists() for path in run_files(run_dir) if path.name != MANIFEST):
         return
-    for item in run_dir.iterdir():
-        if item.name == LOCK_NAME:
-            continue
-        if item.is_dir() and not item.is_symlink():
-            shutil.rmtree(item, ignore_errors=True)
-        else:
-            item.unlink(missing_ok=True)
+    _remove_run_files(run_dir)
+    remove_stale_temps(run_dir)
+
+
+def _remove_run_files(run_dir: Path) -> list[Path]:
+    """Remove the run files, pictures and TensorBoard logs of ``run_dir``; returns the run
+    files (:data:`~detkit.artifacts.RUN_FILES`) that were there."""
+    from detkit.training.results import PLOT_FILES
+
+    removed = [path for path in run_files(run_dir) if path.exists()]
+    for path in removed:
+        path.unlink()
+    for name in PLOT_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if (run_dir / TENSORBOARD_DIR).is_dir():
+        shutil.rmtree(run_dir / TENSORBOARD_DIR)
+    return removed
 
 
 def _refuse_existing_run(opts: "TrainOptions", run_dir: Path) -> None:
@@ -468,15 +482,7 @@ def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
 def _replace_run(ctx: RunContext) -> None:
     """``--exist-ok``: remove the files of the run being replaced (after every check, so a
     refused run loses nothing), so none of them is taken for the new run's."""
-    from detkit.training.results import PLOT_FILES
-
-    replaced = [path for path in run_files(ctx.run_dir) if path.exists()]
-    for path in replaced:
-        path.unlink()
-    for name in PLOT_FILES:  # the replaced run's pictures and TensorBoard logs
-        (ctx.run_dir / name).unlink(missing_ok=True)
-    if (ctx.run_dir / TENSORBOARD_DIR).is_dir():
-        shutil.rmtree(ctx.run_dir / TENSORBOARD_DIR)
+    replaced = _remove_run_files(ctx.run_dir)
     if replaced:
         ctx.notes.append(f"--exist-ok: replaced the run in {ctx.run_dir} "
                          f"({len(replaced)} files)")
