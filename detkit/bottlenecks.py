@@ -6,6 +6,11 @@ Layout of ``bottlenecks.h5`` (format version 1):
   scale, coarsest stride first, chunked per image ``(1, H_i, W_i, C_i)`` and compressed
   only where a trial on the first batch shows that it pays (see :func:`choose_filters`).
 - ``image_paths``: ``(N,)`` UTF-8 strings, the image of each row.
+- ``image_bytes``, ``image_mtime_ns``, ``image_sha256``: ``(N,)`` stamps of the image file
+  each row was computed from (size, modification time in ns, hex sha256; -1 and empty
+  where the file could not be read). A reader refuses the cache when an image that is
+  still there has other bytes now (:func:`first_changed_image`); caches written before
+  the stamps existed have none and are not compared.
 - file attributes: ``kind``, ``format_version``, the settings of :class:`CacheSettings`
   (model, width, split, input size, dtype, weights sha256, image-list sha256), ``n_done``
   (rows written so far) and ``complete``.
@@ -30,7 +35,7 @@ import h5py
 import keras
 import numpy as np
 
-from detkit.artifacts import check_fresh, settings_agree, sha256_strings
+from detkit.artifacts import check_fresh, settings_agree, sha256_file, sha256_strings
 from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
 from detkit.choices import COMPRESSIONS, DTYPES  # noqa: F401 (re-exported)
 
@@ -44,6 +49,8 @@ GZIP_LEVEL = 1
 MIN_SAVING = 0.15
 #: ``auto`` prefers lzf (faster to read) unless gzip is this much smaller still.
 GZIP_ADVANTAGE = 0.10
+#: The per-row stamps of the image files (see the module docstring).
+STAMP_DATASETS = ("image_bytes", "image_mtime_ns", "image_sha256")
 #: Settings that must agree between a cache and the command that uses it.
 MATCH_KEYS = ("model", "width", "backbone", "split", "input_size", "weights_sha256",
               "num_images", "images_sha256")
@@ -153,6 +160,65 @@ def check_settings(name: str, found: Mapping[str, Any], expected: CacheSettings,
             f"cache-bottlenecks with the same model, weights and images):\n" + "\n".join(lines))
 
 
+# --------------------------------------------------------------------------- image stamps
+
+def _stat(path: str) -> tuple[int, int]:
+    """``(size in bytes, modification time in ns)`` of a file; ``(-1, -1)`` when absent."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return -1, -1
+    return found.st_size, found.st_mtime_ns
+
+
+def _add_stamp_datasets(handle: h5py.File, num_images: int) -> None:
+    """Create the empty stamp datasets (rows not stamped yet read as unknown)."""
+    for name in ("image_bytes", "image_mtime_ns"):
+        handle.create_dataset(name, shape=(num_images,), dtype="int64", fillvalue=-1)
+    handle.create_dataset("image_sha256", shape=(num_images,), dtype="S64")
+
+
+def _stamp_rows(handle: h5py.File, lo: int, hi: int) -> None:
+    """Record the size, time and sha256 of the image files of rows ``lo:hi``."""
+    paths = [plain_attribute(p) for p in handle["image_paths"][lo:hi]]
+    stats = [_stat(path) for path in paths]
+    digests = []
+    for path, (size, _) in zip(paths, stats):
+        try:
+            digests.append(sha256_file(path).encode("ascii") if size >= 0 else b"")
+        except OSError:
+            digests.append(b"")
+    handle["image_bytes"][lo:hi] = [size for size, _ in stats]
+    handle["image_mtime_ns"][lo:hi] = [mtime for _, mtime in stats]
+    handle["image_sha256"][lo:hi] = digests
+
+
+def first_changed_image(handle: h5py.File) -> tuple[int, str] | None:
+    """The first row whose image file has other bytes than when it was cached.
+
+    Files that are gone (moved data, another machine) and rows without a stamp are not
+    compared; a file whose size and modification time are as recorded is taken as the
+    same, otherwise its sha256 decides (a copy or a ``touch`` is not a change).
+
+    Returns:
+        ``(row, image path)``, or ``None`` when every image still there is unchanged.
+    """
+    if not all(name in handle for name in STAMP_DATASETS):
+        return None
+    paths = [plain_attribute(p) for p in handle["image_paths"][:]]
+    sizes, mtimes = handle["image_bytes"][:], handle["image_mtime_ns"][:]
+    digests = handle["image_sha256"][:]
+    for row, path in enumerate(paths):
+        if sizes[row] < 0 or not digests[row]:
+            continue
+        size, mtime = _stat(path)
+        if size < 0 or (size == sizes[row] and mtime == mtimes[row]):
+            continue
+        if size != sizes[row] or sha256_file(path).encode("ascii") != digests[row]:
+            return row, path
+    return None
+
+
 # --------------------------------------------------------------------------- writing
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +324,8 @@ def _open_partial(tmp: Path, settings: CacheSettings, notes: list[str]) -> h5py.
         raise ArtifactMismatchError(
             "cannot resume: the partial cache was started with other settings (run "
             "without --resume to start over):\n" + "\n".join(lines), path=tmp)
+    if not all(name in handle for name in STAMP_DATASETS):  # started by an older detkit
+        _add_stamp_datasets(handle, settings.num_images)
     return handle
 
 
@@ -275,6 +343,7 @@ def _create(tmp: Path, settings: CacheSettings, first: list[np.ndarray],
     names = handle.create_dataset("image_paths", shape=(settings.num_images,),
                                   dtype=h5py.string_dtype("utf-8"))
     names[:] = list(settings.image_paths)
+    _add_stamp_datasets(handle, settings.num_images)
     handle.attrs.update(settings.attrs())
     handle.attrs.update(kind=KIND, format_version=FORMAT_VERSION, n_done=0, complete=False,
                         num_scales=len(first))
@@ -439,6 +508,7 @@ def _store(handle: h5py.File, indices: np.ndarray, features: list[np.ndarray]) -
             raise ArtifactError(f"features of scale {index} have shape {feature.shape}, "
                                 f"the cache expects {(hi - lo, *dset.shape[1:])}")
         dset[lo:hi] = feature
+    _stamp_rows(handle, lo, hi)
     handle.attrs["n_done"] = hi
     handle.flush()
 
@@ -469,7 +539,8 @@ class BottleneckCache:
 
     Raises:
         ArtifactError: missing, unreadable, another kind or layout, or incomplete.
-        ArtifactMismatchError: stale (an input recorded in its manifest changed since).
+        ArtifactMismatchError: stale (an input recorded in its manifest, or an image
+            file still there, changed since).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -478,9 +549,16 @@ class BottleneckCache:
         handle = self._file()
         try:
             check_fresh(self.path, remake="cache-bottlenecks")
+            changed = first_changed_image(handle)
         except Exception:
             self.close()
             raise
+        if changed is not None:
+            self.close()
+            row, image = changed
+            raise ArtifactMismatchError(
+                f"stale: image {row} ({image}) changed after the cache was made (another "
+                f"sha256); re-run cache-bottlenecks", path=self.path)
         attrs = dict(handle.attrs)
         self.settings: dict[str, Any] = {key: plain_attribute(attrs[key]) for key in
                                          (*MATCH_KEYS, "dtype") if key in attrs}

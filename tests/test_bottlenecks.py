@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 import tracemalloc
 
 import cv2
@@ -151,6 +153,49 @@ def test_mismatch_names_every_difference_and_first_image(tmp_path):
             cache.check(settings(n=9))
         with pytest.raises(ArtifactMismatchError, match="split"):
             cache.check(settings(split="body"))
+
+
+def test_an_image_edited_after_caching_makes_the_cache_stale(tmp_path):
+    """Rows are stamped with their image's size, time and sha256: other bytes in an image
+    still there are refused naming it; a touch or a copy of the same bytes is not a
+    change, and images that are gone (moved data) are not compared."""
+    images = tmp_path / "img"
+    images.mkdir()
+    paths = [images / f"{i}.png" for i in range(6)]
+    for i, path in enumerate(paths):
+        path.write_bytes(bytes([i]) * (100 + i))
+    path = tmp_path / "c.h5"
+    write_cache(path, settings(n=6, image_paths=[str(p) for p in paths]), FakeCompute(),
+                batch_size=4)
+    BottleneckCache(path).close()                      # unchanged: opens
+
+    os.utime(paths[1], ns=(1, 1))                      # touched: same bytes
+    paths[2].unlink()                                  # gone: not compared
+    BottleneckCache(path).close()
+
+    paths[4].write_bytes(bytes([9]) * 104)             # same size, other bytes
+    with pytest.raises(ArtifactMismatchError,
+                       match=rf"stale: image 4 \({re.escape(str(paths[4]))}\) changed after "
+                             r"the cache was made"):
+        BottleneckCache(path)
+    paths[4].write_bytes(bytes([4]) * 104)             # restored: opens again
+    BottleneckCache(path).close()
+    paths[5].write_bytes(b"longer now" * 20)           # another size
+    with pytest.raises(ArtifactMismatchError, match=r"image 5 "):
+        BottleneckCache(path)
+
+
+def test_resumed_cache_stamps_every_row(tmp_path):
+    paths = [tmp_path / f"{i}.png" for i in range(5)]
+    for i, image in enumerate(paths):
+        image.write_bytes(bytes([i]) * 10)
+    path, s = tmp_path / "c.h5", settings(n=5, image_paths=[str(p) for p in paths])
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(path, s, FakeCompute(fail_at=3), batch_size=2)
+    write_cache(path, s, FakeCompute(), batch_size=2, resume=True)
+    with h5py.File(path, "r") as handle:
+        assert [len(d) for d in handle["image_sha256"][:]] == [64] * 5
+        assert list(handle["image_bytes"][:]) == [10] * 5
 
 
 def test_reader_rejects_other_files(tmp_path):
