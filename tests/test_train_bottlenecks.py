@@ -1,12 +1,15 @@
 """``train --stage 1 --bottlenecks``: heads on cached features, then images, as one run."""
 
 import csv
+import json
+import math
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from detkit.cli import app
+from detkit.training.monitor import image_phase_best
 
 runner = CliRunner()
 SIZE, WIDTH = "64", "0.125"
@@ -87,6 +90,17 @@ def test_resume_at_phase_boundary_continues_on_images(chain, tmp_path):
     assert second.exit_code == 0, second.output
     assert "epochs: 1 -> 2" in second.output
     assert [int(r["epoch"]) for r in history(out)] == [1, 2]
+    # Without --val, best is the image phase's (the cached phase's loss is not comparable)
+    assert json.loads((out / "state.json").read_text())["best_epoch"] == 2
+
+
+def test_image_phase_picks_its_own_best_by_training_loss():
+    """The cached phase's low unaugmented loss does not stay best over the image epochs;
+    validation figures (comparable in both phases) carry over."""
+    assert image_phase_best("loss", 0.5, 3, cache_epochs=3) == (math.inf, 0)
+    assert image_phase_best("loss", 0.9, 5, cache_epochs=3) == (0.9, 5)  # resumed later
+    assert image_phase_best("val_loss", 0.5, 3, cache_epochs=3) == (0.5, 3)
+    assert image_phase_best("val_map", 0.4, 2, cache_epochs=3) == (0.4, 2)
 
 
 def without(argv, option):

@@ -34,6 +34,20 @@ def improves(value: float, best: float, key: str) -> bool:
     return value > best if monitor_mode(key) == "max" else value < best
 
 
+def image_phase_best(key: str, best: float, best_epoch: int,
+                     cache_epochs: int) -> tuple[float, int]:
+    """The best value and 1-based epoch the image phase of a ``--bottlenecks`` run starts
+    from.
+
+    The training ``loss`` (the monitor without ``--val``) on cached, unaugmented features
+    is not comparable with the loss on augmented images, so such a run picks its best
+    among the image epochs; validation figures carry over from the cached phase.
+    """
+    if key == "loss" and best_epoch <= cache_epochs:
+        return worst_value(key), 0
+    return best, best_epoch
+
+
 class SparseEarlyStopping(keras.callbacks.EarlyStopping):
     """``EarlyStopping`` that skips epochs without the monitored value (mAP is computed
     every ``--eval-every`` epochs), so patience counts evaluations."""

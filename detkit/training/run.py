@@ -41,7 +41,7 @@ from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, read_history,
                                        read_state)
 from detkit.training.distributed import is_chief, release_run_dir, worker_run_dir
-from detkit.training.monitor import MONITOR_KEYS, worst_value
+from detkit.training.monitor import MONITOR_KEYS, image_phase_best, worst_value
 from detkit.training.objective import Objective
 from detkit.training.phases import cached_features_plan, fit_plan, images_plan
 
@@ -469,6 +469,8 @@ def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
     if opts.epochs and not outcome["stopped_early"]:
         # The image phase resumes its own state only once it has finished an epoch;
         # after a cached-feature phase it starts from that phase's last weights.
+        if cache_epochs:
+            best, best_epoch = image_phase_best(ctx.monitor, best, best_epoch, cache_epochs)
         plan = images_plan(ctx, objective, start_epoch=max(ctx.start_epoch, cache_epochs),
                            resuming=ctx.state is not None and ctx.start_epoch > cache_epochs,
                            weights=opts.weights if not cache_epochs
