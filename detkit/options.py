@@ -73,8 +73,10 @@ class Spec:
             return
         name = self.flag
         if self.choices is not None and value not in self.choices:
+            hint = ("; a weights file or an export is given with --weights"
+                    if name == "--model" and _looks_like_a_path(value) else "")
             raise UsageError(f"{name} must be one of {', '.join(map(str, self.choices))}, "
-                             f"got {value!r}")
+                             f"got {value!r}{hint}")
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not numeric:
             return
@@ -100,6 +102,13 @@ class Spec:
             raise UsageError(f"{name} must be {relation} {lower:g}, got {value!r}")
         if too_high:
             raise UsageError(f"{name} must be <= {self.high:g}, got {value!r}")
+
+
+def _looks_like_a_path(value: Any) -> bool:
+    """A file name or path (``runs/s2/best.weights.h5``, ``model.tflite``), not a name."""
+    text = str(value)
+    return "/" in text or os.sep in text or Path(text).suffix.lower() in (
+        ".h5", ".keras", ".tflite", ".onnx", ".weights", ".pb")
 
 
 def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,

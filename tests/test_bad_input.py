@@ -165,6 +165,12 @@ CASES = [
              "annotations": [{"id": 1, "image_id": 1, "category_id": 1}],
              "categories": [{"id": 1, "name": "[bold]cat"}]})), r), 1,
          "annotation id 1: 'bbox' must be [x, y, width, height], got None"),
+    # a weights file given to --model (ultralytics' model=PATH habit)
+    Case("weights-file-given-as-model",
+         lambda r: ["eval-map", str(_lines_file(r)), "--model",
+                    str(_write(r / "runs" / "best.weights.h5", "w"))], 2,
+         "got '{root}/runs/best.weights.h5'; a weights file or an export is given with "
+         "--weights"),
 ]
 
 
