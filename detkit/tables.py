@@ -18,6 +18,13 @@ class TextTable:
     caption: Optional[str] = None
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``, ``3 boxes``: a count with its noun."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}" + ("es" if noun.endswith(("s", "x")) else "s")
+
+
 def fmt(value: Any) -> str:
     """A cell: ``-`` for ``None``, 4 significant digits for floats."""
     if value is None:

@@ -117,6 +117,7 @@ def test_single_image(workspace, tmp_path):
                                       "--conf", "0", "--max-det", "2"))
     assert result.exit_code == 0, result.output
     assert [d["image_id"] for d in json.loads(out.read_text())] == [0, 0]
+    assert "predict: 1 image (image), 2 detections" in result.output
 
 
 def test_missing_images_path_exits_1(workspace, tmp_path):

@@ -29,7 +29,7 @@ from detkit.models.recorded import (check_class_names, read_recorded, resolve_an
 from detkit.options import argument, as_config, is_given, option
 from detkit.predict import DRAW_CONF
 from detkit.progress import SILENT, Progress
-from detkit.tables import TextTable
+from detkit.tables import TextTable, plural
 
 COMMAND = "predict"
 #: The label of a class-agnostic family's boxes (rpn proposals) in drawings and counts;
@@ -92,8 +92,8 @@ class PredictResult:
 
     def headline(self) -> str:
         """What ran on what: images, detections, the runner."""
-        return (f"predict: {self.num_images} {self.unit} ({self.source}), "
-                f"{self.num_detections} detections, run by {self.runner}")
+        return (f"predict: {plural(self.num_images, self.unit[:-1])} ({self.source}), "
+                f"{plural(self.num_detections, 'detection')}, run by {self.runner}")
 
     def table(self) -> TextTable:
         """Detections per class."""

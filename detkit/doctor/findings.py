@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from detkit.tables import plural
+
 #: Finding levels, most severe first.
 FATAL, WARNING, NOTE = "fatal", "warning", "note"
 LEVELS = (FATAL, WARNING, NOTE)
@@ -67,12 +69,6 @@ def _pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.1f}%" if whole else "0%"
 
 
-def _plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun}" + ("es" if noun.endswith(("s", "x")) else "s")
-
-
 def rare_classes(classes: list[dict[str, Any]], limits: Thresholds) -> list[dict[str, Any]]:
     """The classes with boxes, but fewer than ``rare_count`` or ``rare_fraction``."""
     return [row for row in classes if 0 < row["boxes"] and (
@@ -101,18 +97,18 @@ def image_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
         turned = images["size_transposed"]
         extra = (f", {turned} of them transposed (EXIF rotation?)" if turned else "")
         found.append(Finding(WARNING, "size_mismatch",
-                             f"{_plural(images['size_mismatch'], 'image')} differ in size "
+                             f"{plural(images['size_mismatch'], 'image')} differ in size "
                              f"from their annotation{extra}"))
     if images["truncated_jpeg"]:
         found.append(Finding(WARNING, "truncated_jpeg",
-                             f"{_plural(images['truncated_jpeg'], 'JPEG file')} lack the "
+                             f"{plural(images['truncated_jpeg'], 'JPEG file')} lack the "
                              "end-of-image marker: truncated? (OpenCV may refuse them; see "
                              "--check-images decode)"))
     dup = images["duplicates"]
     if dup["files"]:
         found.append(Finding(WARNING, "duplicate_images",
-                             f"{_plural(dup['files'], 'image file')} duplicate another "
-                             f"byte for byte ({_plural(dup['groups'], 'group')})"))
+                             f"{plural(dup['files'], 'image file')} duplicate another "
+                             f"byte for byte ({plural(dup['groups'], 'group')})"))
     return found
 
 
@@ -121,7 +117,7 @@ def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
     found: list[Finding] = []
     if images["repeated_entries"]:
         found.append(Finding(WARNING, "repeated_entries",
-                             f"{_plural(images['repeated_entries'], 'record')} name an "
+                             f"{plural(images['repeated_entries'], 'record')} name an "
                              "image file another record names too"))
     if boxes["kept"] == 0:
         why = ("the dataset has no boxes" if boxes["annotated"] == 0 else
@@ -138,7 +134,7 @@ def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
     lb = boxes["letterbox"]
     if lb["dropped"]:
         found.append(Finding(WARNING, "tiny_boxes",
-                             f"{_plural(lb['dropped'], 'box')} under 1 px after "
+                             f"{plural(lb['dropped'], 'box')} under 1 px after "
                              f"letterboxing to {report['settings']['input_size']} are "
                              "dropped by training"))
     if boxes["unit_range"] and boxes["unit_range"] >= UNIT_RANGE_SHARE * max(
@@ -153,7 +149,7 @@ def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
                              f"{negatives} of {images['records']} images have no box"))
     elif negatives:
         found.append(Finding(NOTE, "negatives",
-                             f"{_plural(negatives, 'image')} without boxes (negatives)"))
+                             f"{plural(negatives, 'image')} without boxes (negatives)"))
     return found
 
 
@@ -163,13 +159,13 @@ def class_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
     absent = [row["name"] for row in classes if row["boxes"] == 0]
     if absent and report["boxes"]["annotated"]:
         found.append(Finding(WARNING, "absent_classes",
-                             f"{_plural(len(absent), 'class')} without boxes: "
+                             f"{plural(len(absent), 'class')} without boxes: "
                              f"{', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")))
     rare = rare_classes(classes, limits)
     if rare:
         listed = ", ".join(f"{row['name']} ({row['boxes']})" for row in rare[:10])
         found.append(Finding(WARNING, "rare_classes",
-                             f"{_plural(len(rare), 'rare class')} (under "
+                             f"{plural(len(rare), 'rare class')} (under "
                              f"{limits.rare_count} boxes or "
                              f"{100 * limits.rare_fraction:g}% of them): {listed}"
                              + (" ..." if len(rare) > 10 else "")))

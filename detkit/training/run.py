@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import (LOCK_NAME, DetkitWarning, check_agree, check_fresh,
-                              check_writable, library_versions, read_manifest,
+from detkit.artifacts import (DetkitWarning, check_agree, check_fresh, check_writable,
+                              library_versions, read_manifest,
                               remove_stale_temps, run_files, run_lock, sha256_file,
                               write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
