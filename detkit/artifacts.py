@@ -32,7 +32,7 @@ import numpy as np
 
 from detkit import __version__
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
-from detkit.options import io_paths
+from detkit.options import RolePath, Spec, io_paths
 
 #: Settings two artifacts must agree on before one stage consumes another's output.
 AGREEMENT_KEYS = ("anchors", "class_names", "input_size")
@@ -340,7 +340,8 @@ def _written_by(path: Path, spec: Any) -> list[Path]:
     return [path] + [p for p in derived if p != path]
 
 
-def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) -> None:
+def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = (),
+                     extra_inputs: Iterable[tuple[str, Path]] = ()) -> None:
     """Refuse an output of ``opts`` that is, or links to, one of its inputs or an input's
     manifest (which travels with it: the settings of weights, the digest of labels).
 
@@ -352,11 +353,13 @@ def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) 
         opts: a command's options.
         extra_outputs: ``(flag, path)`` of outputs not in a field (e.g. a default
             computed from an input).
+        extra_inputs: ``(flag, path)`` of inputs not in a field (the ``--config`` file).
 
     Raises:
         UsageError: naming the output and the input, with both flags.
     """
     inputs, outputs = io_paths(opts)
+    inputs += [RolePath(flag, Path(path), Spec(help="")) for flag, path in extra_inputs]
     written = [(item.flag, item.path, _written_by(item.path, item.spec)) for item in outputs]
     written += [(flag, Path(path), [Path(path), manifest_path(path)])
                 for flag, path in extra_outputs]
@@ -446,12 +449,13 @@ def check_writable(path: str | os.PathLike, *, flag: str = "--out", folder: bool
                             f"{need_bytes / 2**20:.1f} MiB needed)")
 
 
-def check_outputs(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()) -> None:
+def check_outputs(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = (),
+                  extra_inputs: Iterable[tuple[str, Path]] = ()) -> None:
     """Everything a command checks about its outputs before it starts: none is an input
     (:func:`check_no_clobber`, exit 2) and each can be written (:func:`check_writable`,
     exit 1)."""
     extra_outputs = list(extra_outputs)
-    check_no_clobber(opts, extra_outputs)
+    check_no_clobber(opts, extra_outputs, extra_inputs)
     _, outputs = io_paths(opts)
     for item in outputs:
         check_writable(item.path, flag=item.flag, folder=item.spec.folder)

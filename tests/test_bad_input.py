@@ -282,6 +282,16 @@ def _link(root: Path, name: str, target: Path, hard: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------
 
 CLOBBER_CASES = [
+    Case("kmeans-out-is-its-config",
+         lambda r: _kmeans_out(_lines_file(r), r / "k.yaml", "--config",
+                               str(_write(r / "k.yaml", "k: 1\n"))), 2,
+         "--out would overwrite the input --config {root}/k.yaml: --out {root}/k.yaml is the "
+         "same path"),
+    Case("kmeans-report-is-its-config",
+         lambda r: _kmeans_out(_lines_file(r), r / "cfg.txt", "--config",
+                               str(_write(r / "cfg.json", "k: 1\n"))), 2,
+         "--out would overwrite the input --config {root}/cfg.json: --out {root}/cfg.txt "
+         "also writes {root}/cfg.json"),
     Case("kmeans-out-is-data",
          lambda r: _kmeans_out(_lines_file(r), r / "train.txt"), 2,
          "--out would overwrite the input DATA {root}/train.txt: --out {root}/train.txt is "

@@ -99,7 +99,7 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
     """
 
     def command(**values: Any) -> None:
-        values.pop("config", None)  # already applied to the defaults
+        config = values.pop("config", None)  # already applied to the defaults
         context = values.pop(CONTEXT)
         with handle_errors(), RichProgress() as progress:
             from detkit.artifacts import check_outputs
@@ -108,7 +108,7 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
             options = options_cls(**values, **_given(options_cls, context))
             options = input_size_of_anchors(options)
             check(options)
-            check_outputs(options)
+            check_outputs(options, extra_inputs=[("--config", config)] if config else [])
             result = run(options, progress)
         render(result)
 
