@@ -45,7 +45,7 @@ all: $(DEMO)/summary.txt
 # 1. a synthetic dataset: images/, train.txt, val.txt, classes.txt, val.json
 $(DATA)/train.txt:
 	$(DETKIT) synth $(DATA) --images $(IMAGES) --size $(SIZE) --classes 4 --seed $(SEED) \
-	    --val-fraction 0.2
+	    --val-fraction 0.2 --exist-ok
 
 # 2. anchors fitted to the training boxes (6 anchors: two strides of yolov3-tiny)
 $(DEMO)/anchors.txt: $(DATA)/train.txt
@@ -119,7 +119,7 @@ pretrained: $(PRETRAINED)/$(MODEL)-w$(WIDTH).weights.h5 \
 
 $(SOURCE)/train.txt:
 	$(DETKIT) synth $(SOURCE) --images $(SOURCE_IMAGES) --size $(SIZE) \
-	    --classes $(SOURCE_CLASSES) --seed $(SOURCE_SEED) --val-fraction 0.1
+	    --classes $(SOURCE_CLASSES) --seed $(SOURCE_SEED) --val-fraction 0.1 --exist-ok
 
 $(PRE_WORK)/anchors.txt: $(SOURCE)/train.txt
 	$(DETKIT) kmeans-anchors $< --k 6 --input-size $(SIZE) --seed $(SOURCE_SEED) --out $@

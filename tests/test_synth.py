@@ -229,3 +229,30 @@ def test_command_defaults_are_the_library_defaults():
     command = Options(out=Path("x"))
     assert {key: getattr(command, key) for key in SETTINGS} == \
         {key: library[key].default for key in SETTINGS}
+
+
+def test_cli_never_writes_over_a_folder_of_other_files(tmp_path):
+    """A user's dataset folder is refused (even with --exist-ok); a synthetic dataset is
+    replaced only with --exist-ok, leaving none of its former images."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.txt").write_text("imgs/a.jpg 1,1,50,50,0\n")
+    (mine / "classes.txt").write_text("raccoon\n")
+    for extra in ([], ["--exist-ok"]):
+        result = runner.invoke(app, ["synth", str(mine), "--images", "3", "--size", "32",
+                                     *extra])
+        assert result.exit_code == 2, result.output
+        assert "is a folder of other files" in " ".join(result.output.split())
+    assert (mine / "classes.txt").read_text() == "raccoon\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["classes.txt", "train.txt"]
+
+    out = tmp_path / "s"
+    args = ["synth", str(out), "--size", "32"]
+    assert runner.invoke(app, [*args, "--images", "10"]).exit_code == 0
+    again = runner.invoke(app, [*args, "--images", "4"])
+    assert again.exit_code == 2 and "pass --exist-ok" in again.output
+    assert len(list((out / "images").iterdir())) == 10
+    assert runner.invoke(app, [*args, "--images", "4", "--exist-ok"]).exit_code == 0
+    assert len(list((out / "images").iterdir())) == 4
+    assert json.loads((out / "dataset.manifest.json").read_text())["n_train"] + \
+        json.loads((out / "dataset.manifest.json").read_text())["n_val"] == 4

@@ -7,11 +7,13 @@ Writes ``OUT/images/``, ``train.txt``, ``val.txt``, ``classes.txt``, ``train.jso
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from detkit.artifacts import write_manifest
 from detkit.commands.groups import SeedOptions
+from detkit.errors import UsageError
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -40,6 +42,9 @@ class Options(SeedOptions):
     max_objects: int = option(6, "Most objects in one image.")
     min_size: float = option(0.04, "Smallest object side, as a fraction of the image side.")
     max_size: float = option(0.6, "Largest object side, as a fraction of the image side.")
+    exist_ok: bool = option(False, "Replace the synthetic dataset OUT already holds (without "
+                            "it, one is refused; a folder of other files always is).",
+                            toggle=True)
 
 
 def run(opts: Options, progress: Progress = SILENT) -> SynthDataset:
@@ -49,13 +54,21 @@ def run(opts: Options, progress: Progress = SILENT) -> SynthDataset:
     name the flags), the one check library callers get too.
 
     Raises:
-        UsageError: an option value out of range, or ``opts.out`` is a file.
+        UsageError: an option value out of range, ``opts.out`` is a file, a folder of
+            other files, or a synthetic dataset without ``exist_ok``.
         DataError: the folder cannot be written.
     """
-    from detkit.data.synth import make_synth_dataset  # OpenCV: off the --help path
+    from detkit.data.synth import (check_options,  # OpenCV: off the --help path
+                                   make_synth_dataset)
 
     del progress  # make_synth_dataset reports none (a few hundred images take seconds)
     settings = {key: getattr(opts, key) for key in SETTINGS}
+    check_options(**settings)
+    make_room(Path(opts.out), exist_ok=opts.exist_ok)
+    Path(opts.out).mkdir(parents=True, exist_ok=True)
+    # First without the counts: an interrupted run leaves a folder known as synth's.
+    write_manifest(Path(opts.out) / MANIFEST_NAME, command=COMMAND, config=as_config(opts),
+                   seed=opts.seed)
     result = make_synth_dataset(opts.out, **settings)
     write_manifest(Path(opts.out) / MANIFEST_NAME, command=COMMAND, config=as_config(opts),
                    seed=opts.seed,
@@ -63,3 +76,31 @@ def run(opts: Options, progress: Progress = SILENT) -> SynthDataset:
                           "n_val": result.n_val, "n_empty": result.n_empty,
                           "n_boxes": result.n_boxes, "class_counts": result.class_counts})
     return result
+
+
+def make_room(out: Path, exist_ok: bool) -> None:
+    """Make ``out`` ready for a new dataset: nothing is written into a folder of other
+    files, and a previous synthetic dataset is replaced (its images removed, so none
+    of a larger one is left behind) only with ``exist_ok``.
+
+    Raises:
+        UsageError: ``out`` holds files but no synth manifest, or a synthetic dataset and
+            ``exist_ok`` is not given.
+    """
+    from detkit.artifacts import manifest_path, read_manifest
+    from detkit.data.synth import DATASET_FILES, IMAGES_DIR
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    manifest = manifest_path(out / MANIFEST_NAME)
+    if not manifest.is_file() or read_manifest(out / MANIFEST_NAME).get("command") != COMMAND:
+        raise UsageError(f"{out} is a folder of other files (it has no {manifest.name} of "
+                         f"synth), which the dataset would overwrite; choose a new or "
+                         f"empty folder")
+    if not exist_ok:
+        raise UsageError(f"{out} already holds a synthetic dataset: pass --exist-ok to "
+                         f"replace it, or choose another folder")
+    shutil.rmtree(out / IMAGES_DIR, ignore_errors=True)
+    for name in DATASET_FILES:
+        (out / name).unlink(missing_ok=True)
+    manifest.unlink()

@@ -52,6 +52,10 @@ JPEG_QUALITY = 90
 IMAGE_FORMATS = ("jpg", "png")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 8192
 IMAGES_DIR = "images"
+#: The files beside ``images/``: class names, COCO ground truth, keras-yolo3 lines.
+CLASSES_FILE, TRAIN_JSON, VAL_JSON, VAL_LINES, TRAIN_LINES = (
+    "classes.txt", "train.json", "val.json", "val.txt", "train.txt")
+DATASET_FILES = (CLASSES_FILE, TRAIN_JSON, VAL_JSON, VAL_LINES, TRAIN_LINES)
 
 
 @dataclasses.dataclass
@@ -379,11 +383,11 @@ def _write_dataset(out_dir: Path, images: int, size: int, classes: int, seed: in
         split = val if index in val_set else train
         split.append(ImageRecord(str(path), size, size, boxes, labels,
                                  image_id=len(split)))
-    classes_path = write_class_names(out_dir / "classes.txt", names)
-    train_json = write_coco_json(out_dir / "train.json", train, names)
-    val_json = write_coco_json(out_dir / "val.json", val, names)
-    val_path = write_yolo3_lines(out_dir / "val.txt", val)
-    train_path = write_yolo3_lines(out_dir / "train.txt", train)
+    classes_path = write_class_names(out_dir / CLASSES_FILE, names)
+    train_json = write_coco_json(out_dir / TRAIN_JSON, train, names)
+    val_json = write_coco_json(out_dir / VAL_JSON, val, names)
+    val_path = write_yolo3_lines(out_dir / VAL_LINES, val)
+    train_path = write_yolo3_lines(out_dir / TRAIN_LINES, train)
     everything = train + val
     counts = np.bincount(np.concatenate([r.classes for r in everything]),
                          minlength=classes) if everything else np.zeros(classes, int)
