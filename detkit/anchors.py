@@ -20,6 +20,9 @@ import numpy as np
 from detkit.artifacts import DetkitWarning, read_manifest, write_text
 from detkit.errors import ArtifactError, DataError, UsageError
 
+#: The byte-order mark some editors (Windows Notepad) write first.
+BOM = "\ufeff"
+
 #: Folder of the anchor files shipped with detkit (COCO defaults).
 ANCHORS_DIR = Path(__file__).resolve().parent / "anchor_files"
 
@@ -41,11 +44,13 @@ def default_anchors_path(model: str) -> Path:
 def parse_anchors(text: str, *, path: str | os.PathLike | None = None) -> np.ndarray:
     """Parse ``w,h, w,h, ...`` (commas and/or whitespace) into ``(K, 2)`` float32.
 
+    A leading UTF-8 byte-order mark (Windows Notepad) is dropped.
+
     Raises:
         DataError: not numbers, an odd count, or a non-positive size (names the line).
     """
     values: list[float] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.removeprefix(BOM).splitlines(), start=1):
         line = line.split("#", 1)[0]
         for token in line.replace(",", " ").split():
             try:
@@ -77,11 +82,28 @@ def load_anchors(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError("anchors file not found", path=path)
-    anchors = parse_anchors(path.read_text(encoding="utf-8"), path=path)
+    anchors = parse_anchors(_read_text(path), path=path)
     message = unsorted_message(anchors)
     if message and _writer(path) not in ORDERED_BY_WRITER:
         warnings.warn(f"{path}: {message}", DetkitWarning, stacklevel=2)
     return anchors
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, a leading BOM dropped.
+
+    Raises:
+        DataError: unreadable, or a byte that is not UTF-8 (naming its line).
+    """
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise DataError(f"cannot read the anchors file: {err}", path=path) from None
+    except UnicodeDecodeError as err:
+        data = err.object  # without the BOM: err.start counts from there
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(f"byte 0x{data[err.start]:02x} is not UTF-8 text", path=path,
+                        line=line) from None
 
 
 def _writer(path: Path) -> str | None:

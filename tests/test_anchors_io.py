@@ -47,6 +47,21 @@ def test_parse_errors_name_the_line(text, message):
         assert err.value.line == 2
 
 
+def test_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"\xef\xbb\xbf10,13, 16,30, 33,23\n")
+    np.testing.assert_array_equal(load_anchors(path), [[10, 13], [16, 30], [33, 23]])
+    np.testing.assert_array_equal(parse_anchors("\ufeff10,13"), [[10, 13]])
+
+
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"\xef\xbb\xbf10,13\n16,30 # caf\xe9\n")
+    with pytest.raises(DataError) as info:
+        load_anchors(path)
+    assert str(info.value) == f"{path}:2: byte 0xe9 is not UTF-8 text"
+
+
 def test_missing_file():
     with pytest.raises(DataError, match="not found"):
         load_anchors("/nonexistent/anchors.txt")

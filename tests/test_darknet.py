@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import darknet_cfgs as dc
 from detkit.cli import app
 from detkit.commands.import_darknet import Options, anchors_path_for, run
-from detkit.darknet.cfg import parse_cfg
+from detkit.darknet.cfg import parse_cfg, read_cfg
 from detkit.darknet.convert import fold_gamma
 from detkit.darknet.layout import recognize
 from detkit.darknet.weights import read_weights
@@ -282,7 +282,12 @@ def _tiny_bytes(tiny):
 
 @pytest.mark.parametrize("case, message", [
     ("short_header", "truncated file: 10 bytes"),
-    ("odd_bytes", "truncated file: its"),
+    ("odd_bytes", "truncated file: its 34714214 bytes after the header are not a "
+                  "whole number of float32 values, and hold 8678553 of the 8678554 the "
+                  "cfg needs"),
+    ("trailing_bytes", "3 trailing bytes after 8678554 float32 values (the cfg needs "
+                       "8678554): the 34714219 bytes after the header are not a whole "
+                       "number"),
     ("inside_conv", "the weights hold 1000 floats after conv 9, the cfg needs 10773 for "
                     "conv 10 (layer 15, [convolutional] at line"),
     ("extra", "the weights hold 7 floats after conv 13 (the last conv of the cfg), the "
@@ -298,6 +303,7 @@ def test_reader_errors(tiny, tiny_layout, tmp_path, case, message):
     data = {
         "short_header": data[:10],
         "odd_bytes": data[:-2],
+        "trailing_bytes": data + b"\0" * 3,
         "inside_conv": data[:nine + 4000],
         "extra": data + b"\0" * 28,
         "header_only": data[:header],
@@ -372,6 +378,71 @@ def test_cfg_errors_on_structure(tiny):
         recognize(parse_cfg(extra))
 
 
+@pytest.mark.parametrize("filters", [8, 32])
+def test_a_tiny_like_cfg_is_compared_with_the_tiny_layout(tiny, filters):
+    """One filter count off (32 is also the yolov3 stem's): the hint names tiny's 16."""
+    text, line = _cfg_case(tiny["text"], "filters=16", f"filters={filters}")
+    with pytest.raises(DataError) as info:
+        recognize(parse_cfg(text, path="tiny.cfg"))
+    assert info.value.message.startswith(
+        f"[convolutional] (layer 0): expected filters=16 size=3 stride=1 "
+        f"batch_normalize=1 activation=leaky padding=1 groups=1 dilation=1, found "
+        f"filters={filters} "), info.value.message
+    assert info.value.message.endswith("(this cfg comes closest to yolov3-tiny)")
+    assert info.value.line == line
+
+
+def test_a_short_tiny_like_cfg_is_compared_with_the_tiny_layout():
+    text = ("[net]\nwidth=416\nheight=416\n[convolutional]\nbatch_normalize=1\n"
+            "filters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n[maxpool]\nsize=2\n"
+            "stride=2\n")
+    with pytest.raises(DataError, match=r"expected filters=16 .*closest to yolov3-tiny"):
+        recognize(parse_cfg(text, path="short.cfg"))
+
+
+def test_a_classifier_cfg_with_one_difference_is_compared_with_darknet53():
+    text, _ = _cfg_case(dc.darknet53_cfg(classifier=True), "filters=128", "filters=96")
+    with pytest.raises(DataError, match=r"expected filters=128 .*closest to darknet53\)$"):
+        recognize(parse_cfg(text, path="d53.cfg"))
+
+
+# ---------------------------------------------------------------------------------------
+# Text encodings: a byte-order mark, bytes that are not UTF-8
+# ---------------------------------------------------------------------------------------
+
+def test_cfg_byte_order_mark_is_dropped(tiny, tmp_path):
+    cfg = tmp_path / "bom.cfg"
+    cfg.write_bytes(b"\xef\xbb\xbf" + tiny["text"].encode())
+    layout = recognize(read_cfg(cfg))
+    assert (layout.name, layout.net.line, len(layout.convs)) == ("yolov3-tiny", 1, 13)
+    assert recognize(parse_cfg("\ufeff" + tiny["text"])).name == "yolov3-tiny"
+
+
+def test_cfg_bytes_that_are_not_utf8_are_read_in_comments(tiny, tmp_path):
+    """Latin-1 in comments (Darknet reads bytes); elsewhere one line naming the byte."""
+    cfg = tmp_path / "latin1.cfg"
+    text = tiny["text"].replace("# Testing", "# caf\xe9 ; r\xe9seau", 1)
+    cfg.write_bytes(text.encode("latin-1"))
+    assert recognize(read_cfg(cfg)).name == "yolov3-tiny"
+    bad, line = _cfg_case(tiny["text"], "[upsample]", "[upsample\xe9]")
+    cfg.write_bytes(bad.encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        read_cfg(cfg)
+    assert str(info.value) == (f"{cfg}:{line}: byte 0xe9 is not UTF-8 text (only comment "
+                               f"lines, starting with # or ;, may hold such bytes)")
+
+
+def test_cli_reads_a_cfg_with_a_byte_order_mark(tmp_path):
+    cfg, weights = tmp_path / "bom.cfg", tmp_path / "w.weights"
+    cfg.write_bytes(b"\xef\xbb\xbf[net]\nwidth=416\n[convolutional]\nfilters=16\n")
+    weights.write_bytes(b"")
+    result = _invoke(cfg, weights, "--out", tmp_path / "o" / "t.weights.h5")
+    assert result.exit_code == 1, result.output
+    assert "ufeff" not in result.output and "before the first" not in result.output
+    assert f"{cfg}:3: [convolutional] (layer 0): expected filters=16" in " ".join(
+        result.output.split())
+
+
 # ---------------------------------------------------------------------------------------
 # The command: exit codes, messages, untouched inputs
 # ---------------------------------------------------------------------------------------
@@ -400,6 +471,7 @@ def test_cli_imports_and_renders(tiny, tmp_path):
     ("missing_cfg", 1, "nowhere.cfg: cfg file not found"),
     ("mismatch", 1, "the weights hold 7 floats after conv 13"),
     ("truncated", 1, "truncated file"),
+    ("trailing", 1, "3 trailing bytes after"),
     ("classes", 1, "--classes lists 3 names, the cfg's [yolo] layers have classes=2"),
     ("bad_out", 2, "--out must be a NAME.weights.h5 file"),
     ("out_is_input", 2, "--out would overwrite the input"),
@@ -421,6 +493,9 @@ def test_cli_errors(tiny, tmp_path, case, code, message):
     elif case == "mismatch":
         weights = tmp_path / "long.weights"
         weights.write_bytes(_tiny_bytes(tiny) + b"\0" * 28)
+    elif case == "trailing":
+        weights = tmp_path / "trailing.weights"
+        weights.write_bytes(_tiny_bytes(tiny) + b"\0" * 3)
     elif case == "truncated":
         weights = tmp_path / "short.weights"
         weights.write_bytes(_tiny_bytes(tiny)[:-6])

@@ -1,9 +1,10 @@
 """Darknet ``.cfg`` files: sections with their options and line numbers.
 
 A cfg is a sequence of ``[type]`` headers, each followed by ``key=value`` lines; ``#``
-and ``;`` start comments. The first section is ``[net]``; the others are layers,
+and ``;`` start comment lines. The first section is ``[net]``; the others are layers,
 numbered from 0 in file order (the indices ``[route]`` and ``[shortcut]`` refer to).
-Every error names the file and the line.
+Every error names the file and the line. A leading UTF-8 byte-order mark is dropped;
+bytes that are not UTF-8 are accepted in comment lines only (Darknet reads bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ SECTION_TYPES = {
     "cost": "cost",
 }
 COMMENT_CHARS = "#;"
+#: The byte-order mark some editors (Windows Notepad) write first.
+BOM = "\ufeff"
+#: ``surrogateescape`` decodes a byte ``b`` that is not UTF-8 as ``chr(0xDC00 + b)``.
+ESCAPED_BYTES = range(0xDC80, 0xDD00)
 
 
 @dataclasses.dataclass
@@ -110,14 +115,16 @@ def parse_cfg(text: str, *, path: str | os.PathLike | None = None) -> list[Secti
 
     Raises:
         DataError: an unknown layer type, an option outside a section or without
-            ``=``, an option given twice, no ``[net]`` first, or no layers.
+            ``=``, an option given twice, no ``[net]`` first, no layers, or a byte that
+            is not UTF-8 outside a comment line.
     """
     where = None if path is None else os.fspath(path)
     sections: list[Section] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.removeprefix(BOM).splitlines(), start=1):
         line = "".join(raw.split())
         if not line or line[0] in COMMENT_CHARS:
             continue
+        _check_bytes(raw, where, number)
         if line.startswith("["):
             if not line.endswith("]"):
                 raise DataError(f"section header {raw.strip()!r} lacks its closing ']'",
@@ -157,6 +164,21 @@ def parse_cfg(text: str, *, path: str | os.PathLike | None = None) -> list[Secti
     return sections
 
 
+def _check_bytes(raw: str, where: str | None, number: int) -> None:
+    """Refuse a non-comment line holding a byte that is not UTF-8 (see :func:`decode`)."""
+    for char in raw:
+        if ord(char) in ESCAPED_BYTES:
+            raise DataError(f"byte 0x{ord(char) - 0xDC00:02x} is not UTF-8 text (only "
+                            f"comment lines, starting with # or ;, may hold such bytes)",
+                            path=where, line=number)
+
+
+def decode(data: bytes) -> str:
+    """cfg bytes -> text: UTF-8 without a leading BOM; bytes that are not UTF-8 become
+    surrogate escapes, which :func:`parse_cfg` accepts in comment lines only."""
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
 def read_cfg(path: str | os.PathLike) -> list[Section]:
     """Read and parse a cfg file (see :func:`parse_cfg`).
 
@@ -165,9 +187,9 @@ def read_cfg(path: str | os.PathLike) -> list[Section]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError("cfg file not found", path=path) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise DataError(f"cannot read the cfg: {err}", path=path) from None
-    return parse_cfg(text, path=path)
+    return parse_cfg(decode(data), path=path)

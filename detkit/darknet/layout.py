@@ -279,9 +279,28 @@ def _show(params: dict[str, Any] | tuple) -> str:
                     for k, v in items)
 
 
+def _fits(want: Expected, found: dict[str, Any]) -> bool:
+    """Whether a layer with signature ``found`` computes what ``want`` does."""
+    return all(found.get(key) == value for key, value in want.params)
+
+
+def _closeness(expected: list[Expected], layers: list[Section], signatures: list[dict],
+               tail_ok: bool) -> tuple[int, int, int]:
+    """How close a cfg is to a layout, larger is closer: (layers that fit at their
+    position, layers of the expected type there, minus the layers missing or extra).
+    A classifier tail the layout allows counts as fitting."""
+    shared = min(len(layers), len(expected))
+    pairs = [(expected[i], layers[i].type, signatures[i]) for i in range(shared)]
+    same_type = sum(want.type == kind for want, kind, _ in pairs)
+    fit = sum(want.type == kind and _fits(want, found) for want, kind, found in pairs)
+    tail = sum(tail_ok and section.type in CLASSIFIER_TAIL for section in layers[shared:])
+    gap = len(expected) - shared + len(layers) - shared - tail
+    return fit + tail, same_type + tail, -gap
+
+
 def _match(name: str, expected: list[Expected], layers: list[Section],
-           signatures: list[dict], tail_ok: bool) -> tuple[int, DataError | None]:
-    """How many layers fit layout ``name``, and the error at the first that does not."""
+           signatures: list[dict], tail_ok: bool) -> DataError | None:
+    """The error at the first layer that does not fit layout ``name`` (None: all fit)."""
     refuse = (f"; detkit imports the official yolov3, yolov3-tiny and darknet53 layouts "
               f"(this cfg comes closest to {name})")
     for i, section in enumerate(layers):
@@ -290,24 +309,24 @@ def _match(name: str, expected: list[Expected], layers: list[Section],
                 continue
             after = (" (then only a classifier's [avgpool], [convolutional], [softmax], "
                      "[cost])" if tail_ok else "")
-            return i, section.error(f"the {name} layout ends at layer {len(expected) - 1}"
-                                    f"{after}, the cfg goes on" + refuse)
+            return section.error(f"the {name} layout ends at layer {len(expected) - 1}"
+                                 f"{after}, the cfg goes on" + refuse)
         want = expected[i]
         if section.type != want.type:
-            return i, section.error(f"expected a [{want.type}] here" + refuse)
+            return section.error(f"expected a [{want.type}] here" + refuse)
         found = signatures[i]
         for key, value in want.params:
             if found.get(key) != value:
-                return i, section.error(
+                return section.error(
                     f"expected {_show(want.params)}, found {_show(found)}" + refuse,
                     key if key in section.options else None)
     if len(layers) < len(expected):
         last = layers[-1]
-        return len(layers), DataError(
+        return DataError(
             f"the cfg ends at layer {last.index}; the {name} layout goes on with "
             f"[{expected[len(layers)].type}] (layer {len(layers)})" + refuse,
             path=last.path, line=last.line)
-    return len(layers), None
+    return None
 
 
 def _classes(layers: list[Section]) -> int:
@@ -336,16 +355,14 @@ def recognize(sections: list[Section]) -> Layout:
                         f"images (channels=3)", "channels")
     signatures = [signature(section) for section in layers]
     num_classes = _classes(layers)
-    best: tuple[int, DataError | None, str] | None = None
+    refusals: list[tuple[tuple[int, int, int], DataError]] = []
     for name, (build, tail_ok) in LAYOUTS.items():
         expected = build(num_classes)
-        matched, error = _match(name, expected, layers, signatures, tail_ok)
+        error = _match(name, expected, layers, signatures, tail_ok)
         if error is None:
             return _layout(name, expected, net, layers, num_classes)
-        if best is None or matched > best[0]:
-            best = (matched, error, name)
-    assert best is not None and best[1] is not None
-    raise best[1]
+        refusals.append((_closeness(expected, layers, signatures, tail_ok), error))
+    raise max(refusals, key=lambda refusal: refusal[0])[1]
 
 
 def _channels(layers: list[Section]) -> list[int]:

@@ -101,6 +101,8 @@ def read_weights(path: str | os.PathLike, shapes: list[ConvShape]) -> DarknetWei
 
     Raises:
         ArtifactError: missing file; a header or float block cut short ("truncated");
+            bytes that are not whole floats ("truncated" when fewer floats than the
+            cfg needs, else "trailing bytes");
             the file ending inside a conv or holding more floats than the cfg needs
             ("the weights hold N floats after conv K, the cfg needs M"); a negative
             running variance (the floats are out of step with the cfg).
@@ -124,8 +126,7 @@ def read_weights(path: str | os.PathLike, shapes: list[ConvShape]) -> DarknetWei
     seen = int(np.frombuffer(data, "<i8" if wide else "<i4", 1, VERSION_BYTES)[0])
     body = len(data) - header
     if body % FLOAT_BYTES:
-        raise ArtifactError(f"truncated file: its {body} bytes after the header are not "
-                            f"a whole number of float32 values", path=path)
+        raise _odd_bytes(body, sum(shape.num_floats for shape in shapes), path)
     floats = np.frombuffer(data, "<f4", body // FLOAT_BYTES, header)
     convs: list[ConvWeights] = []
     offset = 0
@@ -148,6 +149,20 @@ def read_weights(path: str | os.PathLike, shapes: list[ConvShape]) -> DarknetWei
     if not convs:
         raise ArtifactError("the file holds a header but no conv weights", path=path)
     return DarknetWeights(major, minor, revision, seen, convs, os.fspath(path))
+
+
+def _odd_bytes(body: int, needed: int, path: Path) -> ArtifactError:
+    """The error for ``body`` bytes after the header that are not whole float32 values
+    (``needed``: the floats of every conv of the cfg)."""
+    whole, extra = divmod(body, FLOAT_BYTES)
+    if whole < needed:
+        return ArtifactError(f"truncated file: its {body} bytes after the header are not "
+                             f"a whole number of float32 values, and hold {whole} of the "
+                             f"{needed} the cfg needs", path=path)
+    return ArtifactError(f"{extra} trailing byte{'s' if extra > 1 else ''} after "
+                         f"{whole} float32 values (the cfg needs {needed}): the {body} "
+                         f"bytes after the header are not a whole number of float32 "
+                         f"values", path=path)
 
 
 def _conv(count: int) -> str:
