@@ -348,6 +348,56 @@ def test_flags_duplicate_image(tmp_path):
         [str(images / "0.png"), str(images / "2.png")]]
 
 
+def _line(output, start):
+    """The one output line that starts with ``start``."""
+    found = [line for line in output.splitlines() if line.startswith(start)]
+    assert len(found) == 1, output
+    return found[0]
+
+
+def test_fatal_and_warning_lines_name_the_files(tmp_path):
+    """Each image finding names its first files (at most 3; 'first: ..., ...' past them)."""
+    path = small_coco(tmp_path, [GOOD] * 4, missing={2})
+    images = path.parent / "images"
+    result, _, _ = codes_of(path, tmp_path)
+    assert _line(result.output, "fatal:") == (
+        f"fatal: 1 of 4 images (25.0%) are missing or unreadable ({images / '2.png'}), "
+        "above --max-missing 0")
+    shutil.copyfile(images / "0.png", images / "1.png")
+    write_image(images / "3.png", 32, 64)                 # annotated 64x64
+    result, _, _ = codes_of(path, tmp_path, "--max-missing", 0.5)
+    assert _line(result.output, "warning: 1 of 4") == (
+        f"warning: 1 of 4 images are missing or unreadable ({images / '2.png'}): training "
+        "stops at the first one")
+    assert _line(result.output, "warning: 1 image differ") == (
+        f"warning: 1 image differ in size from their annotation ({images / '3.png'})")
+    assert _line(result.output, "warning: 1 image file") == (
+        "warning: 1 image file duplicate another byte for byte (1 group: "
+        f"{images / '0.png'} = {images / '1.png'})")
+
+
+def test_finding_lines_cite_at_most_three_files(tmp_path):
+    path = small_coco(tmp_path, [GOOD] * 6, missing={1, 2, 3}, files={4: b"\x89PNG bad"})
+    images = path.parent / "images"
+    result, _, _ = codes_of(path, tmp_path, "--max-missing", 1)
+    first = ", ".join(str(images / f"{i}.png") for i in (1, 2, 3))
+    assert _line(result.output, "warning: 4 of 6") == (
+        f"warning: 4 of 6 images are missing or unreadable (first: {first}, ...): "
+        "training stops at the first one")
+    path = small_coco(tmp_path / "none", [GOOD] * 2, files={0: b"", 1: b"x"})
+    result, codes, _ = codes_of(path, tmp_path, "--max-missing", 1)
+    images = path.parent / "images"
+    assert codes["no_images"] == "fatal"
+    assert _line(result.output, "fatal:") == (
+        f"fatal: none of the 2 image files can be read ({images / '0.png'}, "
+        f"{images / '1.png'})")
+
+
+def test_help_says_what_the_default_max_missing_does():
+    text = " ".join(invoke("--help").output.replace("│", " ").split())
+    assert "the default 0 makes any one fatal, since training stops at the first" in text
+
+
 def test_flags_images_without_boxes(tmp_path):
     path = small_coco(tmp_path, [GOOD, [], GOOD])
     _, codes, report = codes_of(path, tmp_path)

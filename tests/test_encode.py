@@ -1,14 +1,20 @@
 """Encoders of detkit.encode against hand-computed cases and slow loop references."""
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from detkit.anchors import anchor_masks, default_anchors_path, load_anchors
 from detkit.boxes import iou_matrix
+from detkit.cli import app
+from detkit.commands import encode_labels
 from detkit.encode import (IGNORED, NEGATIVE, EncodeStats, Yolov3Encoder,
                            encode_anchor_targets, encode_box_deltas,
                            encode_yolov2, encode_yolov3, grid_anchors, sample_balanced)
-from detkit.errors import UsageError
+from detkit.errors import DataError, UsageError
 
 ANCHORS9 = load_anchors(default_anchors_path("yolov3"))
 ANCHORS6 = load_anchors(default_anchors_path("yolov3-tiny"))
@@ -471,3 +477,39 @@ def test_anchor_targets_of_a_batch_without_box_rows_are_all_negative(num_samples
     else:
         assert np.all((targets.labels == NEGATIVE).sum(axis=1) == num_samples)
     assert not targets.deltas.any() and targets.stats.positives == 0
+
+
+# ------------------------------------------------------------ encode-labels without boxes
+
+def yolo_folder(root: Path, labels: str) -> Path:
+    """A YOLO folder of one 32x32 image whose label file holds ``labels``."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    image = root / "images" / "train" / "a.png"
+    assert cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    (root / "labels" / "train" / "a.txt").write_text(labels)
+    return root
+
+
+@pytest.mark.parametrize("model", ["yolov3", "retinanet"])
+def test_encode_labels_refuses_a_dataset_without_boxes(tmp_path, model):
+    data, out = yolo_folder(tmp_path / "ye", ""), tmp_path / "ye.npz"
+    result = CliRunner().invoke(app, ["encode-labels", str(data), "--out", str(out),
+                                      "--model", model])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (
+        f"error: {data}: the dataset has no boxes to encode (1 image, none with a box): "
+        "a wrong label folder or --format?")
+    assert not list(tmp_path.glob("ye.npz*"))
+
+
+def test_encode_labels_names_the_boxes_the_reader_dropped(tmp_path):
+    assert cv2.imwrite(str(tmp_path / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "train.txt").write_text(f"{tmp_path / 'a.png'} 5,5,5,9,0\n")
+    (tmp_path / "classes.txt").write_text("a\n")
+    opts = encode_labels.Options(data=tmp_path / "train.txt", out=tmp_path / "l.npz",
+                                 classes=tmp_path / "classes.txt")
+    with pytest.raises(DataError, match=r"no boxes to encode: the reader dropped 1 box, "
+                       r"all it had \(zero area or outside the image, e.g. .*train.txt:1\)"):
+        encode_labels.run(opts)
+    assert not (tmp_path / "l.npz").exists()

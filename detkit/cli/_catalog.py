@@ -19,7 +19,7 @@ COMMANDS: dict[str, Entry] = {
     "doctor": Entry("doctor", "Report a dataset's health before training: images, boxes per "
                     "class, box sizes at the input, anchor fit. Exit code 1 on a fatal "
                     "problem: no image readable, more than --max-missing of the images "
-                    "missing or unreadable (default: any), or no box left for training."),
+                    "missing or unreadable (default 0: any one is fatal), or no box left for training."),
     "kmeans-anchors": Entry("kmeans_anchors", "Cluster the dataset's box sizes (as scaled "
                             "to the input) into anchors."),
     "encode-labels": Entry("encode_labels", "Encode every image's letterboxed boxes for "
@@ -34,7 +34,8 @@ COMMANDS: dict[str, Entry] = {
     "train": Entry("train", "Train one stage: writes best/last weights, history.csv and "
                    "manifest.json."),
     "distill": Entry("distill", "Train a student with a frozen teacher (objectness-scaled "
-                     "distillation); writes what train writes."),
+                     "distillation); train's options (--stage, --weights, --model...) are "
+                     "the student's. Writes what train writes."),
     "eval-map": Entry("eval_map", "Evaluate detections (a COCO results json, or a model "
                       "run) against ground truth."),
     "predict": Entry("predict", "Detect objects in images or a video with trained weights "

@@ -8,7 +8,7 @@ with matplotlib installed, ``OUT/*.png``.
 
 Fatal problems (the result's ``fatal``; the CLI exits with code 1 after the report):
 no image file readable; more than ``--max-missing`` of the images missing or unreadable
-(default 0: any, since training stops at the first); no box left for training.
+(default 0: any one is fatal, since training stops at the first); no box left for training.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import numpy as np
 from detkit import kmeans
 from detkit.artifacts import manifest_path, write_json, write_manifest
 from detkit.commands.groups import (AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
-                                    SeedOptions)
-from detkit.data.dataset import load_dataset
+                                    SeedOptions, load_data)
 from detkit.doctor import Thresholds, diagnose
 from detkit.doctor.findings import (DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_MISSING,
                                     DEFAULT_RARE_COUNT, DEFAULT_RARE_FRACTION, FATAL, Finding)
@@ -95,7 +94,9 @@ class Options(DatasetOptions, AnchorOptions, InputOptions, SeedOptions):
                                   "class has more than this many times the boxes of the "
                                   "least frequent.", low=1)
     max_missing: float = option(DEFAULT_MAX_MISSING, "Share of images that may be missing "
-                                "or unreadable before it is fatal (exit 1).", low=0, high=1)
+                                "or unreadable before it is fatal (exit 1); the default 0 "
+                                "makes any one fatal, since training stops at the first.",
+                                low=0, high=1)
 
 
 def _check_out(opts: Options, inputs: list[Path]) -> Path:
@@ -131,8 +132,7 @@ def run(opts: Options, progress: Progress = SILENT) -> DoctorResult:
     anchors, anchors_path = family.resolve_anchors(opts.anchors)
     inputs = [Path(opts.data), anchors_path] + ([Path(opts.classes)] if opts.classes else [])
     report_path = _check_out(opts, inputs)
-    dataset = load_dataset(opts.data, format=opts.format, classes=opts.classes,
-                           check_units=False)     # normalized boxes: a finding
+    dataset = load_data(opts, check_units=False)     # normalized boxes: a finding
     limits = Thresholds(rare_fraction=opts.rare_fraction, rare_count=opts.rare_count,
                         max_imbalance=opts.max_imbalance, max_missing=opts.max_missing)
     diagnosis = diagnose(dataset, input_size=opts.input_size, anchors=anchors,

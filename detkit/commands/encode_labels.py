@@ -16,17 +16,18 @@ import numpy as np
 
 from detkit.anchors import anchor_masks, load_anchors
 from detkit.artifacts import manifest_path, write_manifest
-from detkit.commands.groups import AnchorOptions, DatasetOptions, InputOptions, ModelOptions
-from detkit.data.dataset import load_dataset
+from detkit.commands.groups import (AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
+                                    load_data)
+from detkit.data.dataset import Dataset
 from detkit.data.letterbox import MIN_BOX_PIXELS, LetterboxCounts, letterbox_records
 from detkit.data.records import annotations_sha256
 from detkit.encode import EncodeStats, assign_yolov3
-from detkit.errors import ArtifactMismatchError, UsageError
+from detkit.errors import ArtifactMismatchError, DataError, UsageError
 from detkit.families import FAMILIES, MODEL_NAMES, Family, get_family
 from detkit.labels import SCHEME_BOXES, SCHEME_YOLOV3, save_box_labels, save_labels
 from detkit.options import as_config, flag_of, option
 from detkit.progress import SILENT, Progress
-from detkit.tables import TextTable
+from detkit.tables import TextTable, plural
 
 COMMAND = "encode-labels"
 #: Images encoded per vectorized call (bounds the padded ``(B, M, 4)`` arrays).
@@ -156,6 +157,26 @@ def family_for(opts: Options) -> Family:
     return fitting[0]
 
 
+def require_boxes(dataset: Dataset) -> None:
+    """Refuse a dataset without a single box: its labels would teach only background, so
+    it is almost surely a wrong label folder or format.
+
+    Raises:
+        DataError: naming the dataset.
+    """
+    if dataset.num_boxes:
+        return
+    fixes = dataset.fixes
+    if fixes.dropped:
+        where = f", e.g. {fixes.examples[0]}" if fixes.examples else ""
+        why = (f": the reader dropped {plural(fixes.dropped, 'box')}, all it had (zero "
+               f"area or outside the image{where})")
+    else:
+        why = (f" ({plural(len(dataset.records), 'image')}, none with a box): a wrong "
+               "label folder or --format?")
+    raise DataError(f"the dataset has no boxes to encode{why}", path=dataset.path)
+
+
 def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
     """Encode the letterboxed boxes of every image of ``opts.data``; write ``labels.npz``.
 
@@ -164,7 +185,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
             threshold outside (0, 1).
         ArtifactMismatchError: an anchor count other than the model's (naming the file;
             the check of :meth:`detkit.families.Family.resolve_anchors`, as in train).
-        DataError: unreadable dataset or anchors, unknown image sizes, bad class ids.
+        DataError: unreadable dataset or anchors, unknown image sizes, bad class ids,
+            no box at all (:func:`require_boxes`).
     """
     iou = opts.multi_anchor_iou
     if iou is not None and not 0.0 < iou < 1.0:
@@ -181,7 +203,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EncodeLabelsResult:
     if input_size % max(scale_strides):
         raise UsageError(f"{flag_of(opts, 'input_size')} must be a positive multiple of "
                          f"{max(scale_strides)}, got {input_size}")
-    dataset = load_dataset(opts.data, format=opts.format, classes=opts.classes)
+    dataset = load_data(opts)
+    require_boxes(dataset)
     records, num_classes = dataset.records, len(dataset.class_names)
 
     counts = LetterboxCounts()
@@ -245,7 +268,8 @@ def _encode_boxes(opts: Options, family: Family, anchors: np.ndarray, anchors_pa
     if input_size % family.max_stride:
         raise UsageError(f"{flag_of(opts, 'input_size')} must be a positive multiple of "
                          f"{family.max_stride}, got {input_size}")
-    dataset = load_dataset(opts.data, format=opts.format, classes=opts.classes)
+    dataset = load_data(opts)
+    require_boxes(dataset)
     records, num_classes = dataset.records, len(dataset.class_names)
     assigner = family.make_assigner(anchors, input_size, num_classes, seed=0)
     counts = LetterboxCounts()

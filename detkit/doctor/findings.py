@@ -15,7 +15,7 @@ Everything else is a warning (printed, exit code 0) or a note.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 from detkit.tables import plural
 
@@ -31,6 +31,8 @@ DEFAULT_RARE_COUNT = 10
 DEFAULT_MAX_IMBALANCE = 20.0
 #: Share of images allowed to be missing or unreadable (``--max-missing``).
 DEFAULT_MAX_MISSING = 0.0
+#: Files named at most in a finding's line (the report keeps more).
+MAX_CITED = 3
 #: Warn when the anchors' best possible recall is below this (YOLOv5's autoanchor rule).
 MIN_BPR = 0.98
 #: Warn when more than this share of the kept boxes is under the finest stride.
@@ -75,40 +77,77 @@ def rare_classes(classes: list[dict[str, Any]], limits: Thresholds) -> list[dict
         row["boxes"] < limits.rare_count or row["share"] < limits.rare_fraction)]
 
 
+def cite(names: Sequence[str], total: int) -> str:
+    """`` (a, b)`` naming the files of a problem, `` (first: a, b, c, ...)`` past
+    :data:`MAX_CITED` (or past the examples the report keeps); empty without names."""
+    shown = list(names[:MAX_CITED])
+    if not shown:
+        return ""
+    if total <= len(shown):
+        return f" ({', '.join(shown)})"
+    return f" (first: {', '.join(shown)}, ...)"
+
+
+def bad_files(images: dict[str, Any]) -> list[str]:
+    """The report's example files that are missing, then those unreadable (without the
+    reason that follows the path in ``examples.unreadable``)."""
+    examples = images["examples"]
+    return examples["missing"] + [entry.partition(": ")[0]
+                                  for entry in examples["unreadable"]]
+
+
+def _missing_finding(images: dict[str, Any], limits: Thresholds) -> list[Finding]:
+    """No readable image, or images missing or unreadable (fatal past ``max_missing``)."""
+    records, bad = images["records"], images["records_missing_or_unreadable"]
+    named = cite(bad_files(images), images["missing"] + images["unreadable"])
+    if images["found"] == 0:
+        return [Finding(FATAL, "no_images", f"none of the {images['files']} image files "
+                        f"can be read{named}")]
+    if bad and bad / records > limits.max_missing:
+        return [Finding(FATAL, "missing_images",
+                        f"{bad} of {records} images ({_pct(bad, records)}) are missing or "
+                        f"unreadable{named}, above --max-missing {limits.max_missing:g}")]
+    if bad:
+        return [Finding(WARNING, "missing_images",
+                        f"{bad} of {records} images are missing or unreadable{named}: "
+                        "training stops at the first one")]
+    return []
+
+
+def _duplicate_groups(dup: dict[str, Any]) -> str:
+    """`` (1 group: a = b)`` or `` (3 groups; first: a = b = c = ...)``."""
+    first = dup["examples"][0] if dup["examples"] else []
+    same = " = ".join(first[:MAX_CITED]) + (" = ..." if len(first) > MAX_CITED else "")
+    groups = plural(dup["groups"], "group")
+    if not same:
+        return f" ({groups})"
+    return f" ({groups}: {same})" if dup["groups"] == 1 else f" ({groups}; first: {same})"
+
+
 def image_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
     images = report["images"]
-    found: list[Finding] = []
     if images["checked"] == "none":
-        return found
-    records = images["records"]
-    bad = images["records_missing_or_unreadable"]
-    if images["found"] == 0:
-        found.append(Finding(FATAL, "no_images", f"none of the {images['files']} image "
-                             "files can be read"))
-    elif bad and bad / records > limits.max_missing:
-        found.append(Finding(FATAL, "missing_images",
-                             f"{bad} of {records} images ({_pct(bad, records)}) are missing "
-                             f"or unreadable, above --max-missing {limits.max_missing:g}"))
-    elif bad:
-        found.append(Finding(WARNING, "missing_images",
-                             f"{bad} of {records} images are missing or unreadable "
-                             "(training stops at the first one)"))
+        return []
+    found = _missing_finding(images, limits)
+    examples = images["examples"]
     if images["size_mismatch"]:
         turned = images["size_transposed"]
         extra = (f", {turned} of them transposed (EXIF rotation?)" if turned else "")
+        named = cite(examples["size_mismatch"], images["size_mismatch"])
         found.append(Finding(WARNING, "size_mismatch",
                              f"{plural(images['size_mismatch'], 'image')} differ in size "
-                             f"from their annotation{extra}"))
+                             f"from their annotation{named}{extra}"))
     if images["truncated_jpeg"]:
+        named = cite(examples["truncated_jpeg"], images["truncated_jpeg"])
         found.append(Finding(WARNING, "truncated_jpeg",
                              f"{plural(images['truncated_jpeg'], 'JPEG file')} lack the "
-                             "end-of-image marker: truncated? (OpenCV may refuse them; see "
-                             "--check-images decode)"))
+                             f"end-of-image marker{named}: truncated? (OpenCV may refuse "
+                             "them; see --check-images decode)"))
     dup = images["duplicates"]
     if dup["files"]:
         found.append(Finding(WARNING, "duplicate_images",
                              f"{plural(dup['files'], 'image file')} duplicate another "
-                             f"byte for byte ({plural(dup['groups'], 'group')})"))
+                             f"byte for byte{_duplicate_groups(dup)}"))
     return found
 
 
