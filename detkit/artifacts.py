@@ -358,12 +358,9 @@ def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = (),
     Raises:
         UsageError: naming the output and the input, with both flags.
     """
-    inputs, outputs = io_paths(opts)
+    inputs, _ = io_paths(opts)
     inputs += [RolePath(flag, Path(path), Spec(help="")) for flag, path in extra_inputs]
-    written = [(item.flag, item.path, _written_by(item.path, item.spec)) for item in outputs]
-    written += [(flag, Path(path), [Path(path), manifest_path(path)])
-                for flag, path in extra_outputs]
-    for flag, out, paths in written:
+    for flag, out, paths in _written(opts, extra_outputs):
         for target in paths:
             for source in inputs:
                 for protected, what in ((source.path, "the input"),
@@ -377,6 +374,43 @@ def check_no_clobber(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = (),
                     whose = "" if protected == source.path else f" ({protected})"
                     raise UsageError(f"{flag} would overwrite {what} {source.flag} "
                                      f"{source.path}{whose}: {how}; choose another {flag}")
+
+
+def _written(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = ()
+             ) -> list[tuple[str, Path, list[Path]]]:
+    """``(flag, output, every file it writes)`` of the outputs of ``opts``."""
+    _, outputs = io_paths(opts)
+    written = [(item.flag, item.path, _written_by(item.path, item.spec)) for item in outputs]
+    written += [(flag, Path(path), [Path(path), manifest_path(path)])
+                for flag, path in extra_outputs]
+    return written
+
+
+def check_spares_files(opts: Any, files: Iterable[str], what: str,
+                       extra_outputs: Iterable[tuple[str, Path]] = ()) -> None:
+    """Refuse an output of ``opts`` (or a file it writes) that is one of ``files``, the
+    files an input is made of that no option names (a dataset's images, annotation and
+    class names files). Only outputs that exist now are compared (by file identity).
+
+    Args:
+        what: what ``files`` are, for the message (``a file of the dataset DATA x``).
+
+    Raises:
+        UsageError: naming the output and the file.
+    """
+    targets = [(flag, out, target) for flag, out, paths in _written(opts, extra_outputs)
+               for target in paths if os.path.isfile(target)]
+    if not targets:
+        return
+    names = tuple({os.path.basename(target) for *_, target in targets})
+    for file in files:
+        if not file.endswith(names):
+            continue
+        for flag, out, target in targets:
+            if same_file(target, file):
+                writes = "" if target == out else f" (it writes {target})"
+                raise UsageError(f"{flag} {out}{writes} would overwrite {file}, {what}; "
+                                 f"choose another {flag}")
 
 
 def check_folder_replaceable(opts: Any, flag: str, folder: Path, marker: str) -> None:

@@ -281,7 +281,52 @@ def _link(root: Path, name: str, target: Path, hard: bool = False) -> Path:
 # Outputs never overwrite inputs (exit 2, both paths and both flags named)
 # ---------------------------------------------------------------------------------------
 
+def _voc_folder(root: Path) -> Path:
+    from detkit.data.dataset import load_dataset
+    from detkit.data.writers import write_voc_folder
+
+    return write_voc_folder(root / "voc", load_dataset(_lines_file(root)))
+
+
+def _yolo_folder(root: Path, names: str = "") -> Path:
+    from detkit.data.dataset import load_dataset
+    from detkit.data.writers import write_yolo_folder
+
+    folder = write_yolo_folder(root / "yolo", load_dataset(_lines_file(root)))
+    if names:
+        _write(folder / "data.yaml", f"train: images\nval: images\nnames: [{names}]\n")
+    return folder
+
+
+def _yolo_label(root: Path) -> Path:
+    return next(p for p in sorted((root / "yolo" / "labels").rglob("*.txt"))
+                if p.name != "classes.txt")
+
+
 CLOBBER_CASES = [
+    # files of the dataset that no option names: its images, annotation, class files
+    Case("kmeans-out-is-an-image-of-the-lines-file",
+         lambda r: _kmeans_out(_lines_file(r), r / "imgs" / "a.png"), 2,
+         "--out {root}/imgs/a.png would overwrite {root}/imgs/a.png, a file of the dataset "
+         "DATA {root}/train.txt; choose another --out"),
+    Case("kmeans-out-is-the-classes-file-beside-the-lines",
+         lambda r: _kmeans_out((_write(r / "classes.txt", "cat\ndog\n"), _lines_file(r))[1],
+                               r / "classes.txt"), 2,
+         "would overwrite {root}/classes.txt, a file of the dataset DATA {root}/train.txt"),
+    Case("kmeans-out-is-a-voc-xml",
+         lambda r: _kmeans_out(_voc_folder(r), next((r / "voc").rglob("*.xml"))), 2,
+         ".xml, a file of the dataset DATA {root}/voc"),
+    Case("kmeans-out-is-a-yolo-label-file",
+         lambda r: _kmeans_out(_yolo_folder(r), _yolo_label(r)), 2,
+         "would overwrite {root}/yolo/labels/"),
+    Case("encode-out-is-a-yolo-label-file",
+         lambda r: ["encode-labels", str(_yolo_folder(r)), "--input-size", "64", "--out",
+                    str(_yolo_label(r))], 2, "would overwrite {root}/yolo/labels/"),
+    Case("predict-out-is-an-image",
+         lambda r: ["predict", str((_images(r / "imgs"), r / "imgs")[1]), "--weights",
+                    str(_write(r / "w.weights.h5", "x")), "--out", str(r / "imgs" / "a.png")],
+         2, "--out {root}/imgs/a.png would overwrite {root}/imgs/a.png, an image of DATA "
+            "{root}/imgs"),
     Case("kmeans-out-is-its-config",
          lambda r: _kmeans_out(_lines_file(r), r / "k.yaml", "--config",
                                str(_write(r / "k.yaml", "k: 1\n"))), 2,
@@ -699,6 +744,19 @@ def _encoded_at(size: int) -> Callable[[Path], None]:
 
 
 MISLEADING_CASES = [
+    # --classes for labels of class indices must agree with the dataset's own names
+    Case("classes-contradict-a-data-yaml",
+         lambda r: _kmeans(_yolo_folder(r, names="cat, dog") / "data.yaml", r, "--classes",
+                           str(_write(r / "names.txt", "dog\ncat\n"))), 1,
+         "{root}/yolo/data.yaml: names class 0 'cat', the class names given (--classes, or "
+         "the training data's) name it 'dog'"),
+    Case("classes-contradict-the-classes-file-beside-the-lines",
+         lambda r: _kmeans((_write(r / "classes.txt", "cat\ndog\n"), _lines_file(r))[1], r,
+                           "--classes", str(_write(r / "names.txt", "cat\nbird\n"))), 1,
+         "{root}/classes.txt: names class 1 'dog', the class names given"),
+    Case("classes-agreeing-with-a-data-yaml",
+         lambda r: _kmeans(_yolo_folder(r, names="cat, dog") / "data.yaml", r, "--classes",
+                           str(_write(r / "names.txt", "cat\ndog\n"))), 0, "anchors for"),
     # anchors are in input pixels: an anchors file fitted at 64 px runs at 64 when
     # --input-size is not given, and warns when it is given at another size
     Case("encode-takes-the-input-size-its-anchors-were-fitted-at",

@@ -666,7 +666,9 @@ def test_ultralytics_dataset_file_stands_for_its_splits(tmp_path):
     assert (train.format, train.class_names, len(train.records)) == ("yolo", ["a", "b"], 2)
     val = load_dataset(yaml_file, split="val")
     assert [Path(r.image_path).name for r in val.records] == ["c.jpg"]
-    assert load_dataset(yaml_file, classes=["x", "y"]).class_names == ["x", "y"]
+    assert load_dataset(yaml_file, classes=["a", "b", "c"]).class_names == ["a", "b", "c"]
+    with pytest.raises(DataError, match="names class 0 'a', the class names given"):
+        load_dataset(yaml_file, classes=["x", "y"])
     with pytest.raises(DataError) as info:
         load_dataset(yaml_file, split="test")
     assert str(info.value) == (f"{yaml_file}: the dataset file names no 'test' split (it "
@@ -864,12 +866,20 @@ def test_read_class_names(tmp_path):
 
 
 def test_class_names_list_and_beside_file(lines_dataset):
+    """Labels of class indices: names given must agree with the classes.txt beside (as
+    far as both go); without it they name the indices."""
     path = lines_dataset / "train.txt"
-    assert load_dataset(path, classes=["x", "y", "z"]).class_names == ["x", "y", "z"]
+    assert load_dataset(path, classes=["cat", "dog", "bird"]).class_names == [
+        "cat", "dog", "bird"]
+    assert load_dataset(path, classes=["cat", "dog", "bird", "fox"]).class_names[-1] == "fox"
+    with pytest.raises(DataError, match=r"classes.txt: names class 2 'bird', the class "
+                                        r"names given .* name it 'z'"):
+        load_dataset(path, classes=["cat", "dog", "z"])
     with pytest.raises(UsageError):
         load_dataset(path, classes=["x", "x"])
     (lines_dataset / "classes.txt").unlink()
     assert load_dataset(path).class_names == ["0", "1", "2"]
+    assert load_dataset(path, classes=["x", "y", "z"]).class_names == ["x", "y", "z"]
 
 
 # ------------------------------------------- vectorized readers against loop references

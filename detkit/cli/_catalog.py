@@ -19,7 +19,8 @@ COMMANDS: dict[str, Entry] = {
     "doctor": Entry("doctor", "Report a dataset's health before training: images, boxes per "
                     "class, box sizes at the input, anchor fit. Exit code 1 on a fatal "
                     "problem: no image readable, more than --max-missing of the images "
-                    "missing or unreadable (default 0: any one is fatal), or no box left for training."),
+                    "missing or unreadable (default 0: any one is fatal), or no box left "
+                    "for training."),
     "kmeans-anchors": Entry("kmeans_anchors", "Cluster the dataset's box sizes (as scaled "
                             "to the input) into anchors."),
     "encode-labels": Entry("encode_labels", "Encode every image's letterboxed boxes for "

@@ -18,8 +18,7 @@ from detkit import choices
 from detkit.artifacts import (atomic_path, manifest_path, sha256_file, sha256_strings,
                               write_manifest)
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
-                                    SeedOptions)
-from detkit.data.dataset import load_dataset
+                                    SeedOptions, load_data)
 from detkit.errors import DataError, UsageError
 from detkit.families import get_family
 from detkit.models import build_model, check_input_size
@@ -123,7 +122,7 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     split, dtype, batch_size = opts.split, opts.dtype, opts.batch_size
     check_input_size(input_size)
     anchor_sizes, anchors_path = get_family(model).resolve_anchors(opts.anchors)
-    dataset = load_dataset(data, format=opts.format, classes=classes)
+    dataset = load_data(opts)
     if not dataset.records:
         raise DataError("no images in the dataset", path=data)
     notes = []

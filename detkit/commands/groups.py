@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from detkit.anchors import fitted_input_size
-from detkit.artifacts import DetkitWarning
+from detkit.artifacts import DetkitWarning, check_spares_files
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.errors import DetkitError
 from detkit.families import MODEL_NAMES
 from detkit.options import argument, given_field, is_given, option
+
+if TYPE_CHECKING:
+    from detkit.data.dataset import Dataset
 
 #: The dataset layouts DATA may name (help text).
 DATA_LAYOUTS = ("keras-yolo3 lines file, COCO json, CSV box table, VOC folder (or its "
@@ -36,9 +39,29 @@ class DatasetOptions:
 
     data: Path = argument(DATA_HELP, role="input")
     format: Optional[str] = option(
-        None, "Dataset format: auto, yolo3, coco, csv, voc or yolo (default: auto).")
+        None, "Dataset format: auto (from its shape on disk, the default), yolo3 (a "
+              "keras-yolo3 lines file), coco, csv, voc or yolo (a YOLO/Ultralytics txt "
+              "labels folder, split or image list).")
     classes: Optional[Path] = option(
-        None, "classes.txt, one name a line (default: from the dataset).", role="input")
+        None, "classes.txt, one name a line (default: from the dataset; where labels are "
+              "class indices, YOLO and keras-yolo3 lines, it must agree with the names the "
+              "dataset gives them).", role="input")
+
+
+def load_data(opts: Any, **options: Any) -> Dataset:
+    """``opts.data`` read as :func:`~detkit.data.dataset.load_dataset` reads it (``options``:
+    its keyword arguments beyond format and classes).
+
+    Raises:
+        UsageError: an output of ``opts`` is one of the dataset's images, annotation or
+            class names files (exit 2, before any work).
+        DataError, UsageError: see :func:`~detkit.data.dataset.load_dataset`.
+    """
+    from detkit.data.dataset import load_dataset
+
+    dataset = load_dataset(opts.data, format=opts.format, classes=opts.classes, **options)
+    check_spares_files(opts, dataset.files(), f"a file of the dataset DATA {opts.data}")
+    return dataset
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -46,7 +69,12 @@ class InputOptions:
     """The network input side."""
 
     input_size: int = option(DEFAULT_INPUT_SIZE,
-                             "Network input side in pixels, a multiple of 32.",
+                             "Network input side in pixels, a multiple of 32. Not "
+                             "given: the size recorded with --weights (stage 2, predict, "
+                             "eval-map, export; not a stage-1 or cache-bottlenecks start), "
+                             "a resumed train or distill run's, or distill's teacher's with "
+                             "its anchors; else the size --anchors was fitted at (its "
+                             "kmeans-anchors manifest); else 416.",
                              integer=True, low=32, multiple=32)
     #: The options set on the command line or in --config (see detkit.options.is_given).
     given: Optional[frozenset[str]] = given_field()
@@ -57,21 +85,30 @@ class AnchorOptions:
     """An anchors file."""
 
     anchors: Optional[Path] = option(
-        None, "Anchors file 'w,h, w,h, ...' in input pixels (default: those recorded with "
-              "the weights, or with distill's teacher, else the model's own: COCO's for "
-              "the YOLOs).", role="input")
+        None, "Anchors file 'w,h, w,h, ...' in input pixels. Not given: those recorded "
+              "with --weights (stage 2, predict, eval-map, export; not a stage-1 or "
+              "cache-bottlenecks start), a resumed train or distill run's, or distill's "
+              "teacher's when the student's model takes as many; else the model's own "
+              "(COCO's for the YOLOs, generated per level for retinanet and rpn).",
+        role="input")
 
 
 @dataclasses.dataclass(kw_only=True)
 class ModelOptions(AnchorOptions, InputOptions):
     """A detector: family, width, anchors and input size."""
 
-    model: str = option("yolov3", f"Architecture: {', '.join(MODEL_NAMES)}.",
+    model: str = option("yolov3", f"Architecture: {', '.join(MODEL_NAMES)}. Not given: "
+                                  f"the one recorded with --weights (their manifest) or "
+                                  f"by a resumed train or distill run, else yolov3.",
                         choices=MODEL_NAMES)
-    width: float = option(1.0, "Channel width multiplier.", above=0)
+    width: float = option(1.0, "Channel width multiplier. Not given: the one recorded with "
+                               "--weights or by a resumed run (as --model), else 1.0.",
+                          above=0)
     backbone: Optional[str] = option(
-        None, f"Body under the heads: {', '.join(BACKBONES)} (default: the model's own, "
-              f"darknet53 for yolov3, darknet-tiny for yolov3-tiny). --width scales the "
+        None, f"Body under the heads: {', '.join(BACKBONES)}. Not given: the one recorded "
+              f"with --weights or by a resumed run (as --model), else the model's own: "
+              f"darknet53 for yolov3, darknet-tiny for yolov3-tiny, darknet-small for "
+              f"retinanet and rpn (yolov2 and yolov2-tiny take none). --width scales the "
               f"Darknet bodies, is mobilenetv2's alpha, and scales only the neck and heads "
               f"of efficientnetb0 and resnet50.", choices=BACKBONES)
 

@@ -21,8 +21,7 @@ from detkit import kmeans
 from detkit.anchors import (anchor_masks, format_anchors, load_anchors, parse_anchors,
                             sort_by_area, strides)
 from detkit.artifacts import atomic_path, json_text, manifest_path, write_manifest
-from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions
-from detkit.data.dataset import load_dataset
+from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions, load_data
 from detkit.errors import DataError
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
@@ -193,7 +192,7 @@ def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
     del progress  # clustering takes well under a second per 100k boxes
     data, compare = opts.data, opts.compare
     compare_anchors = load_anchors(compare) if compare is not None else None
-    dataset = load_dataset(data, format=opts.format, classes=opts.classes)
+    dataset = load_data(opts)
     wh = kmeans.input_box_sizes(dataset.records, opts.input_size, opts.resize)
     if not len(wh):
         raise DataError("the dataset has no boxes to cluster", path=data)

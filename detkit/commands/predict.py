@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from detkit.artifacts import check_agree, manifest_path, write_json, write_manifest
+from detkit.artifacts import (check_agree, check_spares_files, manifest_path, write_json,
+                              write_manifest)
 from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
 from detkit.data.dataset import read_class_names
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
@@ -114,7 +115,8 @@ class PredictResult:
 WEIGHTS_HELP = ("Trained weights (.weights.h5), or an export of detkit export: .tflite, "
                 ".onnx or a SavedModel folder. The model, width, backbone, anchors, "
                 "classes and input size recorded in its manifest fill the flags not given; "
-                "a flag that contradicts them is refused.")
+                "a contradicting flag, anchors file or class list is refused (another "
+                "--input-size runs, with a warning).")
 NMS_IOU_HELP = ("Per-class NMS IoU threshold (default: the model family's, 0.45; 0.7 for "
                 "rpn proposals).")
 MAX_DET_HELP = ("Detections kept per image (default: the model family's, 100; 1000 for rpn "
@@ -188,6 +190,9 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
     started = time.perf_counter()
     image_set = None if video is not None else collect_images(
         opts.data, format=opts.format, classes=opts.classes)
+    if image_set is not None:
+        check_spares_files(opts, [str(item.path) for item in image_set.items],
+                           f"an image of DATA {opts.data}")
     if image_set is not None and opts.draw_dir is not None:
         check_drawings(image_set.items, Path(opts.draw_dir))
     loaded = load_detector(opts, weights, image_set)

@@ -24,9 +24,11 @@ import numpy as np
 
 from detkit.data.fixes import MAX_EXAMPLES, FixReport
 from detkit.data.readers import READERS, read_class_names
+from detkit.data.readers.common import check_given_names
 from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
-from detkit.data.readers.yolo import is_image_list, is_yolo_folder, is_yolo_split, yolo_root
+from detkit.data.readers.yolo import (folder_class_names, is_image_list, is_yolo_folder,
+                                      is_yolo_split, yolo_root)
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -34,6 +36,8 @@ __all__ = ["Dataset", "FORMATS", "detect_format", "load_dataset", "read_class_na
 
 #: Format names, and the other spellings accepted for them.
 FORMATS = tuple(READERS)
+#: Formats whose labels are class indices (names come from beside, or from --classes).
+INDEXED_FORMATS = ("yolo3", "yolo")
 FORMAT_ALIASES = {"keras-yolo3": "yolo3", "lines": "yolo3", "txt": "yolo3",
                   "json": "coco", "pascal-voc": "voc", "xml": "voc", "darknet": "yolo",
                   "ultralytics": "yolo"}
@@ -56,6 +60,7 @@ class Dataset:
         class_names: the names class ids index.
         fixes: the boxes repaired while reading (print ``fixes.summary()`` once).
         category_ids: COCO category id of each class (COCO datasets only, else ``None``).
+        sources: the other files read (annotation, label and class names files).
     """
 
     path: Path
@@ -64,6 +69,12 @@ class Dataset:
     class_names: list[str]
     fixes: FixReport = dataclasses.field(default_factory=FixReport)
     category_ids: list[int] | None = None
+    sources: list[str] = dataclasses.field(default_factory=list)
+
+    def files(self) -> list[str]:
+        """Every file the dataset is made of, as read: its images, annotation files and
+        class names files (not the dataset path itself)."""
+        return [*(record.image_path for record in self.records), *self.sources]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -143,6 +154,15 @@ def _beside(path: Path) -> Path:
     return (path if path.is_dir() else path.parent) / CLASSES_FILE
 
 
+def own_class_names(path: Path, fmt: str, beside: Path) -> tuple[list[str], Path] | None:
+    """``(names, file)`` a dataset of class indices gives them without ``--classes``: a
+    YOLO folder's (``labels/classes.txt`` or ``data.yaml``), else ``classes.txt`` beside."""
+    own = folder_class_names(yolo_root(path)) if fmt == "yolo" else None
+    if own is None and beside.is_file() and beside != path:
+        own = read_class_names(beside), beside
+    return own
+
+
 def resolve_class_names(path: Path,
                         classes: str | os.PathLike | Sequence[str] | None) -> list[str] | None:
     """The class names given (file or list), else ``classes.txt`` beside, else ``None``."""
@@ -197,10 +217,14 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
     described = read_dataset_file(path)
     if described is None:
         return _load(path, format, classes, image_dir, check_images, check_units)
+    if classes is not None and described.names:
+        check_given_names(resolve_class_names(path, classes), described.names, path)
     names = classes if classes is not None else described.names
+    split_paths = described.split(split)
     parts = [_load(part, format, names, image_dir, check_images, check_units,
-                   described.keypoints) for part in described.split(split)]
-    return parts[0] if len(parts) == 1 else _joined(path, parts, split)
+                   described.keypoints, given=classes is not None) for part in split_paths]
+    joined = parts[0] if len(parts) == 1 else _joined(path, parts, split)
+    return dataclasses.replace(joined, sources=[*map(str, split_paths), *joined.sources])
 
 
 def _joined(path: Path, parts: list[Dataset], split: str) -> Dataset:
@@ -233,21 +257,30 @@ def _joined(path: Path, parts: list[Dataset], split: str) -> Dataset:
             :MAX_EXAMPLES])
     formats = list(dict.fromkeys(part.format for part in parts))
     return Dataset(path=path, format="+".join(formats), records=records,
-                   class_names=list(names), fixes=fixes, category_ids=category_ids)
+                   class_names=list(names), fixes=fixes, category_ids=category_ids,
+                   sources=[source for part in parts for source in part.sources])
 
 
 def _load(path: Path, format: str | None,
           classes: str | os.PathLike | Sequence[str] | None,
           image_dir: str | os.PathLike | None, check_images: bool, check_units: bool,
-          keypoints: int | None = None) -> Dataset:
+          keypoints: int | None = None, given: bool = True) -> Dataset:
     """:func:`load_dataset` of a dataset (not a dataset file); ``keypoints``: a pose
-    dataset file's values per line for a YOLO split."""
+    dataset file's values per line for a YOLO split; ``given``: ``classes`` come from the
+    caller (checked against the names the dataset gives its class indices), not from a
+    dataset file."""
     if not path.exists():
         raise DataError("dataset not found", path=path)
     fmt = normalize_format(format)
     if fmt == AUTO:
         fmt = detect_format(path)
     class_names = resolve_class_names(path, classes)
+    beside = _beside(path)
+    sources = [str(beside)] if beside.is_file() and beside != path else []
+    if given and classes is not None and fmt in INDEXED_FORMATS:
+        own = own_class_names(path, fmt, beside)
+        if own is not None:
+            check_given_names(class_names, *own)
     fixes = FixReport()
     options = {"image_dir": image_dir} if fmt == "coco" else {}
     if fmt == "yolo" and keypoints is not None:
@@ -263,7 +296,8 @@ def _load(path: Path, format: str | None,
         _check_images(result.records, path)
     return Dataset(path=path, format=fmt, records=result.records,
                    class_names=result.class_names, fixes=fixes,
-                   category_ids=result.category_ids)
+                   category_ids=result.category_ids,
+                   sources=[*sources, *result.sources])
 
 
 def _check_pixels(records: list[ImageRecord], path: Path) -> None:

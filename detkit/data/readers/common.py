@@ -36,11 +36,14 @@ class ReadResult:
         records: one :class:`ImageRecord` per image, in file order.
         class_names: the names class ids index.
         category_ids: for COCO, the category id of each class index; else ``None``.
+        sources: the files read besides the dataset path and the images (VOC xml, YOLO
+            label files, a class names file or ``data.yaml`` found beside).
     """
 
     records: list[ImageRecord]
     class_names: list[str]
     category_ids: list[int] | None = None
+    sources: Sequence[str] = ()
 
 
 #: Text files are UTF-8; a leading byte order mark (Windows editors write one) is dropped.
@@ -127,6 +130,20 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     if not names:
         raise DataError("no class names in the file", path=path)
     return names
+
+
+def check_given_names(given: Sequence[str], own: Sequence[str], own_file: Path) -> None:
+    """Class names given for a dataset whose labels are class indices (YOLO, keras-yolo3
+    lines) must agree with the names the dataset itself gives them, as far as both go.
+
+    Raises:
+        DataError: naming ``own_file`` and the first index whose names differ.
+    """
+    for index, (mine, theirs) in enumerate(zip(given, own)):
+        if mine != theirs:
+            raise DataError(f"names class {index} {theirs!r}, the class names given (--classes, "
+                            f"or the training data's) name it {mine!r}: the labels are class "
+                            f"indices, so the two lists must agree", path=own_file)
 
 
 def check_class_id(class_id: int, num_classes: int | None, *, path: str | os.PathLike,

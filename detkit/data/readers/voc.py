@@ -220,4 +220,4 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
         np.array([obj[1] for obj in objects], np.float32).reshape(-1, 4),
         np.array([index[obj[0]] for obj in objects], np.int64), fixes,
         lambda i: str(parsed[i][0]), difficult=np.array([obj[2] for obj in objects], bool))
-    return ReadResult(records, list(class_names))
+    return ReadResult(records, list(class_names), sources=[str(p) for p in xml_files])

@@ -124,10 +124,14 @@ def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
     return None
 
 
-def yaml_class_names(path: Path) -> list[str] | None:
-    """``names`` of ``data.yaml`` (a list, or a mapping of index to name), if present."""
-    found = _dataset_yaml(path)
-    return None if found is None else names_of(*found)
+def folder_class_names(root: Path) -> tuple[list[str], Path] | None:
+    """``(names, file)`` a YOLO folder gives its class ids: ``labels/classes.txt``, else
+    the ``names`` of its ``data.yaml``; ``None`` without either."""
+    listed = root / LABELS_DIR / CLASSES_FILE
+    if listed.is_file():
+        return read_class_names(listed), listed
+    found = _dataset_yaml(root)
+    return None if found is None else (names_of(*found), found[0])
 
 
 def names_of(file: Path, data: object) -> list[str]:
@@ -302,10 +306,11 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     fixes = FixReport() if fixes is None else fixes
     root = yolo_root(path)
     images, labels = _image_label_pairs(path, root)
-    if class_names is None and (root / LABELS_DIR / CLASSES_FILE).is_file():
-        class_names = read_class_names(root / LABELS_DIR / CLASSES_FILE)
-    if class_names is None:
-        class_names = yaml_class_names(root)
+    sources = list(labels)
+    own = folder_class_names(root)
+    if own is not None:
+        sources.append(str(own[1]))
+        class_names = own[0] if class_names is None else class_names
     num_classes = None if class_names is None else len(class_names)
     sizes, texts, error = _sizes_and_texts(images, labels)
     labels = labels[:len(texts)]
@@ -326,4 +331,4 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
         lambda i: labels[i])
     if class_names is None:
         class_names = index_names(int(classes.max(initial=-1)))
-    return ReadResult(records, list(class_names))
+    return ReadResult(records, list(class_names), sources=sources)
