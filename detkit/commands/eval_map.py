@@ -135,8 +135,9 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
 
     detections: Optional[Path] = option(
         None, "COCO results json [{image_id, category_id, bbox, score}] to evaluate; with "
-              "--model, where to write the model's detections (an existing file only with "
-              "--exist-ok; default: <out stem>.detections.json).", role="input")
+              "--weights (the model is run), where to write its detections (an existing "
+              "file only with --exist-ok; default: <out stem>.detections.json).",
+        role="input")
     metric: str = option("coco", "coco (pycocotools-exact), voc07 (11-point) or voc12 "
                          "(all points).", choices=METRICS)
     iou: float = option(0.5, "VOC overlap threshold.", above=0, high=1)
@@ -145,23 +146,23 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
               "0.5:0.95:0.05).")
     max_dets: Optional[str] = option(
         None, "COCO detections per image and category for the three AR stats, three "
-              "integers (default 1,10,100; with --model rpn 1,100,1000, as many proposals "
-              "kept per image).")
+              "integers (default 1,10,100; when an rpn model is run, 1,100,1000, as many "
+              "proposals kept per image).")
     class_agnostic: bool = option(
-        False, "COCO: ignore categories when matching (one pooled class; always for "
-               "--model rpn, whose proposals have no class).")
+        False, "COCO: ignore categories when matching (one pooled class; always when an "
+               "rpn model is run, whose proposals have no class).")
     out: Optional[Path] = option(Path("report.json"), "report.json to write (with its "
                                  "manifest).", role="output")
     plots: Optional[Path] = option(
         None, "Folder for pr_curve.png and f1_curve.png (needs matplotlib).",
         role="output", folder=True)
     model: Optional[str] = option(
-        None, f"Run this architecture ({', '.join(MODEL_NAMES)}) over the ground truth's "
-              f"images instead of reading --detections (default with --weights: the one "
-              f"recorded in the weights' or the export's manifest).", choices=MODEL_NAMES)
+        None, f"Architecture of --weights ({', '.join(MODEL_NAMES)}); needs --weights "
+              f"(default: the one recorded in the weights' or the export's manifest).",
+        choices=MODEL_NAMES)
     weights: Optional[Path] = option(None, predict.WEIGHTS_HELP, role="input")
     compile: bool = option(True, predict.COMPILE_HELP, toggle=True)
-    exist_ok: bool = option(False, "With --model: write the model's detections over an "
+    exist_ok: bool = option(False, "With --weights: write the model's detections over an "
                             "existing --detections file (without it, one is refused).",
                             toggle=True)
 

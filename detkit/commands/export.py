@@ -76,13 +76,17 @@ class ExportResult:
 class Options(ModelOptions):
     """The options of ``export``."""
 
-    weights: Path = argument("Trained weights (.weights.h5) to export.", role="input")
+    weights: Path = argument("Trained weights (.weights.h5) to export. The model, width, "
+                             "backbone, input size, anchors and class names recorded in "
+                             "their manifest fill the flags not given; a contradicting "
+                             "flag, anchors file or class list is refused (another "
+                             "--input-size is exported with a warning).", role="input")
     classes: Optional[Path] = option(
         None, "classes.txt, one name a line (default: the names recorded with the "
               "weights, else 0..C-1 with C read from a YOLO head's weights).", role="input")
     format: Optional[str] = option(
         None, "saved_model, tflite or onnx (default: from --out's ending: .tflite, .onnx, "
-              "else a SavedModel folder; give one of the two).", choices=FORMATS)
+              "else a SavedModel folder). --format or --out is required.", choices=FORMATS)
     quantize: Optional[str] = option(
         None, "TF Lite only: float16 (half-size weights) or int8 (integer network "
               "calibrated on --calibration; decoding and NMS stay float).",
@@ -96,8 +100,9 @@ class Options(ModelOptions):
                        "--max-det rows) instead of the raw outputs.", toggle=True)
     conf: float = option(0.001, "With --nms: score threshold baked into the export.",
                          low=0, high=1)
-    iou: Optional[float] = option(None, "With --nms: " + NMS_IOU_HELP, low=0, high=1)
-    max_det: Optional[int] = option(None, "With --nms: " + MAX_DET_HELP + " The export's "
+    iou: Optional[float] = option(None, NMS_IOU_HELP + " Only with --nms, baked into "
+                                  "the export.", low=0, high=1)
+    max_det: Optional[int] = option(None, MAX_DET_HELP + " Only with --nms: the export's "
                                     "output rows.", integer=True, low=1)
     out: Optional[Path] = option(
         None, "Export to write (default: beside WEIGHTS: NAME.tflite, NAME.onnx or the "

@@ -57,14 +57,17 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     """
 
     stage: int = option(1, "1: train the heads on a frozen body (lr 1e-3); 2: fine-tune "
-                           "everything (lr 1e-4).", choices=(1, 2))
+                           "everything (lr 1e-4), continuing a stage-1 run's --weights. In "
+                           "distill, the student's stage.", choices=(1, 2))
     epochs: int = option(50, "Epochs of the run (in total, counting a resumed run's).",
                          integer=True, low=0)
     batch_size: int = option(16, "Images per (global) batch.", integer=True, low=1)
     weights: Optional[Path] = option(
-        None, "Initial weights (*.weights.h5), loaded by layer name. In stage 2 the model, "
-              "width, backbone, input size and anchors recorded in their manifest fill "
-              "the flags not given (stage 2 continues stage 1).", role="input")
+        None, "Initial weights (*.weights.h5; in distill, the student's), loaded by layer "
+              "name. Their manifest's model, width and backbone fill the flags not given "
+              "(contradicting ones are refused); in stage 2, which continues stage 1, its "
+              "input size and anchors too, and other anchors or class names are refused.",
+        role="input")
     val: Optional[Path] = option(None, "Validation dataset; best.weights.h5 then tracks "
                                        "--monitor (val_loss by default).", role="input")
     eval_every: int = option(0, "Every N epochs (and at the last) run the COCO evaluator on "
