@@ -176,6 +176,11 @@ class YoloV3Loss(keras.losses.Loss):
     OPTIONS: tuple[str, ...] = ("ignore_thresh", "box_loss", "obj_loss", "huber_delta",
                                 "focal_alpha", "focal_gamma", "label_smoothing",
                                 "multi_scale")
+    #: Options of :data:`OPTIONS` read only with another option's value: the Huber delta
+    #: with the Huber box loss, the focal parameters with the focal objectness.
+    READ_WHEN: dict[str, tuple[str, str]] = {"huber_delta": ("box_loss", "huber"),
+                                             "focal_alpha": ("obj_loss", "focal"),
+                                             "focal_gamma": ("obj_loss", "focal")}
     #: Stride of the coarsest output (``y_pred[0]``) of the YOLOv3 families.
     COARSEST_STRIDE = 32
 

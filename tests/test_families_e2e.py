@@ -68,6 +68,11 @@ def history(run):
     ("rpn", ["--sample-anchors", "0"], "--sample-anchors must be >= 1"),
     ("yolov2", ["--backbone-weights", "imagenet"],
      "--backbone-weights does not apply to --model yolov2"),
+    # read by the loss only with another option's value
+    ("yolov3", ["--focal-alpha", "0.3"],
+     "--focal-alpha applies with --obj-loss focal only (this run's is bce)"),
+    ("yolov3-tiny", ["--huber-delta", "0.5", "--box-loss", "ciou"],
+     "--huber-delta applies with --box-loss huber only (this run's is ciou)"),
 ])
 def test_family_options_that_do_not_apply_are_refused(data, tmp_path, model, extra, message):
     result = invoke(*train_args(data, model, tmp_path / "run", *extra))

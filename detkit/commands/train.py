@@ -283,6 +283,12 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                 known = ", ".join(flag_of(self, n) for n in FAMILY_OPTIONS if n in reads)
                 raise UsageError(f"{flag_of(self, name)} does not apply to --model "
                                  f"{self.model} (it reads {known or 'none of them'})")
+            condition = family.read_when(name)
+            if getattr(self, name) != defaults[name] and condition is not None and \
+                    getattr(self, condition[0]) != condition[1]:
+                raise UsageError(f"{flag_of(self, name)} applies with "
+                                 f"{flag_of(self, condition[0])} {condition[1]} only (this "
+                                 f"run's is {getattr(self, condition[0])})")
         assigner = family.assigner_class()
         pos = self.pos_iou if self.pos_iou is not None else getattr(assigner,
                                                                     "DEFAULT_POS_IOU", None)

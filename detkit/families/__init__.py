@@ -132,6 +132,11 @@ class Family:
         names = (*self.loss_class().OPTIONS, *self.assigner_class().OPTIONS)
         return tuple(dict.fromkeys(names))
 
+    def read_when(self, name: str) -> tuple[str, str] | None:
+        """``(option, value)`` with which the family's loss reads option ``name`` at all
+        (its ``READ_WHEN``), or ``None`` when it reads it whenever it reads it."""
+        return getattr(self.loss_class(), "READ_WHEN", {}).get(name)
+
     def make_assigner(self, anchors: np.ndarray, input_size: int, num_classes: int,
                       **options: Any) -> Any:
         """The label assigner for a run: ``(boxes, classes) -> y_true`` of the loss.
