@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from detkit.errors import ConfigError
+from detkit.errors import ConfigError, invalid_yaml
 
 #: The YAML tag of a merge key (``<<: *defaults``), which may repeat keys it merges.
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -85,10 +85,7 @@ def _parse(path: Path) -> tuple[Any, dict[Any, int]]:
         raise ConfigError(f"key {err.key!r} is given twice (first on line {err.first})",
                           path=path, line=err.line) from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"invalid YAML: {problem}", path=path, line=line) from None
+        raise invalid_yaml(err, ConfigError, path) from None
     finally:
         loader.dispose()
     lines = {}

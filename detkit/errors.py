@@ -51,6 +51,15 @@ def lookup(table, name: str, what: str):
                          f"{', '.join(table)}") from None
 
 
+def invalid_yaml(err: Exception, error: type, path) -> DetkitError:
+    """``error`` (a :class:`DetkitError` class) for a YAML parse error of file ``path``:
+    ``path:LINE: invalid YAML: PROBLEM`` (PyYAML marks where it stopped)."""
+    mark = getattr(err, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(err, "problem", None) or str(err)
+    return error(f"invalid YAML: {problem}", path=path, line=line)
+
+
 class ConfigError(UsageError):
     """A config file that cannot be read or names an unknown key."""
 

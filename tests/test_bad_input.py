@@ -136,6 +136,10 @@ CASES = [
          lambda r: _kmeans(_coco(r), r, "--classes",
                            str(_write(r / "names.txt", BOM + "dog\ncat\n"))), 0,
          "anchors for 4 boxes"),
+    Case("data-yaml-with-a-syntax-error",
+         lambda r: _kmeans(_write(r / "data.yaml", "train: images\nval: [images\n"
+                                                    "names: [cat]\n"), r), 1,
+         "{root}/data.yaml:3: invalid YAML: expected ',' or ']', but got ':'"),
     Case("kmeans-input-size-not-a-multiple-of-32",
          lambda r: _kmeans(_lines_file(r), r, "--input-size", "130"), 2,
          "--input-size must be a multiple of 32, got 130"),

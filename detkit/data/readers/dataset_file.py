@@ -18,7 +18,7 @@ import yaml
 
 from detkit.data.readers.common import TEXT_ENCODING, display_path
 from detkit.data.readers.yolo import IMAGES_DIR, is_yolo_folder, keypoint_values, names_of
-from detkit.errors import DataError
+from detkit.errors import DataError, invalid_yaml
 
 #: Suffixes of a dataset file.
 SUFFIXES = (".yaml", ".yml")
@@ -96,8 +96,10 @@ def read_dataset_file(path: str | Path) -> DatasetFile | None:
         return None
     try:
         data = yaml.safe_load(path.read_text(encoding=TEXT_ENCODING))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return None
+    except yaml.YAMLError as err:   # a .yaml given as a dataset is meant as one
+        raise invalid_yaml(err, DataError, path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read the dataset file: {err}", path=path) from None
     if not isinstance(data, dict) or data.get("train") is None:
         return None
     has_names = "names" in data or "nc" in data

@@ -27,7 +27,7 @@ from detkit.data.readers.common import (IMAGE_EXTENSIONS, TEXT_ENCODING, ReadRes
                                         join_path, make_records, read_class_names, read_text)
 from detkit.data.readers.imagesize import image_size
 from detkit.data.readers.yolo_labels import check_label_text, parse_labels, to_pixels
-from detkit.errors import DataError
+from detkit.errors import DataError, invalid_yaml
 
 IMAGES_DIR, LABELS_DIR = "images", "labels"
 LABEL_SUFFIX = ".txt"
@@ -118,6 +118,8 @@ def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
             except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
                 if folder != path:
                     continue
+                if isinstance(err, yaml.YAMLError):
+                    raise invalid_yaml(err, DataError, file) from None
                 raise DataError(f"cannot read the dataset yaml: {err}", path=file) from None
             if folder == path or (isinstance(content, dict) and "names" in content):
                 return file, content
