@@ -12,6 +12,7 @@ import collections.abc
 import difflib
 import enum
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -64,6 +65,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: the base class reports it
                 break
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 reads ``lr: 2e-3`` as a number, PyYAML's YAML 1.1 only ``2.0e-3`` (``2e-3`` was
+# the string '2e-3', refused for a number option): exponents without a dot are numbers.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def normalize_key(key: str) -> str:

@@ -30,6 +30,12 @@ def test_keys_normalized_dashes_and_underscores(tmp_path):
     assert normalize_key("--multi-anchor-iou") == "multi_anchor_iou"
 
 
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    """As the docs write them on the command line (YAML 1.2; PyYAML gave '2e-3')."""
+    config = load_config(write(tmp_path, "lr: 2e-3\nmin-lr: 1E-6\nname: 2e\nk: 9\n"))
+    assert config == {"lr": 0.002, "min_lr": 1e-6, "name": "2e", "k": 9}
+
+
 def test_empty_file_is_empty_config(tmp_path):
     assert load_config(write(tmp_path, "")) == {}
 
