@@ -176,6 +176,8 @@ def test_help_shows_no_value_for_flags_and_short_choices():
     (["trian"], "error: No such command 'trian'"),     # (Click may add: Did you mean...)
     (["kmeans-anchors"], "error: Missing argument 'DATA' (see 'detkit kmeans-anchors --help')"),
     (["kmeans-anchors", "x", "--k", "abc"], "error: Invalid value for '--k'"),
+    (["kmeans-anchors", "x", "--k"],       # (Click's error carries no command context)
+     "error: Option '--k' requires an argument (see 'detkit kmeans-anchors --help')"),
 ])
 def test_command_line_mistakes_are_one_error_line(argv, message):
     """An unknown option or command, a missing argument, a value of the wrong type: one

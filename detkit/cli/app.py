@@ -37,6 +37,13 @@ except ImportError:                      # Typer on Click itself
     pass
 
 
+def _help_of(argv) -> str:
+    """``detkit CMD --help`` for the command ``argv`` names (Click's errors about an
+    option's value carry no context), else ``detkit --help``."""
+    name = next((token for token in argv or () if not str(token).startswith("-")), None)
+    return f"detkit {name} --help" if name in COMMANDS else "detkit --help"
+
+
 class _UntypedHelp:
     """``--help`` listed without a value type (Typer shows every option's, ``<bool>``
     for a flag that takes no value)."""
@@ -87,7 +94,8 @@ class LazyGroup(_UntypedHelp, TyperGroup):
             if not err.format_message():     # `detkit` alone: the help was the answer
                 sys.exit(err.exit_code)
             context = getattr(err, "ctx", None)
-            where = f"{context.command_path} --help" if context is not None else "detkit --help"
+            where = (f"{context.command_path} --help" if context is not None
+                     else _help_of(kwargs.get("args", args[0] if args else sys.argv[1:])))
             _error(f"{err.format_message().rstrip('.')} (see '{where}')")
             sys.exit(err.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
