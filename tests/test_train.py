@@ -577,3 +577,22 @@ def test_resumed_options_come_from_the_run_unless_given(tmp_path):
                                          "not found from here"):
         resumed()
     assert Options(data=data, out=out).with_run_options().lr is None     # no --resume
+
+
+def test_resumed_monitor_is_named_as_the_runs(tmp_path):
+    """A monitor the run was started with, now without --eval-every: the message says it
+    is the run's (the user never typed --monitor)."""
+    from detkit.commands.train import Options
+    from detkit.errors import UsageError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {
+        "monitor": "fitness", "eval_every": 1, "val": str(tmp_path)}}))
+    opts = Options(data=tmp_path, out=run, resume=True, eval_every=0,
+                   given=frozenset({"data", "out", "resume", "eval_every"}))
+    with pytest.raises(UsageError, match="^the run's --monitor fitness needs --eval-every"):
+        opts.with_run_options().resolved_monitor()
+    typed = dataclasses.replace(opts, given=opts.given | {"monitor"}, monitor="map")
+    with pytest.raises(UsageError, match="^--monitor map needs --eval-every"):
+        typed.with_run_options().resolved_monitor()

@@ -257,8 +257,10 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         if self.monitor is None:
             return "fitness" if self.eval_every else "val_loss"
         if self.monitor != "val_loss" and (not self.eval_every or self.val is None):
-            raise UsageError(f"--monitor {self.monitor} needs --eval-every N (N >= 1) and "
-                             f"--val (mAP is computed on --val every N epochs)")
+            whose = ("the run's " if self.resume and not is_given(self, "monitor")
+                     else "")
+            raise UsageError(f"{whose}--monitor {self.monitor} needs --eval-every N (N >= 1) "
+                             f"and --val (mAP is computed on --val every N epochs)")
         return self.monitor
 
     def family_options(self) -> dict:
