@@ -158,7 +158,8 @@ def test_help_shows_no_value_for_flags_and_short_choices():
     root = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
     command = runner.invoke(app, ["kmeans-anchors", "--help"], env={"COLUMNS": "120"})
     train = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "120"})
-    for result in (root, command, train):
+    version = runner.invoke(app, ["version", "--help"], env={"COLUMNS": "120"})
+    for result in (root, command, train, version):
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output
         assert re.search(r"--help\s+Show this message", result.output)

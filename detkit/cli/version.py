@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from detkit.cli._catalog import COMMANDS
-from detkit.cli.app import app, console
+from detkit.cli.app import Command, app, console
 
 
-@app.command("version", help=COMMANDS["version"].help)
+@app.command("version", help=COMMANDS["version"].help, cls=Command)
 def version() -> None:
     import importlib.util
 
