@@ -136,6 +136,11 @@ CASES = [
          lambda r: _kmeans(_coco(r), r, "--classes",
                            str(_write(r / "names.txt", BOM + "dog\ncat\n"))), 0,
          "anchors for 4 boxes"),
+    Case("lines-file-image-path-with-a-space",
+         lambda r: _kmeans(_write(r / "t.txt", "my imgs/c.jpg 1,1,50,50,0\n"), r), 1,
+         "{root}/t.txt:1: malformed box 'imgs/c.jpg': expected x1,y1,x2,y2,class (a space "
+         "in the image path? the fields of a line are separated by spaces, so a path cannot "
+         "hold one)"),
     Case("data-yaml-with-a-syntax-error",
          lambda r: _kmeans(_write(r / "data.yaml", "train: images\nval: [images\n"
                                                     "names: [cat]\n"), r), 1,

@@ -75,7 +75,9 @@ def parse_box(token: str, *, path: Path, line: int) -> tuple[list[float], int]:
     """``"x1,y1,x2,y2,class"`` -> ``([x1, y1, x2, y2], class)``."""
     fields = token.split(",")
     if len(fields) != BOX_FIELDS:
-        raise DataError(f"malformed box {token!r}: expected x1,y1,x2,y2,class",
+        hint = ("" if len(fields) > 1 else " (a space in the image path? the fields of a "
+                "line are separated by spaces, so a path cannot hold one)")
+        raise DataError(f"malformed box {token!r}: expected x1,y1,x2,y2,class{hint}",
                         path=path, line=line)
     coords = [parse_number(f, what=f"box {token!r}", path=path, line=line)
               for f in fields[:4]]
