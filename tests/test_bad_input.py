@@ -752,7 +752,22 @@ def _encoded_at(size: int) -> Callable[[Path], None]:
     return check
 
 
+def _cached_at(size: int) -> Callable[[Path], None]:
+    def check(root: Path) -> None:
+        import h5py
+
+        with h5py.File(root / "c.h5", "r") as handle:
+            assert int(handle.attrs["input_size"]) == size
+    return check
+
+
 MISLEADING_CASES = [
+    # cache-bottlenecks --resume restores no input size: its anchors' fitted size holds
+    Case("cache-resume-takes-the-input-size-its-anchors-were-fitted-at",
+         lambda r: ["cache-bottlenecks", str(_lines_file(r)), "--model", "yolov3-tiny",
+                    "--width", "0.0625", "--anchors", str(_fitted_anchors(r, 64)),
+                    "--resume", "--out", str(r / "c.h5")], 0,
+         "input 64: the size {root}/anchors.txt was fitted at", check=_cached_at(64)),
     # --classes for labels of class indices must agree with the dataset's own names
     Case("classes-contradict-a-data-yaml",
          lambda r: _kmeans(_yolo_folder(r, names="cat, dog") / "data.yaml", r, "--classes",

@@ -177,11 +177,11 @@ def input_size_of_anchors(opts: Any) -> Any:
 
 
 def _size_is_recorded(opts: Any) -> bool:
-    """Whether a record sets the run's input size: a resumed run's state, or ``--weights``
-    whose manifest the command takes the size from (a trained model's; not a stage-1 or
-    cache-bottlenecks start, of which only the architecture is taken)."""
-    if getattr(opts, "resume", False):
-        return True
+    """Whether a record sets the run's input size: a resumed training run's state, or
+    ``--weights`` whose manifest the command takes the size from (a trained model's; not
+    a stage-1 or cache-bottlenecks start, of which only the architecture is taken)."""
+    if getattr(opts, "resume", False) and hasattr(opts, "with_run_options"):
+        return True                        # (cache-bottlenecks' resume restores no size)
     recorded_start = getattr(opts, "recorded_start", None)
     if callable(recorded_start):
         try:
