@@ -44,7 +44,8 @@ def test_each_command_is_its_options(module_name):
     params = {param.name for param in command.params}
     fields = {field.name for field, _ in specs(module.Options)}
     assert params == fields | {"config"}
-    assert set(f.name for f in dataclasses.fields(module.Options)) - fields <= {"given"}
+    fixed = set(getattr(module.Options, "FIXED", ()))   # a parent's options fixed here
+    assert set(f.name for f in dataclasses.fields(module.Options)) - fields <= {"given"} | fixed
     for field, spec in specs(module.Options):
         if not spec.positional:
             param = next(p for p in command.params if p.name == field.name)

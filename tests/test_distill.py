@@ -458,6 +458,9 @@ def distill_args(dataset, teacher_path, out, *extra):
     (["--teacher-model", "yolov5"], 2, "--teacher-model must be one of"),
     (["--teacher-cache", "t.h5"], 2, "--teacher-cache needs --no-augment"),
     (["--schedule", "linear"], 2, "--schedule must be one of"),       # train's checks
+    # train's options distill cannot honour are none of its own
+    (["--bottlenecks", "b.h5"], 2, "No such option: --bottlenecks"),
+    (["--multi-scale", "0.5"], 2, "No such option: --multi-scale"),
 ])
 def test_cli_rejects_bad_options(dataset, teacher, tmp_path, extra, code, message):
     result = runner.invoke(app(), distill_args(dataset, teacher["run"], tmp_path / "run",
@@ -522,8 +525,8 @@ def test_cli_reports_unusable_teachers(dataset, teacher, tmp_path):
                                                "--teacher-anchors", str(other)))
     assert result.exit_code == 1 and "share no output stride" in result.output
     assert "stride 32: other anchors (teacher 40,48 56,56 80,80, student 20,24" in result.output
-    classes = tmp_path / "classes.txt"
-    classes.write_text("cat\ndog\n")
+    classes = tmp_path / "classes.txt"    # the dataset's names and one more: not the teacher's
+    classes.write_text((dataset / "classes.txt").read_text().rstrip("\n") + "\nfox\n")
     result = runner.invoke(app(), distill_args(dataset, teacher["run"], out,
                                                "--classes", str(classes)))
     assert result.exit_code == 1, result.output

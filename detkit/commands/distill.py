@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -51,6 +51,16 @@ class Options(TrainOptions):
     teacher_cache: Optional[Path] = option(
         None, "HDF5 file of the teacher's outputs on the letterboxed images: computed "
               "once, reused after (needs --no-augment).", role="output")
+    # train's options that distill cannot honour are none of its own (not on its command
+    # line or in its --help); their defaults stand: the teacher must see every image the
+    # student trains on (no cached features), at one input size (no multi-scale).
+    bottlenecks: Optional[Path] = None
+    labels: Optional[Path] = None
+    bottleneck_epochs: int = 0
+    multi_scale: float = 0.0
+    #: Those fields (train's options fixed at their defaults here).
+    FIXED: ClassVar[tuple[str, ...]] = ("bottlenecks", "labels", "bottleneck_epochs",
+                                        "multi_scale")
 
     def recorded_start(self) -> Optional[RecordedSettings]:
         """:meth:`TrainOptions.recorded_start`, plus, when that holds no anchors and
