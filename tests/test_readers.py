@@ -865,6 +865,35 @@ def test_read_class_names(tmp_path):
         read_class_names(tmp_path / "nope.txt")
 
 
+def test_given_names_are_checked_against_the_names_the_reader_would_use(tmp_path):
+    """--classes meets the names the reader itself would take (root classes.txt before
+    labels/classes.txt before data.yaml); a data.yaml of ``nc`` only, or without names at
+    all, names nothing to disagree with; a dataset file's names are its splits' own."""
+    root = make_yolo(tmp_path / "ds")
+    write(root / "classes.txt", "cat\ndog\n")
+    write(root / "labels" / "classes.txt", "x\ny\n")
+    assert load_dataset(root).class_names == ["cat", "dog"]
+    assert load_dataset(root, classes=["cat", "dog"]).class_names == ["cat", "dog"]
+    with pytest.raises(DataError, match=r"ds/classes.txt: names class 0 'cat'"):
+        load_dataset(root, classes=["x", "y"])
+    (root / "classes.txt").unlink()
+    (root / "labels" / "classes.txt").unlink()
+    write(root / "data.yaml", "nc: 2\n")
+    assert load_dataset(root, classes=["cat", "dog"]).class_names == ["cat", "dog"]
+    write(root / "data.yaml", "download: nothing\n")
+    assert load_dataset(root, classes=["cat", "dog"]).class_names == ["cat", "dog"]
+    (root / "data.yaml").unlink()
+    make_image(root / "images" / "val" / "c.jpg", 40, 20)
+    write(root / "labels" / "val" / "c.txt", "1 0.5 0.5 0.5 0.5\n")
+    write(root / "labels" / "classes.txt", "stray\n")   # the names file is set.yaml
+    yaml_file = write(root / "set.yaml", "train: images/train\nval: images/val\n"
+                      "names: [a, b]\n")
+    assert load_dataset(yaml_file, classes=["a", "b"], split="val").class_names == ["a", "b"]
+    (root / "labels" / "classes.txt").unlink()
+    write(root / "set.yaml", "train: images/train\nval: images/val\nnc: 2\n")
+    assert load_dataset(yaml_file, classes=["p", "q"]).class_names == ["p", "q"]
+
+
 def test_class_names_list_and_beside_file(lines_dataset):
     """Labels of class indices: names given must agree with the classes.txt beside (as
     far as both go); without it they name the indices."""

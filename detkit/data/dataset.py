@@ -155,12 +155,12 @@ def _beside(path: Path) -> Path:
 
 
 def own_class_names(path: Path, fmt: str, beside: Path) -> tuple[list[str], Path] | None:
-    """``(names, file)`` a dataset of class indices gives them without ``--classes``: a
-    YOLO folder's (``labels/classes.txt`` or ``data.yaml``), else ``classes.txt`` beside."""
-    own = folder_class_names(yolo_root(path)) if fmt == "yolo" else None
-    if own is None and beside.is_file() and beside != path:
-        own = read_class_names(beside), beside
-    return own
+    """``(names, file)`` a dataset of class indices gives them without ``--classes``, in
+    the readers' order: ``classes.txt`` beside, else a YOLO folder's (``labels/classes.txt``,
+    else the ``names`` of its ``data.yaml``; a class count ``nc`` alone names nothing)."""
+    if beside.is_file() and beside != path:
+        return read_class_names(beside), beside
+    return folder_class_names(yolo_root(path), placeholders=False) if fmt == "yolo" else None
 
 
 def resolve_class_names(path: Path,
@@ -217,12 +217,14 @@ def load_dataset(path: str | os.PathLike, format: str | None = None,
     described = read_dataset_file(path)
     if described is None:
         return _load(path, format, classes, image_dir, check_images, check_units)
-    if classes is not None and described.names:
+    if classes is not None and described.named:
         check_given_names(resolve_class_names(path, classes), described.names, path)
     names = classes if classes is not None else described.names
     split_paths = described.split(split)
+    # names the dataset file gives (or given and checked against them) are its parts' own
+    given = classes is not None and not described.named
     parts = [_load(part, format, names, image_dir, check_images, check_units,
-                   described.keypoints, given=classes is not None) for part in split_paths]
+                   described.keypoints, given=given) for part in split_paths]
     joined = parts[0] if len(parts) == 1 else _joined(path, parts, split)
     return dataclasses.replace(joined, sources=[*map(str, split_paths), *joined.sources])
 

@@ -37,6 +37,8 @@ class DatasetFile:
     keypoints: int
     #: Its ``path``: the folder the splits are under ("" for the file's own).
     root: str = ""
+    #: Whether it gives ``names`` (not only a class count ``nc``, which names ``"0"``..).
+    named: bool = False
 
     def has(self, split: str) -> bool:
         """Whether the file names ``split``."""
@@ -106,4 +108,5 @@ def read_dataset_file(path: str | Path) -> DatasetFile | None:
     values = {split: data[split] for split in SPLITS if data.get(split) is not None}
     return DatasetFile(path, values,
                        names_of(path, data) if has_names else None,
-                       keypoint_values(path, data), str(data.get("path") or ""))
+                       keypoint_values(path, data), str(data.get("path") or ""),
+                       named="names" in data)

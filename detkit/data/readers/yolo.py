@@ -126,14 +126,30 @@ def _dataset_yaml(path: Path) -> tuple[Path, object] | None:
     return None
 
 
-def folder_class_names(root: Path) -> tuple[list[str], Path] | None:
+def folder_class_names(root: Path, *, placeholders: bool = True
+                       ) -> tuple[list[str], Path] | None:
     """``(names, file)`` a YOLO folder gives its class ids: ``labels/classes.txt``, else
-    the ``names`` of its ``data.yaml``; ``None`` without either."""
+    the ``names`` of its ``data.yaml``; ``None`` without either (or, unless
+    ``placeholders``, with a ``data.yaml`` that gives only a class count ``nc``)."""
     listed = root / LABELS_DIR / CLASSES_FILE
     if listed.is_file():
         return read_class_names(listed), listed
     found = _dataset_yaml(root)
-    return None if found is None else (names_of(*found), found[0])
+    if found is None:
+        return None
+    if not placeholders and not (isinstance(found[1], dict) and "names" in found[1]):
+        return None
+    return names_of(*found), found[0]
+
+
+def folder_names_file(root: Path) -> Path | None:
+    """The file YOLO folder ``root`` names its classes in (``labels/classes.txt``, else
+    its ``data.yaml``), unread; ``None`` without either."""
+    listed = root / LABELS_DIR / CLASSES_FILE
+    if listed.is_file():
+        return listed
+    found = _dataset_yaml(root)
+    return None if found is None else found[0]
 
 
 def names_of(file: Path, data: object) -> list[str]:
@@ -309,10 +325,12 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     root = yolo_root(path)
     images, labels = _image_label_pairs(path, root)
     sources = list(labels)
-    own = folder_class_names(root)
-    if own is not None:
-        sources.append(str(own[1]))
-        class_names = own[0] if class_names is None else class_names
+    names_file = folder_names_file(root)
+    if names_file is not None:
+        sources.append(str(names_file))
+    if class_names is None:
+        own = folder_class_names(root)
+        class_names = None if own is None else own[0]
     num_classes = None if class_names is None else len(class_names)
     sizes, texts, error = _sizes_and_texts(images, labels)
     labels = labels[:len(texts)]
