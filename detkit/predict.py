@@ -65,12 +65,19 @@ class ImageSet:
         kind: ``"image"``, ``"folder"`` or a dataset format name.
         class_names: the dataset's class names (datasets only).
         category_ids: the dataset's COCO category ids (COCO datasets only).
+        files: every file it is made of: the images, and a dataset's annotation and class
+            names files.
     """
 
     items: list[ImageItem]
     kind: str
     class_names: list[str] | None = None
     category_ids: list[int] | None = None
+    files: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            self.files = [str(item.path) for item in self.items]
 
 
 def is_image_file(path: Path) -> bool:
@@ -116,7 +123,8 @@ def collect_images(path: str | os.PathLike, *, format: str | None = None,
             return ImageSet([ImageItem(p, i) for i, p in enumerate(files)], "folder")
     data = datasets.load_dataset(path, format=format, classes=classes, split="val")
     items = [ImageItem(Path(r.image_path), int(r.image_id)) for r in data.records]
-    return ImageSet(items, data.format, list(data.class_names), data.category_ids)
+    return ImageSet(items, data.format, list(data.class_names), data.category_ids,
+                    data.files())
 
 
 def load_images(items: Sequence[ImageItem], input_size: int

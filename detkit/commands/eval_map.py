@@ -17,13 +17,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detkit.artifacts import check_outputs, write_json, write_manifest
+from detkit.artifacts import (check_outputs, check_spares_files, write_json,
+                              write_manifest)
 from detkit.commands import predict
-from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions, InferenceOptions,
-                                    ModelOptions)
+from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
+                                    InferenceOptions, ModelOptions)
 from detkit.errors import DataError, UsageError
-from detkit.evaluate import (CocoParams, check_same_images, evaluate_coco, evaluate_voc,
-                             load_detections, load_ground_truth)
+from detkit.evaluate import (CocoParams, GroundTruth, check_same_images,
+                             evaluate_coco, evaluate_voc, load_detections,
+                             load_ground_truth)
 from detkit.evaluate.coco import family_params
 from detkit.evaluate.plots import require_pyplot, write_plots
 from detkit.evaluate.report import coco_report, table_rows, voc_report
@@ -203,6 +205,7 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
         require_pyplot()                    # fail early when matplotlib is missing
 
     gt = load_ground_truth(opts.data, format=opts.format, classes=opts.classes)
+    check_spares_ground_truth(opts, gt)
     if len(gt) == 0:
         raise DataError("the ground truth has no boxes: nothing to evaluate", path=gt.source)
     model_info, detections, notes = None, opts.detections, []
@@ -267,6 +270,19 @@ def detections_output(opts: Options) -> Path:
         return Path(opts.detections)
     base = Path(opts.out) if opts.out is not None else Path(opts.data)
     return base.with_name(base.stem + ".detections.json")
+
+
+def check_spares_ground_truth(opts: Options, gt: GroundTruth) -> None:
+    """The report, its plots and a model's detections may overwrite none of the files the
+    ground truth was read from (a VOC folder's xml, a YOLO label, a classes.txt).
+
+    Raises:
+        UsageError: naming the output and the file (exit 2).
+    """
+    runs_model = opts.model is not None or opts.weights is not None
+    check_spares_files(dataclasses.replace(opts, detections=None) if runs_model else opts,
+                       gt.files, f"a file of the ground truth DATA {opts.data}",
+                       [("--detections", detections_output(opts))] if runs_model else ())
 
 
 def check_detections_output(opts: Options) -> None:

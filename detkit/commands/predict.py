@@ -191,8 +191,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
     image_set = None if video is not None else collect_images(
         opts.data, format=opts.format, classes=opts.classes)
     if image_set is not None:
-        check_spares_files(opts, [str(item.path) for item in image_set.items],
-                           f"an image of DATA {opts.data}")
+        check_spares_files(opts, image_set.files, f"a file of DATA {opts.data}")
     if image_set is not None and opts.draw_dir is not None:
         check_drawings(image_set.items, Path(opts.draw_dir))
     loaded = load_detector(opts, weights, image_set)

@@ -43,6 +43,8 @@ class GroundTruth:
         source: where it was read from (for messages).
         file_names: ``I`` image file names (no folder), aligned with ``image_ids``
             (``None``: not known).
+        files: the files it was read from that its path does not name (a dataset's
+            images, annotation and class names files; a dataset file's COCO json).
     """
 
     image_ids: np.ndarray
@@ -56,6 +58,7 @@ class GroundTruth:
     difficult: np.ndarray
     source: str = "<ground truth>"
     file_names: Optional[list[str]] = None
+    files: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -288,10 +291,10 @@ def load_ground_truth(path: str | os.PathLike, format: str | None = None,
             and files[0].is_file()):
         data = read_json(files[0], "json file")
         if is_coco_dataset(data) or fmt == "coco":
-            return ground_truth_from_coco(data, source=str(files[0]))
-
-    return ground_truth_from_dataset(load_dataset(path, format=format, classes=classes,
-                                                  split="val"))
+            return dataclasses.replace(ground_truth_from_coco(data, source=str(files[0])),
+                                       files=[str(files[0])])
+    dataset = load_dataset(path, format=format, classes=classes, split="val")
+    return dataclasses.replace(ground_truth_from_dataset(dataset), files=dataset.files())
 
 
 def _category_index(values: list, gt: GroundTruth, source: str) -> np.ndarray:
