@@ -266,6 +266,26 @@ def test_compiled_postprocessing_of_a_raw_export_equals_eager(workspace, tmp_pat
     _assert_same_detections(dets, want)
 
 
+def test_nms_export_notes_only_settings_the_user_gave(workspace, tmp_path):
+    """An NMS export made with --conf 0.05 --iou 0.6: predict's defaults (conf 0.001, the
+    family's IoU) are not the user's, so no note; typed ones it cannot honour are noted."""
+    name = "yolov3-tiny"
+    nms = tmp_path / "strict.onnx"
+    made = runner.invoke(app, ["export", str(workspace["weights"][name]), *_model_args(name),
+                               "--format", "onnx", "--out", str(nms), "--nms", "--conf",
+                               "0.05", "--iou", "0.6", "--classes",
+                               str(workspace["data"].classes_path)])
+    assert made.exit_code == 0, made.output
+    predict = ["predict", str(workspace["data"].val_json), "--weights", str(nms), "--out"]
+    quiet = runner.invoke(app, [*predict, str(tmp_path / "quiet.json")])
+    assert quiet.exit_code == 0, quiet.output
+    assert "the export" not in quiet.output, quiet.output
+    told = runner.invoke(app, [*predict, str(tmp_path / "told.json"), "--conf", "0.01",
+                               "--iou", "0.5"])
+    assert told.exit_code == 0, told.output
+    assert "--conf 0.01 cannot bring back lower ones" in told.output, told.output
+    assert "--iou 0.5 is not used" in told.output, told.output
+
 def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
     """(In a folder whose name TensorFlow would read as a glob pattern: ``run[1]``.)"""
     name = "yolov3-tiny"

@@ -402,7 +402,9 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
     iou, max_det = family.nms(opts.iou, opts.max_det)
     detector = ExportDetector(runtime, settings, family, anchors, conf=opts.conf,
                               iou=iou, max_det=max_det,
-                              batch_size=opts.batch_size, compile=opts.compile)
+                              batch_size=opts.batch_size, compile=opts.compile,
+                              given=[name for name in ("conf", "iou", "max_det")
+                                     if is_given(opts, name)])
     summary = (f"loaded {fmt} export {weights.name} ({settings.model}, width "
                f"{settings.width:g}, input {settings.input_size}, "
                f"{settings.quantize or 'float32'}{', nms' if settings.nms else ''})")

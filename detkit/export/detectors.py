@@ -17,6 +17,7 @@ so a compiled function sees one shape and is traced once.
 from __future__ import annotations
 
 import dataclasses
+from typing import Collection
 
 import numpy as np
 
@@ -145,10 +146,13 @@ class ExportDetector(Detector):
             IoU and is filtered by ``conf`` and ``max_det``.
         batch_size: images per call.
         compile: compile the postprocessing of raw outputs.
+        given: which of ``conf``, ``iou``, ``max_det`` the user set: only those get a note
+            when an NMS export cannot honour them.
     """
 
     def __init__(self, runtime: Runtime, settings, family, anchors, *, conf: float,
-                 iou: float, max_det: int, batch_size: int, compile: bool = True):
+                 iou: float, max_det: int, batch_size: int, compile: bool = True,
+                 given: Collection[str] = ("conf", "iou", "max_det")):
         self.runtime, self.settings, self.family = runtime, settings, family
         self.anchors = np.asarray(anchors, np.float32)
         self.input_size, self.batch_size = int(settings.input_size), int(batch_size)
@@ -157,18 +161,18 @@ class ExportDetector(Detector):
         self._post = None
         kind = settings.format + (f" {settings.quantize}" if settings.quantize else "")
         self.description = f"{kind} ({runtime.engine})" + (" + nms" if settings.nms else "")
-        self.notes = self._nms_notes() if settings.nms else []
+        self.notes = self._nms_notes(given) if settings.nms else []
 
-    def _nms_notes(self) -> list[str]:
+    def _nms_notes(self, given: Collection[str]) -> list[str]:
         notes = []
         baked = self.settings
-        if abs(self.iou - baked.iou) > 1e-9:
+        if "iou" in given and abs(self.iou - baked.iou) > 1e-9:
             notes.append(f"the export applies its own NMS (IoU {baked.iou:g}); --iou "
                          f"{self.iou:g} is not used")
-        if self.conf < baked.conf:
+        if "conf" in given and self.conf < baked.conf:
             notes.append(f"the export keeps scores >= {baked.conf:g}; --conf {self.conf:g} "
                          f"cannot bring back lower ones")
-        if self.max_det > baked.max_det:
+        if "max_det" in given and self.max_det > baked.max_det:
             notes.append(f"the export returns at most {baked.max_det} detections per image")
         return notes
 
