@@ -71,6 +71,8 @@ def history(run):
     # read by the loss only with another option's value
     ("yolov3", ["--focal-alpha", "0.3"],
      "--focal-alpha applies with --obj-loss focal only (this run's is bce)"),
+    ("yolov3", ["--focal-alpha", "0.25"],         # typed, although it is the default
+     "--focal-alpha applies with --obj-loss focal only (this run's is bce)"),
     ("yolov3-tiny", ["--huber-delta", "0.5", "--box-loss", "ciou"],
      "--huber-delta applies with --box-loss huber only (this run's is ciou)"),
 ])

@@ -278,16 +278,14 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                                                                                    "none"):
             raise UsageError(f"--backbone-weights does not apply to --model {self.model} "
                              f"(it takes no --backbone)")
-        defaults = {field.name: field.default for field in dataclasses.fields(self)}
         reads = family.option_names()
-        for name in FAMILY_OPTIONS:
-            if getattr(self, name) != defaults[name] and name not in reads:
+        for name in filter(lambda name: is_given(self, name), FAMILY_OPTIONS):
+            if name not in reads:
                 known = ", ".join(flag_of(self, n) for n in FAMILY_OPTIONS if n in reads)
                 raise UsageError(f"{flag_of(self, name)} does not apply to --model "
                                  f"{self.model} (it reads {known or 'none of them'})")
             condition = family.read_when(name)
-            if getattr(self, name) != defaults[name] and condition is not None and \
-                    getattr(self, condition[0]) != condition[1]:
+            if condition is not None and getattr(self, condition[0]) != condition[1]:
                 raise UsageError(f"{flag_of(self, name)} applies with "
                                  f"{flag_of(self, condition[0])} {condition[1]} only (this "
                                  f"run's is {getattr(self, condition[0])})")
