@@ -256,3 +256,77 @@ def test_cli_never_writes_over_a_folder_of_other_files(tmp_path):
     assert len(list((out / "images").iterdir())) == 4
     assert json.loads((out / "dataset.manifest.json").read_text())["n_train"] + \
         json.loads((out / "dataset.manifest.json").read_text())["n_val"] == 4
+
+
+def test_cli_folder_of_dotfiles_counts_as_empty(tmp_path):
+    """A folder holding only dotfiles takes a dataset; the dotfiles stay, also when the
+    dataset is replaced with --exist-ok."""
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / ".gitkeep").write_text("")
+    (out / ".DS_Store").write_bytes(b"\0\1")
+    args = ["synth", str(out), "--images", "3", "--size", "32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "images").iterdir())) == 3
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "pass --exist-ok" in again.output
+    assert runner.invoke(app, [*args, "--exist-ok"]).exit_code == 0
+    assert (out / ".gitkeep").read_text() == ""
+    assert (out / ".DS_Store").read_bytes() == b"\0\1"
+
+
+def test_run_out_under_a_file_is_an_artifact_error(tmp_path):
+    """The library entry point checks OUT before the work, as the CLI does."""
+    from detkit.commands.synth import Options, run
+    from detkit.errors import ArtifactError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(ArtifactError, match=r"cannot write OUT .*blocker/ds: .*blocker "
+                                            r"is a file, not a folder"):
+        run(Options(out=blocker / "ds", images=2, size=32))
+    assert blocker.read_text() == "x"
+
+
+def test_run_mkdir_oserror_is_an_artifact_error(tmp_path, monkeypatch):
+    """An OSError creating OUT (an unwritable parent) names OUT, exit 1."""
+    from detkit.commands.synth import Options, run
+    from detkit.errors import ArtifactError
+
+    out = tmp_path / "ds"
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(ArtifactError, match="Permission denied") as caught:
+        run(Options(out=out, images=2, size=32))
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == f"cannot write OUT {out}: Permission denied"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_cli_manifest_oserror_is_one_line_exit_1(tmp_path, monkeypatch, fail_at):
+    """An OSError writing the first or the final manifest: one line naming OUT and the
+    file, exit 1, no traceback."""
+    from detkit.commands import synth as command
+
+    out = tmp_path / "ds"
+    calls = []
+    real = command.write_manifest
+
+    def write_manifest(path, **kwargs):
+        calls.append(path)
+        if len(calls) == fail_at:
+            raise PermissionError(13, "Permission denied", str(path) + ".manifest.json")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(command, "write_manifest", write_manifest)
+    result = runner.invoke(app, ["synth", str(out), "--images", "2", "--size", "32"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: cannot write OUT {out}: Permission denied "
+                     f"({out / 'dataset.manifest.json'})"]
+    assert "Traceback" not in result.output

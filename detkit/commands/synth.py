@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detkit.artifacts import write_manifest
+from detkit.artifacts import check_writable, write_manifest
 from detkit.commands.groups import SeedOptions
-from detkit.errors import UsageError
+from detkit.errors import ArtifactError, UsageError
 from detkit.options import argument, as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -56,7 +56,8 @@ def run(opts: Options, progress: Progress = SILENT) -> SynthDataset:
     Raises:
         UsageError: an option value out of range, ``opts.out`` is a file, a folder of
             other files, or a synthetic dataset without ``exist_ok``.
-        DataError: the folder cannot be written.
+        ArtifactError: ``opts.out`` or its manifest cannot be written.
+        DataError: the dataset's files cannot be written.
     """
     from detkit.data.synth import (check_options,  # OpenCV: off the --help path
                                    make_synth_dataset)
@@ -64,24 +65,33 @@ def run(opts: Options, progress: Progress = SILENT) -> SynthDataset:
     del progress  # make_synth_dataset reports none (a few hundred images take seconds)
     settings = {key: getattr(opts, key) for key in SETTINGS}
     check_options(**settings)
-    make_room(Path(opts.out), exist_ok=opts.exist_ok)
-    Path(opts.out).mkdir(parents=True, exist_ok=True)
-    # First without the counts: an interrupted run leaves a folder known as synth's.
-    write_manifest(Path(opts.out) / MANIFEST_NAME, command=COMMAND, config=as_config(opts),
-                   seed=opts.seed)
-    result = make_synth_dataset(opts.out, **settings)
-    write_manifest(Path(opts.out) / MANIFEST_NAME, command=COMMAND, config=as_config(opts),
-                   seed=opts.seed,
-                   extra={"class_names": result.class_names, "n_train": result.n_train,
-                          "n_val": result.n_val, "n_empty": result.n_empty,
-                          "n_boxes": result.n_boxes, "class_counts": result.class_counts})
+    out = Path(opts.out)
+    check_writable(out, flag="OUT", folder=True)
+    try:
+        make_room(out, exist_ok=opts.exist_ok)
+        out.mkdir(parents=True, exist_ok=True)
+        # First without the counts: an interrupted run leaves a folder known as synth's.
+        write_manifest(out / MANIFEST_NAME, command=COMMAND, config=as_config(opts),
+                       seed=opts.seed)
+        result = make_synth_dataset(out, **settings)
+        write_manifest(out / MANIFEST_NAME, command=COMMAND, config=as_config(opts),
+                       seed=opts.seed,
+                       extra={"class_names": result.class_names, "n_train": result.n_train,
+                              "n_val": result.n_val, "n_empty": result.n_empty,
+                              "n_boxes": result.n_boxes,
+                              "class_counts": result.class_counts})
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename and Path(err.filename) != out else ""
+        raise ArtifactError(f"cannot write OUT {out}: {err.strerror or err}{where}"
+                            ) from None
     return result
 
 
 def make_room(out: Path, exist_ok: bool) -> None:
     """Make ``out`` ready for a new dataset: nothing is written into a folder of other
     files, and a previous synthetic dataset is replaced (its images removed, so none
-    of a larger one is left behind) only with ``exist_ok``.
+    of a larger one is left behind) only with ``exist_ok``. Dotfiles (``.gitkeep``,
+    ``.DS_Store``) do not count as files and are kept.
 
     Raises:
         UsageError: ``out`` holds files but no synth manifest, or a synthetic dataset and
@@ -90,7 +100,7 @@ def make_room(out: Path, exist_ok: bool) -> None:
     from detkit.artifacts import manifest_path, read_manifest
     from detkit.data.synth import DATASET_FILES, IMAGES_DIR
 
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(p.name.startswith(".") for p in out.iterdir()):
         return
     manifest = manifest_path(out / MANIFEST_NAME)
     if not manifest.is_file() or read_manifest(out / MANIFEST_NAME).get("command") != COMMAND:
