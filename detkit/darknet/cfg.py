@@ -13,6 +13,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from detkit.anchors import BOM
 from detkit.errors import DataError
 
 #: Section names Darknet accepts for each type detkit reads (aliases -> type).
@@ -27,7 +28,6 @@ SECTION_TYPES = {
 }
 COMMENT_CHARS = "#;"
 #: The byte-order mark some editors (Windows Notepad) write first.
-BOM = "\ufeff"
 #: ``surrogateescape`` decodes a byte ``b`` that is not UTF-8 as ``chr(0xDC00 + b)``.
 ESCAPED_BYTES = range(0xDC80, 0xDD00)
 

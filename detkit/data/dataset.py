@@ -146,19 +146,24 @@ def detect_format(path: str | os.PathLike) -> str:
                      "labels/ (or its images/ split); set --format")
 
 
-def _beside(path: Path) -> Path:
+def _beside(path: Path) -> Path | None:
+    """The ``classes.txt`` of dataset ``path`` (of a split, its root's), if there is one
+    and it is not ``path`` itself."""
     if is_split_list(path):   # a split: the dataset root's, as for the whole dataset
-        return split_root(path) / CLASSES_FILE
-    if is_yolo_split(path):
-        return yolo_root(path) / CLASSES_FILE
-    return (path if path.is_dir() else path.parent) / CLASSES_FILE
+        beside = split_root(path) / CLASSES_FILE
+    elif is_yolo_split(path):
+        beside = yolo_root(path) / CLASSES_FILE
+    else:
+        beside = (path if path.is_dir() else path.parent) / CLASSES_FILE
+    return beside if beside.is_file() and beside != path else None
 
 
-def own_class_names(path: Path, fmt: str, beside: Path) -> tuple[list[str], Path] | None:
+def own_class_names(path: Path, fmt: str, beside: Path | None
+                    ) -> tuple[list[str], Path] | None:
     """``(names, file)`` a dataset of class indices gives them without ``--classes``, in
     the readers' order: ``classes.txt`` beside, else a YOLO folder's (``labels/classes.txt``,
     else the ``names`` of its ``data.yaml``; a class count ``nc`` alone names nothing)."""
-    if beside.is_file() and beside != path:
+    if beside is not None:
         return read_class_names(beside), beside
     return folder_class_names(yolo_root(path), placeholders=False) if fmt == "yolo" else None
 
@@ -168,7 +173,7 @@ def resolve_class_names(path: Path,
     """The class names given (file or list), else ``classes.txt`` beside, else ``None``."""
     if classes is None:
         beside = _beside(path)
-        return read_class_names(beside) if beside.is_file() and beside != path else None
+        return read_class_names(beside) if beside is not None else None
     if isinstance(classes, (str, os.PathLike)):
         return read_class_names(classes)
     names = [str(name) for name in classes]
@@ -278,7 +283,7 @@ def _load(path: Path, format: str | None,
         fmt = detect_format(path)
     class_names = resolve_class_names(path, classes)
     beside = _beside(path)
-    sources = [str(beside)] if beside.is_file() and beside != path else []
+    sources = [str(beside)] if beside is not None else []
     if given and classes is not None and fmt in INDEXED_FORMATS:
         own = own_class_names(path, fmt, beside)
         if own is not None:
