@@ -92,6 +92,7 @@ def _tiny_training_model(box_loss="mse"):
 
 
 def test_training_model_loss_is_batch_mean_plus_weight_decay_and_logs_terms():
+    """Training: the batch mean plus the weight decay; evaluation: the mean alone."""
     model, loss = _tiny_training_model()
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
@@ -106,6 +107,9 @@ def test_training_model_loss_is_batch_mean_plus_weight_decay_and_logs_terms():
     reg = float(sum(float(keras.ops.sum(l)) for l in model.losses))
     assert reg > 0  # the detector has L2 weight decay
     np.testing.assert_allclose(total, expected_data + reg, rtol=1e-5)
+    # val_loss: the data loss alone (the decay is no property of the validation images)
+    np.testing.assert_allclose(float(model.compute_loss(images, y, y_pred, training=False)),
+                               expected_data, rtol=1e-5)
     results = {m.name: float(m.result()) for m in model.term_trackers}
     assert list(results) == ["xy", "wh", "obj", "cls", "reg"]
     np.testing.assert_allclose(sum(results[n] for n in ("xy", "wh", "obj", "cls")),

@@ -22,7 +22,10 @@ class YoloTrainingModel(keras.Model):
 
     ``loss = mean_b sum_terms loss.terms(y, y_pred)[term][b] + sum(network.losses)``
 
-    (the weight decay of the network's regularizers), divided by the number of
+    (the weight decay of the network's regularizers; in evaluation, ``val_loss``, the
+    data loss alone: the decay depends on which layers train, not on the images, so
+    a ``--bottlenecks`` run's cached and image phases, which train different layers,
+    are compared on the same footing; ``val_reg`` still logs it), divided by the number of
     ``tf.distribute`` replicas (whose gradients are summed). Each term's batch mean is
     tracked as a metric named after it (``xy``, ``wh``, ``obj``, ``cls`` or ``box``,
     plus ``reg``), so ``fit`` logs them beside ``loss`` and ``val_*``. A loss with
@@ -77,7 +80,7 @@ class YoloTrainingModel(keras.Model):
         if self.loss_metrics:
             self.detection_loss.update_metrics(self.loss_metrics, y, list(y_pred))
         replicas = num_replicas_in_sync()
-        total = data_loss + reg
+        total = data_loss + reg if training else data_loss
         return total / replicas if replicas > 1 else total
 
     def train_step(self, *args, **kwargs):
