@@ -323,7 +323,8 @@ def _open_partial(tmp: Path, settings: CacheSettings, notes: list[str]) -> h5py.
         handle.close()
         raise ArtifactMismatchError(
             "cannot resume: the partial cache was started with other settings (run "
-            "without --resume to start over):\n" + "\n".join(lines), path=tmp)
+            "without --resume to start over, with --exist-ok, which replaces it):\n"
+            + "\n".join(lines), path=tmp)
     if not all(name in handle for name in STAMP_DATASETS):  # started by an older detkit
         _add_stamp_datasets(handle, settings.num_images)
     return handle
@@ -388,8 +389,8 @@ def check_resumable(path: str | os.PathLike, settings: Mapping[str, Any]) -> Non
         wanted = ", ".join(f"{key} {_shown(new)}" for key, _, new in differing)
         raise ArtifactMismatchError(
             f"cannot resume: the partial cache was made with {made}, this command has "
-            f"{wanted}; run without --resume to start over (or resume with the same "
-            f"options)", path=partial_path(path))
+            f"{wanted}; run without --resume to start over (with --exist-ok, which "
+            f"replaces it) or resume with the same options", path=partial_path(path))
 
 
 def _shown(value: Any) -> str:

@@ -121,12 +121,13 @@ def test_resume_refuses_other_settings_and_restarts_unreadable_partial(tmp_path)
         write_cache(path, settings(), FakeCompute(fail_at=4), batch_size=2)
     with pytest.raises(ArtifactMismatchError, match="weights_sha256") as err:
         write_cache(path, settings(weights_sha256="cd" * 32), FakeCompute(), resume=True)
-    assert "without --resume" in str(err.value)
+    assert "without --resume to start over, with --exist-ok" in str(err.value)
     partial_path(path).write_bytes(b"not hdf5 at all")
     report = write_cache(path, settings(), FakeCompute(), batch_size=4, resume=True)
     assert report.resumed_from == 0 and report.computed == 10
     assert any("unreadable" in note for note in report.notes)
-    # Without --resume an old partial file is simply replaced.
+    # write_cache without resume replaces an old partial file (the command refuses
+    # first: test_cli_new_run_over_a_partial_cache_is_refused_unless_exist_ok).
     with pytest.raises(KeyboardInterrupt):
         write_cache(tmp_path / "c.h5", settings(), FakeCompute(fail_at=4), batch_size=2)
     compute = FakeCompute()
@@ -642,6 +643,94 @@ def test_cli_interrupted_run_then_resume(tmp_path, pipeline, monkeypatch):
         assert a.settings["weights_sha256"] == b.settings["weights_sha256"]
         for x, y in zip(a.read(range(5)), b.read(range(5))):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def _ctrl_c_at(monkeypatch, call: int) -> None:
+    """Make the ``call``-th forward pass of cache-bottlenecks raise KeyboardInterrupt."""
+    import detkit.bottleneck_training as bt
+
+    real, calls = bt.frozen_features, []
+
+    def flaky(parts, images):
+        calls.append(len(images))
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(parts, images)
+
+    monkeypatch.setattr(bt, "frozen_features", flaky)
+
+
+def _cache_args(root, data, out, *extra):
+    return ["cache-bottlenecks", str(data), "--model", "yolov3-tiny", "--width", "0.125",
+            "--classes", str(root / "classes.txt"), "--input-size", "64", "--out", str(out),
+            "--batch-size", "2", "--dtype", "float32", "--seed", "5", *extra]
+
+
+def test_cli_ctrl_c_names_the_partial_cache_and_resume(tmp_path, pipeline, monkeypatch):
+    """Ctrl-C: one line naming the partial cache, the init weights --resume needs, and
+    --resume (exit 130); the resumed cache equals an uninterrupted one."""
+    from detkit.cli import app
+
+    root, data, _ = pipeline
+    out = tmp_path / "r.h5"
+    init = tmp_path / "r.init.weights.h5"
+    _ctrl_c_at(monkeypatch, 3)
+    result = CliRunner().invoke(app, _cache_args(root, data, out))
+    assert result.exit_code == 130, result.output
+    message = (f"interrupted: {partial_path(out)} keeps 4 of 5 images ({init}, which "
+               f"--resume needs, is kept too); the same command with --resume continues it")
+    assert message in " ".join(result.output.split()), result.output
+    assert partial_path(out).exists() and init.exists() and not out.exists()
+
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, _cache_args(root, data, out, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 computed, 4 resumed" in resumed.output
+    with BottleneckCache(out) as a, BottleneckCache(root / "b32.h5") as b:
+        for x, y in zip(a.read(range(5)), b.read(range(5))):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_ctrl_c_before_the_first_batch_leaves_no_init_weights(tmp_path, pipeline,
+                                                                   monkeypatch):
+    """Nothing cached yet: nothing to resume, so the init weights go too."""
+    from detkit.cli import app
+
+    root, data, _ = pipeline
+    out = tmp_path / "r.h5"
+    _ctrl_c_at(monkeypatch, 1)
+    result = CliRunner().invoke(app, _cache_args(root, data, out))
+    assert result.exit_code == 130, result.output
+    assert "interrupted: no batch finished: nothing of this cache is kept" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_new_run_over_a_partial_cache_is_refused_unless_exist_ok(tmp_path, pipeline,
+                                                                     monkeypatch):
+    """Without --resume an unfinished cache is never dropped silently: exit 2 naming it
+    and both flags, the partial file untouched; --exist-ok starts over with a note."""
+    from detkit.cli import app
+
+    root, data, _ = pipeline
+    out = tmp_path / "r.h5"
+    _ctrl_c_at(monkeypatch, 2)
+    assert CliRunner().invoke(app, _cache_args(root, data, out)).exit_code == 130
+    monkeypatch.undo()
+    before = partial_path(out).read_bytes()
+
+    refused = CliRunner().invoke(app, _cache_args(root, data, out))
+    assert refused.exit_code == 2, refused.output
+    assert (f"error: --out {out} has the unfinished cache of an interrupted run, "
+            f"{partial_path(out)} (2 of 5 images): pass --resume to continue it, --exist-ok "
+            f"to replace it, or choose another --out") in " ".join(refused.output.split())
+    assert partial_path(out).read_bytes() == before and not out.exists()
+
+    replaced = CliRunner().invoke(app, _cache_args(root, data, out, "--exist-ok"))
+    assert replaced.exit_code == 0, replaced.output
+    assert "5 computed" in replaced.output and "resumed" not in replaced.output
+    assert (f"--exist-ok: removed the unfinished cache {partial_path(out)} (2 of 5 "
+            f"images); starting over") in " ".join(replaced.output.split())
+    assert out.exists() and not partial_path(out).exists()
 
 
 def test_cached_trainer_fits_through_the_train_stage_loop(pipeline, tmp_path):

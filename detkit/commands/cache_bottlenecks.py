@@ -4,6 +4,10 @@ Without ``--weights`` (a from-scratch demo) the model is initialized from ``--se
 its weights are saved beside the cache as ``NAME.init.weights.h5`` (recorded in the
 manifest); ``train --stage 1 --bottlenecks NAME`` without ``--weights`` starts from that
 file, so the heads are trained on features of exactly the body they will sit on.
+
+Ctrl-C keeps the partial cache ``.NAME.partial`` (and the init weights it was computed
+with) for ``--resume``; a new run over a partial cache is refused unless ``--resume`` or
+``--exist-ok`` says what to do with it, as ``train`` treats a run directory.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from detkit.artifacts import (atomic_path, manifest_path, sha256_file, sha256_st
                               write_manifest)
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
                                     SeedOptions, load_data)
-from detkit.errors import DataError, UsageError
+from detkit.errors import DataError, Interrupted, UsageError
 from detkit.families import get_family
 from detkit.models import build_model, check_input_size
 from detkit.models.recorded import resolve_options, start_architecture
@@ -97,6 +101,59 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
                              low=1)
     resume: bool = option(False, "Continue an interrupted run with the same settings.",
                           toggle=True)
+    exist_ok: bool = option(False, "Start over when --out has the unfinished cache of an "
+                                   "interrupted run, replacing it (without it, or --resume, "
+                                   "one is refused).", toggle=True)
+
+
+def _done(found: dict) -> str:
+    """``N of M`` images of a partial cache's attributes."""
+    total = found.get("num_images")
+    return f"{int(found.get('n_done', 0))}" + (f" of {total}" if total is not None else "")
+
+
+def _refuse_unfinished(opts: Options) -> None:
+    """A new run never drops an unfinished cache silently: ``--resume`` or ``--exist-ok``.
+
+    Raises:
+        UsageError: ``--out`` has a partial cache and neither flag is given.
+    """
+    if opts.resume or opts.exist_ok:
+        return
+    from detkit.bottlenecks import partial_path, partial_settings
+
+    found = partial_settings(opts.out)
+    if found is not None:
+        raise UsageError(f"--out {opts.out} has the unfinished cache of an interrupted run, "
+                         f"{partial_path(opts.out)} ({_done(found)} images): pass --resume "
+                         f"to continue it, --exist-ok to replace it, or choose another --out")
+
+
+def _remove_unfinished(out: Path, notes: list[str]) -> None:
+    """``--exist-ok``: remove the partial cache of ``out`` (after every check), noting it."""
+    from detkit.bottlenecks import partial_path, partial_settings
+
+    found = partial_settings(out)
+    partial_path(out).unlink(missing_ok=True)
+    if found is not None:
+        notes.append(f"--exist-ok: removed the unfinished cache {partial_path(out)} "
+                     f"({_done(found)} images); starting over")
+
+
+def _kept(out: Path, init_path: Path | None, wrote_init: bool) -> str:
+    """What an interrupted run keeps, and how to continue it (removes init weights that
+    no partial cache needs)."""
+    from detkit.bottlenecks import partial_path, partial_settings
+
+    found = partial_settings(out)
+    if found is None:
+        if wrote_init and init_path is not None and not out.exists():
+            init_path.unlink(missing_ok=True)
+        return "no batch finished: nothing of this cache is kept"
+    init = (f" ({init_path}, which --resume needs, is kept too)"
+            if init_path is not None and init_path.is_file() else "")
+    return (f"{partial_path(out)} keeps {_done(found)} images{init}; "
+            f"the same command with --resume continues it")
 
 
 def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
@@ -108,7 +165,20 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
 
     Raises:
         DataError, UsageError, ArtifactError: bad dataset, options or weights.
+        Interrupted: Ctrl-C, saying what is kept and how to continue.
     """
+    from detkit.bottleneck_training import init_weights_path
+
+    state = {"wrote_init": False}
+    try:
+        return _run(opts, progress, state)
+    except KeyboardInterrupt:
+        init = init_weights_path(opts.out) if opts.weights is None else None
+        raise Interrupted(_kept(Path(opts.out), init, state["wrote_init"])) from None
+
+
+def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResult:
+    """:func:`run`; sets ``state["wrote_init"]`` once it has written the init weights."""
     import keras
 
     from detkit.bottleneck_training import frozen_features, init_weights_path, split_model
@@ -121,6 +191,7 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     model, width, input_size, seed = opts.model, opts.width, opts.input_size, opts.seed
     split, dtype, batch_size = opts.split, opts.dtype, opts.batch_size
     check_input_size(input_size)
+    _refuse_unfinished(opts)
     anchor_sizes, anchors_path = get_family(model).resolve_anchors(opts.anchors)
     dataset = load_data(opts)
     if not dataset.records:
@@ -161,9 +232,12 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
                            if backbone is not None else None)
             if loaded_body:
                 notes.append(loaded_body)
+            state["wrote_init"] = True
             with atomic_path(init_path) as tmp:
                 net.save_weights(tmp)
         weights_file = init_path
+    if opts.exist_ok and not opts.resume:
+        _remove_unfinished(out, notes)
     parts = split_model(net, split)
 
     settings = CacheSettings(model=model, width=float(width), split=split,
