@@ -250,6 +250,9 @@ def test_other_anchors_skip_a_scale_and_none_shared_is_an_error():
     with pytest.raises(ArtifactMismatchError, match="share no output stride") as err:
         require_pairs(pairs, skipped)
     assert "stride 32: other anchors" in str(err.value)
+    assert "\n" not in str(err.value)                  # one line, the strides joined
+    assert str(err.value).endswith("; ".join(skipped) + "): give teacher and student the "
+                                   "same anchors")
 
 
 # ---------------------------------------------------------------------------------------

@@ -84,5 +84,5 @@ def require_pairs(pairs: Sequence[StridePair], skipped: Sequence[str]) -> None:
     if not pairs:
         raise ArtifactMismatchError(
             "teacher and student share no output stride with the same anchors, so there "
-            "is nothing to distill:\n" + "\n".join(f"  {line}" for line in skipped) +
-            "\ngive teacher and student the same anchors")
+            f"is nothing to distill ({'; '.join(skipped)}): give teacher and student the "
+            "same anchors")
