@@ -287,13 +287,15 @@ def settings_agree(a: Any, b: Any) -> bool:
 def _show(value: Any) -> str:
     """``value`` on one line of at most 120 characters (arrays as nested lists)."""
     value = np.asarray(value)
-    text = (json.dumps(np.round(value.astype(float), 4).tolist()) if value.dtype.kind in "fiu"
+    text = (json.dumps(value.tolist()) if value.dtype.kind in "iu" else
+            json.dumps(np.round(value.astype(float), 4).tolist()) if value.dtype.kind == "f"
             else json.dumps(value.astype(str).tolist(), ensure_ascii=False))
     return text if len(text) <= 120 else text[:117] + "..."
 
 
 def check_agree(name_a: str, settings_a: Mapping[str, Any], name_b: str,
-                settings_b: Mapping[str, Any], keys: Iterable[str] = AGREEMENT_KEYS) -> None:
+                settings_b: Mapping[str, Any], keys: Iterable[str] = AGREEMENT_KEYS,
+                hint: str = "") -> None:
     """Raise if two sets of settings disagree on any of ``keys`` present in both.
 
     Args:
@@ -301,18 +303,24 @@ def check_agree(name_a: str, settings_a: Mapping[str, Any], name_b: str,
         settings_a, settings_b: mappings of setting name to value.
         keys: the settings to compare (anchors, class names, input size by default).
 
+        hint: what to do about it, appended to the message (``re-run encode-labels``).
+
     Raises:
-        ArtifactMismatchError: naming every differing key with both values.
+        ArtifactMismatchError: one line naming every differing key with both values
+            (with their counts when the counts differ: 6 anchors against 9).
     """
     differences = []
     for key in keys:
         if key in settings_a and key in settings_b and not settings_agree(settings_a[key],
                                                                            settings_b[key]):
-            differences.append(f"  {key}: {name_a} has {_show(settings_a[key])}, "
-                               f"{name_b} has {_show(settings_b[key])}")
+            a, b = settings_a[key], settings_b[key]
+            counts = np.ndim(a) and np.ndim(b) and len(a) != len(b)
+            differences.append(f"{key}: {name_a} has " + (f"{len(a)} " if counts else "")
+                               + f"{_show(a)}, {name_b} has "
+                               + (f"{len(b)} " if counts else "") + _show(b))
     if differences:
-        raise ArtifactMismatchError(f"{name_a} and {name_b} disagree:\n" +
-                                    "\n".join(differences))
+        raise ArtifactMismatchError(f"{name_a} and {name_b} disagree: " +
+                                    "; ".join(differences) + (f": {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------- outputs

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import check_agree, sha256_file
+from detkit.artifacts import check_agree, read_manifest, sha256_file
 from detkit.bottlenecks import BottleneckCache, CacheSettings, CachedFeatureBatches
 from detkit.errors import ArtifactError, TrainingError, UsageError
 from detkit.models.detector import BODY_NAME, HEADS_NAME
@@ -143,6 +143,27 @@ def cache_weights(cache_path: str | os.PathLike, weights: str | os.PathLike | No
         raise ArtifactError(f"no --weights given and no {init.name} beside the cache: "
                             f"pass the --weights the cache was computed with", path=init)
     return init
+
+
+def computes_features(layer_path: str, split: str) -> bool:
+    """Whether the layer at name path ``layer_path`` (``body/...``, ``heads/...``) is in
+    the part of the detector that computes the features cached at ``split``."""
+    top, _, rest = layer_path.partition("/")
+    if top != HEADS_NAME:
+        return True
+    return split != "body" and not rest.startswith(HEAD_OUT_PREFIX)
+
+
+def random_body(cache_path: str | os.PathLike) -> bool:
+    """Whether the cache's features come from a randomly initialized network: its
+    manifest records neither ``--weights`` nor ``--backbone-weights`` (a from-scratch
+    demo); ``False`` when the manifest cannot tell."""
+    try:
+        config = read_manifest(cache_path).get("config") or {}
+    except ArtifactError:
+        return False
+    return ("weights" in config and config["weights"] is None
+            and config.get("backbone_weights") in (None, "none"))
 
 
 class LabelTargets:

@@ -222,7 +222,8 @@ class LabelsFile:
     def check_settings(self, settings: Mapping[str, Any], name: str = "this command") -> None:
         """Raise :class:`ArtifactMismatchError` if ``settings`` (any of ``anchors``,
         ``input_size``, ``class_names``) disagree with the file's."""
-        check_agree(str(self.path), self.settings, name, settings)
+        check_agree(str(self.path), self.settings, name, settings,
+                    hint="re-run encode-labels with this run's settings")
 
     def check_images(self, image_paths: Sequence[str], name: str = "the dataset") -> None:
         """Raise :class:`ArtifactMismatchError` unless ``image_paths`` are the file's images
@@ -375,6 +376,7 @@ class BoxLabelsFile:
 
     def check_settings(self, settings: Mapping[str, Any], name: str = "this command") -> None:
         """As :meth:`LabelsFile.check_settings` (anchors are not stored, so not compared)."""
-        check_agree(str(self.path), self.settings, name, settings)
+        check_agree(str(self.path), self.settings, name, settings,
+                    hint="re-run encode-labels with this run's settings")
 
     check_images = LabelsFile.check_images

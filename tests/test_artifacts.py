@@ -100,3 +100,14 @@ def test_check_agree_names_every_difference():
     text = str(err.value)
     assert "anchors" in text and "class_names" in text and "input_size" not in text
     assert "labels.npz has" in text and "this command has" in text
+
+
+def test_check_agree_is_one_line_with_counts_when_they_differ_and_the_hint():
+    a = {"anchors": np.array([[10, 13], [16, 30]]), "input_size": 416}
+    b = {"anchors": np.array([[10, 13], [16, 30], [33, 23]]), "input_size": 320}
+    with pytest.raises(ArtifactMismatchError) as err:
+        check_agree("l.npz", a, "this command", b, hint="re-run encode-labels")
+    assert str(err.value) == (
+        "l.npz and this command disagree: anchors: l.npz has 2 [[10, 13], [16, 30]], "
+        "this command has 3 [[10, 13], [16, 30], [33, 23]]; input_size: l.npz "
+        "has 416, this command has 320: re-run encode-labels")

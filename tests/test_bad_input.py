@@ -939,7 +939,7 @@ WEIGHTS_CASES = [
          "best.weights.h5.manifest.json): loaded", check=_predicted_with_the_recorded_settings),
     Case("predict-anchors-contradict-the-weights",
          lambda r: _predict(r, "--anchors", str(_anchors(r))), 1,
-         "{root}/anchors.txt and {root}/run/best.weights.h5.manifest.json disagree:  "
+         "{root}/anchors.txt and {root}/run/best.weights.h5.manifest.json disagree: "
          "anchors: {root}/anchors.txt has [[10.0, 14.0], [23.0, 27.0],"),
     Case("predict-classes-contradict-the-weights",
          lambda r: _predict(r, "--classes", str(_write(r / "c.txt", "dog\ncat\n"))), 1,

@@ -34,6 +34,8 @@ def chain(tmp_path_factory):
     for argv in steps:
         result = runner.invoke(app, argv)
         assert result.exit_code == 0, (argv[0], result.output)
+    # the last step, cache-bottlenecks without --weights, says its features are random
+    assert "from a randomly initialized network" in " ".join(result.output.split())
     return root
 
 
@@ -66,6 +68,9 @@ def test_cache_phase_then_images_is_one_run(chain, tmp_path):
                                            "--epochs", "1", "--val",
                                            str(chain / "data" / "val.txt")))
     assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "holds features of a randomly initialized body" in text   # the cache's, no --weights
+    assert "layers (" not in text        # the hand-over to images loads no user's --weights
     rows = history(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert all(np.isfinite(float(r["val_loss"])) for r in rows)
@@ -76,6 +81,16 @@ def test_cache_phase_then_images_is_one_run(chain, tmp_path):
     body, init_body = model.get_layer("body"), init_model.get_layer("body")
     for a, b in zip(body.get_weights(), init_body.get_weights()):
         np.testing.assert_array_equal(a, b)
+    # A cache from these trained weights at another size says so; none without weights
+    # says its features are random.
+    again = runner.invoke(app, ["cache-bottlenecks", str(chain / "data" / "train.txt"),
+                                "--weights", str(out / "last.weights.h5"), "--input-size",
+                                "96", "--anchors", str(chain / "anchors.txt"), "--out",
+                                str(tmp_path / "c96.h5")])
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "the weights were trained at input 64; this cache is computed at 96" in text
+    assert "randomly initialized" not in text and "did not load" not in text
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, Mode
 from detkit.errors import DataError, Interrupted, UsageError
 from detkit.families import get_family
 from detkit.models import build_model, check_input_size
-from detkit.models.recorded import resolve_options, start_architecture
+from detkit.models.recorded import read_recorded, resolve_options, start_architecture
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
 
@@ -45,7 +45,8 @@ class CacheBottlenecksResult:
         shapes: ``(H, W, C)`` per scale; dtype: storage dtype; split: where the model is cut.
         compression: filter per scale (``None``: raw).
         file_bytes: cache size on disk; raw_bytes_per_image: uncompressed row size.
-        notes: warnings (weights partly loaded, dataset fixes, restarted partial file).
+        notes: warnings (random features, feature layers the weights did not load, another
+            input size than the weights', dataset fixes, a replaced partial file).
     """
 
     path: Path
@@ -156,6 +157,18 @@ def _kept(out: Path, init_path: Path | None, wrote_init: bool) -> str:
             f"the same command with --resume continues it")
 
 
+def _other_size(opts: Options) -> str | None:
+    """A note when ``--weights`` were trained at another input size than this cache's
+    (a start takes only their architecture: the size follows --input-size)."""
+    recorded = read_recorded(Path(opts.weights)) if opts.weights is not None else None
+    trained = None if recorded is None else recorded.values.get("input_size")
+    if trained is None or int(trained) == int(opts.input_size):
+        return None
+    return (f"the weights were trained at input {int(trained)}; this cache is computed at "
+            f"{int(opts.input_size)}: train on it with --input-size {int(opts.input_size)} "
+            f"(or pass --input-size {int(trained)} here)")
+
+
 def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     """Compute and store the frozen part's features of every image of ``opts.data``.
 
@@ -181,7 +194,8 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
     """:func:`run`; sets ``state["wrote_init"]`` once it has written the init weights."""
     import keras
 
-    from detkit.bottleneck_training import frozen_features, init_weights_path, split_model
+    from detkit.bottleneck_training import (computes_features, frozen_features,
+                                            init_weights_path, split_model)
     from detkit.bottlenecks import CacheSettings, check_resumable, write_cache
     from detkit.data.loader import DetectionBatches
     from detkit.models.weights import load_weights_by_name
@@ -196,7 +210,7 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
     dataset = load_data(opts)
     if not dataset.records:
         raise DataError("no images in the dataset", path=data)
-    notes = []
+    notes = [note for note in (_other_size(opts),) if note]
     fixes = dataset.fixes.summary() if dataset.fixes is not None else None
     if fixes:
         notes.append(fixes)
@@ -217,8 +231,12 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
     init_path = None
     if weights is not None:
         report = load_weights_by_name(net, weights)
-        if report.missing or report.skipped:
-            notes.append("weights partly loaded:\n" + report.summary())
+        unloaded = [path for path in [*(item.path for item in report.skipped),
+                                      *report.missing] if computes_features(path, split)]
+        if unloaded:   # the output convs the cache stops before may differ (classes)
+            notes.append(f"--weights {weights}: {len(unloaded)} layers computing the "
+                         f"features did not load and stay as initialized "
+                         f"({', '.join(unloaded[:4])}{', ...' if len(unloaded) > 4 else ''})")
         weights_file = Path(weights)
     else:
         from detkit.models.backbones import load_backbone_weights
@@ -230,8 +248,9 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
             # A family without --backbone (yolov2) has no body weights to load here.
             loaded_body = (load_backbone_weights(net, backbone, opts.backbone_weights, width)
                            if backbone is not None else None)
-            if loaded_body:
-                notes.append(loaded_body)
+            notes.append(loaded_body or "no --weights: the features come from a randomly "
+                         "initialized network (a from-scratch demo); for real training "
+                         "cache them from trained weights or --backbone-weights")
             state["wrote_init"] = True
             with atomic_path(init_path) as tmp:
                 net.save_weights(tmp)

@@ -72,7 +72,8 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     training); the weights are the same, and evaluation feeds it ``--input-size``.
 
     Returns:
-        ``(detector, load report or None)``; an incomplete load adds a note.
+        ``(detector, report of a complete load or None)``; an incomplete load's report
+        is a note instead (told before the epochs, not again after them).
 
     Raises:
         ArtifactMismatchError: ``require_complete`` (stage 2) and a layer did not load.
@@ -99,6 +100,7 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
                                     f"layer loaded:\n{report}", path=weights)
     if not loaded.complete:
         ctx.notes.append(report)
+        return detector, None
     return detector, report
 
 
@@ -154,7 +156,7 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     """
     from detkit.bottleneck_training import (BoxLabelTargets, CachedFeaturesTrainingModel,
                                             FullModelValidation, cache_weights, cached_batches,
-                                            open_cache)
+                                            open_cache, random_body)
     from detkit.models.freeze import freeze
     from detkit.training.model import YoloTrainingModel
 
@@ -167,6 +169,11 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
                        input_size=opts.input_size, weights=weights, image_paths=image_paths,
                        labels=labels, backbone=ctx.family.resolve_backbone(opts.backbone))
     split = str(cache.settings["split"])
+    if opts.weights is None and not resuming and random_body(opts.bottlenecks):
+        ctx.notes.append(f"{opts.bottlenecks} holds features of a randomly initialized "
+                         f"body (cache-bottlenecks ran without --weights): stage 1 trains "
+                         f"the heads on it, frozen; cache from trained weights or "
+                         f"--backbone-weights for a real start")
     detector, report = build_detector(ctx, weights, resuming=resuming)
     freeze(detector, split)
     loss = detection_loss(ctx)
@@ -187,7 +194,9 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     return TrainingPlan(model=trainer, batches=batches, loader=batches,
                         start_epoch=ctx.start_epoch, end_epoch=ctx.cache_epochs,
                         callbacks=callbacks, batch_images=batches.batch_images,
-                        report=report, close=cache.close)
+                        # the cache's own init weights are no user's --weights to report
+                        report=report if opts.weights is not None else None,
+                        close=cache.close)
 
 
 def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import (DetkitWarning, check_agree, check_fresh, check_writable,
-                              library_versions, read_manifest,
-                              remove_stale_temps, run_files, run_lock, sha256_file,
-                              write_json, write_manifest)
+from detkit.artifacts import (DetkitWarning, check_agree, check_fresh,
+                              check_writable, library_versions, read_manifest,
+                              remove_stale_temps, run_files, run_lock,
+                              sha256_file, write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
 from detkit.data.records import annotations_sha256
 from detkit.errors import ArtifactError, Interrupted, UsageError
@@ -37,10 +37,12 @@ from detkit.families import get_family
 from detkit.labels import load_labels
 from detkit.models.recorded import resolve_anchors
 from detkit.options import as_config
+from detkit.tables import plural
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
-from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS, read_history,
-                                       read_state)
-from detkit.training.distributed import is_chief, release_run_dir, worker_run_dir
+from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
+                                       read_history, read_state)
+from detkit.training.distributed import (is_chief, release_run_dir,
+                                         worker_run_dir)
 from detkit.training.monitor import MONITOR_KEYS, image_phase_best, worst_value
 from detkit.training.objective import Objective
 from detkit.training.phases import cached_features_plan, fit_plan, images_plan
@@ -364,7 +366,7 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
         _, rows = read_history(run_dir / HISTORY_CSV)
         return TrainResult(run_dir, 0, ctx.start_epoch, ctx.start_epoch, ctx.monitor,
                            ctx.best, ctx.best_epoch, _float_rows(rows), notes=ctx.notes + [
-                               f"the run already holds {ctx.start_epoch} epochs "
+                               f"the run already holds {plural(ctx.start_epoch, 'epoch')} "
                                f"(--epochs {opts.total_epochs}): nothing to do"])
 
     if getattr(opts, "exist_ok", False) and ctx.state is None:
@@ -477,7 +479,8 @@ def _fit_phases(ctx: RunContext, objective: Objective, on_saved: Callable,
                            else ctx.run_dir / LAST_WEIGHTS)
         outcome = fit_plan(plan, ctx, best=best, best_epoch=best_epoch, on_saved=on_saved,
                            callbacks=callbacks)
-        report = plan.report or report
+        if not cache_epochs:   # after cached features it loads the run's own weights
+            report = plan.report
     return outcome, report
 
 
