@@ -1,10 +1,15 @@
-"""The command line hides TensorFlow's C++ log lines and passes every other line on."""
+"""The command line hides TensorFlow's C++ log lines and passes every other line on; its
+stderr holds no empty lines and a mistyped command gets a suggestion."""
 
 import functools
 import os
 import subprocess
 import sys
 
+import pytest
+from typer.testing import CliRunner
+
+from detkit.cli import app
 from detkit.cli._quiet import is_library_noise
 
 SCRIPT = """
@@ -70,7 +75,9 @@ def test_noise_pattern():
                  b"[ WARN:0@1.234] global cap_ffmpeg_impl.hpp:1542 open Could not open",
                  b"OpenCV: FFMPEG: tag 0x7634706d/'mp4v' is not supported with codec id 12",
                  b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55e6c0692d80] moov atom not found",
-                 b"[webm @ 0x55635b5d41c0] Only VP8 or VP9 or AV1 video"):
+                 b"[webm @ 0x55635b5d41c0] Only VP8 or VP9 or AV1 video",
+                 b"fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, "
+                 b"output_inference_type: FLOAT32"):
         assert is_library_noise(line), line
     assert not is_library_noise(b"INFO: my own message")
     assert not is_library_noise(b"[raccoon] 3 boxes")
@@ -100,3 +107,60 @@ def test_jax_is_skipped_only_under_the_tensorflow_backend(monkeypatch):
         sys.modules.pop("jax", None)
         if saved is not missing:
             sys.modules["jax"] = saved
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A 6-image, 64 px, 2-class synth dataset."""
+    from detkit.data.synth import make_synth_dataset
+
+    root = tmp_path_factory.mktemp("quiet")
+    return make_synth_dataset(root / "data", images=6, size=64, classes=2, seed=0,
+                              val_fraction=0.34)
+
+
+def test_int8_export_prints_no_converter_lines(dataset, tmp_path):
+    """The TF Lite calibrator prints its settings (``fully_quantize: 0, ...``) from C++."""
+    import keras
+
+    from detkit.models import build_model
+
+    keras.utils.set_random_seed(1)
+    weights = tmp_path / "tiny.weights.h5"
+    build_model("yolov3-tiny", 2, 0.0625, 32).save_weights(weights)
+    env = {k: v for k, v in os.environ.items() if k != "DETKIT_VERBOSE"}
+    run = subprocess.run(
+        [sys.executable, "-m", "detkit", "export", str(weights), "--model", "yolov3-tiny",
+         "--width", "0.0625", "--input-size", "32", "--classes", str(dataset.classes_path),
+         "--format", "tflite", "--quantize", "int8", "--calibration",
+         str(dataset.train_path), "--calibration-images", "2", "--nms",
+         "--out", str(tmp_path / "q.tflite")], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "fully_quantize" not in run.stderr
+    assert "" not in run.stderr.splitlines(), repr(run.stderr)
+
+
+def test_a_warning_leaves_no_empty_stderr_lines(dataset, tmp_path):
+    """Off a terminal the progress bars show nothing (Rich would end them with an empty
+    line); the warning itself stays."""
+    anchors = tmp_path / "anchors.txt"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["kmeans-anchors", str(dataset.train_path), "--k", "6",
+                              "--input-size", "96", "--out", str(anchors)])
+    assert fit.exit_code == 0, fit.output
+    result = runner.invoke(app, ["encode-labels", str(dataset.train_path),
+                                 "--model", "yolov3-tiny", "--anchors", str(anchors),
+                                 "--input-size", "64", "--out", str(tmp_path / "l.npz")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("warning: "), result.stderr
+    assert "fitted at input 96" in result.stderr
+    assert "" not in result.stderr.splitlines(), repr(result.stderr)
+
+
+def test_mistyped_command_gets_a_suggestion():
+    result = CliRunner().invoke(app, ["kmeans-anchor", "x"], prog_name="detkit")
+    assert result.exit_code == 2
+    assert result.output == ("error: No such command 'kmeans-anchor'; did you mean "
+                             "'kmeans-anchors'? (see 'detkit --help')\n")
+    result = CliRunner().invoke(app, ["frobnicate"], prog_name="detkit")
+    assert result.output == "error: No such command 'frobnicate' (see 'detkit --help')\n"

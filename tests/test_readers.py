@@ -371,6 +371,25 @@ def test_voc_unknown_class_names_the_object_line(tmp_path):
     assert "unknown class name 'zebra'" in str(info.value)
 
 
+def test_unknown_class_differing_only_in_case_says_so(tmp_path):
+    """VOC, COCO and CSV name the known class a label matches but for case."""
+    root = make_voc(tmp_path / "VOC")
+    with pytest.raises(DataError) as info:
+        load_dataset(root, classes=["Person", "aeroplane"])
+    assert str(info.value).endswith("unknown class name 'person' (differs only in case "
+                                    "from 'Person'); known classes: Person, aeroplane")
+    path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
+    with pytest.raises(DataError) as info:
+        load_dataset(path, classes=["cat", "Dog"])
+    assert str(info.value).endswith("unknown class name 'dog' (category id 7; differs only "
+                                    "in case from 'Dog'); known classes: cat, Dog")
+    path = make_csv(tmp_path / "csv", "filename,class,xmin,ymin,xmax,ymax\nb.png,Dog,1,2,5,6\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(path, classes=["dog", "cat"])
+    assert str(info.value) == (f"{path}:2: unknown class name 'Dog' (differs only in case "
+                               "from 'dog'); known classes: dog, cat")
+
+
 def test_voc_bad_xml_and_bad_number(tmp_path):
     root = make_voc(tmp_path / "VOC")
     write(root / "Annotations" / "003.xml", "<annotation>\n<filename>x</filename>\n<obj\n")

@@ -42,7 +42,10 @@ class RichProgress(ProgressSink):
             self._bars = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
-                console=self.console, transient=True)
+                console=self.console, transient=True,
+                # Off a terminal the bars show nothing, and Rich's stop() would print an
+                # empty line there: no display at all.
+                disable=not self.console.is_interactive)
             self._bars.start()
         self._task = self._bars.add_task(description, total=total, text="")
 

@@ -24,7 +24,8 @@ VERBOSE_VARIABLE = "DETKIT_VERBOSE"
 #: Also TF Lite's ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``, and
 #: OpenCV's and FFmpeg's own (``[ WARN:0@1.2] global cap.cpp ...``, ``OpenCV: FFMPEG:
 #: tag ...``, ``[mov,mp4,m4a @ 0x55e6c0692d80] moov atom not found``): detkit reports an
-#: unreadable or unwritable video itself, naming the file.
+#: unreadable or unwritable video itself, naming the file. And the TF Lite calibrator's
+#: ``fully_quantize: 0, inference_type: 6, ...`` settings line (an int8 export).
 _NOISE = re.compile(
     rb"^(?:[IWE]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\)"
@@ -32,7 +33,8 @@ _NOISE = re.compile(
     rb"|INFO: (?:Created|Initialized) TensorFlow Lite"
     rb"|\[ *(?:WARN|ERROR|INFO|DEBUG):\d+@[\d.]+\]"
     rb"|OpenCV: FFMPEG: "
-    rb"|\[[\w,.-]+ @ 0x[0-9a-f]+\] )")
+    rb"|\[[\w,.-]+ @ 0x[0-9a-f]+\] "
+    rb"|fully_quantize: \d+, inference_type: \d+)")
 
 
 def is_library_noise(line: bytes) -> bool:

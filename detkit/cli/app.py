@@ -11,6 +11,7 @@ without loading NumPy or Keras. No pipeline logic here.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import os
 import sys
@@ -81,6 +82,19 @@ class LazyGroup(_UntypedHelp, TyperGroup):
             info, pretty_exceptions_short=app.pretty_exceptions_short,
             rich_markup_mode=app.rich_markup_mode)
         return self.commands[name]
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Click's, with ``did you mean 'kmeans-anchors'?`` for a near miss of a command
+        name (Typer's own suggestion sees only the commands loaded so far)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except USAGE_MISTAKES as err:
+            message = getattr(err, "message", "")
+            near = difflib.get_close_matches(args[0], list(COMMANDS), n=1) if args else []
+            if message.startswith("No such command"):   # Typer's own hint replaced
+                err.message = f"No such command {args[0]!r}" + (
+                    f"; did you mean {near[0]!r}?" if near else ".")
+            raise
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         """Typer's ``main``, with a command-line mistake (unknown option or command, a

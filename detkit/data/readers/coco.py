@@ -27,7 +27,7 @@ from detkit.data.records import ImageRecord
 from detkit.data.readers.common import (ReadResult, ancestor, column, display_joins,
                                         float_rows, gc_paused, group_order, int_column,
                                         is_integer, lookup, make_records, raise_first_bad,
-                                        read_json)
+                                        read_json, unknown_class)
 from detkit.errors import DataError
 
 #: Keys a COCO dataset (not a results list) has at its top level.
@@ -123,8 +123,8 @@ def _categories(categories: list, path: Path,
     for cat_id in ids:
         name = by_id[cat_id]
         if name not in index:
-            raise DataError(f"unknown class name {name!r} (category id {cat_id}); known "
-                            f"classes: {', '.join(class_names)}", path=path)
+            raise DataError(unknown_class(name, class_names, f"category id {cat_id}"),
+                            path=path)
         mapping[cat_id] = index[name]
     # Classes with no category get fresh ids above the file's, so results stay unique.
     category_ids, fresh = [], max(ids, default=0) + 1

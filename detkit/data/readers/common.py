@@ -56,6 +56,16 @@ INT64_LIMIT = 2 ** 63
 DENSE_LOOKUP = 8
 
 
+def unknown_class(name: str, class_names: Sequence[str], note: str = "") -> str:
+    """``unknown class name 'x' (note); known classes: a, b``, noting a known name that
+    differs from ``name`` only in case."""
+    notes = [note] if note else []
+    notes += [f"differs only in case from {known!r}" for known in class_names
+              if known.casefold() == name.casefold()][:1]
+    told = f" ({'; '.join(notes)})" if notes else ""
+    return f"unknown class name {name!r}{told}; known classes: {', '.join(class_names)}"
+
+
 def read_text(path: Path, what: str = "annotation file") -> str:
     """The UTF-8 text of ``path``, without a leading byte order mark.
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (ReadResult, first_existing, make_records,
-                                        parse_floats, parse_number, read_text)
+                                        parse_floats, parse_number, read_text,
+                                        unknown_class)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -156,8 +157,7 @@ def read_csv_boxes(path: str | os.PathLike, class_names: list[str] | None = None
     index = {label: i for i, label in enumerate(class_names)}
     for label, number in zip(labels, lines):
         if label not in index:
-            raise DataError(f"unknown class name {label!r}; known classes: "
-                            f"{', '.join(class_names)}", path=path, line=number)
+            raise DataError(unknown_class(label, class_names), path=path, line=number)
     position = {image: i for i, image in enumerate(order)}
     owner = np.array([position[image] for image in owners], np.int64)
     by_image = np.argsort(owner, kind="stable")

@@ -23,7 +23,8 @@ import numpy as np
 
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (ReadResult, ancestor, display_path, first_existing,
-                                        make_records, parse_number, read_text)
+                                        make_records, parse_number, read_text,
+                                        unknown_class)
 from detkit.data.readers.imagesize import image_size
 from detkit.errors import DataError
 
@@ -210,8 +211,7 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
     for xml_path, _, _, objects in parsed:
         for name, _, _, line in objects:
             if name not in index:
-                raise DataError(f"unknown class name {name!r}; known classes: "
-                                f"{', '.join(class_names)}", path=xml_path, line=line)
+                raise DataError(unknown_class(name, class_names), path=xml_path, line=line)
     objects = [obj for *_, file_objects in parsed for obj in file_objects]
     records = make_records(
         [display_path(image) for _, image, _, _ in parsed],
