@@ -153,15 +153,17 @@ def test_many_reports_on_a_narrow_terminal_are_shown_in_full_in_several_tables(
 def test_reports_that_do_not_compare_get_no_dap_and_a_warning(tmp_path):
     """dAP only between reports of the same metric and ground truth; the others are
     named in a warning."""
-    def report(name, ap, gt, metric="coco"):
+    def report(name, ap, gt, metric="coco", agnostic=False):
         body = {"AP": ap, "AP50": ap + 0.2, "metric": metric,
-                "inputs": {"ground_truth": gt, "detections": "d.json"}}
+                "inputs": {"ground_truth": gt, "detections": "d.json"},
+                "params": {"class_agnostic": agnostic}}
         if metric != "coco":
             body = {"mAP": ap, "metric": metric, "inputs": body["inputs"]}
         return write(tmp_path / f"{name}.json", body)
 
     paths = [report("a", 0.5, "data/val.json"), report("b", 0.4, "./data/val.json"),
-             report("c", 0.3, "other/val.json"), report("d", 0.6, "data/val.json", "voc07")]
+             report("c", 0.3, "other/val.json"), report("d", 0.6, "data/val.json", "voc07"),
+             report("e", 0.2, "data/val.json", agnostic=True)]
     out = tmp_path / "t.txt"
     result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -172,6 +174,9 @@ def test_reports_that_do_not_compare_get_no_dap_and_a_warning(tmp_path):
             "data/val.json): no dAP") in output
     assert ("warning: d is scored with --metric voc07, a with coco: their AP50 columns are "
             "different figures (no dAP)") in output
+    assert rows[4]["delta_ap"] is None
+    assert ("warning: e is scored class-agnostically (proposals: judge an rpn by its AR), a "
+            "per class: no dAP") in output
 
 
 def test_the_same_ground_truth_by_another_path_still_compares(tmp_path, monkeypatch):

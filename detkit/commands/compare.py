@@ -47,6 +47,8 @@ class ReportRow:
     #: What the report was scored on: the file's sha256, else its path (``None``: unknown).
     ground_truth: Optional[str] = None
     ground_truth_given: Optional[str] = None
+    #: Scored class-agnostically (an rpn's proposals, or ``--class-agnostic``).
+    class_agnostic: bool = False
 
     @property
     def kind(self) -> str:
@@ -95,6 +97,7 @@ def read_report_row(path: str | Path) -> ReportRow:
         quantize=model.get("quantize"),
         ground_truth=_ground_truth(report, path),
         ground_truth_given=_ground_truth_given(report),
+        class_agnostic=bool((report.get("params") or {}).get("class_agnostic", False)),
     )
 
 
@@ -125,9 +128,9 @@ def _ground_truth(report: dict, path: Path) -> Optional[str]:
 
 
 def comparable(row: ReportRow, base: ReportRow) -> bool:
-    """Whether ``row``'s figures compare with ``base``'s: the same metric, and the same
-    ground truth where both reports record it."""
-    return row.metric == base.metric and (
+    """Whether ``row``'s figures compare with ``base``'s: the same metric, both per class
+    or both class-agnostic, and the same ground truth where both reports record it."""
+    return row.metric == base.metric and row.class_agnostic == base.class_agnostic and (
         row.ground_truth is None or base.ground_truth is None
         or row.ground_truth == base.ground_truth)
 
@@ -142,6 +145,10 @@ def comparison_notes(rows: list[ReportRow]) -> list[str]:
         if row.metric != base.metric:
             notes.append(f"{row.name} is scored with --metric {row.metric}, {base.name} with "
                          f"{base.metric}: their AP50 columns are different figures (no dAP)")
+        elif row.class_agnostic != base.class_agnostic:
+            agnostic, classed = (row, base) if row.class_agnostic else (base, row)
+            notes.append(f"{agnostic.name} is scored class-agnostically (proposals: judge "
+                         f"an rpn by its AR), {classed.name} per class: no dAP")
         elif not comparable(row, base):
             notes.append(f"{row.name} is scored on other ground truth than {base.name} "
                          f"({row.ground_truth_given} and {base.ground_truth_given}): no dAP")
