@@ -19,8 +19,8 @@ from detkit.data.dataset import Dataset
 from detkit.data.letterbox import Letterbox, letterbox_records
 from detkit.data.records import ImageRecord
 from detkit.doctor import diagnose
-from detkit.doctor.boxes import (aspect_edges, box_table, group_medians, letterbox_table,
-                                 side_edges)
+from detkit.doctor.boxes import (aspect_edges, box_table, group_medians,
+                                 letterbox_table, side_edges)
 from detkit.doctor.images import check_images
 from detkit.families import get_family
 
@@ -220,7 +220,8 @@ def test_hand_made_dataset_report_figures(hand, tmp_path):
         ("warning", "truncated_jpeg"), ("warning", "duplicate_images"),
         ("warning", "repaired_boxes"), ("warning", "tiny_boxes"),
         ("warning", "absent_classes"), ("warning", "rare_classes"),
-        ("warning", "small_boxes"), ("note", "negatives")]
+        ("warning", "small_boxes"), ("warning", "default_anchors_size"),
+        ("note", "negatives")]
     assert report["fatal"] is False
     assert set(report["timings_s"]) == {"boxes", "images", "statistics", "anchors"}
     assert report["plots"] == ["box_sizes.png", "box_side_hist.png", "aspect_hist.png",
@@ -297,11 +298,28 @@ def small_coco(tmp_path, boxes_per_image, *, sizes=None, categories=("a", "b"),
 
 
 def codes_of(path, tmp_path, *extra):
+    """Findings at input 64 with the default anchors' values (given as a file: the
+    defaults themselves are COCO's at 416, which is a finding at 64)."""
     out = tmp_path / "out"
+    anchors = tmp_path / "tiny.anchors.txt"
+    anchors.write_text(TINY.default_anchors_path().read_text())
     result = invoke(path, "--model", "yolov3-tiny", "--input-size", 64, "--out", out,
-                    "--no-plots", *extra)
+                    "--no-plots", "--anchors", anchors, *extra)
     report = json.loads((out / "report.json").read_text())
     return result, {f["code"]: f["level"] for f in report["findings"]}, report
+
+
+def test_default_anchors_at_another_input_size_are_a_warning(tmp_path):
+    path = small_coco(tmp_path, [GOOD] * 10)
+    out = tmp_path / "out"
+    result = invoke(path, "--model", "yolov3-tiny", "--input-size", 64, "--out", out,
+                    "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert ("the default anchors (yolov3-tiny_coco.txt) are COCO's at input 416, this runs "
+            "at 64: fit anchors") in " ".join(result.output.split())
+    report = json.loads((out / "report.json").read_text())
+    assert {"level": "warning", "code": "default_anchors_size"} in [
+        {k: f[k] for k in ("level", "code")} for f in report["findings"]]
 
 
 GOOD = [[8, 8, 40, 40, 0], [20, 20, 50, 60, 1]]

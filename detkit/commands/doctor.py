@@ -21,11 +21,13 @@ import numpy as np
 
 from detkit import kmeans
 from detkit.artifacts import manifest_path, write_json, write_manifest
-from detkit.commands.groups import (AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
-                                    SeedOptions, load_data)
+from detkit.commands.groups import (AnchorOptions, DatasetOptions,
+                                    InputOptions, ModelOptions, SeedOptions,
+                                    load_data)
 from detkit.doctor import Thresholds, diagnose
 from detkit.doctor.findings import (DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_MISSING,
-                                    DEFAULT_RARE_COUNT, DEFAULT_RARE_FRACTION, FATAL, Finding)
+                                    DEFAULT_RARE_COUNT, DEFAULT_RARE_FRACTION,
+                                    FATAL, NOTE, WARNING, Finding)
 from detkit.doctor.images import CHECK_MODES
 from detkit.doctor.plots import plot_inputs, write_plots
 from detkit.errors import DataError, UsageError
@@ -141,6 +143,12 @@ def run(opts: Options, progress: Progress = SILENT) -> DoctorResult:
                          settings={"model": opts.model, "anchors": str(anchors_path)},
                          progress=progress)
     report = diagnosis.report
+    default_note = family.default_anchors_note(anchors_path, opts.input_size)
+    if default_note:     # the last warning: findings stay most severe first
+        found = Finding(WARNING, "default_anchors_size", default_note)
+        at = sum(finding.level != NOTE for finding in diagnosis.findings)
+        diagnosis.findings.insert(at, found)
+        report["findings"].insert(at, found.as_dict())
     plots: list[Path] = []
     note = None
     if opts.plots:

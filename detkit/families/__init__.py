@@ -172,6 +172,16 @@ class Family:
         generated per level, which fit any input)."""
         return COCO_ANCHORS_INPUT if self.default_anchors.endswith("_coco.txt") else None
 
+    def default_anchors_note(self, path: Path, input_size: int) -> Optional[str]:
+        """A note when ``path`` (the resolved anchors) is this family's default, fitted
+        at another input side than ``input_size``; ``None`` otherwise."""
+        fitted = self.default_anchors_input()
+        if path != self.default_anchors_path() or fitted is None or fitted == input_size:
+            return None
+        return (f"the default anchors ({path.name}) are COCO's at input {fitted}, this "
+                f"runs at {input_size}: fit anchors to the boxes with kmeans-anchors "
+                f"--input-size {input_size} --k {self.num_anchors}")
+
     def resolve_anchors(self, path: str | os.PathLike | None) -> tuple[np.ndarray, Path]:
         """Load ``path`` (or the family's default anchors) and check the count.
 

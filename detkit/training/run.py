@@ -173,13 +173,9 @@ class RunContext:
         if opts.val is None and names_split(opts.data, "val"):
             val_dataset = _own_val_split(opts, class_names, start_notes)
         anchors, anchors_path = resolve_anchors(family, opts.anchors, opts.recorded_start())
-        fitted = family.default_anchors_input()
-        if (opts.anchors is None and anchors_path == family.default_anchors_path()
-                and fitted is not None and fitted != opts.input_size):
-            start_notes.append(
-                f"the default anchors ({anchors_path.name}) are COCO's at input {fitted}, "
-                f"this runs at {opts.input_size}: fit anchors to the boxes with "
-                f"kmeans-anchors --input-size {opts.input_size} --k {family.num_anchors}")
+        default_note = family.default_anchors_note(anchors_path, opts.input_size)
+        if opts.anchors is None and default_note:
+            start_notes.append(default_note)
         labels = None
         if opts.labels is not None:      # all of its checks before the run directory
             labels = load_labels(
