@@ -230,7 +230,9 @@ def open_cache(path: str | os.PathLike, *, model: str, width: float, input_size:
                              dtype=str(cache.settings.get("dtype", "float16")),
                              backbone=backbone)
     try:
-        cache.check(expected, expected_name=f"this run (weights {Path(weights).name})")
+        own = Path(weights) == init_weights_path(path)   # not the user's: no need to name
+        cache.check(expected, expected_name="this run" if own else
+                    f"this run (--weights {Path(weights).name})")
         if labels is not None:
             labels.check_images(cache.image_paths, name=f"the cache {Path(path).name}")
             check_agree(str(labels.path), labels.settings, str(path),

@@ -113,14 +113,15 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 def describe_differences(name_a: str, a: Mapping[str, Any], name_b: str,
                          b: Mapping[str, Any], keys: Sequence[str] = MATCH_KEYS) -> list[str]:
-    """One line per key of ``keys`` present in both mappings whose values differ."""
+    """One phrase per key of ``keys`` present in both mappings whose values differ
+    (``width: a has 0.25, b has 0.125``; a message joins them with ``;``)."""
     lines = []
     for key in keys:
         if key not in a or key not in b:
             continue
         va, vb = a[key], b[key]
         if not settings_agree(va, vb):
-            lines.append(f"  {key}: {name_a} has {va}, {name_b} has {vb}")
+            lines.append(f"{key}: {name_a} has {va}, {name_b} has {vb}")
     return lines
 
 
@@ -153,11 +154,11 @@ def check_settings(name: str, found: Mapping[str, Any], expected: CacheSettings,
     if found_images is not None and images_differ:
         where = first_image_difference(list(found_images), list(expected.image_paths))
         if where:
-            lines.append(f"  first difference: {where}")
+            lines.append(f"first difference: {where}")
     if lines:
         raise ArtifactMismatchError(
-            f"bottleneck cache {name} does not match {expected_name} (re-run "
-            f"cache-bottlenecks with the same model, weights and images):\n" + "\n".join(lines))
+            f"bottleneck cache {name} does not match {expected_name} ({'; '.join(lines)}): "
+            f"re-run cache-bottlenecks with the same model, weights and images")
 
 
 # --------------------------------------------------------------------------- image stamps
@@ -322,9 +323,9 @@ def _open_partial(tmp: Path, settings: CacheSettings, notes: list[str]) -> h5py.
     if lines:
         handle.close()
         raise ArtifactMismatchError(
-            "cannot resume: the partial cache was started with other settings (run "
-            "without --resume to start over, with --exist-ok, which replaces it):\n"
-            + "\n".join(lines), path=tmp)
+            f"cannot resume: the partial cache was started with other settings "
+            f"({'; '.join(lines)}): run without --resume to start over, with --exist-ok, "
+            f"which replaces it", path=tmp)
     if not all(name in handle for name in STAMP_DATASETS):  # started by an older detkit
         _add_stamp_datasets(handle, settings.num_images)
     return handle

@@ -142,4 +142,9 @@ def test_cache_of_other_width_is_refused(chain, tmp_path):
     argv[argv.index("--width") + 1] = "0.25"
     result = runner.invoke(app, argv)
     assert result.exit_code == 1
-    assert "width" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].endswith("re-run cache-bottlenecks with the same "
+                                                 "model, weights and images"), result.output
+    # one line naming the difference; the cache's own init weights are not the user's
+    assert "does not match this run (width: " in lines[0]
+    assert "init.weights" not in lines[0]

@@ -130,8 +130,8 @@ class TeacherCache:
         lines = describe_differences(str(self.path), self.settings, "this run", expected,
                                      keys=CACHE_KEYS)
         if lines:
-            raise ArtifactMismatchError("the teacher cache was computed for another run:\n"
-                                        + "\n".join(lines) + "\ndelete it to recompute it")
+            raise ArtifactMismatchError(f"the teacher cache was computed for another run "
+                                        f"({'; '.join(lines)}): delete it to recompute it")
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, ...]:
         """Rows ``indices`` of every scale: a tuple of ``(len(indices), G, G, 3, 5 + C)``."""
