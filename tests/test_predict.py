@@ -309,3 +309,46 @@ def test_video_usage_errors(workspace, tmp_path):
                                       str(tmp_path / "bad_drawn.mp4")))
     assert result.exit_code == 1 and "bad.mp4: cannot decode video" in result.output
     assert not out.exists() and not (tmp_path / "bad_drawn.mp4").exists()
+
+
+def test_voc_data_naming_some_of_the_models_classes(workspace, tmp_path):
+    """A VOC val set without one of the model's classes (a small split without a rare
+    class) is read with the model's names: predict and eval-map run, the ids are the
+    model's; an indexed dataset naming other classes is still refused, with the reason."""
+    import shutil
+
+    from detkit.artifacts import write_manifest
+
+    weights = tmp_path / "w.weights.h5"
+    shutil.copy(workspace["weights"], weights)
+    write_manifest(weights, command="train", config={}, inputs=[],
+                   extra={"model": "yolov3-tiny", "width": WIDTH, "input_size": SIZE,
+                          "class_names": ["cat", "dog"]})
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    for i, (w, h) in enumerate(workspace["sizes"]):
+        shutil.copy(workspace["folder"] / f"img{i}.png", voc / f"img{i}.png")
+        (voc / f"img{i}.xml").write_text(
+            f"<annotation><filename>img{i}.png</filename><size><width>{w}</width>"
+            f"<height>{h}</height><depth>3</depth></size><object><name>dog</name>"
+            f"<bndbox><xmin>2</xmin><ymin>2</ymin><xmax>{w - 2}</xmax><ymax>{h - 2}</ymax>"
+            f"</bndbox></object></annotation>")
+    out = tmp_path / "dets.json"
+    result = runner.invoke(app, ["predict", str(voc), "--weights", str(weights), "--out",
+                                 str(out), "--conf", "0"])
+    assert result.exit_code == 0, result.output
+    assert {d["category_id"] for d in json.loads(out.read_text())} <= {1, 2}
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["eval-map", str(voc), "--weights", str(weights), "--out",
+                                 str(report)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["num_gt_boxes"] == 3
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    (lines / "classes.txt").write_text("dog\n")
+    (lines / "train.txt").write_text(f"{workspace['folder'] / 'img0.png'} 2,2,50,40,0\n")
+    result = runner.invoke(app, ["predict", str(lines / "train.txt"), "--weights",
+                                 str(weights), "--out", str(tmp_path / "l.json")])
+    assert result.exit_code == 1
+    assert "a dataset's classes must be the weights' (a VOC or CSV dataset's may be some " \
+           "of them)" in " ".join(result.output.split())

@@ -22,6 +22,7 @@ from detkit.artifacts import (check_outputs, check_spares_files, write_json,
 from detkit.commands import predict
 from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
                                     InferenceOptions, ModelOptions)
+from detkit.commands.predict import names_subset
 from detkit.errors import DataError, UsageError
 from detkit.evaluate import (CocoParams, GroundTruth, check_same_images,
                              evaluate_coco, evaluate_voc, load_detections,
@@ -205,6 +206,9 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
         require_pyplot()                    # fail early when matplotlib is missing
 
     gt = load_ground_truth(opts.data, format=opts.format, classes=opts.classes)
+    model_names = _model_class_names(opts) if opts.classes is None else None
+    if names_subset(gt.class_names, gt.format, model_names):   # ids as the model's
+        gt = load_ground_truth(opts.data, format=opts.format, classes=model_names)
     check_spares_ground_truth(opts, gt)
     if len(gt) == 0:
         raise DataError("the ground truth has no boxes: nothing to evaluate", path=gt.source)
@@ -241,6 +245,16 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                        extra={"metric": opts.metric})
     return EvalMapResult(metric=opts.metric, report=report, out=out_path,
                          detections=detections, plots=plot_paths, warnings=warnings)
+
+
+def _model_class_names(opts: Options) -> Optional[list[str]]:
+    """The class names recorded with ``--weights`` (an export's or the weights'
+    manifest); ``None`` without weights or a record."""
+    if opts.weights is None or not Path(opts.weights).exists():
+        return None
+    settings = read_settings(opts.weights) or read_recorded(Path(opts.weights))
+    names = getattr(settings, "class_names", None)
+    return None if names is None else list(names)
 
 
 def check_metric_fits(opts: Options) -> None:

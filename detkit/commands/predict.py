@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from detkit.artifacts import (check_agree, check_spares_files, manifest_path, write_json,
                               write_manifest)
@@ -308,12 +308,28 @@ def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetecto
     return _keras_detector(opts, weights, image_set)
 
 
-def _given_class_names(opts, image_set=None) -> Optional[tuple[list[str], str]]:
-    """``(names, where they come from)``: ``--classes``, else the dataset's names, else
-    ``None``."""
+#: Dataset formats whose labels name their classes (no class indices, no COCO ids): a
+#: dataset of some of a model's classes is read with the model's names.
+NAMED_FORMATS = ("voc", "csv")
+
+
+def names_subset(names: Sequence[str], fmt: str, model_names: Optional[Sequence[str]]
+                 ) -> bool:
+    """Whether a dataset of format ``fmt`` naming ``names`` names some of the model's
+    classes (a small val split without a rare class), in another list."""
+    return (fmt in NAMED_FORMATS and model_names is not None
+            and list(names) != list(model_names) and set(names) <= set(model_names))
+
+
+def _given_class_names(opts, image_set=None, model_names: Optional[Sequence[str]] = None
+                       ) -> Optional[tuple[list[str], str]]:
+    """``(names, where they come from)``: ``--classes``, else the dataset's names (the
+    model's, when the dataset names some of them: :func:`names_subset`), else ``None``."""
     if opts.classes is not None:
         return read_class_names(opts.classes), str(opts.classes)
     if image_set is not None and image_set.class_names:
+        if names_subset(image_set.class_names, image_set.kind, model_names):
+            return list(model_names), str(opts.data)
         return list(image_set.class_names), str(opts.data)
     return None
 
@@ -322,7 +338,8 @@ def recorded_class_names(opts, image_set, weights: Path, recorded, family) -> li
     """The class names of ``weights``: ``--classes`` or the dataset's, checked against
     the recorded ones (not for class-agnostic families), else the recorded ones, else
     ``0..C-1``."""
-    given = _given_class_names(opts, image_set)
+    given = _given_class_names(opts, image_set,
+                               None if recorded is None else recorded.class_names)
     if given is None:
         if recorded is not None and recorded.class_names is not None:
             return list(recorded.class_names)
@@ -393,7 +410,7 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
         given_anchors, anchors_path = family.resolve_anchors(opts.anchors)
         check_agree(str(anchors_path), {"anchors": given_anchors}, str(weights),
                     {"anchors": anchors}, keys=("anchors",))
-    given = _given_class_names(opts, image_set)
+    given = _given_class_names(opts, image_set, settings.class_names)
     class_names = list(settings.class_names) if given is None else given[0]
     if len(class_names) != len(settings.class_names):
         raise ArtifactMismatchError(f"the export has {len(settings.class_names)} classes, "

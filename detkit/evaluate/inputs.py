@@ -45,6 +45,7 @@ class GroundTruth:
             (``None``: not known).
         files: the files it was read from that its path does not name (a dataset's
             images, annotation and class names files; a dataset file's COCO json).
+        format: the dataset format it was read as (``coco`` for a COCO json).
     """
 
     image_ids: np.ndarray
@@ -59,6 +60,7 @@ class GroundTruth:
     source: str = "<ground truth>"
     file_names: Optional[list[str]] = None
     files: list[str] = dataclasses.field(default_factory=list)
+    format: str = "coco"
 
     @property
     def num_images(self) -> int:
@@ -294,7 +296,8 @@ def load_ground_truth(path: str | os.PathLike, format: str | None = None,
             return dataclasses.replace(ground_truth_from_coco(data, source=str(files[0])),
                                        files=[str(files[0])])
     dataset = load_dataset(path, format=format, classes=classes, split="val")
-    return dataclasses.replace(ground_truth_from_dataset(dataset), files=dataset.files())
+    return dataclasses.replace(ground_truth_from_dataset(dataset), files=dataset.files(),
+                               format=dataset.format)
 
 
 def _category_index(values: list, gt: GroundTruth, source: str) -> np.ndarray:

@@ -194,4 +194,6 @@ def check_class_names(names: Sequence[str], source: str,
     """
     if recorded is not None and recorded.class_names is not None:
         check_agree(source, {"class_names": list(names)}, str(recorded.manifest),
-                    {"class_names": recorded.class_names}, keys=("class_names",))
+                    {"class_names": recorded.class_names}, keys=("class_names",),
+                    hint="a dataset's classes must be the weights' (a VOC or CSV "
+                         "dataset's may be some of them)")
