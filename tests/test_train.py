@@ -408,13 +408,13 @@ def test_ultralytics_dataset_file_trains_on_train_and_validates_on_val(dataset, 
     yaml_file.write_text(f"path: {dataset}\ntrain: train.txt\nval: val.txt\n"
                          f"names: {classes}\n")
     out = tmp_path / "run"
-    args = base_args(dataset, out, "--epochs", "1")
+    args = base_args(dataset, out, "--epochs", "1", "--eval-every", "1")  # mAP on it too
     args[1] = str(yaml_file)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"validating on the val split of {yaml_file}" in result.output
     row = read_csv(out / "history.csv")[0]
-    assert math.isfinite(float(row["val_loss"]))
+    assert math.isfinite(float(row["val_loss"])) and math.isfinite(float(row["val_map"]))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["class_names"] == classes
     assert manifest["validation"] == str(dataset / "val.txt")

@@ -17,17 +17,18 @@ import numpy as np
 
 from detkit import choices
 from detkit.artifacts import run_files
-from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
-                                    SeedOptions)
+from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions,
+                                    ModelOptions, SeedOptions)
 from detkit.data.augment_config import AugmentConfig, multi_scale_sides
+from detkit.data.dataset import names_split
 from detkit.data.records import DEFAULT_MAX_BOXES
 from detkit.errors import ArtifactError, UsageError
 from detkit.families import get_family
 from detkit.models import check_input_size
-from detkit.models.recorded import (RecordedSettings, read_recorded, resolve_options,
-                                    start_architecture)
-from detkit.options import (as_config, check, flag_of, is_given, option, recorded_value,
-                            specs)
+from detkit.models.recorded import (RecordedSettings, read_recorded,
+                                    resolve_options, start_architecture)
+from detkit.options import (as_config, check, flag_of, is_given, option,
+                            recorded_value, specs)
 from detkit.progress import SILENT, Progress
 
 __all__ = ["Options", "run"]
@@ -249,14 +250,15 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
 
         Raises:
             UsageError: a mAP monitor without ``--eval-every`` and ``--val``, or
-                ``--eval-every`` without ``--val``.
+                ``--eval-every`` without ``--val`` (a dataset file's val split counts).
         """
-        if self.eval_every and self.val is None:
+        validates = self.val is not None or names_split(self.data, "val")
+        if self.eval_every and not validates:
             raise UsageError(f"--eval-every {self.eval_every} needs --val (the images to "
                              f"compute mAP on)")
         if self.monitor is None:
             return "fitness" if self.eval_every else "val_loss"
-        if self.monitor != "val_loss" and (not self.eval_every or self.val is None):
+        if self.monitor != "val_loss" and (not self.eval_every or not validates):
             whose = ("the run's " if self.resume and not is_given(self, "monitor")
                      else "")
             raise UsageError(f"{whose}--monitor {self.monitor} needs --eval-every N (N >= 1) "
