@@ -35,9 +35,12 @@ import h5py
 import keras
 import numpy as np
 
-from detkit.artifacts import check_fresh, settings_agree, sha256_file, sha256_strings
-from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
+from detkit.artifacts import (check_fresh, settings_agree, sha256_file,
+                              sha256_strings)
 from detkit.choices import COMPRESSIONS, DTYPES  # noqa: F401 (re-exported)
+from detkit.data.records import same_image_paths
+from detkit.errors import (ArtifactError, ArtifactMismatchError, TrainingError,
+                           UsageError)
 
 #: ``kind`` attribute of a bottleneck cache.
 KIND = "detkit-bottlenecks"
@@ -194,19 +197,25 @@ def _stamp_rows(handle: h5py.File, lo: int, hi: int) -> None:
     handle["image_sha256"][lo:hi] = digests
 
 
-def first_changed_image(handle: h5py.File) -> tuple[int, str] | None:
+def first_changed_image(handle: h5py.File, paths: Sequence[str] | None = None
+                        ) -> tuple[int, str] | None:
     """The first row whose image file has other bytes than when it was cached.
 
     Files that are gone (moved data, another machine) and rows without a stamp are not
     compared; a file whose size and modification time are as recorded is taken as the
     same, otherwise its sha256 decides (a copy or a ``touch`` is not a change).
 
+    Args:
+        paths: where the rows' images are now (the same files spelled from another
+            folder); default: the paths the cache recorded.
+
     Returns:
         ``(row, image path)``, or ``None`` when every image still there is unchanged.
     """
     if not all(name in handle for name in STAMP_DATASETS):
         return None
-    paths = [plain_attribute(p) for p in handle["image_paths"][:]]
+    if paths is None:
+        paths = [plain_attribute(p) for p in handle["image_paths"][:]]
     sizes, mtimes = handle["image_bytes"][:], handle["image_mtime_ns"][:]
     digests = handle["image_sha256"][:]
     for row, path in enumerate(paths):
@@ -218,6 +227,13 @@ def first_changed_image(handle: h5py.File) -> tuple[int, str] | None:
         if size != sizes[row] or sha256_file(path).encode("ascii") != digests[row]:
             return row, path
     return None
+
+
+def _stale(path: Path, changed: tuple[int, str]) -> ArtifactMismatchError:
+    """The error for a cache whose image ``changed`` (``(row, path)``) has other bytes."""
+    row, image = changed
+    return ArtifactMismatchError(f"stale: image {row} ({image}) changed after the cache was "
+                                 f"made (another sha256); re-run cache-bottlenecks", path=path)
 
 
 # --------------------------------------------------------------------------- writing
@@ -557,10 +573,7 @@ class BottleneckCache:
             raise
         if changed is not None:
             self.close()
-            row, image = changed
-            raise ArtifactMismatchError(
-                f"stale: image {row} ({image}) changed after the cache was made (another "
-                f"sha256); re-run cache-bottlenecks", path=self.path)
+            raise _stale(self.path, changed)
         attrs = dict(handle.attrs)
         self.settings: dict[str, Any] = {key: plain_attribute(attrs[key]) for key in
                                          (*MATCH_KEYS, "dtype") if key in attrs}
@@ -631,9 +644,16 @@ class BottleneckCache:
         return out
 
     def check(self, expected: CacheSettings, expected_name: str = "this command") -> None:
-        """Raise :class:`ArtifactMismatchError` unless the cache matches ``expected``."""
+        """Raise :class:`ArtifactMismatchError` unless the cache matches ``expected``
+        (its images may be spelled from another folder: their bytes are then compared
+        where they are now)."""
         images = self.image_paths if self.settings.get("images_sha256") != \
             expected.images_sha256 else None
+        if images is not None and same_image_paths(images, expected.image_paths) is None:
+            changed = first_changed_image(self._file(), list(expected.image_paths))
+            if changed is not None:
+                raise _stale(self.path, changed)
+            expected, images = dataclasses.replace(expected, image_paths=images), None
         check_settings(str(self.path), self.settings, expected, images, expected_name)
 
     def close(self) -> None:

@@ -53,7 +53,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from detkit.anchors import anchor_masks, strides
-from detkit.artifacts import check_agree, check_fresh, load_npz, read_manifest, save_npz
+from detkit.artifacts import (check_agree, check_fresh, load_npz,
+                              read_manifest, save_npz)
+from detkit.data.records import same_image_paths
 from detkit.encode import EncodeStats, densify_yolov3
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
 
@@ -227,15 +229,16 @@ class LabelsFile:
 
     def check_images(self, image_paths: Sequence[str], name: str = "the dataset") -> None:
         """Raise :class:`ArtifactMismatchError` unless ``image_paths`` are the file's images
-        in the same order (names the first difference)."""
+        in the same order, perhaps spelled from another folder (names the first
+        difference: :func:`detkit.data.records.same_image_paths`)."""
         paths = [str(p) for p in image_paths]
-        if paths == self.image_paths:
-            return
         if len(paths) != len(self.image_paths):
             raise ArtifactMismatchError(
                 f"{self.path} has labels for {len(self.image_paths)} images, {name} has "
                 f"{len(paths)}; re-run encode-labels")
-        first = next(i for i, (a, b) in enumerate(zip(paths, self.image_paths)) if a != b)
+        first = same_image_paths(self.image_paths, paths)
+        if first is None:
+            return
         raise ArtifactMismatchError(
             f"{self.path} and {name} differ at image {first}: {self.image_paths[first]!r} "
             f"vs {paths[first]!r}; re-run encode-labels")

@@ -6,7 +6,9 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tracemalloc
+from pathlib import Path
 
 import cv2
 import h5py
@@ -14,9 +16,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from detkit.bottlenecks import (BottleneckCache, CacheSettings, CachedFeatureBatches,
-                                choose_filters, partial_path, write_cache)
-from detkit.errors import ArtifactError, ArtifactMismatchError, TrainingError, UsageError
+from detkit.bottlenecks import (BottleneckCache, CachedFeatureBatches,
+                                CacheSettings, choose_filters, partial_path,
+                                write_cache)
+from detkit.errors import (ArtifactError, ArtifactMismatchError, TrainingError,
+                           UsageError)
 
 SHAPES = [(2, 2, 8), (4, 4, 4)]
 
@@ -492,8 +496,8 @@ def _open(root, data, **changes):
 def test_training_heads_on_cache_updates_only_the_heads(pipeline):
     import keras
 
-    from detkit.bottleneck_training import (FullModelValidation, LabelTargets, split_model,
-                                            train_heads_on_cache)
+    from detkit.bottleneck_training import (FullModelValidation, LabelTargets,
+                                            split_model, train_heads_on_cache)
     from detkit.data.loader import DetectionBatches
     from detkit.labels import LabelsFile
     from detkit.losses import YoloV3Loss
@@ -537,7 +541,8 @@ def test_training_heads_on_cache_updates_only_the_heads(pipeline):
     cache.close()
 
 
-def test_open_cache_refuses_other_weights_images_and_labels(pipeline, tmp_path):
+def test_open_cache_refuses_other_weights_images_and_labels(pipeline, tmp_path,
+                                                            monkeypatch):
     from detkit.bottleneck_training import cache_weights
 
     root, data, result = pipeline
@@ -554,6 +559,18 @@ def test_open_cache_refuses_other_weights_images_and_labels(pipeline, tmp_path):
     paths = [r.image_path for r in dataset.records]
     with pytest.raises(ArtifactMismatchError, match=r"first difference: image 0"):
         _open(root, data, image_paths=["elsewhere.png"] + paths[1:])
+    # The same files spelled from another folder are the cache's; their bytes are checked
+    # where they are now (a copy with other bytes is stale).
+    _open(root, data, image_paths=[os.path.relpath(p) for p in paths])[0].close()
+    monkeypatch.chdir(tmp_path)
+    tails = [Path(*Path(p).parts[-2:]) for p in paths]
+    for path, tail in zip(paths, tails):
+        tail.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tail)
+    _open(root, data, image_paths=[str(t) for t in tails])[0].close()
+    tails[1].write_bytes(tails[1].read_bytes() + b"\0")
+    with pytest.raises(ArtifactMismatchError, match=r"stale: image 1 \("):
+        _open(root, data, image_paths=[str(t) for t in tails])
     with pytest.raises(ArtifactError, match="no --weights given"):
         cache_weights(tmp_path / "nothing.h5", None)
     assert cache_weights(tmp_path / "nothing.h5", other) == other
@@ -737,7 +754,8 @@ def test_cached_trainer_fits_through_the_train_stage_loop(pipeline, tmp_path):
     """The seam the train stage uses: fit_network on cached batches writes whole detectors."""
     import keras
 
-    from detkit.bottleneck_training import (CachedFeaturesTrainingModel, FullModelValidation,
+    from detkit.bottleneck_training import (CachedFeaturesTrainingModel,
+                                            FullModelValidation,
                                             cached_batches)
     from detkit.data.loader import DetectionBatches
     from detkit.labels import LabelsFile
@@ -745,8 +763,8 @@ def test_cached_trainer_fits_through_the_train_stage_loop(pipeline, tmp_path):
     from detkit.models import build_model
     from detkit.models.freeze import freeze
     from detkit.models.weights import load_weights_by_name
-    from detkit.training.model import YoloTrainingModel
     from detkit.training.fit import fit_network
+    from detkit.training.model import YoloTrainingModel
     from detkit.training.targets import YoloTrainingTargets
 
     root, data, result = pipeline

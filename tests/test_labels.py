@@ -1,6 +1,7 @@
 """labels.npz: the encode-labels API and command, LabelsFile and its checks."""
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -9,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from detkit.anchors import default_anchors_path, load_anchors
-from detkit.commands.encode_labels import Options, run
 from detkit.artifacts import manifest_path, save_npz
 from detkit.cli import app
+from detkit.commands.encode_labels import Options, run
+from detkit.data.records import same_image_paths
 from detkit.encode import EncodeStats, encode_yolov3
 from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.labels import LabelsFile, load_labels, save_labels
@@ -114,6 +116,10 @@ def test_settings_and_image_checks(lines_dataset):
         labels.check_images(labels.image_paths[:3])
     with pytest.raises(ArtifactMismatchError, match="image 1"):
         labels.check_images([labels.image_paths[0], "x.png", *labels.image_paths[2:]])
+    # the same images spelled from another folder (absolute, or through ..) are the same
+    labels.check_images([os.path.abspath(p) for p in labels.image_paths])
+    labels.check_images([os.path.join("..", os.path.basename(os.getcwd()), p)
+                         if not os.path.isabs(p) else p for p in labels.image_paths])
     with pytest.raises(IndexError):
         labels.dense_batch([4])
     manifest = json.loads(manifest_path(out).read_text())
@@ -242,3 +248,14 @@ def test_cli_on_synthetic_dataset(tmp_path):
     batch = labels.dense_batch(range(labels.num_images))
     assert [b.shape for b in batch] == [(labels.num_images, g, g, 3, 6) for g in (3, 6, 12)]
     assert sum(int(b[..., 4].sum()) for b in batch) == labels.stats.assignments > 0
+
+
+def test_same_image_paths_tolerates_spellings_not_other_files():
+    a = ["data/img/a.jpg", "data/img/b.jpg"]
+    assert same_image_paths(a, a) is None
+    assert same_image_paths(a, ["/w/data/img/a.jpg", "../data/img/b.jpg"]) is None
+    assert same_image_paths(["/w/data/img/a.jpg"], ["img/a.jpg"]) is None
+    assert same_image_paths(["./data//img/a.jpg"], ["data/img/a.jpg"]) is None
+    assert same_image_paths(a, ["data/img/a.jpg", "data/img/c.jpg"]) == 1
+    assert same_image_paths(a, ["other/img/a.jpg", "data/img/b.jpg"]) == 0
+    assert same_image_paths(a, a[:1]) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -62,3 +63,26 @@ def annotations_sha256(records: Sequence[ImageRecord], class_names: Sequence[str
         classes = np.concatenate([r.classes for r in records])
         digest.update("\n".join(np.asarray(class_names, str)[classes]).encode("utf-8"))
     return digest.hexdigest()
+
+
+def _path_parts(path: str) -> list[str]:
+    """The names of ``path`` after ``normpath``, without a root or leading ``..``/``.``."""
+    parts = os.path.normpath(path).replace("\\", "/").split("/")
+    while parts and parts[0] in ("", ".", ".."):
+        parts = parts[1:]
+    return parts
+
+
+def same_image_paths(recorded: Sequence[str], current: Sequence[str]) -> int | None:
+    """``None`` when two image lists name the same files in the same order, spelled as
+    typed from another folder (``data/a.jpg``, ``../data/a.jpg``, ``/w/data/a.jpg``: one
+    path's names end the other's); else the index of the first pair that differs (the
+    shorter length when only the lengths differ)."""
+    for index, (a, b) in enumerate(zip(recorded, current)):
+        if a == b:
+            continue
+        pa, pb = _path_parts(a), _path_parts(b)
+        count = min(len(pa), len(pb))
+        if not count or pa[len(pa) - count:] != pb[len(pb) - count:]:
+            return index
+    return None if len(recorded) == len(current) else min(len(recorded), len(current))
