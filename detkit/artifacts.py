@@ -56,7 +56,12 @@ RUN_FILES = ("best.weights.h5", "best.weights.h5.manifest.json", "last.weights.h
 
 class DetkitWarning(UserWarning):
     """Something the user should know that does not stop the command (the CLI prints it
-    as one ``warning:`` line)."""
+    as one ``warning:`` line; a :class:`Note` message as ``note:``)."""
+
+
+class Note(str):
+    """A message that tells what a command chose, not that something is wrong (the CLI
+    prints it as ``note:`` where a plain one is a ``warning:``)."""
 
 
 @contextlib.contextmanager
@@ -143,8 +148,13 @@ def library_versions() -> dict[str, str]:
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
-    """``dir/NAME.manifest.json`` for artifact ``dir/NAME``."""
+    """``dir/NAME.manifest.json`` for artifact ``dir/NAME`` (of a folder given as ``.``
+    or ``/``, the manifest beside the folder it names)."""
     path = Path(path)
+    if not path.name:
+        path = Path(os.path.abspath(path))
+        if not path.name:           # the root folder: no place beside it
+            return path / ".manifest.json"
     return path.with_name(path.name + ".manifest.json")
 
 

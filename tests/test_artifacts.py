@@ -1,12 +1,14 @@
 """Atomic writes, versioned npz files, manifests and the agreement check."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detkit.artifacts import (atomic_path, check_agree, load_npz, manifest_path, read_manifest,
-                              save_npz, sha256_file, write_json, write_manifest)
+from detkit.artifacts import (atomic_path, check_agree, load_npz,
+                              manifest_path, read_manifest, save_npz,
+                              sha256_file, write_json, write_manifest)
 from detkit.errors import ArtifactError, ArtifactMismatchError
 
 
@@ -111,3 +113,9 @@ def test_check_agree_is_one_line_with_counts_when_they_differ_and_the_hint():
         "l.npz and this command disagree: anchors: l.npz has 2 [[10, 13], [16, 30]], "
         "this command has 3 [[10, 13], [16, 30], [33, 23]]; input_size: l.npz "
         "has 416, this command has 320: re-run encode-labels")
+
+
+def test_manifest_path_of_a_folder_given_as_dot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert manifest_path(".") == tmp_path.parent / f"{tmp_path.name}.manifest.json"
+    assert manifest_path("sub/") == Path("sub.manifest.json")

@@ -802,7 +802,7 @@ MISLEADING_CASES = [
     Case("encode-takes-the-input-size-its-anchors-were-fitted-at",
          lambda r: ["encode-labels", str(_lines_file(r)), "--anchors",
                     str(_fitted_anchors(r, 64)), "--out", str(r / "out" / "labels.npz")], 0,
-         "warning: input 64: the size {root}/anchors.txt was fitted at (its manifest); "
+         "note: input 64: the size {root}/anchors.txt was fitted at (its manifest); "
          "give --input-size to run at another", check=_encoded_at(64)),
     Case("encode-typed-default-input-size-is-kept-over-its-anchors",
          lambda r: _encode(r, "--input-size", "416", anchors=_fitted_anchors(r, 64)), 0,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from detkit import kmeans
 from detkit.cli import app
-from detkit.data.dataset import Dataset
+from detkit.data.dataset import Dataset, load_dataset
 from detkit.data.letterbox import Letterbox, letterbox_records
 from detkit.data.records import ImageRecord
 from detkit.doctor import diagnose
@@ -167,7 +167,8 @@ def test_hand_made_dataset_report_figures(hand, tmp_path):
     }
     assert report["boxes"] == {
         "annotated": 12, "after_reader": 10, "kept": 9,
-        "reader": {"dropped_degenerate": 1, "dropped_outside": 1, "clipped": 1},
+        "reader": {"dropped_degenerate": 1, "dropped_outside": 1, "clipped": 1,
+                   "examples": [f"{hand} (image id 1)", f"{hand} (image id 5)"]},
         "letterbox": {"clipped": 0, "dropped": 1}, "crowd": 0, "difficult": 0,
         "unit_range": 0, "per_image": {"mean": 1.25, "max": 3}}
 
@@ -233,6 +234,9 @@ def test_hand_made_dataset_report_figures(hand, tmp_path):
     messages = {f["code"]: f["message"] for f in report["findings"]}
     assert messages["rare_classes"].endswith(": bird (2)")
     assert messages["absent_classes"] == "1 class without boxes: fish"
+    assert messages["repaired_boxes"] == (
+        "fixed 3 boxes: dropped 1 with zero or negative area, dropped 1 entirely outside "
+        f"the image, clipped 1 to the image (e.g. {hand} (image id 1), {hand} (image id 5))")
     assert messages["missing_images"].startswith("2 of 8 images are missing or unreadable")
     assert "1 of them transposed" in messages["size_mismatch"]
     assert "warning: 1 rare class" in result.output and "fatal" not in result.output
@@ -430,7 +434,36 @@ def test_flags_box_outside_image(tmp_path):
     _, codes, report = codes_of(path, tmp_path)
     assert codes["repaired_boxes"] == "warning"
     assert report["boxes"]["reader"] == {"dropped_degenerate": 0, "dropped_outside": 2,
-                                         "clipped": 2}
+                                         "clipped": 2, "examples": [f"{path} (image id 1)",
+                                                                 f"{path} (image id 2)"]}
+
+
+def test_one_class_wording_and_the_readers_repairs(tmp_path):
+    """One class: ``1 class`` in the header; under ``--rare-count`` boxes it has few boxes
+    (not 'rare': it holds all of them); the reader's repairs are the line every other
+    command prints (``FixReport.summary``)."""
+    boxes = [[8, 8, 40, 40, 0], [50, 50, 70, 70, 0]]       # the second clipped to 64x64
+    path = small_coco(tmp_path, [boxes] * 3, categories=("raccoon",))
+    result, codes, report = codes_of(path, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert _line(result.output, "doctor:") == f"doctor: {path} (coco, 1 class)"
+    assert _line(result.output, "warning: few") == (
+        "warning: few boxes: raccoon, the only class, has 6 (under --rare-count 10)")
+    assert codes["few_boxes"] == "warning" and "rare_classes" not in codes
+    summary = load_dataset(path).fixes.summary()
+    assert summary.startswith("fixed 3 boxes: clipped 3 to the image (e.g. ")
+    assert _line(result.output, "warning: fixed") == f"warning: {summary}"
+    assert report["boxes"]["reader"]["examples"] == load_dataset(path).fixes.examples
+    path = small_coco(tmp_path / "two", [boxes] * 3, categories=("raccoon", "dog"))
+    result, codes, _ = codes_of(path, tmp_path)
+    assert _line(result.output, "doctor:") == f"doctor: {path} (coco, 2 classes)"
+    assert _line(result.output, "warning: few") == (
+        "warning: few boxes: raccoon, the only class with boxes, has 6 (under --rare-count "
+        "10)")
+    assert codes["absent_classes"] == "warning" and "rare_classes" not in codes
+    path = small_coco(tmp_path / "more", [boxes] * 5, categories=("raccoon",))
+    _, codes, _ = codes_of(path, tmp_path)                  # 10 boxes: enough
+    assert "few_boxes" not in codes and "rare_classes" not in codes
 
 
 def test_flags_boxes_dropped_after_letterbox(tmp_path):

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from detkit.artifacts import DetkitWarning
 from detkit.data.dataset import detect_format, load_dataset, read_class_names
-from detkit.data.fixes import FixReport, fix_boxes
+from detkit.data.fixes import CLIP_TOLERANCE, FixReport, fix_boxes
 from detkit.data.readers import coco as coco_reader
 from detkit.data.readers import image_size
 from detkit.errors import DataError, UsageError
@@ -90,10 +91,25 @@ def reference_fix(boxes, width, height):
             keep.append(False)
         else:
             keep.append(True)
-            if c != [x1, y1, x2, y2]:
+            if max(abs(a - b) for a, b in zip(c, [x1, y1, x2, y2])) > CLIP_TOLERANCE:
                 counts["clipped"] += 1
         out.append(c)
     return np.float32(out), np.array(keep), counts
+
+
+def test_a_rounding_overshoot_is_clipped_without_counting_as_a_repair(tmp_path):
+    """Normalized labels written to 6 decimals overshoot the edge by up to 5e-7 of a side:
+    clipped silently; a real overshoot is clipped and counted."""
+    report = FixReport()
+    boxes, keep = fix_boxes(np.float32([[0, 0, 640.0003, 480], [-0.002, 1, 20, 20],
+                                        [0, 0, 641, 480]]), 640, 480, report)
+    assert keep.all() and boxes[:, 2].max() == 640 and boxes[1, 0] == 0
+    assert (report.clipped, report.total) == (1, 1)
+    root = tmp_path / "yolo"
+    make_image(root / "images" / "a.jpg", 640, 480)
+    write(root / "labels" / "a.txt", "0 0.500000 0.500000 1.000001 0.400000\n")
+    data = load_dataset(root)
+    assert data.fixes.total == 0 and data.records[0].boxes[0, 2] == 640
 
 
 def test_fix_boxes_matches_loop_reference():
@@ -585,7 +601,8 @@ def test_yolo_split_folders_read_alone_with_the_roots_names(tmp_path):
     val = load_dataset(root / "images" / "val")
     assert [Path(r.image_path).name for r in val.records] == ["c.jpg"]
     np.testing.assert_allclose(val.records[0].boxes, [[10, 5, 30, 15]])
-    assert len(load_dataset(root).records) == 3          # the whole folder: both splits
+    with pytest.warns(DetkitWarning, match="holds the splits train, val"):
+        assert len(load_dataset(root).records) == 3      # the whole folder: both splits
     write(root / "classes.txt", "x\ny\nz\n")          # the root's classes.txt first
     assert load_dataset(root / "images" / "val").class_names == ["x", "y", "z"]
     roboflow = tmp_path / "export"
@@ -594,6 +611,62 @@ def test_yolo_split_folders_read_alone_with_the_roots_names(tmp_path):
     assert load_dataset(roboflow / "train").class_names == ["p", "q"]
     write(roboflow / "data.yaml", "unrelated: true\n")  # a parent's yaml without names
     assert load_dataset(roboflow / "train").class_names == ["0", "1"]
+
+
+def test_yolo_folder_with_splits_warns_that_it_reads_them_all(tmp_path, recwarn):
+    """A whole folder holding ``images/train`` and ``images/val`` is read (doctor on all
+    of it is fine) with one warning: training on it would train on the val images."""
+    root = make_yolo(tmp_path / "ds")                    # images/train only: no warning
+    assert len(load_dataset(root).records) == 2
+    flat = tmp_path / "flat"                             # images directly in images/
+    make_image(flat / "images" / "a.jpg", 20, 10)
+    write(flat / "labels" / "a.txt", "0 0.5 0.5 0.2 0.2\n")
+    (flat / "images" / "train").mkdir()                  # one split folder: no warning
+    assert len(load_dataset(flat).records) == 1
+    assert not [w for w in recwarn if issubclass(w.category, DetkitWarning)]
+    make_image(root / "images" / "val" / "c.jpg", 40, 20)
+    write(root / "labels" / "val" / "c.txt", "1 0.5 0.5 0.5 0.5\n")
+    with pytest.warns(DetkitWarning) as told:
+        assert len(load_dataset(root).records) == 3
+    assert [str(w.message) for w in told] == [
+        f"{root} holds the splits train, val and reads them all: for training give "
+        f"{root}/images/train (with --val {root}/images/val)"]
+    write(root / "data.yaml", "names: [a, b]\n")
+    make_image(root / "images" / "test" / "d.jpg", 40, 20)
+    with pytest.warns(DetkitWarning) as told:
+        load_dataset(root)
+    assert [str(w.message) for w in told] == [
+        f"{root} holds the splits test, train, val and reads them all: for training give "
+        f"{root}/images/train (with --val {root}/images/val) or {root}/data.yaml"]
+    recwarn.clear()
+    load_dataset(root / "images" / "val")               # one split: no warning
+    assert not [w for w in recwarn if issubclass(w.category, DetkitWarning)]
+
+
+def test_roboflow_export_root_says_to_give_its_data_yaml(tmp_path):
+    """Roboflow's layout, ``train/images`` + ``valid/images`` + ``data.yaml``: its root is
+    no dataset itself; the error says what to give."""
+    root = tmp_path / "robo"
+    make_yolo(root / "train")
+    make_yolo(root / "valid")
+    with pytest.raises(UsageError) as info:
+        load_dataset(root)
+    assert str(info.value) == (f"{root} looks like a Roboflow/Ultralytics export: give "
+                               f"{root}/train")
+    write(root / "data.yaml", "train: ../train/images\nval: ../valid/images\nnames: [a, b]\n")
+    with pytest.raises(UsageError) as info:
+        detect_format(root)
+    assert str(info.value) == (f"{root} looks like a Roboflow/Ultralytics export: give "
+                               f"{root}/data.yaml (or {root}/train)")
+    with pytest.raises(DataError) as info:
+        load_dataset(root, format="yolo")
+    assert str(info.value) == (f"{root}: expected images/ and labels/ folders; it looks "
+                               f"like a Roboflow/Ultralytics export: give {root}/data.yaml "
+                               f"(or {root}/train)")
+    assert len(load_dataset(root / "data.yaml").records) == 2
+    (root / "other").mkdir()                            # a folder of nothing: as before
+    with pytest.raises(UsageError, match="cannot tell the dataset format.*set --format"):
+        detect_format(root / "other")
 
 
 def test_ultralytics_image_list_reads_its_images_in_list_order(tmp_path, monkeypatch):

@@ -169,7 +169,7 @@ def handle_errors() -> Iterator[None]:
                 return previous(message, category, *args, **kwargs)
             if str(message) not in shown:
                 shown.add(str(message))
-                warn(str(message))
+                warn(message.args[0] if getattr(message, "args", None) else str(message))
 
         warnings.showwarning = show
         try:
@@ -217,7 +217,11 @@ def _root() -> None:
 
 
 def warn(message: str | None) -> None:
-    """Print a one-line warning on stderr (nothing for ``None`` or empty)."""
+    """Print a one-line warning on stderr, or a ``note:`` for a
+    :class:`detkit.artifacts.Note` (nothing for ``None`` or empty)."""
+    from detkit.artifacts import Note
+
     if message:
-        err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False,
+        label = "note:" if isinstance(message, Note) else "[yellow]warning:[/]"
+        err_console.print(f"{label} {escape(str(message))}", highlight=False,
                           soft_wrap=True)

@@ -11,13 +11,14 @@ from detkit.cli._display import print_line, text_table
 from detkit.commands.doctor import DoctorResult, Options, run
 from detkit.doctor.findings import FATAL, WARNING
 from detkit.doctor.tables import anchor_lines, report_tables
+from detkit.tables import plural
 
 
 def _render(result: DoctorResult) -> None:
     report = result.report
     dataset = report["dataset"]
     print_line(f"doctor: {dataset['path']} ({dataset['format']}, "
-               f"{dataset['num_classes']} classes)")
+               f"{plural(dataset['num_classes'], 'class')})")
     for table in report_tables(report):
         console.print(text_table(table))
     for line in anchor_lines(report):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from detkit.anchors import fitted_input_size
-from detkit.artifacts import DetkitWarning, check_spares_files
+from detkit.artifacts import DetkitWarning, Note, check_spares_files
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.errors import DetkitError
 from detkit.families import MODEL_NAMES
@@ -166,8 +166,9 @@ def input_size_of_anchors(opts: Any) -> Any:
     if fitted is None or fitted == opts.input_size:
         return opts
     if not is_given(opts, "input_size"):
-        warnings.warn(f"input {fitted}: the size {anchors} was fitted at (its manifest); "
-                      f"give --input-size to run at another", DetkitWarning, stacklevel=2)
+        warnings.warn(Note(f"input {fitted}: the size {anchors} was fitted at (its "
+                           f"manifest); give --input-size to run at another"),
+                      DetkitWarning, stacklevel=2)
         return dataclasses.replace(opts, input_size=fitted)
     warnings.warn(f"{anchors} was fitted at input {fitted} (its manifest), this runs at "
                   f"{opts.input_size}: anchors are in input pixels, so refit them with "

@@ -27,8 +27,8 @@ from detkit.data.readers import READERS, read_class_names
 from detkit.data.readers.common import check_given_names
 from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
-from detkit.data.readers.yolo import (folder_class_names, is_image_list, is_yolo_folder,
-                                      is_yolo_split, yolo_root)
+from detkit.data.readers.yolo import (export_hint, folder_class_names, is_image_list,
+                                      is_yolo_folder, is_yolo_split, yolo_root)
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
 
@@ -118,7 +118,8 @@ def detect_format(path: str | os.PathLike) -> str:
 
     Raises:
         DataError: the path does not exist.
-        UsageError: the format cannot be told (use ``--format``).
+        UsageError: the format cannot be told (use ``--format``), or the folder is the
+            root of a Roboflow/Ultralytics export (saying which ``data.yaml`` to give).
     """
     path = Path(path)
     if path.is_file():
@@ -138,6 +139,9 @@ def detect_format(path: str | os.PathLike) -> str:
             return "yolo"
         if (path / ANNOTATIONS_DIR).is_dir() or any(path.glob("*.xml")):
             return "voc"
+        hint = export_hint(path)
+        if hint:
+            raise UsageError(f"{path} {hint}")
     else:
         raise DataError("dataset not found", path=path)
     raise UsageError(f"cannot tell the dataset format of {path}: expected a .txt lines "

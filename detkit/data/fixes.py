@@ -13,6 +13,9 @@ import numpy as np
 
 #: How many example locations (``file:line``) a report keeps for its summary.
 MAX_EXAMPLES = 3
+#: Pixels a box may reach past the image edge and be clipped without counting as a repair:
+#: the rounding of normalized labels written to 6 decimals (5e-7 of a side).
+CLIP_TOLERANCE = 0.01
 
 
 @dataclasses.dataclass
@@ -23,7 +26,8 @@ class FixReport:
         dropped_degenerate: boxes dropped because their annotated area was zero or
             negative (``x2 <= x1`` or ``y2 <= y1``).
         dropped_outside: boxes dropped because nothing of them was inside the image.
-        clipped: boxes that reached outside the image and were clipped to it (kept).
+        clipped: boxes that reached outside the image (by more than
+            :data:`CLIP_TOLERANCE` pixels) and were clipped to it (kept).
         examples: up to :data:`MAX_EXAMPLES` locations of repaired boxes.
     """
 
@@ -71,7 +75,8 @@ def fix_boxes(boxes: np.ndarray, width: float, height: float, report: FixReport,
 
     A box whose annotated area is zero or negative is dropped (``dropped_degenerate``);
     a box that clips to zero area lay entirely outside the image and is dropped
-    (``dropped_outside``); any other box that changed when clipped counts as ``clipped``.
+    (``dropped_outside``); any other box that moved by more than :data:`CLIP_TOLERANCE`
+    when clipped counts as ``clipped`` (a rounding overshoot is clipped silently).
 
     Args:
         boxes: ``(N, 4)`` xyxy in pixels (finite).
@@ -90,7 +95,7 @@ def fix_boxes(boxes: np.ndarray, width: float, height: float, report: FixReport,
     clipped[:, [1, 3]] = np.clip(clipped[:, [1, 3]], 0, height)
     empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
     outside = empty & ~degenerate
-    changed = np.any(clipped != boxes, axis=1) & ~empty
+    changed = moved(clipped, boxes) & ~empty
     n_degenerate, n_outside, n_changed = int(degenerate.sum()), int(outside.sum()), \
         int(changed.sum())
     if n_degenerate or n_outside or n_changed:
@@ -99,3 +104,8 @@ def fix_boxes(boxes: np.ndarray, width: float, height: float, report: FixReport,
         report.clipped += n_changed
         report.note(where)
     return clipped, ~empty
+
+
+def moved(clipped: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: boxes that clipping moved by more than :data:`CLIP_TOLERANCE`."""
+    return np.any(np.abs(clipped - boxes) > CLIP_TOLERANCE, axis=1)

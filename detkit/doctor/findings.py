@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+from detkit.data.fixes import FixReport
 from detkit.tables import plural
 
 #: Finding levels, most severe first.
@@ -72,9 +73,13 @@ def _pct(part: float, whole: float) -> str:
 
 
 def rare_classes(classes: list[dict[str, Any]], limits: Thresholds) -> list[dict[str, Any]]:
-    """The classes with boxes, but fewer than ``rare_count`` or ``rare_fraction``."""
-    return [row for row in classes if 0 < row["boxes"] and (
-        row["boxes"] < limits.rare_count or row["share"] < limits.rare_fraction)]
+    """The classes with boxes, but fewer than ``rare_count`` or, when other classes have
+    boxes too, under ``rare_fraction`` of them (the only class with boxes is judged by its
+    count alone)."""
+    boxed = [row for row in classes if row["boxes"] > 0]
+    fraction = limits.rare_fraction if len(boxed) > 1 else 0.0
+    return [row for row in boxed
+            if row["boxes"] < limits.rare_count or row["share"] < fraction]
 
 
 def cite(names: Sequence[str], total: int) -> str:
@@ -163,13 +168,9 @@ def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
                f"all {boxes['annotated']} boxes are dropped (zero area, outside the image "
                "or under 1 px after letterboxing)")
         found.append(Finding(FATAL, "no_boxes", f"no box left for training: {why}"))
-    reader = boxes["reader"]
-    if reader["dropped_degenerate"] or reader["dropped_outside"] or reader["clipped"]:
-        found.append(Finding(
-            WARNING, "repaired_boxes",
-            f"reader: {reader['dropped_degenerate']} boxes with zero or negative area and "
-            f"{reader['dropped_outside']} outside their image dropped, "
-            f"{reader['clipped']} clipped to the image"))
+    repaired = FixReport(**boxes["reader"]).summary()
+    if repaired:       # the line every other command prints for the reader's repairs
+        found.append(Finding(WARNING, "repaired_boxes", repaired))
     lb = boxes["letterbox"]
     if lb["dropped"]:
         found.append(Finding(WARNING, "tiny_boxes",
@@ -201,7 +202,13 @@ def class_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
                              f"{plural(len(absent), 'class')} without boxes: "
                              f"{', '.join(absent[:10])}" + (" ..." if len(absent) > 10 else "")))
     rare = rare_classes(classes, limits)
-    if rare:
+    if rare and len(classes) - len(absent) == 1:
+        row = rare[0]
+        only = "the only class" if len(classes) == 1 else "the only class with boxes"
+        found.append(Finding(WARNING, "few_boxes",
+                             f"few boxes: {row['name']}, {only}, has {row['boxes']} "
+                             f"(under --rare-count {limits.rare_count})"))
+    elif rare:
         listed = ", ".join(f"{row['name']} ({row['boxes']})" for row in rare[:10])
         found.append(Finding(WARNING, "rare_classes",
                              f"{plural(len(rare), 'rare class')} (under "

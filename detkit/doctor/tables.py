@@ -45,15 +45,18 @@ def overview(report: dict[str, Any]) -> TextTable:
 
 
 def classes(report: dict[str, Any]) -> TextTable:
-    """Boxes per class, flagged ``rare`` or ``absent``."""
+    """Boxes per class, flagged ``rare`` (``few`` for the only class with boxes) or
+    ``absent``."""
     settings = report["settings"]
     limits = Thresholds(**{key: settings[key] for key in (
         "rare_fraction", "rare_count", "max_imbalance", "max_missing")})
     rare = {row["id"] for row in rare_classes(report["classes"], limits)}
+    boxed = sum(row["boxes"] > 0 for row in report["classes"])
+    rare_flag = "rare" if boxed > 1 else "few"
     table = TextTable("boxes per class", ("class", "boxes", "share", "images",
                                           "median w x h", "dropped", "flag"))
     for row in report["classes"][:MAX_CLASS_ROWS]:
-        flag = "absent" if row["boxes"] == 0 else "rare" if row["id"] in rare else ""
+        flag = "absent" if row["boxes"] == 0 else rare_flag if row["id"] in rare else ""
         size = ("-" if row["median_w"] is None
                 else f"{row['median_w']:.4g} x {row['median_h']:.4g}")
         table.rows.append((f"{row['id']} {row['name']}", str(row["boxes"]),

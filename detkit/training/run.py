@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import (DetkitWarning, check_agree, check_fresh,
+from detkit.artifacts import (DetkitWarning, Note, check_agree, check_fresh,
                               check_writable, library_versions, read_manifest,
                               remove_stale_temps, run_files, run_lock,
                               sha256_file, write_json, write_manifest)
@@ -240,7 +240,7 @@ def _own_val_split(opts: "TrainOptions", class_names: list[str],
         notes.append(f"not validating: the val split of {opts.data} is not a dataset "
                      f"({err})")
         return None
-    notes.append(f"validating on the val split of {opts.data}")
+    notes.append(Note(f"validating on the val split of {opts.data}"))
     return val_dataset
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from detkit.data.fixes import MAX_EXAMPLES, FixReport, fix_boxes
+from detkit.data.fixes import MAX_EXAMPLES, FixReport, fix_boxes, moved
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError
 
@@ -301,7 +301,7 @@ def make_records(image_paths: Sequence[str], widths: Sequence[int], heights: Seq
     box_sizes = sizes[:, owner, None].astype(np.float32)
     tally = FixReport()
     fixed, keep = fix_boxes(boxes, box_sizes[0], box_sizes[1], tally)
-    _add_fixes(report, tally, owner[~keep | np.any(fixed != boxes, axis=1)], where)
+    _add_fixes(report, tally, owner[~keep | moved(fixed, boxes)], where)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(counts)))])
     arrays = [fixed[keep], np.asarray(classes, np.int32).reshape(-1)[keep]]
     arrays += [np.zeros(len(arrays[0]), bool) if f is None

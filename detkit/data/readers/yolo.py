@@ -16,11 +16,13 @@ it (where Roboflow's exports keep it, beside ``train/`` and ``valid/``), else ``
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from detkit.artifacts import DetkitWarning
 from detkit.data.fixes import FixReport
 from detkit.data.readers.common import (IMAGE_EXTENSIONS, TEXT_ENCODING, ReadResult,
                                         ancestor, display_path, first_existing, index_names,
@@ -33,6 +35,9 @@ IMAGES_DIR, LABELS_DIR = "images", "labels"
 LABEL_SUFFIX = ".txt"
 CLASSES_FILE = "classes.txt"
 YAML_FILES = ("data.yaml", "dataset.yaml")
+#: Sub-folders of ``images/`` named so (``train``, ``val2017``, ``valid``, ``test``) are
+#: splits.
+SPLIT_PREFIXES = ("train", "val", "test")
 
 
 def is_yolo_folder(path: Path) -> bool:
@@ -285,6 +290,51 @@ def _sizes_and_texts(images: list[str], labels: list[str]
     return sizes, texts, None
 
 
+def folder_splits(path: Path) -> list[str]:
+    """The split sub-folders of YOLO folder ``path``'s ``images/`` (``train``, ``val``,
+    ...), sorted; empty unless there are two or more."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(path / IMAGES_DIR)
+                       if entry.is_dir() and entry.name.lower().startswith(SPLIT_PREFIXES))
+    except OSError:
+        return []
+    return names if len(names) > 1 else []
+
+
+def _warn_splits(path: Path, splits: list[str]) -> None:
+    """Warn that YOLO folder ``path`` is read with all its ``splits``, saying what to give
+    to train on one."""
+    train = next((s for s in splits if s.lower().startswith("train")), splits[0])
+    val = next((s for s in splits if s.lower().startswith("val") and s != train), None)
+    images = path / IMAGES_DIR
+    give = f"{images / train}" + (f" (with --val {images / val})" if val else "")
+    yaml_file = first_existing([str(path / name) for name in YAML_FILES])
+    if yaml_file:
+        give += f" or {yaml_file}"
+    warnings.warn(f"{path} holds the splits {', '.join(splits)} and reads them all: for "
+                  f"training give {give}", DetkitWarning, stacklevel=2)
+
+
+def export_hint(path: Path) -> str | None:
+    """What to give instead of folder ``path`` when it is the root of a Roboflow or
+    Ultralytics export (a ``data.yaml`` in it, or splits such as ``train/images``), e.g.
+    ``"looks like a Roboflow/Ultralytics export: give ROOT/data.yaml (or ROOT/train)"``;
+    ``None`` for any other folder."""
+    yaml_file = first_existing([path / name for name in YAML_FILES])
+    try:
+        splits = sorted(entry.name for entry in os.scandir(path)
+                        if entry.is_dir() and is_yolo_folder(Path(entry.path)))
+    except OSError:
+        splits = []
+    if yaml_file is None and not splits:
+        return None
+    split = next((s for s in splits if s.lower().startswith("train")),
+                 splits[0] if splits else None)
+    give = [str(name) for name in (yaml_file, split and path / split) if name]
+    alternative = f" (or {give[1]})" if len(give) > 1 else ""
+    return f"looks like a Roboflow/Ultralytics export: give {give[0]}{alternative}"
+
+
 def _image_label_pairs(path: Path, root: Path) -> tuple[list[str], list[str]]:
     """``(image paths, label paths)`` of a YOLO folder, split or image list ``path``."""
     if path.is_file():
@@ -294,7 +344,9 @@ def _image_label_pairs(path: Path, root: Path) -> tuple[list[str], list[str]]:
     elif is_yolo_folder(path):
         images_dir, labels_dir = path / IMAGES_DIR, path / LABELS_DIR
     else:
-        raise DataError(f"expected {IMAGES_DIR}/ and {LABELS_DIR}/ folders", path=path)
+        hint = export_hint(path) if path.is_dir() else None
+        raise DataError(f"expected {IMAGES_DIR}/ and {LABELS_DIR}/ folders"
+                        + (f"; it {hint}" if hint else ""), path=path)
     return _folder_pairs(_check_pairs(images_dir, labels_dir), images_dir, labels_dir)
 
 
@@ -319,6 +371,9 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
         DataError: missing folders, no images, a label file without an image, a
             malformed label line, class id out of range or values that look like
             pixels (naming file and line), unreadable images; see :func:`_list_pairs`.
+
+    Warns (:class:`detkit.artifacts.DetkitWarning`) when a whole folder holding two or
+    more splits (``images/train``, ``images/val``) is read: they are merged.
     """
     path = Path(path)
     fixes = FixReport() if fixes is None else fixes
@@ -351,4 +406,7 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
         lambda i: labels[i])
     if class_names is None:
         class_names = index_names(int(classes.max(initial=-1)))
+    splits = [] if path.is_file() or is_yolo_split(path) else folder_splits(path)
+    if splits:
+        _warn_splits(path, splits)
     return ReadResult(records, list(class_names), sources=sources)
