@@ -242,6 +242,12 @@ def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
     assert any(not np.allclose(a, b) for key in body for a, b in zip(after[key], tuned[key]))
     assert json.loads((stage2 / "manifest.json").read_text())["config"]["freeze"] == "none"
     assert "best loss" in result.output  # no --val: best tracks the training loss
+    # the load of --weights is told once, as a note, before the first epoch
+    loaded = [i for i, line in enumerate(result.output.splitlines())
+              if line.startswith("note: loaded ") and "best.weights.h5" in line]
+    first_epoch = next(i for i, line in enumerate(result.output.splitlines())
+                       if line.startswith("epoch 1/"))
+    assert len(loaded) == 1 and loaded[0] < first_epoch, result.output
 
     # Stage 2 refuses weights trained with other anchors.
     other = tmp_path / "other_anchors.txt"

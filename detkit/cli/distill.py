@@ -12,9 +12,9 @@ from detkit.commands.distill import Options, run
 def _render(result) -> None:
     for note in result.notes[result.notes_told:]:  # the others were told as it ran
         warn(note)
-    for report in (result.weights_report, result.teacher_report):
-        if report:
-            err_console.print(report, highlight=False, soft_wrap=True, markup=False)
+    if result.teacher_report:   # (the student's --weights report was told as a note)
+        err_console.print(result.teacher_report, highlight=False, soft_wrap=True,
+                          markup=False)
     console.print(f"teacher: {result.teacher}; strides {', '.join(map(str, result.strides))}"
                   f"; alpha {result.alpha:g}", highlight=False, soft_wrap=True, markup=False)
     render_run(console, result, "distill")

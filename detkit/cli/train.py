@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from detkit.cli._command import register
 from detkit.cli._run_table import render_run
-from detkit.cli.app import console, err_console, warn
+from detkit.cli.app import console, warn
 from detkit.commands.train import Options, run
 
 
@@ -18,11 +18,9 @@ def render_final_map(result) -> None:
 
 
 def _render(result) -> None:
-    for note in result.notes[result.notes_told:]:  # the others were told as it ran
+    # the others were told as it ran (the --weights load report among them)
+    for note in result.notes[result.notes_told:]:
         warn(note)
-    if result.weights_report:
-        err_console.print(result.weights_report, highlight=False, soft_wrap=True,
-                          markup=False)
     render_run(console, result, "train")
     render_final_map(result)
 

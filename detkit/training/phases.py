@@ -13,17 +13,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Sequence
+from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Optional,
+                    Sequence)
 
 import keras
 
+from detkit.artifacts import Note
 from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.labels import SCHEME_BOXES, check_scheme
 from detkit.models import build_model
 from detkit.training.callbacks import LoaderEpoch, load_state_weights
-from detkit.training.distributed import distributed_batches, synchronize_batch_norm
-from detkit.training.fit import (FirstBatches, batch_images_of, fit_network, make_optimizer,
-                                 schedule_callbacks)
+from detkit.training.distributed import (distributed_batches,
+                                         synchronize_batch_norm)
+from detkit.training.fit import (FirstBatches, batch_images_of, fit_network,
+                                 make_optimizer, schedule_callbacks)
 from detkit.training.objective import Objective
 
 if TYPE_CHECKING:
@@ -72,8 +75,9 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     training); the weights are the same, and evaluation feeds it ``--input-size``.
 
     Returns:
-        ``(detector, report of a complete load or None)``; an incomplete load's report
-        is a note instead (told before the epochs, not again after them).
+        ``(detector, load report or None)``; the report of the user's ``--weights`` is
+        also a note, told before the epochs (``note:`` for a complete load, a warning for
+        an incomplete one).
 
     Raises:
         ArtifactMismatchError: ``require_complete`` (stage 2) and a layer did not load.
@@ -98,9 +102,9 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
     if require_complete and not loaded.complete:
         raise ArtifactMismatchError(f"stage 2 continues a trained model, but not every "
                                     f"layer loaded:\n{report}", path=weights)
-    if not loaded.complete:
-        ctx.notes.append(report)
-        return detector, None
+    if ctx.opts.weights is not None and Path(weights) == Path(ctx.opts.weights):
+        # the user's --weights (not a cache's init weights, nor the run's own hand-over)
+        ctx.notes.append(report if not loaded.complete else Note(report))
     return detector, report
 
 
@@ -154,9 +158,11 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     (:func:`detkit.bottleneck_training.cache_weights`); ``val_*`` comes from the full
     detector on the validation images.
     """
-    from detkit.bottleneck_training import (BoxLabelTargets, CachedFeaturesTrainingModel,
-                                            FullModelValidation, cache_weights, cached_batches,
-                                            open_cache, random_body)
+    from detkit.bottleneck_training import (BoxLabelTargets,
+                                            CachedFeaturesTrainingModel,
+                                            FullModelValidation, cache_weights,
+                                            cached_batches, open_cache,
+                                            random_body)
     from detkit.models.freeze import freeze
     from detkit.training.model import YoloTrainingModel
 
