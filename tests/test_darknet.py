@@ -566,7 +566,8 @@ def test_train_from_imported_weights_with_other_classes_keeps_body_and_neck(tmp_
         "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
     text_out = " ".join(result.output.split())
-    assert "skipped 2 layers" in text_out
+    assert "note: loaded" in text_out and "skipped 2 output convs of another class " \
+           "count, which start fresh" in text_out
     assert "heads/head_out_0: kernel: shape (1, 1, 512, 24) in the file, (1, 1, 512, 21) " \
            "in the model" in text_out
     assert "heads/head_out_1" in text_out

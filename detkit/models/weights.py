@@ -68,10 +68,21 @@ class LoadReport:
         """True when every weight-holding layer of the model was loaded."""
         return not self.skipped and not self.missing
 
+    def output_convs_only(self) -> bool:
+        """True when every layer not loaded is an output conv (``head_out_*``) with other
+        shapes: a start trained on another class count, whose outputs start fresh."""
+        return (bool(self.skipped) and not self.missing and all(
+            item.path.rsplit("/", 1)[-1].startswith(HEAD_OUT_PREFIX) for item in self.skipped))
+
     def summary(self) -> str:
-        """A few lines: counts, then each skipped/missing layer with its reason."""
+        """A few lines: counts, then each skipped/missing layer with its reason (one
+        line when only the output convs were skipped: :meth:`output_convs_only`)."""
         lines = [f"loaded {len(self.loaded)} layers ({self.num_variables} variables) "
                  f"from {self.path}"]
+        if self.output_convs_only():
+            why = "; ".join(f"{item.path}: {item.reason}" for item in self.skipped)
+            return (f"{lines[0]}; skipped {len(self.skipped)} output convs of another "
+                    f"class count, which start fresh ({why})")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} layers:")
             lines += [f"  {item.path}: {item.reason}" for item in self.skipped]

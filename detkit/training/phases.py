@@ -104,7 +104,8 @@ def build_detector(ctx: "RunContext", weights: Optional[Path], *, resuming: bool
                                     f"layer loaded:\n{report}", path=weights)
     if ctx.opts.weights is not None and Path(weights) == Path(ctx.opts.weights):
         # the user's --weights (not a cache's init weights, nor the run's own hand-over)
-        ctx.notes.append(report if not loaded.complete else Note(report))
+        told = loaded.complete or loaded.output_convs_only()   # as expected: a note
+        ctx.notes.append(Note(report) if told else report)
     return detector, report
 
 
