@@ -250,11 +250,16 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
 def _model_class_names(opts: Options) -> Optional[list[str]]:
     """The class names recorded with ``--weights`` (an export's or the weights'
     manifest); ``None`` without weights or a record."""
+    names = getattr(_recorded_settings(opts), "class_names", None)
+    return None if names is None else list(names)
+
+
+def _recorded_settings(opts: Options):
+    """What the manifest of ``--weights`` (an export's or trained weights') records;
+    ``None`` without weights or a record."""
     if opts.weights is None or not Path(opts.weights).exists():
         return None
-    settings = read_settings(opts.weights) or read_recorded(Path(opts.weights))
-    names = getattr(settings, "class_names", None)
-    return None if names is None else list(names)
+    return read_settings(opts.weights) or read_recorded(Path(opts.weights))
 
 
 def check_metric_fits(opts: Options) -> None:
@@ -268,9 +273,8 @@ def check_metric_fits(opts: Options) -> None:
     if opts.metric == "coco":
         return
     model = opts.model
-    if model is None and opts.weights is not None:
-        settings = read_settings(opts.weights) or read_recorded(Path(opts.weights))
-        model = settings.model if settings is not None else None
+    if model is None:
+        model = getattr(_recorded_settings(opts), "model", None)
     if model is not None and get_family(model).class_agnostic:
         raise UsageError(f"--model {model} proposes boxes without classes: score them with "
                          f"--metric coco (class-agnostic AR@100, AR@1000), not "

@@ -136,25 +136,25 @@ def folder_class_names(root: Path, *, placeholders: bool = True
     """``(names, file)`` a YOLO folder gives its class ids: ``labels/classes.txt``, else
     the ``names`` of its ``data.yaml``; ``None`` without either (or, unless
     ``placeholders``, with a ``data.yaml`` that gives only a class count ``nc``)."""
-    listed = root / LABELS_DIR / CLASSES_FILE
-    if listed.is_file():
-        return read_class_names(listed), listed
-    found = _dataset_yaml(root)
-    if found is None:
-        return None
-    if not placeholders and not (isinstance(found[1], dict) and "names" in found[1]):
-        return None
-    return names_of(*found), found[0]
+    found = _names_file(root)
+    return None if found is None else _names_in(*found, placeholders=placeholders)
 
 
-def folder_names_file(root: Path) -> Path | None:
-    """The file YOLO folder ``root`` names its classes in (``labels/classes.txt``, else
-    its ``data.yaml``), unread; ``None`` without either."""
+def _names_file(root: Path) -> tuple[Path, object] | None:
+    """``(file, content)`` YOLO folder ``root`` names its classes in:
+    ``labels/classes.txt`` (content ``None``: unread), else its ``data.yaml``."""
     listed = root / LABELS_DIR / CLASSES_FILE
-    if listed.is_file():
-        return listed
-    found = _dataset_yaml(root)
-    return None if found is None else found[0]
+    return (listed, None) if listed.is_file() else _dataset_yaml(root)
+
+
+def _names_in(file: Path, content: object, *, placeholders: bool = True
+              ) -> tuple[list[str], Path] | None:
+    """``(names, file)`` of a :func:`_names_file` answer (see :func:`folder_class_names`)."""
+    if file.name == CLASSES_FILE:
+        return read_class_names(file), file
+    if not placeholders and not (isinstance(content, dict) and "names" in content):
+        return None
+    return names_of(file, content), file
 
 
 def names_of(file: Path, data: object) -> list[str]:
@@ -380,12 +380,11 @@ def read_yolo_folder(path: str | os.PathLike, class_names: list[str] | None = No
     root = yolo_root(path)
     images, labels = _image_label_pairs(path, root)
     sources = list(labels)
-    names_file = folder_names_file(root)
-    if names_file is not None:
-        sources.append(str(names_file))
-    if class_names is None:
-        own = folder_class_names(root)
-        class_names = None if own is None else own[0]
+    found = _names_file(root)
+    if found is not None:
+        sources.append(str(found[0]))
+    if class_names is None and found is not None:
+        class_names = _names_in(*found)[0]
     num_classes = None if class_names is None else len(class_names)
     sizes, texts, error = _sizes_and_texts(images, labels)
     labels = labels[:len(texts)]
