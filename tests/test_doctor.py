@@ -329,6 +329,19 @@ def test_default_anchors_at_another_input_size_are_a_warning(tmp_path):
 GOOD = [[8, 8, 40, 40, 0], [20, 20, 50, 60, 1]]
 
 
+def test_dataset_file_header_names_the_file_and_the_split_read(tmp_path):
+    """``doctor data.yaml`` is headed by the file the user gave, then the split it read."""
+    path = small_coco(tmp_path, [GOOD] * 10)
+    yaml_file = path.parent / "data.yaml"
+    yaml_file.write_text(f"train: {path.name}\nval: {path.name}\n")
+    out = tmp_path / "out"
+    result = invoke(yaml_file, "--input-size", 64, "--out", out, "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert f"doctor: {yaml_file} ({path}, coco, 2 classes)" in " ".join(result.output.split())
+    dataset = json.loads((out / "report.json").read_text())["dataset"]
+    assert (dataset["path"], dataset["read"]) == (str(yaml_file), str(path))
+
+
 def test_clean_dataset_has_no_warning(tmp_path):
     path = small_coco(tmp_path, [GOOD] * 10)      # 10 boxes a class: not rare
     result, codes, report = codes_of(path, tmp_path)

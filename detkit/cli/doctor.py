@@ -17,7 +17,8 @@ from detkit.tables import plural
 def _render(result: DoctorResult) -> None:
     report = result.report
     dataset = report["dataset"]
-    print_line(f"doctor: {dataset['path']} ({dataset['format']}, "
+    read = f"{dataset['read']}, " if "read" in dataset else ""
+    print_line(f"doctor: {dataset['path']} ({read}{dataset['format']}, "
                f"{plural(dataset['num_classes'], 'class')})")
     for table in report_tables(report):
         console.print(text_table(table))
