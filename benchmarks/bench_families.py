@@ -19,7 +19,7 @@ On a machine shared with other jobs, ``--clock cpu`` budgets the process's CPU t
 2 x 15 minutes (what a quiet 2-core machine gives in 15 minutes); both times are reported.
 
 Run: ``python -m benchmarks.bench_families --family yolov2 [--quick] [--epochs N]
-[--width W] [--lr LR] [--batch-size B] [--warmup-epochs E] [--no-augment]
+[--eval-every N] [--width W] [--lr LR] [--batch-size B] [--warmup-epochs E] [--no-augment]
 [--aug-scale LOW HIGH] [--aug-jitter J] [--mosaic P] [--close-mosaic N] [--input-size S]
 [--seed N] [--set OPTION=VALUE ...]``
 (``--set``: a loss or assigner option of the family, e.g. ``--set box_weight=10``;
@@ -182,6 +182,8 @@ if __name__ == "__main__":
     parser.add_argument("--family", default=None, choices=sorted(TARGETS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--eval-every", type=int, help="epochs between the curve's "
+                        "evaluations (each costs about 20 s on the 2-core CPU)")
     parser.add_argument("--width", type=float)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
@@ -210,7 +212,8 @@ if __name__ == "__main__":
             extra[key.strip().replace("-", "_")] = int(value)
         except ValueError:
             extra[key.strip().replace("-", "_")] = float(value)
-    main(args.quick, args.family, args.clock, epochs=args.epochs, width=args.width,
+    main(args.quick, args.family, args.clock, epochs=args.epochs,
+         eval_every=args.eval_every, width=args.width,
          lr=args.lr, batch_size=args.batch_size, warmup_epochs=args.warmup_epochs,
          augment=args.augment,
          aug_scale=tuple(args.aug_scale) if args.aug_scale else None,
