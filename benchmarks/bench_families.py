@@ -52,7 +52,8 @@ FULL = {
     "yolov2-tiny": dict(width=0.25, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
     "retinanet": dict(width=0.125, epochs=26, lr=5e-3, batch_size=16, eval_every=8,
                       aug_scale=(0.7, 1.3), aug_jitter=0.1),
-    "rpn": dict(width=0.125, epochs=30, lr=1e-2, batch_size=16, eval_every=10),
+    "rpn": dict(width=0.125, epochs=42, lr=1e-2, batch_size=16, eval_every=14,
+                aug_scale=(0.7, 1.3), aug_jitter=0.1, pos_iou=0.5),
 }
 DATASET = dict(images=1000, size=256, classes=4, input_size=256, max_boxes=32)
 QUICK_DATASET = dict(images=24, size=64, classes=4, input_size=64, max_boxes=32)
