@@ -144,8 +144,7 @@ def run(opts: Options, progress: Progress = SILENT) -> DoctorResult:
                          progress=progress)
     report = diagnosis.report
     if Path(opts.data) != Path(dataset.path):  # a dataset file: the split read
-        report["dataset"] = {"path": str(opts.data), "read": str(dataset.path),
-                             **{k: v for k, v in report["dataset"].items() if k != "path"}}
+        report["dataset"].update(path=str(opts.data), read=str(dataset.path))
     default_note = family.default_anchors_note(anchors_path, opts.input_size)
     if default_note:     # the last warning: findings stay most severe first
         found = Finding(WARNING, "default_anchors_size", default_note)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, ContextManager, Optional,
-                    Sequence)
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Sequence
 
 import keras
 
@@ -23,10 +22,9 @@ from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.labels import SCHEME_BOXES, check_scheme
 from detkit.models import build_model
 from detkit.training.callbacks import LoaderEpoch, load_state_weights
-from detkit.training.distributed import (distributed_batches,
-                                         synchronize_batch_norm)
-from detkit.training.fit import (FirstBatches, batch_images_of, fit_network,
-                                 make_optimizer, schedule_callbacks)
+from detkit.training.distributed import distributed_batches, synchronize_batch_norm
+from detkit.training.fit import (FirstBatches, batch_images_of, fit_network, make_optimizer,
+                                 schedule_callbacks)
 from detkit.training.objective import Objective
 
 if TYPE_CHECKING:
@@ -159,11 +157,9 @@ def cached_features_plan(ctx: "RunContext", *, resuming: bool) -> TrainingPlan:
     (:func:`detkit.bottleneck_training.cache_weights`); ``val_*`` comes from the full
     detector on the validation images.
     """
-    from detkit.bottleneck_training import (BoxLabelTargets,
-                                            CachedFeaturesTrainingModel,
-                                            FullModelValidation, cache_weights,
-                                            cached_batches, open_cache,
-                                            random_body)
+    from detkit.bottleneck_training import (BoxLabelTargets, CachedFeaturesTrainingModel,
+                                            FullModelValidation, cache_weights, cached_batches,
+                                            open_cache, random_body)
     from detkit.models.freeze import freeze
     from detkit.training.model import YoloTrainingModel
 

@@ -301,14 +301,20 @@ def folder_splits(path: Path) -> list[str]:
     return names if len(names) > 1 else []
 
 
+def _train_split(splits: list[str]) -> str:
+    """The split of (non-empty) ``splits`` to train on: the first named ``train...``,
+    else the first."""
+    return next((s for s in splits if s.lower().startswith("train")), splits[0])
+
+
 def _warn_splits(path: Path, splits: list[str]) -> None:
     """Warn that YOLO folder ``path`` is read with all its ``splits``, saying what to give
     to train on one."""
-    train = next((s for s in splits if s.lower().startswith("train")), splits[0])
+    train = _train_split(splits)
     val = next((s for s in splits if s.lower().startswith("val") and s != train), None)
     images = path / IMAGES_DIR
     give = f"{images / train}" + (f" (with --val {images / val})" if val else "")
-    yaml_file = first_existing([str(path / name) for name in YAML_FILES])
+    yaml_file = first_existing([path / name for name in YAML_FILES])
     if yaml_file:
         give += f" or {yaml_file}"
     warnings.warn(f"{path} holds the splits {', '.join(splits)} and reads them all: for "
@@ -328,8 +334,7 @@ def export_hint(path: Path) -> str | None:
         splits = []
     if yaml_file is None and not splits:
         return None
-    split = next((s for s in splits if s.lower().startswith("train")),
-                 splits[0] if splits else None)
+    split = _train_split(splits) if splits else None
     give = [str(name) for name in (yaml_file, split and path / split) if name]
     alternative = f" (or {give[1]})" if len(give) > 1 else ""
     return f"looks like a Roboflow/Ultralytics export: give {give[0]}{alternative}"
