@@ -589,6 +589,25 @@ def test_resumed_options_come_from_the_run_unless_given(tmp_path):
     assert Options(data=data, out=out).with_run_options().lr is None     # no --resume
 
 
+@pytest.mark.parametrize("given, stage, expected", [
+    ({}, 1, "none"),                                    # a random body trains
+    ({"weights": "start.weights.h5"}, 1, "body"),       # a pretrained start is frozen
+    ({"backbone_weights": "imagenet"}, 1, "body"),
+    ({"backbone_weights": "none"}, 1, "none"),
+    ({"bottlenecks": "cache.h5", "labels": "labels.npz"}, 1, "body"),
+    ({"weights": "start.weights.h5"}, 2, "none"),
+    ({"freeze": "body"}, 1, "body"),                    # given: as given
+    ({"weights": "start.weights.h5", "freeze": "none"}, 1, "none"),
+])
+def test_stage_one_freezes_the_body_only_of_a_pretrained_start(tmp_path, given, stage,
+                                                                expected):
+    from detkit.commands.train import Options
+
+    opts = Options(data=tmp_path / "train.txt", out=tmp_path / "run", stage=stage, **given,
+                   given=frozenset({"data", "out", "stage", *given}))
+    assert opts.checked().freeze == expected
+
+
 def test_resumed_monitor_is_named_as_the_runs(tmp_path):
     """A monitor the run was started with, now without --eval-every: the message says it
     is the run's (the user never typed --monitor)."""

@@ -45,9 +45,8 @@ NEW_ON_RESUME = ("data", "out", "resume", "exist_ok", "anchors", "weights",
                  "backbone_weights")
 #: An option not taken from a resumed run when another that sets it is given.
 ALIASES = {"precision": ("mixed_precision",)}
-#: Learning rate and frozen part by stage when not given.
+#: Learning rate by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
-DEFAULT_FREEZE = {1: "body", 2: "none"}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -57,7 +56,8 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     Units are input pixels and epochs; see each field's help.
     """
 
-    stage: int = option(1, "1: train the heads on a frozen body (lr 1e-3); 2: fine-tune "
+    stage: int = option(1, "1: train the heads on a frozen pretrained body (lr 1e-3; "
+                           "without a pretrained start, the whole model); 2: fine-tune "
                            "everything (lr 1e-4), continuing a stage-1 run's --weights. In "
                            "distill, the student's stage.", choices=(1, 2))
     epochs: int = option(50, "Epochs of the run (in total, counting a resumed run's).",
@@ -93,8 +93,10 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     schedule: str = option("cosine", "After warmup: cosine decay, or plateau "
                                      "(ReduceLROnPlateau).", choices=choices.SCHEDULES)
     freeze: Optional[str] = option(
-        None, "Frozen part: body, all-but-heads or none (default: body for stage 1, none "
-              "for stage 2).", choices=choices.FREEZE_MODES)
+        None, "Frozen part: body, all-but-heads or none (default: body for a stage 1 "
+              "that starts pretrained, from --weights, --backbone-weights or "
+              "--bottlenecks; else none, a random body trains).",
+        choices=choices.FREEZE_MODES)
     box_loss: str = option("mse", "Box loss: mse, huber or ciou.",
                            choices=choices.BOX_LOSSES)
     obj_loss: str = option("bce", "Objectness loss: bce or focal.", choices=choices.OBJ_LOSSES)
@@ -385,6 +387,15 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         opts = self.with_run_options()
         return resolve_options(opts, opts.recorded_start())[0].checked()
 
+    def default_freeze(self) -> str:
+        """``--freeze`` when not given: stage 1 freezes the body only when it starts
+        pretrained (``--weights``, ``--backbone-weights`` other than none, or the frozen
+        body of a ``--bottlenecks`` cache), as keras-yolo3 freezes only loaded layers; a
+        random body trains with the heads. Stage 2 freezes nothing."""
+        pretrained = (self.weights is not None or self.bottlenecks is not None
+                      or self.backbone_weights not in (None, "none"))
+        return "body" if self.stage == 1 and pretrained else "none"
+
     def checked(self) -> "Options":
         """A copy with the stage defaults filled in and every value checked.
 
@@ -394,7 +405,7 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         check(self)
         check_input_size(self.input_size)
         lr = DEFAULT_LR[self.stage] if self.lr is None else self.lr
-        freeze = DEFAULT_FREEZE[self.stage] if self.freeze is None else self.freeze
+        freeze = self.default_freeze() if self.freeze is None else self.freeze
         if self.bottlenecks is not None:
             if self.stage != 1:
                 raise UsageError(f"--bottlenecks trains the heads of stage 1, "
