@@ -176,6 +176,10 @@ def test_help_shows_no_value_for_flags_and_short_choices():
     (["kmeans-anchors", "x", "--epoch", "3"],
      "error: No such option: --epoch (see 'detkit kmeans-anchors --help')"),
     (["trian"], "error: No such command 'trian'"),     # (Click may add: Did you mean...)
+    (["kmeans-anchors", "x", "--model", "rpn"],          # Click's near miss was --help
+     "error: No such option: --model (see 'detkit kmeans-anchors --help')"),
+    (["kmeans-anchors", "x", "--kk", "3"],
+     "error: No such option: --kk (Possible options: --k) (see 'detkit kmeans-anchors"),
     (["kmeans-anchors"], "error: Missing argument 'DATA' (see 'detkit kmeans-anchors --help')"),
     (["kmeans-anchors", "x", "--k", "abc"], "error: Invalid value for '--k'"),
     (["kmeans-anchors", "x", "--k"],       # (Click's error carries no command context)

@@ -107,6 +107,9 @@ class LazyGroup(_UntypedHelp, TyperGroup):
         except USAGE_MISTAKES as err:
             if not err.format_message():     # `detkit` alone: the help was the answer
                 sys.exit(err.exit_code)
+            if getattr(err, "possibilities", None):  # Click's near misses, less --help:
+                # a mistyped option is never --help (the line names the help anyway)
+                err.possibilities = [p for p in err.possibilities if p != "--help"]
             context = getattr(err, "ctx", None)
             where = (f"{context.command_path} --help" if context is not None
                      else _help_of(kwargs.get("args", args[0] if args else sys.argv[1:])))
