@@ -343,6 +343,12 @@ def test_voc_data_naming_some_of_the_models_classes(workspace, tmp_path):
                                  str(report)])
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["num_gt_boxes"] == 3
+    # the manifests record the architecture that ran (the weights'), not the defaults
+    for written in (out, report, report.with_name("report.detections.json")):
+        config = json.loads(written.with_name(written.name + ".manifest.json").read_text()
+                            )["config"]
+        assert (config["model"], config["width"], config["input_size"],
+                config["backbone"]) == ("yolov3-tiny", WIDTH, SIZE, None), written
     lines = tmp_path / "lines"
     lines.mkdir()
     (lines / "classes.txt").write_text("dog\n")

@@ -212,9 +212,9 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
     check_spares_ground_truth(opts, gt)
     if len(gt) == 0:
         raise DataError("the ground truth has no boxes: nothing to evaluate", path=gt.source)
-    model_info, detections, notes = None, opts.detections, []
+    model_info, detections, notes, architecture = None, opts.detections, [], {}
     if opts.model is not None or opts.weights is not None:
-        detections, model_info, notes = _run_model(opts, progress)
+        detections, model_info, notes, architecture = _run_model(opts, progress)
         if params is not None:
             params = family_params(get_family(model_info["name"]), params,
                                    keep_max_dets=opts.max_dets is not None)
@@ -240,7 +240,7 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
     out_path = None
     if opts.out is not None:
         out_path = write_json(opts.out, report)
-        write_manifest(out_path, command=COMMAND, config=as_config(opts),
+        write_manifest(out_path, command=COMMAND, config={**as_config(opts), **architecture},
                        inputs=[p for p in (Path(opts.data), detections) if p.is_file()],
                        extra={"metric": opts.metric})
     return EvalMapResult(metric=opts.metric, report=report, out=out_path,
@@ -336,15 +336,16 @@ def predict_options(opts: Options) -> predict.Options:
 
 
 def _run_model(opts: Options, progress: Progress
-               ) -> tuple[Path, dict[str, Any], list[str]]:
+               ) -> tuple[Path, dict[str, Any], list[str], dict[str, Any]]:
     """Run ``detkit predict`` over the ground truth's images.
 
     Returns:
         The results json, the report's ``model`` block: name, width, params,
         weights_mb (size on disk of the weights or the export), ms_per_image (detection
         loop wall time per image, after a warm-up call), images, format (``keras`` or
-        the export format), quantize, runner (what ran it) and warmup_s; and the
-        run's notes (warnings).
+        the export format), quantize, runner (what ran it) and warmup_s; the
+        run's notes (warnings); and the architecture that ran (model, width, input size,
+        backbone: the manifest's config, in place of the flags' defaults).
     """
     result = predict.run(predict_options(opts), progress)
     info = {"name": result.model, "width": result.width,
@@ -353,4 +354,4 @@ def _run_model(opts: Options, progress: Progress
             "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images,
             "format": result.weights_format, "quantize": result.quantize,
             "runner": result.runner, "warmup_s": round(result.warmup_seconds, 2)}
-    return Path(result.out), info, list(result.notes)
+    return Path(result.out), info, list(result.notes), result.architecture

@@ -64,6 +64,8 @@ class PredictResult:
             ``ms_per_image``.
         model, width: the architecture that ran (from the flags, the weights' manifest
             or the export's).
+        architecture: ``model``, ``width``, ``input_size`` and ``backbone`` that ran
+            (what the manifest's config records, not the flags' defaults).
     """
 
     out: Path
@@ -85,6 +87,7 @@ class PredictResult:
     warmup_seconds: float = 0.0
     model: str = ""
     width: float = 1.0
+    architecture: dict = dataclasses.field(default_factory=dict)
 
     @property
     def unit(self) -> str:
@@ -246,7 +249,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
               "num_detections": len(results), **extra}
     if loaded.anchors_path is not None:
         record["anchors_file"] = str(loaded.anchors_path)
-    write_manifest(out, command=COMMAND, config=as_config(opts),
+    write_manifest(out, command=COMMAND, config={**as_config(opts), **loaded.architecture},
                    inputs=[p for p in (weights, *anchors_input, *classes) if p.is_file()],
                    extra=record)
     return PredictResult(out=out, num_images=total, num_detections=len(results),
@@ -260,7 +263,8 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
                          video=Path(opts.save_video) if opts.save_video else None,
                          notes=[*loaded.notes, *loaded.detector.notes],
                          warmup_seconds=loop_started - warm_started,
-                         model=loaded.model, width=loaded.width)
+                         model=loaded.model, width=loaded.width,
+                         architecture=loaded.architecture)
 
 
 @dataclasses.dataclass
@@ -277,7 +281,8 @@ class LoadedDetector:
         weights_format: ``keras``, ``saved_model``, ``tflite`` or ``onnx``.
         quantize: an export's quantization.
         size_bytes: the weights' or the export's size on disk.
-        model, width: the architecture loaded.
+        model, width, backbone: the architecture loaded (``backbone`` ``None``: the
+            family's own).
         notes: things the user should know (an input size other than the trained one).
     """
 
@@ -292,7 +297,14 @@ class LoadedDetector:
     size_bytes: int
     model: str
     width: float
+    backbone: Optional[str] = None
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def architecture(self) -> dict:
+        """``model``, ``width``, ``input_size`` and ``backbone`` of what runs."""
+        return {"model": self.model, "width": self.width,
+                "input_size": int(self.detector.input_size), "backbone": self.backbone}
 
 
 def load_detector(opts: Options, weights: Path, image_set=None) -> LoadedDetector:
@@ -379,7 +391,8 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
                           summary=_keras_summary(opts, report.summary(), recorded),
                           params=int(network.count_params()), weights_format="keras",
                           quantize=None, size_bytes=weights.stat().st_size,
-                          model=opts.model, width=float(opts.width), notes=notes)
+                          model=opts.model, width=float(opts.width), backbone=backbone,
+                          notes=notes)
 
 
 def _keras_summary(opts: Options, loaded: str, recorded) -> str:
@@ -429,7 +442,7 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
                           anchors_path=anchors_path, summary=summary, params=0,
                           weights_format=fmt, quantize=settings.quantize,
                           size_bytes=disk_size(weights), model=settings.model,
-                          width=float(settings.width))
+                          width=float(settings.width), backbone=settings.backbone)
 def names_from_weights(weights: Path) -> list[str]:
     """``0..C-1`` with ``C`` read from the weights file."""
     from detkit.models.weights import num_classes_in_file
