@@ -49,8 +49,12 @@ LOCK_NAME = ".detkit.lock"
 LOCK_GRACE_S = 5.0
 #: The files of a training run directory (:mod:`detkit.training.callbacks`): an input
 #: among them is refused, and a new run over them needs an explicit overwrite.
-RUN_FILES = ("best.weights.h5", "best.weights.h5.manifest.json", "last.weights.h5",
-             "last.weights.h5.manifest.json", "state.weights.h5", "state.json",
+#: A run's weights: the best by its monitor, the last epoch's, and the resume state (the
+#: network's and the optimizer's variables, read by ``--resume``).
+BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS = ("best.weights.h5", "last.weights.h5",
+                                             "state.weights.h5")
+RUN_FILES = (BEST_WEIGHTS, f"{BEST_WEIGHTS}.manifest.json", LAST_WEIGHTS,
+             f"{LAST_WEIGHTS}.manifest.json", STATE_WEIGHTS, "state.json",
              "history.csv", "manifest.json")
 
 
@@ -549,6 +553,46 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- run locks
+
+def weights_file_error(path: str | os.PathLike) -> ArtifactError | None:
+    """Why ``path`` is not a model's weights file, or ``None`` when it is one.
+
+    A run folder names the run's weights to give; a run's :data:`STATE_WEIGHTS` is its
+    resume state, not a model's weights.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return ArtifactError(f"a folder, not a weights file{run_weights_hint(path)}",
+                             path=path)
+    if not path.is_file():
+        return ArtifactError("weights file not found", path=path)
+    if path.name == STATE_WEIGHTS:
+        return ArtifactError("a run's resume state (the weights with the optimizer's, read "
+                             "by --resume), not a model's weights: give best.weights.h5 or "
+                             "last.weights.h5 of the run", path=path)
+    return None
+
+
+def run_weights_hint(folder: Path) -> str:
+    """``": give run/best.weights.h5 or last.weights.h5"`` for a run folder, else ``""``."""
+    found = [folder / name for name in (BEST_WEIGHTS, LAST_WEIGHTS)
+             if (folder / name).is_file()]
+    if not found:
+        return ""
+    return f": give {found[0]}" + (f" or {found[1].name}" if len(found) > 1 else "")
+
+
+def check_weights_file(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`Path` when it is a weights file.
+
+    Raises:
+        ArtifactError: see :func:`weights_file_error`.
+    """
+    error = weights_file_error(path)
+    if error is not None:
+        raise error
+    return Path(path)
+
 
 def run_files(run_dir: str | os.PathLike) -> list[Path]:
     """The paths of :data:`RUN_FILES` in ``run_dir``."""

@@ -272,6 +272,20 @@ def _old_run(root: Path) -> None:
         _write(root / "run" / name, f"the previous run's {name}\n")
 
 
+def _given_weights(root: Path, command: str, weights: Path) -> list[str]:
+    """``command`` (train stage 2, predict or export) given ``weights`` of an old run."""
+    _old_run(root)
+    _write(root / "run" / "state.weights.h5", "the previous run's resume state\n")
+    out = root / "out"
+    if command == "train":
+        return ["train", str(_lines_file(root)), *TRAIN, "--stage", "2", "--weights",
+                str(weights), "--out", str(out / "s2")]
+    if command == "predict":
+        return ["predict", str(_lines_file(root)), "--weights", str(weights), "--out",
+                str(out / "d.json")]
+    return ["export", str(weights), "--model", "yolov3-tiny", "--out", str(out / "m.onnx")]
+
+
 def _no_lock(root: Path) -> None:
     assert not (root / "run" / ".detkit.lock").exists()
 
@@ -494,6 +508,23 @@ RUN_DIR_CASES = [
     Case("train-failing-early-leaves-no-run-dir",
          lambda r: _train(r, data=str(r / "missing.txt")), 1, "dataset not found",
          check=_no_run_dir),
+    # a run's folder or its resume state given where a model's weights go
+    Case("train-weights-given-as-a-run-folder",
+         lambda r: _given_weights(r, "train", r / "run"), 1,
+         "{root}/run: a folder, not a weights file: give {root}/run/best.weights.h5 or "
+         "last.weights.h5", check=lambda r: _no_run_dir(r / "out")),
+    Case("predict-weights-given-as-a-run-folder",
+         lambda r: _given_weights(r, "predict", r / "run"), 1,
+         "{root}/run: not a weights file, .tflite, .onnx or SavedModel folder: give "
+         "{root}/run/best.weights.h5 or last.weights.h5"),
+    Case("predict-weights-given-as-the-resume-state",
+         lambda r: _given_weights(r, "predict", r / "run" / "state.weights.h5"), 1,
+         "{root}/run/state.weights.h5: a run's resume state (the weights with the "
+         "optimizer's, read by --resume), not a model's weights: give best.weights.h5 or "
+         "last.weights.h5 of the run"),
+    Case("export-weights-given-as-the-resume-state",
+         lambda r: _given_weights(r, "export", r / "run" / "state.weights.h5"), 1,
+         "{root}/run/state.weights.h5: a run's resume state"),
 ]
 
 

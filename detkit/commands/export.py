@@ -20,12 +20,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detkit.artifacts import (check_folder_replaceable, check_no_clobber, check_writable,
-                              sha256_file, write_manifest)
+from detkit.artifacts import (check_folder_replaceable, check_no_clobber, check_weights_file,
+                              check_writable, sha256_file, write_manifest)
 from detkit.commands.groups import ModelOptions
 from detkit.commands.predict import (MAX_DET_HELP, NMS_IOU_HELP, load_weights_strict,
                                      recorded_class_names)
-from detkit.errors import ArtifactError, UsageError
+from detkit.errors import UsageError
 from detkit.export import exporters
 from detkit.export.deps import require
 from detkit.export.quantize import calibration_items, representative_dataset
@@ -148,9 +148,7 @@ def check_options(opts: Options) -> tuple[str, Path]:
     if opts.quantize == "int8" and opts.calibration is None:
         raise UsageError("--quantize int8 needs --calibration DATA: representative images "
                          "(e.g. the training set) to calibrate the integer ranges")
-    weights = Path(opts.weights)
-    if not weights.is_file():
-        raise ArtifactError("weights file not found", path=weights)
+    check_weights_file(opts.weights)
     for module in NEEDS[fmt]:
         require(module, f"--format {fmt}")
     # --out is a file or (SavedModel) a folder, and may be derived from WEIGHTS: checked

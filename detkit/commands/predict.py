@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from detkit.artifacts import (check_agree, check_spares_files, manifest_path, write_json,
-                              write_manifest)
+from detkit.artifacts import (check_agree, check_spares_files, check_weights_file,
+                              manifest_path, run_weights_hint, write_json, write_manifest)
 from detkit.commands.groups import DatasetOptions, InferenceOptions, ModelOptions
 from detkit.data.dataset import read_class_names
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
@@ -365,8 +365,9 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
     from detkit.export.detectors import KerasDetector
 
     if not weights.is_file():
-        raise ArtifactError("not a weights file, .tflite, .onnx or SavedModel folder",
-                            path=weights)
+        raise ArtifactError(f"not a weights file, .tflite, .onnx or SavedModel folder"
+                            f"{run_weights_hint(weights)}", path=weights)
+    check_weights_file(weights)
     recorded = read_recorded(weights)
     opts, notes = resolve_options(opts, recorded)
     if opts.model is None:

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from detkit.anchors import ANCHORS_PER_SCALE
+from detkit.artifacts import check_weights_file
 from detkit.errors import ArtifactError, ArtifactMismatchError
 from detkit.keras_compat import direct_sublayers
 from detkit.models.detector import HEADS_NAME
@@ -139,9 +140,7 @@ def file_layer_shapes(path: str | os.PathLike) -> dict[str, list[tuple[int, ...]
 def _read_file(path: str | os.PathLike, read: Callable) -> dict[str, list]:
     import h5py
 
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError("weights file not found", path=path)
+    path = check_weights_file(path)
     found: dict[str, list] = {}
     try:
         with h5py.File(path, "r") as handle:
