@@ -475,6 +475,22 @@ def test_voc_flat_folder_with_images_beside(tmp_path):
     assert data.records[0].image_path == os.path.join(str(tmp_path), "a.png")
 
 
+def test_voc_single_xml_file_is_a_dataset_of_one_image(tmp_path):
+    """One image's .xml (of a flat folder or of Annotations/) reads as that image alone,
+    its image found where the whole dataset's would be."""
+    write(tmp_path / "flat" / "a.xml", VOC_XML.format(name="a.png", size="", first="dog"))
+    write(tmp_path / "flat" / "b.xml", VOC_XML.format(name="b.png", size="", first="cat"))
+    make_image(tmp_path / "flat" / "a.png", 30, 40)
+    data = load_dataset(tmp_path / "flat" / "a.xml")
+    assert data.format == "voc" and len(data.records) == 1
+    assert data.class_names == ["aeroplane", "dog"]
+    assert data.records[0].image_path == os.path.join(str(tmp_path), "flat", "a.png")
+    whole = load_dataset(make_voc(tmp_path / "VOC"))
+    one = load_dataset(tmp_path / "VOC" / "Annotations" / "001.xml")
+    assert one.records[0].image_path == whole.records[0].image_path
+    np.testing.assert_array_equal(one.records[0].boxes, whole.records[0].boxes)
+
+
 def test_voc_missing_image_is_looked_for_where_the_dataset_keeps_images(tmp_path):
     """An image that is nowhere: its expected place is the dataset's (beside the xml in a
     flat folder, JPEGImages/ in a VOC one), not the annotator's ``<path>``."""

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 #: The dataset layouts DATA may name (help text).
 DATA_LAYOUTS = ("keras-yolo3 lines file, COCO json, CSV box table, VOC folder (or its "
-                "ImageSets/Main/ split list), YOLO txt folder (or its images/NAME split, or "
-                "an Ultralytics image list), or an Ultralytics data.yaml")
+                "ImageSets/Main/ split list, or one .xml), YOLO txt folder (or its "
+                "images/NAME split, or an Ultralytics image list), or an Ultralytics "
+                "data.yaml")
 #: Help of the DATA argument of every command that reads a dataset to train or fit on.
 DATA_HELP = f"Dataset: {DATA_LAYOUTS} (its train split)."
 #: Help of the DATA argument of a command that reads ground truth (eval-map).

@@ -134,6 +134,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "coco"
         if suffix == ".csv":
             return "csv"
+        if suffix == ".xml":
+            return "voc"
     elif path.is_dir():
         if is_yolo_folder(path) or is_yolo_split(path):
             return "yolo"
@@ -145,9 +147,9 @@ def detect_format(path: str | os.PathLike) -> str:
     else:
         raise DataError("dataset not found", path=path)
     raise UsageError(f"cannot tell the dataset format of {path}: expected a .txt lines "
-                     "file, a COCO .json, a .csv box table, a VOC folder of .xml files (or its "
-                     "ImageSets/Main/ split list) or a YOLO folder with images/ and "
-                     "labels/ (or its images/ split); set --format")
+                     "file, a COCO .json, a .csv box table, a VOC folder of .xml files (or "
+                     "one .xml, or its ImageSets/Main/ split list) or a YOLO folder with "
+                     "images/ and labels/ (or its images/ split); set --format")
 
 
 def _beside(path: Path) -> Path | None:

@@ -171,8 +171,8 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
     """Read a folder of VOC xml annotations.
 
     Args:
-        path: the folder of xml files, a VOC root with ``Annotations/``, or a split list
-            of one (``ROOT/ImageSets/Main/train.txt``).
+        path: the folder of xml files, a VOC root with ``Annotations/``, a split list
+            of one (``ROOT/ImageSets/Main/train.txt``), or one image's ``.xml``.
         class_names: the class list; ``None`` takes every name seen, sorted.
         fixes: counts of repaired boxes to update.
 
@@ -190,6 +190,9 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
     if path.is_file() and is_split_list(path):
         voc_root = split_root(path)
         xml_files = split_xml_files(path)
+    elif path.is_file() and path.suffix.lower() == ".xml":    # one image's annotation
+        voc_root = path.parent.parent if path.parent.name == ANNOTATIONS_DIR else path.parent
+        xml_files = [path]
     elif path.is_dir():
         xml_dir = annotation_dir(path)
         voc_root = xml_dir.parent if xml_dir.name == ANNOTATIONS_DIR else xml_dir
@@ -197,8 +200,8 @@ def read_voc_folder(path: str | os.PathLike, class_names: list[str] | None = Non
         if not xml_files:
             raise DataError("no .xml annotation files", path=xml_dir)
     else:
-        raise DataError("VOC dataset folder (or ImageSets/Main/ split list) not found",
-                        path=path)
+        raise DataError("VOC dataset folder (or .xml file, or ImageSets/Main/ split list) "
+                        "not found", path=path)
     parsed = []
     for xml_path in xml_files:
         root, text = _parse_file(xml_path)
