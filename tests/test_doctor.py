@@ -575,6 +575,30 @@ def test_plots_without_matplotlib_is_a_note(tmp_path, monkeypatch):
     assert json.loads((out / "report.json").read_text())["plots"] == []
 
 
+def test_box_size_plot_shows_anchors_larger_than_the_input(tmp_path, monkeypatch):
+    """COCO's anchors at a 128 px input: the axes reach the largest anchor (and the
+    suggestion), so that no anchor falls outside the drawing."""
+    pytest.importorskip("matplotlib")
+    from detkit.doctor import plots
+
+    limits = {}
+
+    def keep_limits(plt, fig, path):
+        limits[path.name] = (fig.axes[0].get_xlim(), fig.axes[0].get_ylim())
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep_limits)
+    wh = np.array([[20.0, 30.0], [100.0, 90.0]])
+    anchors = np.array([[10.0, 13.0], [135.0, 169.0], [344.0, 319.0]])
+    plots.write_plots(wh, [2], ["cat"], anchors, np.array([[25.0, 400.0]]), [16, 32], 128,
+                      tmp_path)
+    (x_low, x_high), (y_low, y_high) = limits[plots.SIZES_FILE]
+    assert x_low < 10 and x_high > 400 and y_low < 13 and y_high > 400
+    plots.write_plots(wh, [2], ["cat"], anchors[:1], None, [16, 32], 128, tmp_path)
+    assert limits[plots.SIZES_FILE][0][1] == pytest.approx(128 * 1.1)   # the input bounds
+
+
 # ------------------------------------------------- fast code vs slow references
 
 

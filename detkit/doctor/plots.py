@@ -58,7 +58,8 @@ def write_plots(wh: np.ndarray, class_counts: Sequence[int], class_names: Sequen
     Args:
         wh: ``(N, 2)`` input-pixel box sizes; class_counts: boxes per class.
         anchors, suggested: ``(K, 2)`` anchors to mark (``suggested`` may be ``None``).
-        strides: drawn on the side histogram; input_size: the axis limit.
+        strides: drawn on the side histogram; input_size: the axis limit (or the
+            largest anchor's side, when larger).
         seed: the scatter's sample.
 
     Returns:
@@ -88,8 +89,12 @@ def _sizes(plt, wh: np.ndarray, anchors: np.ndarray, suggested: np.ndarray | Non
     if suggested is not None:
         ax.scatter(suggested[:, 0], suggested[:, 1], marker="+", s=80, color="green",
                    label="k-means suggestion")
-    ax.set(xscale="log", yscale="log", xlim=(0.8, input_size * 1.1),
-           ylim=(0.8, input_size * 1.1), xlabel="width (input px)",
+    # The input side bounds the boxes, not the anchors (COCO's at a small input): the
+    # axes reach the largest anchor too, so that every anchor is drawn.
+    marked = anchors if suggested is None else np.concatenate([anchors, suggested])
+    top = max(float(input_size), float(np.max(marked, initial=0.0))) * 1.1
+    ax.set(xscale="log", yscale="log", xlim=(0.8, top), ylim=(0.8, top),
+           xlabel="width (input px)",
            ylabel="height (input px)",
            title=f"box sizes at input {input_size} ({len(wh)} boxes"
                  + (f", {len(shown)} drawn)" if len(shown) < len(wh) else ")"))
