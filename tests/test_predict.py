@@ -78,6 +78,18 @@ def test_predict_folder_writes_coco_results(workspace, tmp_path):
     assert [im["id"] for im in manifest["images"]] == [0, 1, 2]
     drawn = sorted(p.name for p in (tmp_path / "drawn").iterdir())
     assert drawn == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    # drawings without a box (nothing reached --draw-conf) say so; with boxes, nothing
+    for draw_conf, told in (("1", True), ("0", False)):
+        result = runner.invoke(app, _args(workspace, workspace["folder"],
+                                          tmp_path / f"d{draw_conf}.json", "--conf", "0",
+                                          "--draw-dir", str(tmp_path / f"drawn{draw_conf}"),
+                                          "--draw-conf", draw_conf))
+        assert result.exit_code == 0, result.output
+        found = len(json.loads((tmp_path / f"d{draw_conf}.json").read_text()))
+        note = (f"no detection scored --draw-conf 1 or more (all {found} score below it): "
+                f"the drawings show no boxes")
+        assert (note in " ".join(result.output.split())) == told, result.output
+        assert ("drawings show no boxes" in result.output) == told
     assert cv2.imread(str(tmp_path / "drawn" / "img1.jpg")).shape == (80, 40, 3)
 
 

@@ -261,10 +261,23 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
                          weights_format=loaded.weights_format, quantize=loaded.quantize,
                          size_bytes=loaded.size_bytes,
                          video=Path(opts.save_video) if opts.save_video else None,
-                         notes=[*loaded.notes, *loaded.detector.notes],
+                         notes=[*loaded.notes, *loaded.detector.notes,
+                                *_drawing_notes(opts, results)],
                          warmup_seconds=loop_started - warm_started,
                          model=loaded.model, width=loaded.width,
                          architecture=loaded.architecture)
+
+
+def _drawing_notes(opts: Options, results: list[dict]) -> list[str]:
+    """A note when images or a video were drawn but no detection reached --draw-conf
+    (the drawings show no boxes, which reads as a broken drawing)."""
+    if opts.draw_dir is None and opts.save_video is None:
+        return []
+    if any(result["score"] >= opts.draw_conf for result in results):
+        return []
+    below = f" (all {len(results)} score below it)" if results else ""
+    return [f"no detection scored --draw-conf {opts.draw_conf:g} or more{below}: the "
+            f"drawings show no boxes; lower --draw-conf to see weaker ones"]
 
 
 @dataclasses.dataclass
