@@ -133,6 +133,14 @@ def option(default: Any = None, help: str = "", *, flag: Optional[str] = None,
     return dataclasses.field(default=default, metadata={SPEC: spec})
 
 
+def retold(owner: type, name: str, help: str) -> Any:
+    """``owner``'s option ``name`` (same flag, default and checks) with another ``--help``
+    text: for a command that lacks what the shared text speaks of (``--weights``)."""
+    field = next(f for f in dataclasses.fields(owner) if f.name == name)
+    spec = dataclasses.replace(field.metadata[SPEC], help=help)
+    return dataclasses.field(default=field.default, metadata={SPEC: spec})
+
+
 def argument(help: str, *, role: Optional[str] = None, folder: bool = False,
              writes: Optional[Callable[[Path], Iterable[Path]]] = None) -> Any:
     """A required positional argument (``role`` etc.: see :class:`Spec`)."""

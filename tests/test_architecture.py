@@ -195,6 +195,18 @@ def test_command_line_mistakes_are_one_error_line(argv, message):
     assert lines[0].endswith("--help')"), result.output
 
 
+@pytest.mark.parametrize("command", ["doctor", "encode-labels", "kmeans-anchors"])
+def test_help_speaks_only_of_the_commands_own_options(command):
+    """The shared --input-size, --anchors and --model texts tell where a value comes from
+    when not given (--weights, a resumed run, distill's teacher); a command without those
+    says what applies to it."""
+    result = CliRunner().invoke(app, [command, "--help"], prog_name="detkit")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for other in ("--weights", "resumed", "teacher"):
+        assert other not in text, (other, result.output)
+
+
 def test_detkit_alone_prints_its_help_and_no_error():
     result = CliRunner().invoke(app, [], prog_name="detkit")
     assert "Commands" in result.output and "error" not in result.output

@@ -21,9 +21,9 @@ import numpy as np
 
 from detkit import kmeans
 from detkit.artifacts import manifest_path, write_json, write_manifest
-from detkit.commands.groups import (AnchorOptions, DatasetOptions,
-                                    InputOptions, ModelOptions, SeedOptions,
-                                    load_data)
+from detkit.commands.groups import (INPUT_SIZE_OF_ANCHORS_HELP, OWN_ANCHORS_HELP,
+                                    AnchorOptions, DatasetOptions, InputOptions,
+                                    ModelOptions, SeedOptions, load_data)
 from detkit.doctor import Thresholds, diagnose
 from detkit.doctor.findings import (DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_MISSING,
                                     DEFAULT_RARE_COUNT, DEFAULT_RARE_FRACTION,
@@ -31,8 +31,8 @@ from detkit.doctor.findings import (DEFAULT_MAX_IMBALANCE, DEFAULT_MAX_MISSING,
 from detkit.doctor.images import CHECK_MODES
 from detkit.doctor.plots import plot_inputs, write_plots
 from detkit.errors import DataError, UsageError
-from detkit.families import get_family
-from detkit.options import as_config, flag_of, option
+from detkit.families import MODEL_NAMES, get_family
+from detkit.options import as_config, flag_of, option, retold
 from detkit.progress import SILENT, Progress
 
 COMMAND = "doctor"
@@ -41,7 +41,6 @@ REPORT_FILE = "report.json"
 
 #: ``--model`` as :class:`ModelOptions` declares it (the doctor builds no network, so it
 #: takes the family without ``--width``).
-_MODEL = next(field for field in dataclasses.fields(ModelOptions) if field.name == "model")
 
 
 @dataclasses.dataclass
@@ -73,7 +72,10 @@ class DoctorResult:
 class Options(DatasetOptions, AnchorOptions, InputOptions, SeedOptions):
     """The options of ``doctor``."""
 
-    model: str = dataclasses.field(default=_MODEL.default, metadata=_MODEL.metadata)
+    model: str = retold(ModelOptions, "model", f"Architecture whose anchors and strides "
+                                               f"the report checks: {', '.join(MODEL_NAMES)}.")
+    input_size: int = retold(InputOptions, "input_size", INPUT_SIZE_OF_ANCHORS_HELP)
+    anchors: Optional[Path] = retold(AnchorOptions, "anchors", OWN_ANCHORS_HELP)
     out: Path = option(Path("doctor"), f"Folder for {REPORT_FILE} (+ its manifest) and "
                        "the PNG plots.", role="output", folder=True,
                        writes=lambda out: [out / REPORT_FILE,

@@ -16,7 +16,8 @@ import numpy as np
 
 from detkit.anchors import anchor_masks, load_anchors
 from detkit.artifacts import manifest_path, write_manifest
-from detkit.commands.groups import (AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
+from detkit.commands.groups import (INPUT_SIZE_OF_ANCHORS_HELP, OWN_ANCHORS_HELP,
+                                    AnchorOptions, DatasetOptions, InputOptions, ModelOptions,
                                     load_data)
 from detkit.data.dataset import Dataset
 from detkit.data.letterbox import MIN_BOX_PIXELS, LetterboxCounts, letterbox_records
@@ -25,7 +26,7 @@ from detkit.encode import EncodeStats, assign_yolov3
 from detkit.errors import ArtifactMismatchError, DataError, UsageError
 from detkit.families import FAMILIES, MODEL_NAMES, Family, get_family
 from detkit.labels import SCHEME_BOXES, SCHEME_YOLOV3, save_box_labels, save_labels
-from detkit.options import as_config, flag_of, option
+from detkit.options import as_config, flag_of, option, retold
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable, plural
 
@@ -126,6 +127,8 @@ class Options(DatasetOptions, AnchorOptions, InputOptions):
     """The options of ``encode-labels``."""
 
     out: Path = option(Path("labels.npz"), "Labels file to write.", role="output")
+    input_size: int = retold(InputOptions, "input_size", INPUT_SIZE_OF_ANCHORS_HELP)
+    anchors: Optional[Path] = retold(AnchorOptions, "anchors", OWN_ANCHORS_HELP)
     model: Optional[str] = option(
         None, f"Architecture the targets are for: {', '.join(MODEL_NAMES)} (default: the "
               f"one whose anchor count the --anchors file has; {DEFAULT_MODEL} without "

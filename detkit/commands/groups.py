@@ -65,6 +65,15 @@ def load_data(opts: Any, **options: Any) -> Dataset:
     return dataset
 
 
+#: --input-size of a command without --weights (doctor, encode-labels).
+INPUT_SIZE_OF_ANCHORS_HELP = ("Network input side in pixels, a multiple of 32. Not given: "
+                              "the size --anchors was fitted at (its kmeans-anchors "
+                              "manifest); else 416.")
+#: --anchors of a command without --weights (doctor, encode-labels).
+OWN_ANCHORS_HELP = ("Anchors file 'w,h, w,h, ...' in input pixels. Not given: the model's "
+                    "own (COCO's for the YOLOs, generated per level for retinanet and rpn).")
+
+
 @dataclasses.dataclass(kw_only=True)
 class InputOptions:
     """The network input side."""

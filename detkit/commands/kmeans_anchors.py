@@ -23,7 +23,7 @@ from detkit.anchors import (anchor_masks, format_anchors, load_anchors, parse_an
 from detkit.artifacts import atomic_path, json_text, manifest_path, write_manifest
 from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions, load_data
 from detkit.errors import DataError
-from detkit.options import as_config, option
+from detkit.options import as_config, option, retold
 from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
 
@@ -151,6 +151,8 @@ def cluster_sizes(wh: np.ndarray, *, k: int = 9, seed: int = 0,
 class Options(DatasetOptions, InputOptions, SeedOptions):
     """The options of ``kmeans-anchors``."""
 
+    input_size: int = retold(InputOptions, "input_size", "Network input side in pixels, a "
+                             "multiple of 32: the box sizes are clustered as they reach it.")
     k: int = option(9, "Number of anchors (9: yolov3, 6: yolov3-tiny, 5: yolov2, 27: "
                        "retinanet, 9: rpn).", integer=True, low=1)
     out: Path = option(Path("anchors.txt"), "Anchors file to write ('w,h, w,h, ...'); a "
