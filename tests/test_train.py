@@ -353,6 +353,29 @@ def test_precision_and_its_alias_must_agree(dataset, tmp_path):
              precision="mixed_bfloat16")
 
 
+def test_run_table_shows_the_evaluation_that_picks_the_best_weights():
+    """--eval-every 2: val_map, val_map50 and val_fitness are columns (``-`` in the epochs
+    not evaluated); the per-term validation values are not."""
+    import io
+
+    from rich.console import Console
+
+    from detkit.cli._run_table import epochs_table
+
+    rows = [{"epoch": float(epoch), "loss": 2.0 / epoch, "val_loss": 3.0 / epoch,
+             "val_obj": 1.5, **({"val_map": 0.1 * epoch, "val_map50": 0.2 * epoch,
+                                 "val_fitness": 0.11 * epoch} if epoch % 2 == 0 else
+                                {"val_map": float("nan")})}
+            for epoch in range(1, 5)]
+    console = Console(file=io.StringIO(), width=200)
+    console.print(epochs_table(console, "train: run", rows))
+    lines = console.file.getvalue().splitlines()
+    assert lines[2].replace("┃", " ").split() == ["epoch", "loss", "val_loss", "val_map",
+                                                  "val_map50", "val_fitness"]
+    assert lines[4].replace("│", " ").split() == ["1", "2", "3", "-", "-", "-"]
+    assert lines[5].replace("│", " ").split() == ["2", "1", "1.5", "0.2", "0.4", "0.22"]
+
+
 @pytest.mark.parametrize("width, transposed", [(200, False), (80, True)])
 def test_run_table_keeps_every_value_readable_at_any_terminal_width(width, transposed):
     """One row per epoch when it fits; else one row per value, the last epochs that fit

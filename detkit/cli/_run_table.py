@@ -7,6 +7,15 @@ from detkit.tables import TextTable
 
 #: History rows :func:`render_run` shows (the file has them all).
 SHOWN_EPOCHS = 10
+#: The validation values the table shows (the per-term ones stay in history.csv).
+SHOWN_VALIDATION = ("val_loss", "val_map", "val_map50", "val_fitness")
+
+
+def _cell(value) -> str:
+    """A history value to 4 digits; ``-`` for an epoch without it (not evaluated)."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.4g}"
 
 
 def epochs_table(console, title: str, rows: list[dict]):
@@ -16,10 +25,12 @@ def epochs_table(console, title: str, rows: list[dict]):
     terminal (distill's many terms on 80 columns), one row per value and one column per
     epoch instead, as many of the last epochs as fit.
     """
-    # The per-term validation columns stay in history.csv; the table keeps val_loss.
-    columns = [key for key in rows[0]
-               if key != "epoch" and (key == "val_loss" or not key.startswith("val_"))]
-    cells = [[f"{row.get(column, float('nan')):.4g}" for column in columns] for row in rows]
+    # The per-term validation columns stay in history.csv; the table keeps val_loss and
+    # the evaluation's (--eval-every: what --monitor may pick the best weights by).
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    columns = [key for key in keys if key != "epoch"
+               and (key in SHOWN_VALIDATION or not key.startswith("val_"))]
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
     epochs = [str(int(row["epoch"])) for row in rows]
     table = text_table(TextTable(title, ("epoch", *columns),
                                  [(epoch, *values) for epoch, values in zip(epochs, cells)]))
