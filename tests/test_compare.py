@@ -16,7 +16,7 @@ def write(path, obj):
 
 def test_compare_table_from_coco_and_voc_reports(tmp_path):
     teacher = write(tmp_path / "teacher_report.json", {
-        "AP": 0.61, "AP50": 0.9, "stats": [0.61] * 12,
+        "AP": 0.61, "AP50": 0.9, "AR100": 0.66, "stats": [0.61] * 12,
         "model": {"name": "yolov3-tiny", "width": 0.5, "params": 2_000_000,
                   "weights_mb": 8.1, "ms_per_image": 12.5}})
     student = write(tmp_path / "student_report.json", {"metric": "voc07", "mAP": 0.75})
@@ -25,10 +25,11 @@ def test_compare_table_from_coco_and_voc_reports(tmp_path):
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert lines[0].split() == ["run", "model", "width", "format", "AP", "dAP", "AP50",
-                                "params", "MB", "ms/img"]
+                                "AR100", "params", "MB", "ms/img"]
     assert lines[2].split() == ["teacher", "yolov3-tiny", "0.5", "keras", "0.610", "+0.000",
-                                "0.900", "2,000,000", "8.10", "12.5"]
-    assert lines[3].split() == ["student", "-", "-", "-", "-", "-", "0.750", "-", "-", "-"]
+                                "0.900", "0.660", "2,000,000", "8.10", "12.5"]
+    assert lines[3].split() == ["student", "-", "-", "-", "-", "-", "0.750", "-", "-", "-",
+                                "-"]
     assert "teacher" in result.output and "0.900" in result.output
 
 
@@ -64,7 +65,7 @@ def test_compare_keras_and_its_exports(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[3].split()[3:6] == ["onnx", "0.500", "+0.000"]
     assert lines[4].split() == ["int8", "yolov3-tiny", "0.25", "tflite", "int8", "0.482",
-                                "-0.018", "0.682", "-", "0.40", "4.2"]
+                                "-0.018", "0.682", "-", "-", "0.40", "4.2"]
     rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
     assert rows[2]["delta_ap"] == pytest.approx(-0.0179)
 
@@ -98,7 +99,8 @@ def test_compare_table_keeps_every_value_readable_at_any_terminal_width(
     if transposed:
         assert header == ["teacher", "int8"]
         assert [line.split()[0] for line in lines[4:-1]] == [
-            "model", "width", "format", "AP", "dAP", "AP50", "params", "MB", "ms/img"]
+            "model", "width", "format", "AP", "dAP", "AP50", "AR100", "params", "MB",
+            "ms/img"]
     else:
         assert header[:3] == ["run", "model", "width"] and len(lines) == 3 + 1 + 2 + 1
 

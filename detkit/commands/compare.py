@@ -22,8 +22,8 @@ from detkit.progress import SILENT, Progress
 
 COMMAND = "compare"
 #: Column titles of :func:`row_cells`.
-COLUMNS = ("run", "model", "width", "format", "AP", "dAP", "AP50", "params", "MB",
-           "ms/img")
+COLUMNS = ("run", "model", "width", "format", "AP", "dAP", "AP50", "AR100", "params",
+           "MB", "ms/img")
 #: Leading columns aligned left in tables.
 TEXT_COLUMNS = 4
 
@@ -49,6 +49,8 @@ class ReportRow:
     ground_truth_given: Optional[str] = None
     #: Scored class-agnostically (an rpn's proposals, or ``--class-agnostic``).
     class_agnostic: bool = False
+    #: COCO's recall with 100 detections per image (an rpn's headline figure).
+    ar100: Optional[float] = None
 
     @property
     def kind(self) -> str:
@@ -72,7 +74,8 @@ class CompareResult:
 def read_report_row(path: str | Path) -> ReportRow:
     """Read the headline figures of one ``eval-map`` report.json.
 
-    COCO reports give ``AP`` (0.50:0.95) and ``AP50``; VOC reports give ``mAP`` as AP50.
+    COCO reports give ``AP`` (0.50:0.95), ``AP50`` and ``AR100``; VOC reports give
+    ``mAP`` as AP50.
     The ``model`` block (written in ``--model`` mode) gives size and speed.
 
     Raises:
@@ -98,6 +101,7 @@ def read_report_row(path: str | Path) -> ReportRow:
         ground_truth=_ground_truth(report, path),
         ground_truth_given=_ground_truth_given(report),
         class_agnostic=bool((report.get("params") or {}).get("class_agnostic", False)),
+        ar100=report.get("AR100"),
     )
 
 
@@ -172,7 +176,7 @@ def row_cells(row: ReportRow) -> list[str]:
 
     return [row.name, row.model or "-", cell(row.width, ".3g"), row.kind,
             cell(row.ap, ".3f"), cell(row.delta_ap, "+.3f"), cell(row.ap50, ".3f"),
-            cell(row.params, ","), cell(row.weights_mb, ".2f"), cell(row.ms_per_image, ".1f")]
+            cell(row.ar100, ".3f"), cell(row.params, ","), cell(row.weights_mb, ".2f"), cell(row.ms_per_image, ".1f")]
 
 
 def format_table(rows: list[ReportRow]) -> str:
