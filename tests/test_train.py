@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 
 import h5py
 import keras
@@ -197,6 +198,10 @@ def test_two_stages_end_to_end_with_freezing(dataset, tmp_path):
                                           "--aug-scale", "0.6", "1.4"))
     assert result.exit_code == 0, result.output
     assert "best val_loss" in result.output
+    told = re.search(r"note: --freeze body: ([\d,]+) of ([\d,]+) parameters train",
+                     " ".join(result.output.split()))
+    assert told and 0 < int(told[1].replace(",", "")) < int(told[2].replace(",", "")), \
+        result.output
     for name in ("best.weights.h5", "last.weights.h5", "history.csv", "manifest.json",
                  "state.json", "best.weights.h5.manifest.json"):
         assert (stage1 / name).is_file(), name

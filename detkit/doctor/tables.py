@@ -58,7 +58,7 @@ def classes(report: dict[str, Any]) -> TextTable:
     for row in report["classes"][:MAX_CLASS_ROWS]:
         flag = "absent" if row["boxes"] == 0 else rare_flag if row["id"] in rare else ""
         size = ("-" if row["median_w"] is None
-                else f"{row['median_w']:.4g} x {row['median_h']:.4g}")
+                else f"{row['median_w']:.1f} x {row['median_h']:.1f}")
         table.rows.append((f"{row['id']} {row['name']}", str(row["boxes"]),
                            f"{100 * row['share']:.2f}%", str(row["images"]), size,
                            str(row["dropped"]), flag))

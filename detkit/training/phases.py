@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Sequence
 
@@ -246,6 +247,8 @@ def images_plan(ctx: "RunContext", objective: Objective, *, start_epoch: int,
             ctx.notes.append("stage 2 without --weights trains from random weights; it "
                              "continues stage 1: give stage 1's best.weights.h5")
         freeze(detector, opts.freeze)
+        if opts.freeze != "none" and not resuming:
+            ctx.notes.append(Note(_frozen_note(detector, opts.freeze)))
         if distribution.handle is not None and keras.backend.backend() == "tensorflow":
             synchronize_batch_norm(detector)  # statistics of the global batch
         model = objective.training_model(detector, detection_loss(ctx))
@@ -308,3 +311,12 @@ def fit_plan(plan: TrainingPlan, ctx: "RunContext", *, best: float, best_epoch: 
                 log_dir=ctx.log_dir)
     finally:
         plan.close()
+
+
+def _frozen_note(detector: keras.Model, mode: str) -> str:
+    """``--freeze body: 1,234 of 5,678 parameters train (the rest are frozen or BatchNorm
+    statistics)``: how much of the model a frozen start trains."""
+    total = int(detector.count_params())
+    trained = sum(math.prod(v.shape) for v in detector.trainable_weights)
+    return (f"--freeze {mode}: {trained:,} of {total:,} parameters train (the rest are "
+            f"frozen or BatchNorm statistics)")
