@@ -552,7 +552,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-# --------------------------------------------------------------------------- run locks
+# ----------------------------------------------------------------------- weights files
 
 def weights_file_error(path: str | os.PathLike) -> ArtifactError | None:
     """Why ``path`` is not a model's weights file, or ``None`` when it is one.
@@ -593,6 +593,8 @@ def check_weights_file(path: str | os.PathLike) -> Path:
         raise error
     return Path(path)
 
+
+# --------------------------------------------------------------------------- run locks
 
 def run_files(run_dir: str | os.PathLike) -> list[Path]:
     """The paths of :data:`RUN_FILES` in ``run_dir``."""

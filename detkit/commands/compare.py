@@ -176,7 +176,8 @@ def row_cells(row: ReportRow) -> list[str]:
 
     return [row.name, row.model or "-", cell(row.width, ".3g"), row.kind,
             cell(row.ap, ".3f"), cell(row.delta_ap, "+.3f"), cell(row.ap50, ".3f"),
-            cell(row.ar100, ".3f"), cell(row.params, ","), cell(row.weights_mb, ".2f"), cell(row.ms_per_image, ".1f")]
+            cell(row.ar100, ".3f"), cell(row.params, ","), cell(row.weights_mb, ".2f"),
+            cell(row.ms_per_image, ".1f")]
 
 
 def format_table(rows: list[ReportRow]) -> str:

@@ -39,9 +39,6 @@ COMMAND = "doctor"
 #: The report's file name inside ``--out``.
 REPORT_FILE = "report.json"
 
-#: ``--model`` as :class:`ModelOptions` declares it (the doctor builds no network, so it
-#: takes the family without ``--width``).
-
 
 @dataclasses.dataclass
 class DoctorResult:
@@ -72,6 +69,7 @@ class DoctorResult:
 class Options(DatasetOptions, AnchorOptions, InputOptions, SeedOptions):
     """The options of ``doctor``."""
 
+    # the family without --width: the doctor builds no network
     model: str = retold(ModelOptions, "model", f"Architecture whose anchors and strides "
                                                f"the report checks: {', '.join(MODEL_NAMES)}.")
     input_size: int = retold(InputOptions, "input_size", INPUT_SIZE_OF_ANCHORS_HELP)
