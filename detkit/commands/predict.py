@@ -457,6 +457,8 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
                           weights_format=fmt, quantize=settings.quantize,
                           size_bytes=disk_size(weights), model=settings.model,
                           width=float(settings.width), backbone=settings.backbone)
+
+
 def names_from_weights(weights: Path) -> list[str]:
     """``0..C-1`` with ``C`` read from the weights file."""
     from detkit.models.weights import num_classes_in_file
