@@ -83,3 +83,16 @@ class TrainingError(DetkitError):
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a long stage, with what was kept and how to continue (the CLI prints
     ``interrupted: <message>``, exit code 130)."""
+
+
+def interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is Ctrl-C, or an error raised while Ctrl-C unwound (TensorFlow's
+    ``Exiting device scope without proper scope nesting`` when the signal lands inside
+    a device scope): its chain of causes and contexts holds a ``KeyboardInterrupt``."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False

@@ -474,6 +474,30 @@ def test_dataset_files_val_split_of_images_only_is_not_validated_on(dataset, tmp
 
 
 
+def test_an_error_raised_while_ctrl_c_unwound_is_an_interruption(capsys):
+    """A library's error raised while Ctrl-C unwound (TensorFlow's device scope) is told
+    as an interruption, exit code 130, not a traceback; other errors stay errors."""
+    import typer
+
+    from detkit.cli.app import handle_errors
+    from detkit.errors import interrupted
+
+    caused = RuntimeError("raised from Ctrl-C")
+    caused.__cause__ = KeyboardInterrupt()
+    assert interrupted(KeyboardInterrupt()) and interrupted(caused)
+    assert not interrupted(RuntimeError("a real error"))
+    with pytest.raises(typer.Exit) as exit_info, handle_errors():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("Exiting device scope without proper scope nesting") \
+                from None
+    assert exit_info.value.exit_code == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    with pytest.raises(RuntimeError, match="a real error"), handle_errors():
+        raise RuntimeError("a real error")
+
+
 def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, capsys):
     """Ctrl-C during the epochs: the run directory keeps its finished epochs, and the
     message says so and names --resume (the CLI prints it, exit code 130)."""
@@ -486,9 +510,15 @@ def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, c
     from detkit.training.run import run_training
 
     class CtrlC(keras.callbacks.Callback):
+        """Ctrl-C inside a TensorFlow device scope, which unwinds as another error."""
+
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
-                raise KeyboardInterrupt
+                try:
+                    raise KeyboardInterrupt
+                except KeyboardInterrupt:
+                    raise RuntimeError("Exiting device scope without proper scope "
+                                       "nesting") from None
 
     out = tmp_path / "run"
     opts = Options(data=dataset / "train.txt", model="yolov3-tiny", width=0.0625,

@@ -26,7 +26,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from detkit.cli._catalog import COMMANDS
-from detkit.errors import DetkitError
+from detkit.errors import DetkitError, interrupted
 
 
 #: The command-line parser's own errors (Typer 0.29 carries its own copy of Click).
@@ -157,7 +157,7 @@ def handle_errors() -> Iterator[None]:
     """Turn a :class:`DetkitError` into ``error: ...`` on stderr and its exit code.
 
     An ``OSError`` (a full disk, an unwritable folder) is one line naming the path, exit
-    code 1. A :class:`detkit.artifacts.DetkitWarning` raised meanwhile is printed once
+    code 1. Ctrl-C, and an error a library raised while Ctrl-C unwound, exit 130. A :class:`detkit.artifacts.DetkitWarning` raised meanwhile is printed once
     as ``warning: ...``; other warnings go their usual way.
     """
     from detkit.artifacts import DetkitWarning
@@ -187,6 +187,11 @@ def handle_errors() -> Iterator[None]:
             told = f": {escape(str(err))}" if str(err) else ""
             err_console.print(f"[bold red]interrupted[/]{told}", highlight=False,
                               soft_wrap=True)
+            raise typer.Exit(130) from None
+        except Exception as err:             # raised while Ctrl-C unwound (a library's)
+            if not interrupted(err):
+                raise
+            err_console.print("[bold red]interrupted[/]", highlight=False)
             raise typer.Exit(130) from None
 
 

@@ -23,7 +23,7 @@ from detkit.artifacts import (atomic_path, manifest_path, sha256_file, sha256_st
                               write_manifest)
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions, ModelOptions,
                                     SeedOptions, load_data)
-from detkit.errors import DataError, Interrupted, UsageError
+from detkit.errors import DataError, Interrupted, UsageError, interrupted
 from detkit.families import get_family
 from detkit.models import build_model, check_input_size
 from detkit.models.recorded import read_recorded, resolve_options, start_architecture
@@ -185,7 +185,9 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     state = {"wrote_init": False}
     try:
         return _run(opts, progress, state)
-    except KeyboardInterrupt:
+    except BaseException as err:
+        if not interrupted(err):
+            raise
         init = init_weights_path(opts.out) if opts.weights is None else None
         raise Interrupted(_kept(Path(opts.out), init, state["wrote_init"])) from None
 

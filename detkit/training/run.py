@@ -32,7 +32,7 @@ from detkit.artifacts import (DetkitWarning, Note, check_agree, check_fresh,
                               sha256_file, write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
 from detkit.data.records import annotations_sha256
-from detkit.errors import ArtifactError, Interrupted, UsageError
+from detkit.errors import ArtifactError, Interrupted, UsageError, interrupted
 from detkit.families import get_family
 from detkit.labels import load_labels
 from detkit.models.recorded import resolve_anchors
@@ -386,7 +386,9 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
                                                      objective.command, validation))
         try:
             outcome, report = _fit_phases(ctx, objective, on_saved, callbacks)
-        except KeyboardInterrupt:
+        except BaseException as err:
+            if not interrupted(err):
+                raise
             raise Interrupted(_kept(ctx)) from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
