@@ -666,6 +666,24 @@ def test_stage_one_freezes_the_body_only_of_a_pretrained_start(tmp_path, given, 
     assert opts.checked().freeze == expected
 
 
+def test_labels_without_bottlenecks_are_said_to_be_unused(tmp_path):
+    """A Makefile chain encode-labels -> train: the labels file serves the --bottlenecks
+    phase only, which a run on images is told (it encodes its targets per batch)."""
+    import warnings
+
+    from detkit.artifacts import DetkitWarning
+    from detkit.commands.train import Options
+
+    opts = Options(data=tmp_path / "train.txt", out=tmp_path / "run",
+                   labels=tmp_path / "labels.npz", given=frozenset({"data", "out", "labels"}))
+    with pytest.warns(DetkitWarning, match="labels.npz is read by the --bottlenecks phase "
+                                           "only: this run trains on images"):
+        opts.checked()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DetkitWarning)
+        dataclasses.replace(opts, labels=None).checked()
+
+
 def test_resumed_monitor_is_named_as_the_runs(tmp_path):
     """A monitor the run was started with, now without --eval-every: the message says it
     is the run's (the user never typed --monitor)."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from detkit import choices
-from detkit.artifacts import run_files
+from detkit.artifacts import DetkitWarning, run_files
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions,
                                     ModelOptions, SeedOptions)
 from detkit.data.augment_config import AugmentConfig, multi_scale_sides
@@ -186,7 +187,9 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
     bottlenecks: Optional[Path] = option(
         None, "Stage 1: a cache-bottlenecks file; the heads first train on its features "
               "for --bottleneck-epochs (needs --labels).", role="input")
-    labels: Optional[Path] = option(None, "labels.npz (encode-labels) of the cached images.",
+    labels: Optional[Path] = option(None, "labels.npz (encode-labels) of the cached images, "
+                                          "read by the --bottlenecks phase (training on "
+                                          "images encodes its targets per batch).",
                                     role="input")
     bottleneck_epochs: int = option(0, "Epochs on cached features before --epochs on "
                                        "images.", integer=True, low=0)
@@ -416,6 +419,10 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         elif self.bottleneck_epochs:
             raise UsageError("--bottleneck-epochs needs --bottlenecks (a cache-bottlenecks "
                              "file)")
+        elif self.labels is not None and not self.resume:
+            warnings.warn(f"--labels {self.labels} is read by the --bottlenecks phase only: "
+                          f"this run trains on images, whose targets are encoded per batch "
+                          f"after augmentation", DetkitWarning, stacklevel=2)
         if self.bottlenecks is None and self.epochs < 1:
             raise UsageError(f"--epochs must be an integer >= 1, got {self.epochs!r}")
         if self.total_epochs < 1:
