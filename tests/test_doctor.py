@@ -17,7 +17,7 @@ from detkit import kmeans
 from detkit.cli import app
 from detkit.data.dataset import Dataset, load_dataset
 from detkit.data.letterbox import Letterbox, letterbox_records
-from detkit.data.records import ImageRecord
+from detkit.data.records import ImageRecord, drop_crowds
 from detkit.doctor import diagnose
 from detkit.doctor.boxes import (aspect_edges, box_table, group_medians,
                                  letterbox_table, side_edges)
@@ -629,15 +629,18 @@ def test_statistics_match_slow_references(seed):
                          strides=TINY.strides, check="none", seed=seed)
     report = diagnosis.report
 
-    # Letterboxing: the library's per-record path, image by image.
+    # Letterboxing: the library's per-record path, image by image; the sizes and classes
+    # are of the boxes training keeps (not the crowd regions), the counts of all.
     kept_wh, kept_cls, clipped, dropped = [], [], 0, 0
     for record in dataset.records:
         boxes, classes, counts = letterbox_records([record], size, len(dataset.class_names))
+        clipped += counts.clipped
+        dropped += counts.too_small
+        boxes, classes, _ = letterbox_records(drop_crowds([record])[0], size,
+                                              len(dataset.class_names))
         rows = classes[0] >= 0
         kept_wh += (boxes[0][rows, 2:] - boxes[0][rows, :2]).tolist()
         kept_cls += classes[0][rows].tolist()
-        clipped += counts.clipped
-        dropped += counts.too_small
     kept_wh = np.array(kept_wh, np.float32)
     assert report["boxes"]["letterbox"] == {"clipped": clipped, "dropped": dropped}
     np.testing.assert_array_equal(diagnosis.wh, kept_wh)

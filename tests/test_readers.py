@@ -260,6 +260,33 @@ def test_coco_maps_sparse_ids_and_keeps_image_ids_and_crowd(tmp_path):
     assert x.image_path == os.path.join(str(tmp_path), "x.png")
 
 
+def test_training_leaves_crowd_regions_out(tmp_path):
+    """Training (and kmeans-anchors, encode-labels) sees the dataset without its crowd
+    regions, which COCO evaluation ignores, and a note says how many; the images stay."""
+    from typer.testing import CliRunner
+
+    from detkit.cli import app
+
+    path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
+    data = load_dataset(path)
+    trained, note = data.for_training()
+    assert note == "1 crowd region (COCO iscrowd) left out of training: COCO evaluation " \
+                   "ignores them"
+    x, y = trained.records
+    np.testing.assert_array_equal(x.boxes, np.float32([[1, 2, 11, 7], [35, 0, 40, 5]]))
+    np.testing.assert_array_equal(x.classes, [1, 1])
+    assert not x.iscrowd.any() and y.num_boxes == 0 and data.records[0].num_boxes == 3
+    assert data.for_training()[0].records[0].num_boxes == 2
+    again, no_note = trained.for_training()               # nothing left to drop
+    assert again is trained and no_note is None
+    result = CliRunner().invoke(app, ["kmeans-anchors", str(path), "--k", "2",
+                                      "--input-size", "64", "--out", str(tmp_path / "a.txt")])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 crowd region (COCO iscrowd) left out of training" in result.output
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["n_boxes"] == 2, report
+
+
 def test_coco_with_class_names_maps_by_name(tmp_path):
     path = write(tmp_path / "gt.json", json.dumps(coco_dict()))
     data = load_dataset(path, classes=["dog", "bird", "cat"])

@@ -209,7 +209,7 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
     check_input_size(input_size)
     _refuse_unfinished(opts)
     anchor_sizes, anchors_path = get_family(model).resolve_anchors(opts.anchors)
-    dataset = load_data(opts)
+    dataset = load_data(opts, crowds=True)     # the images only
     if not dataset.records:
         raise DataError("no images in the dataset", path=data)
     notes = [note for note in (_other_size(opts),) if note]

@@ -134,7 +134,7 @@ def run(opts: Options, progress: Progress = SILENT) -> DoctorResult:
     anchors, anchors_path = family.resolve_anchors(opts.anchors)
     inputs = [Path(opts.data), anchors_path] + ([Path(opts.classes)] if opts.classes else [])
     report_path = _check_out(opts, inputs)
-    dataset = load_data(opts, check_units=False)     # normalized boxes: a finding
+    dataset = load_data(opts, crowds=True, check_units=False)   # both are findings
     limits = Thresholds(rare_fraction=opts.rare_fraction, rare_count=opts.rare_count,
                         max_imbalance=opts.max_imbalance, max_missing=opts.max_missing)
     diagnosis = diagnose(dataset, input_size=opts.input_size, anchors=anchors,

@@ -49,9 +49,10 @@ class DatasetOptions:
               "dataset gives them).", role="input")
 
 
-def load_data(opts: Any, **options: Any) -> Dataset:
+def load_data(opts: Any, *, crowds: bool = False, **options: Any) -> Dataset:
     """``opts.data`` read as :func:`~detkit.data.dataset.load_dataset` reads it (``options``:
-    its keyword arguments beyond format and classes).
+    its keyword arguments beyond format and classes), as training sees it: without COCO
+    crowd regions (a note says how many), unless ``crowds``.
 
     Raises:
         UsageError: an output of ``opts`` is one of the dataset's images, annotation or
@@ -62,6 +63,11 @@ def load_data(opts: Any, **options: Any) -> Dataset:
 
     dataset = load_dataset(opts.data, format=opts.format, classes=opts.classes, **options)
     check_spares_files(opts, dataset.files(), f"a file of the dataset DATA {opts.data}")
+    if crowds:
+        return dataset
+    dataset, note = dataset.for_training()
+    if note is not None:
+        warnings.warn(Note(note), DetkitWarning, stacklevel=2)
     return dataset
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from detkit.data.readers.dataset_file import read_dataset_file
 from detkit.data.readers.voc import ANNOTATIONS_DIR, is_split_list, split_root
 from detkit.data.readers.yolo import (export_hint, folder_class_names, is_image_list,
                                       is_yolo_folder, is_yolo_split, yolo_root)
-from detkit.data.records import ImageRecord
+from detkit.data.records import ImageRecord, drop_crowds
 from detkit.errors import DataError, UsageError
 
 __all__ = ["Dataset", "FORMATS", "detect_format", "load_dataset", "read_class_names"]
@@ -70,6 +70,18 @@ class Dataset:
     fixes: FixReport = dataclasses.field(default_factory=FixReport)
     category_ids: list[int] | None = None
     sources: list[str] = dataclasses.field(default_factory=list)
+
+    def for_training(self) -> tuple["Dataset", Optional[str]]:
+        """The dataset as training sees it: without COCO crowd regions
+        (:func:`~detkit.data.records.drop_crowds`), and a note saying how many were left
+        out (``None`` when none)."""
+        records, dropped = drop_crowds(self.records)
+        if not dropped:
+            return self, None
+        noun = "region" if dropped == 1 else "regions"
+        return (dataclasses.replace(self, records=records),
+                f"{dropped} crowd {noun} (COCO iscrowd) left out of training: COCO "
+                f"evaluation ignores them")
 
     def files(self) -> list[str]:
         """Every file the dataset is made of, as read: its images, annotation files and

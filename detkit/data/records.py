@@ -52,6 +52,27 @@ class ImageRecord:
         return len(self.boxes)
 
 
+def drop_crowds(records: Sequence[ImageRecord]) -> tuple[list[ImageRecord], int]:
+    """``records`` without their COCO crowd regions, and how many were dropped.
+
+    A crowd region (``iscrowd``) marks many objects under one box: COCO evaluation
+    ignores detections on it, so training on it as one object (a box target) would teach
+    what the evaluation never asks; detectron2 and torchvision drop them too. The images
+    stay (an image of crowds only trains as background).
+    """
+    kept, dropped = [], 0
+    for record in records:
+        if record.iscrowd.any():
+            keep = ~record.iscrowd
+            dropped += int(record.iscrowd.sum())
+            record = dataclasses.replace(record, boxes=record.boxes[keep],
+                                         classes=record.classes[keep],
+                                         difficult=record.difficult[keep],
+                                         iscrowd=record.iscrowd[keep])
+        kept.append(record)
+    return kept, dropped
+
+
 def annotations_sha256(records: Sequence[ImageRecord], class_names: Sequence[str]) -> str:
     """Hex sha256 of what ``records`` annotate, in order: box counts, boxes (float32 xyxy)
     and their class names; any edit of a box or its class changes it (the image paths and

@@ -88,7 +88,7 @@ def diagnose(dataset: Dataset, *, input_size: int, anchors: np.ndarray,
     records = dataset.records
     table = box_table(records)
     boxed = letterbox_table(table, input_size)
-    kept = boxed.kept
+    kept = boxed.kept & ~table.crowd     # as training sees them (no crowd regions)
     wh = boxed.wh[kept]
     lap("boxes")
     files = check_images([r.image_path for r in records], table.widths, table.heights,
@@ -121,7 +121,7 @@ def diagnose(dataset: Dataset, *, input_size: int, anchors: np.ndarray,
                        "dropped_outside": fixes.dropped_outside,
                        "clipped": fixes.clipped, "examples": list(fixes.examples)},
             "letterbox": {"clipped": int(boxed.clipped.sum()),
-                          "dropped": int((~kept).sum())},
+                          "dropped": int((~boxed.kept).sum())},
             "crowd": int(table.crowd.sum()), "difficult": int(table.difficult.sum()),
             "unit_range": unit_range_boxes(table),
             "per_image": {"mean": rounded(table.num_boxes / max(table.num_images, 1)),

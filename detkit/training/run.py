@@ -164,8 +164,8 @@ class RunContext:
                 check_fresh(artifact)
         family = get_family(opts.model)
         # a missing image: one error now, not mid-epoch (validation always reads images)
-        dataset = load_dataset(opts.data, opts.format, opts.classes,
-                               check_images=opts.epochs > 0)
+        dataset, crowd_note = load_dataset(opts.data, opts.format, opts.classes,
+                                           check_images=opts.epochs > 0).for_training()
         class_names = list(dataset.class_names)
         val_dataset = (load_dataset(opts.val, opts.format, class_names, split="val",
                                     check_images=True)
@@ -185,6 +185,8 @@ class RunContext:
                 annotations=annotations_sha256(dataset.records, class_names))
         monitor = MONITOR_KEYS[opts.monitor] if val_dataset is not None else "loss"
         notes = start_notes + [summary for summary in (dataset.fixes.summary(),) if summary]
+        if crowd_note is not None:
+            notes.append(Note(crowd_note))
         log_dir = opts.out / TENSORBOARD_DIR
         if not tensorboard_available():
             log_dir = None
