@@ -272,3 +272,32 @@ def test_detections_of_other_images_are_refused(dataset, tmp_path):
                 f"{dataset['gt']} (2 of {len(images)} ids differ)")
     assert expected in " ".join(swapped.output.split())
     assert not (tmp_path / "b.json").exists()
+
+
+def test_detections_of_other_classes_are_refused(dataset, tmp_path):
+    """predict records each category id's class name in the detections' manifest:
+    detections whose ids name other classes than the ground truth's (the same names in
+    another order) are refused rather than scored against another class's boxes; a
+    class-agnostic evaluation does not look at classes."""
+    from detkit.artifacts import write_manifest
+
+    gt = json.loads(dataset["gt"].read_text())
+    ids = [c["id"] for c in gt["categories"]]
+    names = [c["name"] for c in gt["categories"]]
+    dets = tmp_path / "dets.json"
+    dets.write_text(dataset["dets"].read_text())
+    write_manifest(dets, command="predict", config={}, inputs=[],
+                   extra={"class_names": names, "category_ids": ids})
+    same = invoke(dataset["gt"], "--detections", dets, "--out", tmp_path / "a.json")
+    assert same.exit_code == 0, same.output
+    write_manifest(dets, command="predict", config={}, inputs=[],
+                   extra={"class_names": names[::-1], "category_ids": ids})
+    other = invoke(dataset["gt"], "--detections", dets, "--out", tmp_path / "b.json")
+    assert other.exit_code == 1, other.output
+    assert (f"the detections are of other classes: category id {ids[0]} is "
+            f"{names[-1]!r} in its manifest, {names[0]!r} in the ground truth "
+            f"{dataset['gt']}") in " ".join(other.output.split())
+    assert not (tmp_path / "b.json").exists()
+    agnostic = invoke(dataset["gt"], "--detections", dets, "--class-agnostic", "--out",
+                      tmp_path / "c.json")
+    assert agnostic.exit_code == 0, agnostic.output

@@ -24,7 +24,7 @@ from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
                                     InferenceOptions, ModelOptions)
 from detkit.commands.predict import names_subset
 from detkit.errors import DataError, UsageError
-from detkit.evaluate import (CocoParams, GroundTruth, check_same_images,
+from detkit.evaluate import (CocoParams, GroundTruth, check_same_classes, check_same_images,
                              evaluate_coco, evaluate_voc, load_detections,
                              load_ground_truth)
 from detkit.evaluate.coco import family_params
@@ -220,6 +220,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                                    keep_max_dets=opts.max_dets is not None)
     detections = Path(detections)
     check_same_images(detections, gt)
+    if params is None or not params.class_agnostic:
+        check_same_classes(detections, gt)
     dets = load_detections(detections, gt)
     warnings = list(notes)
     if len(dets) == 0:

@@ -378,6 +378,36 @@ def check_same_images(path: str | os.PathLike, gt: GroundTruth) -> None:
                         f"ground truth itself (or eval-map with --weights)", path=path)
 
 
+def check_same_classes(path: str | os.PathLike, gt: GroundTruth) -> None:
+    """Refuse detections whose category ids name other classes than ``gt``'s.
+
+    ``predict`` records the class name of every category id it wrote in the detections'
+    manifest; scored against ground truth whose ids name other classes (the same names
+    in another order), each class would be scored on another's boxes. Ids the ground
+    truth lacks, and detections without a manifest, are not checked.
+
+    Raises:
+        DataError: naming the first id whose names differ.
+    """
+    try:
+        manifest = read_manifest(path)
+    except ArtifactError:
+        return
+    names, ids = manifest.get("class_names"), manifest.get("category_ids")
+    if not (isinstance(names, list) and isinstance(ids, list) and len(names) == len(ids)):
+        return
+    known = dict(zip(gt.category_ids.tolist(), gt.class_names))
+    differ = [(cid, str(name), known[cid]) for cid, name in zip(ids, names)
+              if isinstance(cid, int) and cid in known and str(name) != known[cid]]
+    if differ:
+        cid, theirs, ours = differ[0]
+        raise DataError(f"the detections are of other classes: category id {cid} is "
+                        f"{theirs!r} in its manifest, {ours!r} in the ground truth "
+                        f"{gt.source} ({len(differ)} of {len(ids)} ids differ); give "
+                        f"predict the ground truth's class names (--classes) or run "
+                        f"eval-map with --weights", path=path)
+
+
 def load_detections(path: str | os.PathLike, gt: GroundTruth) -> Detections:
     """Read a COCO results json and check it against ``gt`` (see
     :func:`detections_from_list`)."""
