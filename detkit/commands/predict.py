@@ -440,8 +440,11 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
     given = _given_class_names(opts, image_set, settings.class_names)
     class_names = list(settings.class_names) if given is None else given[0]
     if len(class_names) != len(settings.class_names):
-        raise ArtifactMismatchError(f"the export has {len(settings.class_names)} classes, "
-                                    f"not {len(class_names)}", path=weights)
+        raise ArtifactMismatchError(
+            f"the export has {len(settings.class_names)} classes "
+            f"{list(settings.class_names)}, {given[1]} names {len(class_names)} "
+            f"{class_names}: a dataset's classes must be the export's (a VOC or CSV "
+            f"dataset's may be some of them)", path=weights)
     runtime = open_runtime(weights, fmt)
     iou, max_det = family.nms(opts.iou, opts.max_det)
     detector = ExportDetector(runtime, settings, family, anchors, conf=opts.conf,
