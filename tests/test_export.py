@@ -316,8 +316,10 @@ def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
     three.write_text("a\nb\nc\n")
     result = runner.invoke(app, args + ["--classes", str(three)])
     assert result.exit_code == 1
-    told = (f"the export has 2 classes {workspace['data'].class_names}, {three} names 3 "
-            f"['a', 'b', 'c']: a dataset's classes must be the export's")
+    from detkit.export.settings import read_settings
+
+    told = (f"the export has 2 classes {list(read_settings(out).class_names)}, {three} "
+            f"names 3 ['a', 'b', 'c']: a dataset's classes must be the export's")
     assert "".join(told.split()) in "".join(result.output.split()), result.output
 
     orphan = tmp_path / "orphan.onnx"
