@@ -141,10 +141,17 @@ def check_keys(config: Mapping[str, Any], allowed: Iterable[str], *,
     allowed = sorted(set(allowed))
     for key in config:
         if key not in allowed:
+            # told as the docs and the flags spell them (input-size; input_size works too)
             hint = difflib.get_close_matches(key, allowed, n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"unknown key {key!r}{suggestion}; known keys: "
-                              f"{', '.join(allowed)}", path=path, line=_line(config, key))
+            suggestion = f" (did you mean {_spelled(hint[0])!r}?)" if hint else ""
+            raise ConfigError(f"unknown key {_spelled(key)!r}{suggestion}; known keys: "
+                              f"{', '.join(map(_spelled, allowed))}", path=path,
+                              line=_line(config, key))
+
+
+def _spelled(key: str) -> str:
+    """A config key as the flags spell it: ``input_size`` -> ``input-size``."""
+    return key.replace("_", "-")
 
 
 def option_kind(param: Any) -> tuple[str | list[str], bool]:

@@ -1164,7 +1164,7 @@ def test_a_real_run_directory(tmp_path, monkeypatch):
     said = " ".join(result.output.split())
     assert "took over the stale lock" in said
     assert "removed 1 temporary file(s) an interrupted run left" in said
-    assert "--exist-ok: replaced the run" in said
+    assert "note: --exist-ok: replaced the run" in said
     assert not (run / ".detkit.lock").exists() and not list(run.glob(".tmp-*"))
     assert (run / "best.weights.h5").read_bytes()[:4] == b"\x89HDF"
     assert json.loads((run / "state.json").read_text())["epoch"] == 1

@@ -60,7 +60,9 @@ def test_safe_load_refuses_python_objects(tmp_path):
 
 
 def test_unknown_key_names_key_and_suggests(tmp_path):
-    with pytest.raises(ConfigError, match="'input_sise'.*did you mean 'input_size'"):
+    """Keys are told as the docs and flags spell them (dashes), however they were typed."""
+    with pytest.raises(ConfigError, match="unknown key 'input-sise' \\(did you mean "
+                                          "'input-size'\\?\\); known keys: input-size, seed"):
         check_keys({"input_sise": 3}, ["input_size", "seed"], path="c.yaml")
 
 

@@ -560,6 +560,7 @@ def test_yolo_folder_denormalizes_and_allows_missing_labels(tmp_path):
 @pytest.mark.parametrize("names_file, text, expected", [
     ("data.yaml", "names: [cat, dog, cow]\n", ["cat", "dog", "cow"]),
     ("data.yaml", "names:\n  0: cat\n  1: dog\n", ["cat", "dog"]),
+    ("data.yaml", "nc: 2\nnames: [cat, dog]\n", ["cat", "dog"]),
     ("classes.txt", "x\ny\n", ["x", "y"]),
     ("labels/classes.txt", "p\nq\nr\n", ["p", "q", "r"]),
 ])
@@ -567,6 +568,14 @@ def test_yolo_class_names_sources(tmp_path, names_file, text, expected):
     root = make_yolo(tmp_path / "ds")
     write(root / names_file, text)
     assert load_dataset(root).class_names == expected
+
+
+def test_yolo_class_count_must_agree_with_the_names(tmp_path):
+    root = make_yolo(tmp_path / "ds")
+    write(root / "data.yaml", "nc: 4\nnames: [cat, dog, cow]\n")
+    with pytest.raises(DataError, match="data.yaml: 'nc' is 4 but 'names' lists 3 classes: "
+                                        "they must agree"):
+        load_dataset(root)
 
 
 @pytest.mark.parametrize("label, message", [

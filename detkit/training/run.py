@@ -489,8 +489,8 @@ def _replace_run(ctx: RunContext) -> None:
     refused run loses nothing), so none of them is taken for the new run's."""
     replaced = _remove_run_files(ctx.run_dir)
     if replaced:
-        ctx.notes.append(f"--exist-ok: replaced the run in {ctx.run_dir} "
-                         f"({len(replaced)} files)")
+        ctx.notes.append(Note(f"--exist-ok: replaced the run in {ctx.run_dir} "
+                              f"({len(replaced)} files)"))
 
 
 def _check_stage2_weights(ctx: RunContext) -> None:

@@ -164,6 +164,15 @@ def names_of(file: Path, data: object) -> list[str]:
     count = data.get("nc") if isinstance(data, dict) else None
     if names is None and isinstance(count, int) and not isinstance(count, bool) and count > 0:
         return [str(i) for i in range(count)]
+    listed = _listed_names(file, names)
+    if isinstance(count, int) and not isinstance(count, bool) and count != len(listed):
+        raise DataError(f"'nc' is {count} but 'names' lists {len(listed)} classes: they "
+                        f"must agree (as Ultralytics checks)", path=file)
+    return listed
+
+
+def _listed_names(file: Path, names: object) -> list[str]:
+    """The class names of a dataset yaml's ``names``: a list, or a dict of indices."""
     if isinstance(names, list):
         return [str(n) for n in names]
     if isinstance(names, dict):
