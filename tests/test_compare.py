@@ -209,3 +209,26 @@ def test_the_same_ground_truth_by_another_path_still_compares(tmp_path, monkeypa
     rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
     assert [row["delta_ap"] is None for row in rows] == [False, False, True]
     assert "c is scored on other ground truth than a" in " ".join(result.output.split())
+
+
+def test_detections_beside_their_reports_are_skipped(tmp_path):
+    """`compare ev/*.json` names the NAME.detections.json eval-map --weights writes beside
+    NAME.json: they are skipped with a warning; detections given alone are refused."""
+    for name in ("a", "b"):
+        write(tmp_path / f"{name}.json", {"AP": 0.5, "AP50": 0.7})
+        write(tmp_path / f"{name}.detections.json", [{"image_id": 1, "category_id": 1,
+                                                      "bbox": [0, 0, 1, 1], "score": 0.5}])
+    paths = sorted(str(p) for p in tmp_path.glob("*.json"))
+    result = CliRunner().invoke(app, ["compare", *paths, "--out", str(tmp_path / "t.txt")])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {tmp_path / 'a.detections.json'}: the detections of the report " \
+           f"beside it" in " ".join(result.output.split())
+    assert [line.split()[0] for line in (tmp_path / "t.txt").read_text().splitlines()[2:]] \
+        == ["a", "b"]
+    alone = tmp_path / "other.detections.json"
+    alone.write_text((tmp_path / "a.detections.json").read_text())
+    result = CliRunner().invoke(app, ["compare", str(alone)])
+    assert result.exit_code == 1
+    assert "detections (a COCO results list), not an eval-map report" in result.output
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "a.detections.json")])
+    assert result.exit_code == 2 and "no report.json among the files given" in result.output

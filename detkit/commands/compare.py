@@ -83,6 +83,9 @@ def read_report_row(path: str | Path) -> ReportRow:
     """
     path = Path(path)
     report = read_json(path, "report")
+    if isinstance(report, list):
+        raise DataError("detections (a COCO results list), not an eval-map report",
+                        path=path)
     if not isinstance(report, dict) or not ("AP50" in report or "mAP" in report):
         raise DataError("not an eval-map report (no AP50 or mAP)", path=path)
     model = report.get("model") or {}
@@ -208,11 +211,27 @@ def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
     del progress  # a few small JSON files
     if not opts.reports:
         raise UsageError("give at least one report.json")
-    rows = with_deltas([read_report_row(path) for path in opts.reports])
+    # eval-map --weights writes NAME.detections.json beside NAME.json: `compare ev/*.json`
+    # names them too, and is read as the reports it names
+    reports = [path for path in opts.reports if not _detections_beside_report(Path(path))]
+    skipped = [path for path in opts.reports if path not in reports]
+    if not reports:
+        raise UsageError("no report.json among the files given (only the detections "
+                         "eval-map writes beside its reports)")
+    rows = with_deltas([read_report_row(path) for path in reports])
     table = format_table(rows)
     out = Path(opts.out) if opts.out is not None else None
     if out is not None:
         write_text(out, table)
-        write_manifest(out, command=COMMAND, config=as_config(opts), inputs=opts.reports,
+        write_manifest(out, command=COMMAND, config=as_config(opts), inputs=reports,
                        extra={"rows": [dataclasses.asdict(row) for row in rows]})
-    return CompareResult(rows=rows, table=table, out=out, notes=comparison_notes(rows))
+    notes = [f"skipped {path}: the detections of the report beside it" for path in skipped]
+    return CompareResult(rows=rows, table=table, out=out,
+                         notes=notes + comparison_notes(rows))
+
+
+def _detections_beside_report(path: Path) -> bool:
+    """Whether ``path`` is ``NAME.detections.json`` that eval-map wrote beside ``NAME.json``."""
+    suffix = ".detections.json"
+    return (path.name.endswith(suffix)
+            and path.with_name(path.name[:-len(suffix)] + ".json").is_file())
