@@ -157,8 +157,9 @@ def handle_errors() -> Iterator[None]:
     """Turn a :class:`DetkitError` into ``error: ...`` on stderr and its exit code.
 
     An ``OSError`` (a full disk, an unwritable folder) is one line naming the path, exit
-    code 1. Ctrl-C, and an error a library raised while Ctrl-C unwound, exit 130. A :class:`detkit.artifacts.DetkitWarning` raised meanwhile is printed once
-    as ``warning: ...``; other warnings go their usual way.
+    code 1. Ctrl-C, and an error a library raised while Ctrl-C unwound, exit 130. A
+    :class:`detkit.artifacts.DetkitWarning` raised meanwhile is printed once as
+    ``warning: ...``; other warnings go their usual way.
     """
     from detkit.artifacts import DetkitWarning
 
