@@ -216,7 +216,9 @@ def config_option() -> typer.models.OptionInfo:
     """The ``--config FILE.yaml`` option (for ``Annotated``; eager: read first)."""
     return typer.Option(
         "--config", is_eager=True, callback=_config_callback,
-        help="YAML file of option values (keys are long option names); flags override it.",
+        help="YAML file of option values (keys are long option names; paths in it are "
+             "read from the working directory, as on the command line); flags override "
+             "it.",
         exists=False, dir_okay=False)
 
 
