@@ -24,7 +24,7 @@ from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
                                     InferenceOptions, ModelOptions)
 from detkit.commands.predict import names_subset
 from detkit.errors import DataError, UsageError
-from detkit.evaluate import (CocoParams, GroundTruth, check_same_classes, check_same_images,
+from detkit.evaluate import (CocoParams, GroundTruth, check_detections,
                              evaluate_coco, evaluate_voc, load_detections,
                              load_ground_truth)
 from detkit.evaluate.coco import family_params
@@ -219,9 +219,8 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
             params = family_params(get_family(model_info["name"]), params,
                                    keep_max_dets=opts.max_dets is not None)
     detections = Path(detections)
-    check_same_images(detections, gt)
-    if params is None or not params.class_agnostic:
-        check_same_classes(detections, gt)
+    check_detections(detections, gt,
+                     classes=params is None or not params.class_agnostic)
     dets = load_detections(detections, gt)
     warnings = list(notes)
     if len(dets) == 0:

@@ -206,20 +206,19 @@ def size_statistics(wh: np.ndarray, size: int) -> dict[str, Any]:
     }
 
 
-def class_statistics(table: BoxTable, boxed: Letterboxed,
+def class_statistics(table: BoxTable, boxed: Letterboxed, kept: np.ndarray,
                      class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per class: boxes, share, images, median input size of the boxes training
-    keeps (not crowd regions), boxes the letterbox drops."""
+    """One row per class: boxes, share, images, median input size of the ``kept`` boxes
+    (``(N,)`` bool: those training keeps), boxes the letterbox drops."""
     n_classes = len(class_names)
     classes = table.classes
     counts = np.bincount(classes, minlength=n_classes)
     pairs = np.sort(table.owner * max(n_classes, 1) + classes)   # (image, class) pairs
     first = np.diff(pairs, prepend=-1) != 0
     images = np.bincount(pairs[first] % max(n_classes, 1), minlength=n_classes)
-    trained = boxed.kept & ~table.crowd
-    wh = boxed.wh[trained]
-    med_w = group_medians(wh[:, 0], classes[trained], n_classes)
-    med_h = group_medians(wh[:, 1], classes[trained], n_classes)
+    wh = boxed.wh[kept]
+    med_w = group_medians(wh[:, 0], classes[kept], n_classes)
+    med_h = group_medians(wh[:, 1], classes[kept], n_classes)
     dropped = np.bincount(classes[~boxed.kept], minlength=n_classes)
     total = max(int(counts.sum()), 1)
     return [{"id": c, "name": str(class_names[c]), "boxes": int(counts[c]),

@@ -96,7 +96,7 @@ def diagnose(dataset: Dataset, *, input_size: int, anchors: np.ndarray,
                          progress=progress)
     lap("images")
     fixes = dataset.fixes
-    classes = class_statistics(table, boxed, dataset.class_names)
+    classes = class_statistics(table, boxed, kept, dataset.class_names)
     with_boxes = int((table.counts > 0).sum())
     report: dict[str, Any] = {
         "format_version": REPORT_VERSION,

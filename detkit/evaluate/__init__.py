@@ -7,13 +7,13 @@ every IoU threshold and area range at once.
 """
 
 from detkit.evaluate.coco import CocoParams, CocoResult, evaluate_coco
-from detkit.evaluate.inputs import (Detections, GroundTruth, check_same_classes,
-                                    check_same_images, detections_from_list,
-                                    ground_truth_from_coco, ground_truth_from_dataset,
-                                    load_detections, load_ground_truth)
+from detkit.evaluate.inputs import (Detections, GroundTruth, check_detections,
+                                    detections_from_list, ground_truth_from_coco,
+                                    ground_truth_from_dataset, load_detections,
+                                    load_ground_truth)
 from detkit.evaluate.voc import VocResult, evaluate_voc
 
 __all__ = ["CocoParams", "CocoResult", "Detections", "GroundTruth", "VocResult",
-           "check_same_classes", "check_same_images", "detections_from_list",
+           "check_detections", "detections_from_list",
            "evaluate_coco", "evaluate_voc", "ground_truth_from_coco",
            "ground_truth_from_dataset", "load_detections", "load_ground_truth"]

@@ -344,25 +344,39 @@ def _base_name(path: Any) -> str:
     return str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else ""
 
 
-def check_same_images(path: str | os.PathLike, gt: GroundTruth) -> None:
-    """Refuse detections made on other images than ``gt``'s under the same ids.
-
-    ``predict`` records in the detections' manifest the file of every image id; detections
-    of a folder (ids by position) scored against a dataset (ids of its own) would silently
-    pair one image's detections with another's boxes. Without a manifest (detections from
-    elsewhere) nothing is checked.
+def check_detections(path: str | os.PathLike, gt: GroundTruth, *,
+                     classes: bool = True) -> None:
+    """Refuse detections that ``predict`` made on other images or classes than ``gt``'s,
+    as their manifest records them (:func:`_check_same_images`, and with ``classes``
+    :func:`_check_same_classes`). Without a manifest (detections from elsewhere) nothing
+    is checked.
 
     Raises:
-        DataError: naming the first id whose files differ, and how many do.
+        DataError: naming the first image or category id that differs.
     """
-    if gt.file_names is None:
-        return
     try:
         manifest = read_manifest(path)
     except ArtifactError:
         return
-    images = manifest.get("images") if isinstance(manifest, dict) else None
-    if not isinstance(images, list):
+    if not isinstance(manifest, dict):
+        return
+    _check_same_images(path, manifest, gt)
+    if classes:
+        _check_same_classes(path, manifest, gt)
+
+
+def _check_same_images(path: str | os.PathLike, manifest: dict, gt: GroundTruth) -> None:
+    """Refuse detections made on other images than ``gt``'s under the same ids.
+
+    ``predict`` records in the detections' manifest the file of every image id; detections
+    of a folder (ids by position) scored against a dataset (ids of its own) would silently
+    pair one image's detections with another's boxes.
+
+    Raises:
+        DataError: naming the first id whose files differ, and how many do.
+    """
+    images = manifest.get("images")
+    if gt.file_names is None or not isinstance(images, list):
         return
     known = dict(zip(gt.image_ids.tolist(), gt.file_names))
     differ = [(entry["id"], _base_name(entry["file_name"]), known[entry["id"]])
@@ -378,21 +392,17 @@ def check_same_images(path: str | os.PathLike, gt: GroundTruth) -> None:
                         f"ground truth itself (or eval-map with --weights)", path=path)
 
 
-def check_same_classes(path: str | os.PathLike, gt: GroundTruth) -> None:
+def _check_same_classes(path: str | os.PathLike, manifest: dict, gt: GroundTruth) -> None:
     """Refuse detections whose category ids name other classes than ``gt``'s.
 
     ``predict`` records the class name of every category id it wrote in the detections'
     manifest; scored against ground truth whose ids name other classes (the same names
     in another order), each class would be scored on another's boxes. Ids the ground
-    truth lacks, and detections without a manifest, are not checked.
+    truth lacks are not checked.
 
     Raises:
         DataError: naming the first id whose names differ.
     """
-    try:
-        manifest = read_manifest(path)
-    except ArtifactError:
-        return
     names, ids = manifest.get("class_names"), manifest.get("category_ids")
     if not (isinstance(names, list) and isinstance(ids, list) and len(names) == len(ids)):
         return
