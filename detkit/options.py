@@ -24,6 +24,8 @@ from detkit.errors import UsageError
 SPEC = "detkit.option"
 #: What a path option is to its command (``None``: not a path it reads or writes).
 ROLES = (None, "input", "output")
+#: How a help text starts telling what an option not given becomes.
+NOT_GIVEN = "Not given:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,12 @@ class Spec:
     role: Optional[str] = None
     folder: bool = False
     writes: Optional[Callable[[Path], Iterable[Path]]] = None
+
+    @property
+    def tells_default(self) -> bool:
+        """The help says what an unset value becomes (``Not given: ...``): ``--help``
+        shows no ``[default: ...]`` beside it (that value is only the last fallback)."""
+        return NOT_GIVEN in self.help
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

@@ -207,6 +207,20 @@ def test_help_speaks_only_of_the_commands_own_options(command):
         assert other not in text, (other, result.output)
 
 
+def test_help_shows_no_default_where_the_text_tells_it():
+    """An option whose help says what it becomes when not given (`--input-size` of
+    predict: the weights' size, else 416) shows no `[default: 416]` beside that; one
+    without (`--input-size` of kmeans-anchors) still shows its default."""
+    runner = CliRunner()
+    predict = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "120"})
+    kmeans = runner.invoke(app, ["kmeans-anchors", "--help"], env={"COLUMNS": "120"})
+    for flag in ("--input-size", "--model", "--width", "--anchors"):
+        block = predict.output.split(f"│ {flag} ", 1)[1].split("│ --", 1)[0]
+        assert "Not given:" in " ".join(block.split()) and "[default:" not in block, block
+    block = kmeans.output.split("│ --input-size ", 1)[1].split("│ --", 1)[0]
+    assert "[default: 416]" in block, block
+
+
 def test_detkit_alone_prints_its_help_and_no_error():
     result = CliRunner().invoke(app, [], prog_name="detkit")
     assert "Commands" in result.output and "error" not in result.output

@@ -55,6 +55,7 @@ def _parameter(field: dataclasses.Field, spec, kind: Any) -> inspect.Parameter:
     names = [f"{spec.flag}/--no-{spec.flag[2:]}"] if spec.toggle else [spec.flag]
     # Switches get their own panel: its --no-x column would narrow every option's help.
     info = typer.Option(*names, help=spec.help, metavar=_metavar(spec, kind),
+                        show_default=not spec.tells_default,
                         rich_help_panel=SWITCHES_PANEL if spec.toggle else None)
     return inspect.Parameter(field.name, position, annotation=Annotated[kind, info],
                              default=field.default)
