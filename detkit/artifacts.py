@@ -458,6 +458,30 @@ def check_folder_replaceable(opts: Any, flag: str, folder: Path, marker: str) ->
                          f"which writing {flag} would delete; choose a new or empty folder")
 
 
+def check_side_file(flag: str, out: str | os.PathLike, side: str | os.PathLike,
+                    key: str) -> None:
+    """Refuse a file a command writes beside its output ``out`` (unnamed by the user:
+    e.g. the report ``anchors.json`` beside ``anchors.txt``) when it would replace a file
+    that is not that output's: one the manifest of ``out`` does not record under ``key``
+    as its own (a COCO ground truth ``val.json`` beside ``--out val.anchors``).
+
+    Raises:
+        UsageError: naming the output and the file (exit 2).
+    """
+    side = Path(side)
+    if not os.path.lexists(side):
+        return
+    try:
+        recorded = read_manifest(out).get(key)
+    except ArtifactError:
+        recorded = None
+    if recorded == side.name:
+        return
+    raise UsageError(f"{flag} {out} also writes {side}, which already exists and is not "
+                     f"a file {flag} {out} wrote before; choose another {flag} (or move "
+                     f"{side} away)")
+
+
 def _existing_ancestor(path: Path) -> Path:
     """``path`` or its nearest ancestor that exists (as a file or a folder)."""
     path = Path(os.path.abspath(path))

@@ -384,6 +384,10 @@ CLOBBER_CASES = [
          lambda r: _kmeans_out(_coco(r), r / "gt.anchors"), 2,
          "--out would overwrite the input DATA {root}/gt.json: --out {root}/gt.anchors also "
          "writes {root}/gt.json, which is the same path"),
+    Case("kmeans-report-would-replace-a-file-of-another-dataset",
+         lambda r: (_coco(r), _kmeans_out(_lines_file(r), r / "gt.anchors"))[1], 2,
+         "--out {root}/gt.anchors also writes {root}/gt.json, which already exists and is "
+         "not a file --out {root}/gt.anchors wrote before; choose another --out"),
     Case("kmeans-manifest-is-classes",
          lambda r: _kmeans_out(_coco(r), r / "names", "--classes",
                                str(_write(r / "names.manifest.json", "cat\ndog\n"))), 2,
@@ -708,9 +712,12 @@ def test_unwritable_outputs_and_full_disks(case, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------
 
 def _previous(root: Path, *names: str) -> None:
-    """The files of a previous successful run in ``root/out`` (they must survive)."""
+    """The files of a previous successful run in ``root/out`` (they must survive); a
+    manifest names the report beside its artifact, as kmeans-anchors' does."""
     for name in names:
-        _write(root / "out" / name, f"previous {name}\n")
+        text = (json.dumps({"report": "anchors.json"}) if name.endswith(".manifest.json")
+                else f"previous {name}\n")
+        _write(root / "out" / name, text)
 
 
 def _manifest_write_fails(module: str) -> Callable[[pytest.MonkeyPatch, Path], None]:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from detkit import kmeans
 from detkit.anchors import default_anchors_path, load_anchors
+from detkit.artifacts import manifest_path
 from detkit.cli import app
 from detkit.data.records import ImageRecord
 from detkit.errors import DataError, UsageError
@@ -313,6 +314,23 @@ def test_cli_writes_anchors_json_and_manifest(dataset, tmp_path):
     runner.invoke(app, ["kmeans-anchors", str(dataset), "--k", "6", "--input-size", "128",
                         "--out", str(again)])
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_cli_rerun_replaces_its_own_report_only(dataset, tmp_path):
+    """A second run into the same --out replaces the report the first wrote; a report
+    path held by another file (its anchors file's manifest does not name it) is refused."""
+    out = tmp_path / "a.txt"
+    args = ["kmeans-anchors", str(dataset), "--k", "3", "--input-size", "128",
+            "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    first = (tmp_path / "a.json").read_text()
+    result = runner.invoke(app, [*args, "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a.json").read_text())["seed"] == 1 != json.loads(first)["seed"]
+    manifest_path(out).unlink()                    # now a.json is nobody's report
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "a.json, which already exists" in result.output
+    assert json.loads((tmp_path / "a.json").read_text())["seed"] == 1
 
 
 def test_cli_evolve_and_decimals(dataset, tmp_path):

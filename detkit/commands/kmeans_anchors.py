@@ -20,7 +20,8 @@ import numpy as np
 from detkit import kmeans
 from detkit.anchors import (anchor_masks, format_anchors, load_anchors, parse_anchors,
                             sort_by_area, strides)
-from detkit.artifacts import atomic_path, json_text, manifest_path, write_manifest
+from detkit.artifacts import (atomic_path, check_side_file, json_text, manifest_path,
+                              write_manifest)
 from detkit.commands.groups import DatasetOptions, InputOptions, SeedOptions, load_data
 from detkit.errors import DataError
 from detkit.options import as_config, option, retold
@@ -28,6 +29,8 @@ from detkit.progress import SILENT, Progress
 from detkit.tables import TextTable
 
 COMMAND = "kmeans-anchors"
+#: The manifest's key naming the JSON report written beside the anchors file.
+REPORT_KEY = "report"
 #: The options recorded in the JSON report (beside the quality figures).
 REPORT_SETTINGS = ("k", "input_size", "seed", "resize", "center", "restarts", "max_iter",
                    "refine", "evolve", "anchor_t", "min_size")
@@ -193,6 +196,9 @@ def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
     """
     del progress  # clustering takes well under a second per 100k boxes
     data, compare = opts.data, opts.compare
+    out = Path(opts.out)
+    json_path = json_path_for(out)
+    check_side_file("--out", out, json_path, key=REPORT_KEY)
     compare_anchors = load_anchors(compare) if compare is not None else None
     dataset = load_data(opts)
     wh = kmeans.input_box_sizes(dataset.records, opts.input_size, opts.resize)
@@ -210,8 +216,6 @@ def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
                        if compare_anchors is not None else None)
 
     settings = {key: getattr(opts, key) for key in REPORT_SETTINGS}
-    out = Path(opts.out)
-    json_path = json_path_for(out)
     report = {"anchors": anchors.tolist(), **quality.as_dict(), "n_tiny": n_tiny,
               **settings, "elapsed_s": round(elapsed, 4)}
     if evolved is not None:
@@ -230,7 +234,7 @@ def run(opts: Options, progress: Progress = SILENT) -> KMeansAnchorsResult:
                                   extra={"anchors": anchors.tolist(),
                                          "input_size": opts.input_size,
                                          "quality": quality.as_dict(),
-                                         "report": json_path.name})
+                                         REPORT_KEY: json_path.name})
     fixes = getattr(dataset, "fixes", None)
     summary = fixes.summary() if fixes is not None and hasattr(fixes, "summary") else None
     return KMeansAnchorsResult(
