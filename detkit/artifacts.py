@@ -56,6 +56,9 @@ BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS = ("best.weights.h5", "last.weights.h5
 RUN_FILES = (BEST_WEIGHTS, f"{BEST_WEIGHTS}.manifest.json", LAST_WEIGHTS,
              f"{LAST_WEIGHTS}.manifest.json", STATE_WEIGHTS, "state.json",
              "history.csv", "manifest.json")
+#: The run files that keep an epoch: a folder without them holds no run worth keeping
+#: (its manifest, the history of an epoch whose checkpoint failed).
+CHECKPOINT_FILES = (BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS, "state.json")
 
 
 class DetkitWarning(UserWarning):

@@ -512,6 +512,12 @@ RUN_DIR_CASES = [
     Case("train-failing-early-leaves-no-run-dir",
          lambda r: _train(r, data=str(r / "missing.txt")), 1, "dataset not found",
          check=_no_run_dir),
+    Case("train-full-disk-at-its-first-checkpoint-leaves-no-run-dir",
+         lambda r: _train(r), 1,
+         "no space left to write the checkpoint of epoch 1 (no epoch saved yet)",
+         patch=lambda mp, r: mp.setattr("detkit.training.callbacks._variables_bytes",
+                                        lambda variables: 1 << 50),
+         check=_no_run_dir),
     # a run's folder or its resume state given where a model's weights go
     Case("train-weights-given-as-a-run-folder",
          lambda r: _given_weights(r, "train", r / "run"), 1,

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import (DetkitWarning, Note, check_agree, check_fresh,
-                              check_writable, library_versions, read_manifest,
-                              remove_stale_temps, run_files, run_lock,
-                              sha256_file, write_json, write_manifest)
+from detkit.artifacts import (CHECKPOINT_FILES, DetkitWarning, Note, check_agree,
+                              check_fresh, check_writable, library_versions, read_manifest,
+                              remove_stale_temps, run_files, run_lock, sha256_file,
+                              write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
 from detkit.data.records import annotations_sha256
 from detkit.errors import ArtifactError, Interrupted, UsageError, interrupted
@@ -311,7 +311,7 @@ def _remove_unkept_run(run_dir: Path) -> None:
     written there, the user's own files) stays, and so does the lock file, which the
     lock's release removes with the folder when it is empty.
     """
-    if any(path.exists() for path in run_files(run_dir) if path.name != MANIFEST):
+    if any((run_dir / name).exists() for name in CHECKPOINT_FILES):
         return
     _remove_run_files(run_dir)
     remove_stale_temps(run_dir)
@@ -340,10 +340,10 @@ def _refuse_existing_run(opts: "TrainOptions", run_dir: Path) -> None:
     """
     if opts.resume or getattr(opts, "exist_ok", False):
         return
-    # A manifest alone is a run that failed before its first epoch: nothing to lose.
-    found = [path.name for path in run_files(run_dir)
-             if path.exists() and path.name != MANIFEST]
-    if found:
+    # A manifest (and the history of an epoch never saved) is a run that failed before
+    # keeping an epoch: nothing to lose.
+    found = [path.name for path in run_files(run_dir) if path.exists()]
+    if any(name in CHECKPOINT_FILES for name in found):
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise UsageError(f"--out {run_dir} already holds a run ({shown}): pass --resume to "
                          f"continue it, --exist-ok to replace it, or choose another --out")
