@@ -25,6 +25,11 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("es" if noun.endswith(("s", "x")) else "s")
 
 
+def agree(count: int, singular: str, plural_form: str) -> str:
+    """The verb that agrees with ``count``: ``agree(1, "differs", "differ")``."""
+    return singular if count == 1 else plural_form
+
+
 def fmt(value: Any) -> str:
     """A cell: ``-`` for ``None``, 4 significant digits for floats."""
     if value is None:

@@ -133,7 +133,7 @@ def test_hand_made_dataset_report_figures(hand, tmp_path):
     out = tmp_path / "doctor"
     result = invoke(hand, "--model", "yolov3-tiny", "--input-size", 64, "--out", out,
                     "--rare-count", 3, "--rare-fraction", 0, "--max-missing", 0.3)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output      # an image of another size than annotated
     report = json.loads((out / "report.json").read_text())
     images_dir = hand.parent / "images"
 
@@ -217,20 +217,20 @@ def test_hand_made_dataset_report_figures(hand, tmp_path):
 
     codes = [(f["level"], f["code"]) for f in report["findings"]]
     assert codes == [
-        ("warning", "missing_images"), ("warning", "size_mismatch"),
+        ("fatal", "size_mismatch"), ("warning", "missing_images"),
         ("warning", "truncated_jpeg"), ("warning", "duplicate_images"),
         ("warning", "repaired_boxes"), ("warning", "tiny_boxes"),
         ("warning", "absent_classes"), ("warning", "rare_classes"),
         ("warning", "small_boxes"), ("warning", "default_anchors_size"),
         ("note", "negatives")]
-    assert report["fatal"] is False
+    assert report["fatal"] is True
     assert set(report["timings_s"]) == {"boxes", "images", "statistics", "anchors"}
     assert report["plots"] == ["box_sizes.png", "box_side_hist.png", "aspect_hist.png",
                                "class_counts.png"]
     assert all((out / name).stat().st_size > 0 for name in report["plots"])
     manifest = json.loads((out / "report.json.manifest.json").read_text())
     assert manifest["command"] == "doctor" and manifest["config"]["input_size"] == 64
-    assert manifest["fatal"] is False and str(hand) in manifest["inputs"]
+    assert manifest["fatal"] is True and str(hand) in manifest["inputs"]
     messages = {f["code"]: f["message"] for f in report["findings"]}
     assert messages["rare_classes"].endswith(": bird (2)")
     assert messages["absent_classes"] == "1 class without boxes: fish"
@@ -238,8 +238,13 @@ def test_hand_made_dataset_report_figures(hand, tmp_path):
         "fixed 3 boxes: dropped 1 with zero or negative area, dropped 1 entirely outside "
         f"the image, clipped 1 to the image (e.g. {hand} (image id 1), {hand} (image id 5))")
     assert messages["missing_images"].startswith("2 of 8 images are missing or unreadable")
-    assert "1 of them transposed" in messages["size_mismatch"]
-    assert "warning: 1 rare class" in result.output and "fatal" not in result.output
+    assert messages["size_mismatch"] == (
+        f"1 image differs in size from its annotation ({images_dir / 'f.png'}), 1 of them "
+        "transposed (EXIF rotation?): training stops at the first one (fix the annotated "
+        "width and height)")
+    assert "warning: 1 rare class" in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("fatal:")] == [
+        "fatal: " + messages["size_mismatch"]]
 
 
 def test_default_max_missing_makes_one_missing_image_fatal(hand, tmp_path):
@@ -404,10 +409,12 @@ def test_fatal_and_warning_lines_name_the_files(tmp_path):
     assert _line(result.output, "warning: 1 of 4") == (
         f"warning: 1 of 4 images are missing or unreadable ({images / '2.png'}): training "
         "stops at the first one")
-    assert _line(result.output, "warning: 1 image differ") == (
-        f"warning: 1 image differ in size from their annotation ({images / '3.png'})")
+    assert _line(result.output, "fatal: 1 image differs") == (
+        f"fatal: 1 image differs in size from its annotation ({images / '3.png'}): training "
+        "stops at the first one (fix the annotated width and height)")
+    assert result.exit_code == 1
     assert _line(result.output, "warning: 1 image file") == (
-        "warning: 1 image file duplicate another byte for byte (1 group: "
+        "warning: 1 image file duplicates another byte for byte (1 group: "
         f"{images / '0.png'} = {images / '1.png'})")
 
 

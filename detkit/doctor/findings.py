@@ -6,6 +6,8 @@ nothing):
 - ``no_images``: the image files were checked and not one is readable.
 - ``missing_images``: more than ``max_missing`` of the images (records) are missing or
   unreadable (default 0: training stops at the first one it cannot read).
+- ``size_mismatch``: an image whose size differs from the size its annotation records
+  (training stops at it: boxes are in the annotated image's pixels).
 - ``no_boxes``: no box is left for training: the dataset has none, or every box was
   dropped (zero area, outside its image, or under one pixel after letterboxing).
 
@@ -18,7 +20,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from detkit.data.fixes import FixReport
-from detkit.tables import plural
+from detkit.tables import agree, plural
 
 #: Finding levels, most severe first.
 FATAL, WARNING, NOTE = "fatal", "warning", "note"
@@ -139,19 +141,25 @@ def image_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
         turned = images["size_transposed"]
         extra = (f", {turned} of them transposed (EXIF rotation?)" if turned else "")
         named = cite(examples["size_mismatch"], images["size_mismatch"])
-        found.append(Finding(WARNING, "size_mismatch",
-                             f"{plural(images['size_mismatch'], 'image')} differ in size "
-                             f"from their annotation{named}{extra}"))
+        count = images["size_mismatch"]
+        found.append(Finding(FATAL, "size_mismatch",
+                             f"{plural(count, 'image')} {agree(count, 'differs', 'differ')} "
+                             f"in size from {agree(count, 'its', 'their')} annotation"
+                             f"{named}{extra}: training stops at the first one (fix the "
+                             f"annotated width and height)"))
     if images["truncated_jpeg"]:
-        named = cite(examples["truncated_jpeg"], images["truncated_jpeg"])
+        count = images["truncated_jpeg"]
+        named = cite(examples["truncated_jpeg"], count)
         found.append(Finding(WARNING, "truncated_jpeg",
-                             f"{plural(images['truncated_jpeg'], 'JPEG file')} lack the "
-                             f"end-of-image marker{named}: truncated? (OpenCV may refuse "
-                             "them; see --check-images decode)"))
+                             f"{plural(count, 'JPEG file')} {agree(count, 'lacks', 'lack')} "
+                             f"the end-of-image marker{named}: truncated? (OpenCV may "
+                             f"refuse {agree(count, 'it', 'them')}; see --check-images "
+                             "decode)"))
     dup = images["duplicates"]
     if dup["files"]:
         found.append(Finding(WARNING, "duplicate_images",
-                             f"{plural(dup['files'], 'image file')} duplicate another "
+                             f"{plural(dup['files'], 'image file')} "
+                             f"{agree(dup['files'], 'duplicates', 'duplicate')} another "
                              f"byte for byte{_duplicate_groups(dup)}"))
     return found
 
@@ -160,9 +168,10 @@ def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
     images, boxes = report["images"], report["boxes"]
     found: list[Finding] = []
     if images["repeated_entries"]:
+        count = images["repeated_entries"]
         found.append(Finding(WARNING, "repeated_entries",
-                             f"{plural(images['repeated_entries'], 'record')} name an "
-                             "image file another record names too"))
+                             f"{plural(count, 'record')} {agree(count, 'names', 'name')} "
+                             "an image file another record names too"))
     if boxes["kept"] == 0:
         why = ("the dataset has no boxes" if boxes["annotated"] == 0 else
                f"all {boxes['annotated']} boxes are dropped (zero area, outside the image "
@@ -175,8 +184,8 @@ def box_findings(report: dict[str, Any], limits: Thresholds) -> list[Finding]:
     if lb["dropped"]:
         found.append(Finding(WARNING, "tiny_boxes",
                              f"{plural(lb['dropped'], 'box')} under 1 px after "
-                             f"letterboxing to {report['settings']['input_size']} are "
-                             "dropped by training"))
+                             f"letterboxing to {report['settings']['input_size']} "
+                             f"{agree(lb['dropped'], 'is', 'are')} dropped by training"))
     if boxes["unit_range"] and boxes["unit_range"] >= UNIT_RANGE_SHARE * max(
             boxes["annotated"], 1) and report["dataset"]["format"] != "yolo":
         found.append(Finding(WARNING, "normalized_coordinates",

@@ -27,6 +27,7 @@ from detkit.keras_compat import direct_sublayers
 from detkit.models.detector import HEADS_NAME
 from detkit.models.layers import BOX_VALUES, HEAD_OUT_PREFIX
 from detkit.models.recorded import FLAGS, read_recorded
+from detkit.tables import plural
 
 #: Group holding a layer's own variables; its ``name`` attribute is the layer name.
 VARS_GROUP = "vars"
@@ -229,8 +230,8 @@ def load_weights_by_name(model: keras.Model, path: str | os.PathLike, *,
     if not report.loaded:
         raise ArtifactMismatchError(
             f"no layer of model {model.name!r} matches the weights file by name and shape "
-            f"({len(report.skipped)} layers with other shapes, {len(report.missing)} "
-            f"missing); {_saved_from(path)}", path=path)
+            f"({plural(len(report.skipped), 'layer')} with other shapes, "
+            f"{len(report.missing)} missing); {_saved_from(path)}", path=path)
     if strict and not report.complete:
         raise ArtifactMismatchError("weights do not fully match the model:\n" +
                                     report.summary(), path=path)
