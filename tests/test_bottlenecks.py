@@ -425,6 +425,17 @@ def test_api_writes_cache_manifest_and_init_weights(pipeline):
     assert cache_info["model"] == "yolov3-tiny" and cache_info["split"] == "all-but-heads"
     assert manifest["init_weights"] == "b32.init.weights.h5"
     assert manifest["input_size"] == 64 and manifest["class_names"] == ["a", "b"]
+    # The init weights carry a weights manifest, as trained weights do.
+    from detkit.models.recorded import read_recorded
+
+    recorded = read_recorded(result.init_weights)
+    assert recorded.values == {"model": "yolov3-tiny", "width": 0.125, "backbone":
+                               "darknet-tiny", "input_size": 64}
+    assert recorded.class_names == ["a", "b"]
+    np.testing.assert_array_equal(recorded.anchors, np.asarray(manifest["anchors"]))
+    init_manifest = json.loads((root / "b32.init.weights.h5.manifest.json").read_text())
+    assert init_manifest["bytes"] == result.init_weights.stat().st_size
+    assert init_manifest["command"] == "cache-bottlenecks"
     with BottleneckCache(result.path) as cache:
         assert cache.settings["weights_sha256"] == cache_info["weights_sha256"]
         assert cache.shapes == [tuple(s) for s in cache_info["shapes"]]
@@ -719,6 +730,25 @@ def test_cli_ctrl_c_before_the_first_batch_leaves_no_init_weights(tmp_path, pipe
     result = CliRunner().invoke(app, _cache_args(root, data, out))
     assert result.exit_code == 130, result.output
     assert "interrupted: no batch finished: nothing of this cache is kept" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_failing_run_leaves_no_init_weights(tmp_path, pipeline, monkeypatch):
+    """A run that fails before any batch is kept (features beyond float16) removes the
+    init weights it wrote and their manifest: exit 2, one line, no file left."""
+    import detkit.bottleneck_training as bt
+    from detkit.cli import app
+
+    root, data, _ = pipeline
+    real = bt.frozen_features
+    monkeypatch.setattr(bt, "frozen_features",
+                        lambda parts, images: [f * 1e9 for f in real(parts, images)])
+    args = [a if a != "float32" else "float16" for a in _cache_args(root, data,
+                                                                     tmp_path / "f.h5")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "beyond the range of float16" in result.output
+    assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -30,6 +30,7 @@ from detkit.models.recorded import read_recorded, resolve_options, start_archite
 from detkit.options import as_config, option
 from detkit.progress import SILENT, Progress
 
+COMMAND = "cache-bottlenecks"
 #: Images per forward pass (and per HDF5 flush).
 DEFAULT_BATCH_SIZE = 8
 
@@ -148,13 +149,23 @@ def _kept(out: Path, init_path: Path | None, wrote_init: bool) -> str:
 
     found = partial_settings(out)
     if found is None:
-        if wrote_init and init_path is not None and not out.exists():
-            init_path.unlink(missing_ok=True)
+        _drop_unused_init(out, init_path, wrote_init)
         return "no batch finished: nothing of this cache is kept"
     init = (f" ({init_path}, which --resume needs, is kept too)"
             if init_path is not None and init_path.is_file() else "")
     return (f"{partial_path(out)} keeps {_done(found)} images{init}; "
             f"the same command with --resume continues it")
+
+
+def _drop_unused_init(out: Path, init_path: Path | None, wrote_init: bool) -> None:
+    """Remove the init weights (and their manifest) this run wrote when no cache, whole
+    or partial, was computed from them: a failed run leaves no file behind."""
+    from detkit.bottlenecks import partial_settings
+
+    if not wrote_init or init_path is None or out.exists() or partial_settings(out):
+        return
+    init_path.unlink(missing_ok=True)
+    manifest_path(init_path).unlink(missing_ok=True)
 
 
 def _other_size(opts: Options) -> str | None:
@@ -186,9 +197,10 @@ def run(opts: Options, progress: Progress = SILENT) -> CacheBottlenecksResult:
     try:
         return _run(opts, progress, state)
     except BaseException as err:
-        if not interrupted(err):
-            raise
         init = init_weights_path(opts.out) if opts.weights is None else None
+        if not interrupted(err):
+            _drop_unused_init(Path(opts.out), init, state["wrote_init"])
+            raise
         raise Interrupted(_kept(Path(opts.out), init, state["wrote_init"])) from None
 
 
@@ -254,8 +266,17 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
                          "initialized network (a from-scratch demo); for real training "
                          "cache them from trained weights or --backbone-weights")
             state["wrote_init"] = True
+            # The manifest first (a weights manifest: predict, export and train read the
+            # architecture, anchors and classes from it), then the weights.
             with atomic_path(init_path) as tmp:
                 net.save_weights(tmp)
+                write_manifest(init_path, command=COMMAND, config=as_config(opts),
+                               inputs=[p for p in (data, anchors_path, classes) if p],
+                               seed=seed, data=tmp, extra={
+                                   "model": model, "width": float(width),
+                                   "backbone": backbone, "input_size": int(input_size),
+                                   "anchors": anchor_sizes,
+                                   "class_names": dataset.class_names})
         weights_file = init_path
     if opts.exist_ok and not opts.resume:
         _remove_unfinished(out, notes)
@@ -290,7 +311,7 @@ def _run(opts: Options, progress: Progress, state: dict) -> CacheBottlenecksResu
             "anchors": anchor_sizes, "class_names": dataset.class_names,
             "input_size": int(input_size),
         }
-        return write_manifest(out, command="cache-bottlenecks", config=as_config(opts),
+        return write_manifest(out, command=COMMAND, config=as_config(opts),
                               inputs=inputs, seed=seed, extra=extra, data=tmp)
 
     progress.start("caching features", len(dataset.records))
