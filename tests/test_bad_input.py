@@ -1023,6 +1023,17 @@ WEIGHTS_CASES = [
          1,
          "{root}/run/best.weights.h5.manifest.json: not a weights manifest: 'model' is "
          "{'name': 'yolov3-tiny', 'width': 0.0625} (the file may have been written over"),
+    Case("predict-with-a-report-without-model-written-over-the-weights-manifest",
+         lambda r: [_predict(r), _write(r / "run" / "best.weights.h5.manifest.json",
+                                        json.dumps({"metric": "coco", "stats": [0.5]}))][0],
+         1, "{root}/run/best.weights.h5.manifest.json: not a weights manifest: it records "
+            "no command, model or class names (the file may have been written over"),
+    Case("predict-with-another-manifest-copied-over-the-weights-manifest",
+         lambda r: [_predict(r), _write(r / "run" / "best.weights.h5.manifest.json",
+                                        json.dumps({"artifact": "report.json",
+                                                    "command": "eval-map"}))][0], 1,
+         "{root}/run/best.weights.h5.manifest.json: not a weights manifest: written by "
+         "'eval-map' (the file may have been written over by another command)"),
     Case("predict-with-a-detections-list-written-over-the-weights-manifest",
          lambda r: [_predict(r), _write(r / "run" / "best.weights.h5.manifest.json",
                                         json.dumps([{"image_id": 1}]))][0], 1,

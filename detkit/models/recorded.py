@@ -24,6 +24,8 @@ from detkit.options import is_given
 FLAGS = {"model": "--model", "width": "--width", "backbone": "--backbone",
          "input_size": "--input-size"}
 
+#: The commands that write ``.weights.h5`` files (with a weights manifest).
+WEIGHTS_COMMANDS = ("train", "distill", "import-darknet", "cache-bottlenecks")
 OptionsT = TypeVar("OptionsT")
 
 
@@ -62,7 +64,16 @@ def read_recorded(weights: Path) -> Optional[RecordedSettings]:
     manifest = read_manifest(weights)
     values = {key: manifest[key] for key in FLAGS if manifest.get(key) is not None}
     anchors, names = manifest.get("anchors"), manifest.get("class_names")
+    command = manifest.get("command")
+    if command is not None and command not in WEIGHTS_COMMANDS:
+        raise ArtifactError(f"not a weights manifest: written by {_short(command)} (the "
+                            f"file may have been written over by another command)",
+                            path=manifest_path(weights))
     if not values and anchors is None and names is None:
+        if manifest and command is None:     # not one detkit wrote: a report, a list
+            raise ArtifactError("not a weights manifest: it records no command, model or "
+                                "class names (the file may have been written over by "
+                                "another command)", path=manifest_path(weights))
         return None
     _check_recorded(manifest_path(weights), values, anchors, names)
     return RecordedSettings(
