@@ -698,8 +698,9 @@ def run_lock(folder: str | os.PathLike, command: str = "detkit") -> Iterator[lis
                     f"in use by another run: {_describe_holder(holder)} holds {lock}; wait "
                     f"for it to finish or choose another --out (delete the lock only if "
                     f"no run is using the folder)", path=folder) from None
-            notes.append(f"took over the stale lock {lock} of "
-                         f"{_describe_holder(holder)} (no longer running)")
+            whose = (f"of {_describe_holder(holder)} (no longer running)" if holder else
+                     f"(unreadable, untouched for over {LOCK_GRACE_S:g} s)")
+            notes.append(f"took over the stale lock {lock} {whose}")
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
             continue

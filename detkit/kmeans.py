@@ -610,8 +610,8 @@ def iou_kmeans(wh: np.ndarray, k: int, *, seed: int = 0, restarts: int = DEFAULT
         raise DataError("no boxes to cluster")
     unique, counts = unique_sizes(wh)
     if len(unique) < k:
-        raise UsageError(f"k ({k}) is larger than the number of distinct box sizes "
-                         f"({len(unique)} among {len(wh)} boxes); lower k")
+        raise UsageError(f"--k {k} is more anchors than the boxes have distinct sizes "
+                         f"({len(unique)} among {len(wh)} boxes): lower --k")
     rng = np.random.default_rng(seed)
     full = _Clusterer(unique, counts)
     if sample_size and len(wh) > sample_size:

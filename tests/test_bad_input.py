@@ -890,6 +890,15 @@ def test_misleading_or_silent(case, tmp_path, monkeypatch):
     run_case(case, tmp_path, monkeypatch)
 
 
+def test_a_bad_input_size_is_refused_before_the_anchors_note(tmp_path):
+    """--input-size 100 with anchors fitted at 64: one error line, no refit advice for a
+    size no command takes."""
+    argv = _encode(tmp_path, "--input-size", "100", anchors=_fitted_anchors(tmp_path, 64))
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: --input-size must be a multiple of 32, got 100"
+
+
 def test_encode_labels_without_model_follows_the_anchor_count(tmp_path):
     """The demo's 6 k-means anchors without --model: yolov3-tiny's two scales."""
     from detkit.labels import LabelsFile
@@ -1137,6 +1146,7 @@ def test_run_lock_holds_names_and_takes_over(tmp_path):
     _lock(tmp_path, _dead_pid())
     with run_lock(tmp_path / "run") as notes:
         assert len(notes) == 1 and "took over the stale lock" in notes[0]
+        assert notes[0].endswith("(no longer running)")
     # An unreadable lock: held while young (being written), stale once old.
     lock = _write(tmp_path / "run" / LOCK_NAME, "")
     with pytest.raises(ArtifactError, match="an unknown process"):
@@ -1144,7 +1154,8 @@ def test_run_lock_holds_names_and_takes_over(tmp_path):
             pass
     os.utime(lock, (0, 0))
     with run_lock(tmp_path / "run") as notes:
-        assert "unknown process" in notes[0]
+        assert notes == [f"took over the stale lock {lock} (unreadable, untouched for over "
+                         "5 s)"]
     assert not lock.exists()
 
 

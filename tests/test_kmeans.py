@@ -351,7 +351,7 @@ def test_cli_evolve_and_decimals(dataset, tmp_path):
     (["--center", "mode"], "--center"),
     (["--resize", "crop"], "--resize"),
     (["--anchor-t", "0.5"], "--anchor-t"),
-    (["--k", "60"], "distinct box sizes"),
+    (["--k", "60"], "--k 60 is more anchors than the boxes have distinct sizes"),
 ])
 def test_cli_usage_errors_exit_2(dataset, tmp_path, args, text):
     out = tmp_path / "a.txt"

@@ -107,8 +107,9 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
             from detkit.commands.groups import input_size_of_anchors
 
             options = options_cls(**values, **_given(options_cls, context))
+            check(options)                        # the values typed, before any note
             options = input_size_of_anchors(options)
-            check(options)
+            check(options)                        # and the size taken from --anchors
             check_outputs(options, extra_inputs=[("--config", config)] if config else [])
             result = run(options, progress)
         render(result)

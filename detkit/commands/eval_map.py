@@ -318,7 +318,7 @@ def check_detections_output(opts: Options) -> None:
     """
     path = detections_output(opts)
     if opts.detections is not None and not opts.exist_ok and os.path.lexists(path):
-        raise UsageError(f"--detections {path} already exists: with --model, eval-map "
+        raise UsageError(f"--detections {path} already exists: with --weights, eval-map "
                          f"writes the model's detections there; pass --exist-ok to replace "
                          f"it, or choose another --detections")
     # --detections is an output here, not the input its option declares.

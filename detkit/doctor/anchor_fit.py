@@ -17,7 +17,6 @@ import numpy as np
 from detkit import kmeans
 from detkit.anchors import format_anchors, parse_anchors, sort_by_area
 from detkit.doctor.boxes import rounded
-from detkit.errors import DetkitError
 
 #: k-means restarts of the suggestion (``kmeans-anchors`` runs 10).
 SUGGEST_RESTARTS = 3
@@ -100,12 +99,13 @@ def anchor_fit(wh: np.ndarray, anchors: np.ndarray, *, strides: Sequence[int],
         rows = np.random.default_rng(seed).choice(len(measured), SUGGEST_SAMPLE,
                                                   replace=False)
         sample = measured[np.sort(rows)]
-    try:
-        result = kmeans.iou_kmeans(sample, len(anchors), seed=seed,
-                                   restarts=SUGGEST_RESTARTS)
-    except DetkitError as err:  # fewer distinct sizes than anchors
-        section["suggested_note"] = err.message
+    distinct = len(kmeans.unique_sizes(sample)[0])
+    if distinct < len(anchors):
+        section["suggested_note"] = (f"the {len(anchors)} anchors are more than the boxes "
+                                     f"have distinct sizes ({distinct} among "
+                                     f"{len(sample)} boxes)")
         return section
+    result = kmeans.iou_kmeans(sample, len(anchors), seed=seed, restarts=SUGGEST_RESTARTS)
     suggested = sort_by_area(parse_anchors(format_anchors(result.anchors)))
     section["suggested"] = {
         "anchors": suggested.tolist(), "seed": seed, "restarts": SUGGEST_RESTARTS,
