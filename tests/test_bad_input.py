@@ -290,8 +290,12 @@ def _no_lock(root: Path) -> None:
     assert not (root / "run" / ".detkit.lock").exists()
 
 
+def _no_folder(folder: Path) -> None:
+    assert not folder.exists(), sorted(folder.rglob("*"))
+
+
 def _no_run_dir(root: Path) -> None:
-    assert not (root / "run").exists()
+    _no_folder(root / "run")
 
 
 def _link(root: Path, name: str, target: Path, hard: bool = False) -> Path:
@@ -512,6 +516,9 @@ RUN_DIR_CASES = [
     Case("train-failing-early-leaves-no-run-dir",
          lambda r: _train(r, data=str(r / "missing.txt")), 1, "dataset not found",
          check=_no_run_dir),
+    Case("train-failing-early-leaves-no-folder-it-made",
+         lambda r: [*_train(r, data=str(r / "missing.txt"))[:-1], str(r / "a" / "b" / "run")],
+         1, "dataset not found", check=lambda r: _no_folder(r / "a")),
     Case("train-full-disk-at-its-first-checkpoint-leaves-no-run-dir",
          lambda r: _train(r), 1,
          "no space left to write the checkpoint of epoch 1 (no epoch saved yet)",

@@ -106,7 +106,8 @@ class Options(ModelOptions):
                                     "output rows.", integer=True, low=1)
     out: Optional[Path] = option(
         None, "Export to write (default: beside WEIGHTS: NAME.tflite, NAME.onnx or the "
-              "folder NAME_saved_model).")
+              "folder NAME_saved_model, with .int8/.float16 and .nms before the ending "
+              "when --quantize or --nms: best.int8.nms.tflite).")
 
 
 def resolve_target(opts: Options) -> tuple[str, Path]:

@@ -284,7 +284,7 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
                                objective_for=objective_for, notes=[])
         finally:
             release_run_dir(scratch, run_dir)
-    created = not run_dir.exists()
+    made = _missing_folders(run_dir)       # the run folder and parents this run creates
     try:
         with run_lock(run_dir, command="train") as notes:
             _refuse_existing_run(opts, run_dir)
@@ -296,12 +296,23 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
                 return _run_locked(opts, callbacks=callbacks, config=config,
                                    objective_for=objective_for, notes=notes)
             except BaseException:
-                if created:                  # this run made the folder and holds it
+                if made:                     # this run made the folder and holds it
                     _remove_unkept_run(run_dir)
                 raise
     finally:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was written: leave no empty run directory
+        for folder in made:        # nothing was written: leave no empty folder behind
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _remove_unkept_run(run_dir: Path) -> None:
