@@ -533,10 +533,12 @@ def check_writable(path: str | os.PathLike, *, flag: str = "--out", folder: bool
 
 
 def check_outputs(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = (),
-                  extra_inputs: Iterable[tuple[str, Path]] = ()) -> None:
+                  extra_inputs: Iterable[tuple[str, Path]] = (),
+                  command: Optional[str] = None) -> None:
     """Everything a command checks about its outputs before it starts: none is an input
-    (:func:`check_no_clobber`, exit 2) and each can be written (:func:`check_writable`,
-    exit 1)."""
+    (:func:`check_no_clobber`, exit 2), each can be written (:func:`check_writable`,
+    exit 1) and, given the ``command``'s name, an existing output file is one it made
+    (:func:`check_replaces_own`, exit 2)."""
     extra_outputs = list(extra_outputs)
     check_no_clobber(opts, extra_outputs, extra_inputs)
     _, outputs = io_paths(opts)
@@ -544,6 +546,52 @@ def check_outputs(opts: Any, extra_outputs: Iterable[tuple[str, Path]] = (),
         check_writable(item.path, flag=item.flag, folder=item.spec.folder)
     for flag, path in extra_outputs:
         check_writable(path, flag=flag)
+    if command is not None:
+        check_replaces_own(opts, command)
+
+
+def made_by(path: str | os.PathLike) -> Optional[str]:
+    """The command that made artifact ``path``, as its manifest records (``None``: no
+    manifest, or one that names no command)."""
+    try:
+        command = read_manifest(path).get("command")
+    except ArtifactError:
+        return None
+    return command if isinstance(command, str) else None
+
+
+def check_replaces_own(opts: Any, command: str) -> None:
+    """An existing output file is replaced only when ``command`` made it (its manifest
+    says so), as a re-run or ``make`` does; a file of the user's or another command's
+    artifact is refused, unless the command's ``--exist-ok`` is given.
+
+    Raises:
+        UsageError: naming the output and who made it (exit 2).
+    """
+    if getattr(opts, "exist_ok", False):
+        return
+    _, outputs = io_paths(opts)
+    for item in outputs:
+        if not item.spec.folder:
+            check_own_file(item.flag, item.path, command)
+
+
+def check_own_file(flag: str, path: str | os.PathLike, command: str) -> None:
+    """Refuse to replace an existing file ``path`` (the output ``flag``) that ``command``
+    did not make (see :func:`check_replaces_own`).
+
+    Raises:
+        UsageError: naming the file and who made it (exit 2).
+    """
+    if not os.path.isfile(path):
+        return
+    maker = made_by(path)
+    if maker == command:
+        return
+    why = (f"was made by {maker}" if maker else
+           f"was not made by detkit (no {manifest_path(path).name} beside it)")
+    raise UsageError(f"{flag} {path} already exists and {why}: choose another {flag}, or "
+                     f"remove the file to replace it")
 
 
 def ensure_space(folder: str | os.PathLike, need_bytes: int, what: str) -> None:

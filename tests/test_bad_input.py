@@ -332,44 +332,66 @@ def _yolo_label(root: Path) -> Path:
 
 CLOBBER_CASES = [
     # files of the dataset that no option names: its images, annotation, class files
+    # (files detkit did not make, refused before the work; the API's own check, which
+    # names the dataset, is test_a_dataset_file_is_refused_through_the_api)
     Case("kmeans-out-is-an-image-of-the-lines-file",
          lambda r: _kmeans_out(_lines_file(r), r / "imgs" / "a.png"), 2,
-         "--out {root}/imgs/a.png would overwrite {root}/imgs/a.png, a file of the dataset "
-         "DATA {root}/train.txt; choose another --out"),
+         "--out {root}/imgs/a.png already exists and was not made by detkit (no "
+         "a.png.manifest.json beside it): choose another --out, or remove the file"),
     Case("kmeans-out-is-the-classes-file-beside-the-lines",
          lambda r: _kmeans_out((_write(r / "classes.txt", "cat\ndog\n"), _lines_file(r))[1],
                                r / "classes.txt"), 2,
-         "would overwrite {root}/classes.txt, a file of the dataset DATA {root}/train.txt"),
+         "--out {root}/classes.txt already exists and was not made by detkit"),
     Case("kmeans-out-is-a-voc-xml",
          lambda r: _kmeans_out(_voc_folder(r), next((r / "voc").rglob("*.xml"))), 2,
-         ".xml, a file of the dataset DATA {root}/voc"),
+         ".xml already exists and was not made by detkit"),
     Case("kmeans-out-is-a-yolo-label-file",
          lambda r: _kmeans_out(_yolo_folder(r), _yolo_label(r)), 2,
-         "would overwrite {root}/yolo/labels/"),
+         "--out {root}/yolo/labels/"),
     Case("encode-out-is-a-yolo-label-file",
          lambda r: ["encode-labels", str(_yolo_folder(r)), "--input-size", "64", "--out",
-                    str(_yolo_label(r))], 2, "would overwrite {root}/yolo/labels/"),
+                    str(_yolo_label(r))], 2, "--out {root}/yolo/labels/"),
     Case("predict-out-is-an-image",
          lambda r: ["predict", str((_images(r / "imgs"), r / "imgs")[1]), "--weights",
                     str(_write(r / "w.weights.h5", "x")), "--out", str(r / "imgs" / "a.png")],
-         2, "--out {root}/imgs/a.png would overwrite {root}/imgs/a.png, a file of DATA "
-            "{root}/imgs"),
+         2, "--out {root}/imgs/a.png already exists and was not made by detkit"),
     Case("predict-out-is-a-voc-xml",
          lambda r: ["predict", str(_voc_folder(r)), "--weights",
                     str(_write(r / "w.weights.h5", "x")), "--out",
                     str(next((r / "voc").rglob("*.xml")))],
-         2, ".xml, a file of DATA {root}/voc/Annotations; choose another --out"),
+         2, ".xml already exists and was not made by detkit"),
     Case("eval-map-out-is-a-voc-xml",
          lambda r: ["eval-map", str(_voc_folder(r)), "--detections",
                     str(_write(r / "d.json", "[]")), "--out",
                     str(next((r / "voc").rglob("*.xml")))],
-         2, ".xml, a file of the ground truth DATA {root}/voc/Annotations; choose another "
-            "--out"),
+         2, ".xml already exists and was not made by detkit"),
     Case("eval-map-model-detections-is-a-yolo-label",
          lambda r: ["eval-map", str(_yolo_folder(r)), "--weights",
                     str(_write(r / "w.weights.h5", "x")), "--exist-ok", "--detections",
                     str(_yolo_label(r))],
          2, "would overwrite {root}/yolo/labels/"),
+    # an existing file detkit did not make, or another command's artifact
+    Case("kmeans-out-is-a-users-file",
+         lambda r: _kmeans_out(_lines_file(r), _write(r / "notes.txt", "mine\n")), 2,
+         "--out {root}/notes.txt already exists and was not made by detkit (no "
+         "notes.txt.manifest.json beside it): choose another --out, or remove the file to "
+         "replace it"),
+    Case("encode-out-is-another-commands-artifact",
+         lambda r: _encode(r, anchors=None)[:-1] + [str(
+             (_write(r / "out" / "a.npz", "x"),
+              _write(r / "out" / "a.npz.manifest.json", '{"command": "kmeans-anchors"}'))[0])],
+         2, "--out {root}/out/a.npz already exists and was made by kmeans-anchors: choose "
+            "another --out"),
+    Case("export-out-is-a-users-file",
+         lambda r: ["export", str(_write(r / "w.weights.h5", "x")), "--model", "yolov3-tiny",
+                    "--out", str(_write(r / "u.onnx", "mine"))], 2,
+         "--out {root}/u.onnx already exists and was not made by detkit"),
+    Case("eval-map-default-detections-is-a-users-file",
+         lambda r: ["eval-map", str(_coco(r)), "--weights", str(_write(r / "w.weights.h5", "x")),
+                    "--out", str((_write(r / "out" / "report.detections.json", "[]"),
+                                  r / "out" / "report.json")[1])], 2,
+         "--detections {root}/out/report.detections.json already exists and was not made by "
+         "detkit"),
     Case("kmeans-out-is-its-config",
          lambda r: _kmeans_out(_lines_file(r), r / "k.yaml", "--config",
                                str(_write(r / "k.yaml", "k: 1\n"))), 2,
@@ -728,8 +750,9 @@ def _previous(root: Path, *names: str) -> None:
     """The files of a previous successful run in ``root/out`` (they must survive); a
     manifest names the report beside its artifact, as kmeans-anchors' does."""
     for name in names:
-        text = (json.dumps({"report": "anchors.json"}) if name.endswith(".manifest.json")
-                else f"previous {name}\n")
+        command = "kmeans-anchors" if name.startswith("anchors") else "encode-labels"
+        text = (json.dumps({"command": command, "report": "anchors.json"})
+                if name.endswith(".manifest.json") else f"previous {name}\n")
         _write(root / "out" / name, text)
 
 
@@ -1164,6 +1187,20 @@ def test_run_lock_holds_names_and_takes_over(tmp_path):
         assert notes == [f"took over the stale lock {lock} (unreadable, untouched for over "
                          "5 s)"]
     assert not lock.exists()
+
+
+def test_a_dataset_file_is_refused_through_the_api(tmp_path):
+    """Through the Python API (no command-line checks), an output that is a file of the
+    dataset no option names is refused naming the dataset."""
+    from detkit.commands import kmeans_anchors
+    from detkit.errors import UsageError
+
+    data = _lines_file(tmp_path)
+    before = _hashes(tmp_path)
+    with pytest.raises(UsageError, match="a.png, a file of the dataset DATA .*train.txt"):
+        kmeans_anchors.run(kmeans_anchors.Options(data=data, k=2, input_size=64,
+                                                  out=tmp_path / "imgs" / "a.png"))
+    assert _hashes(tmp_path) == before
 
 
 def test_no_clobber_check_compares_resolved_paths(tmp_path):

@@ -328,6 +328,7 @@ def test_cli_rerun_replaces_its_own_report_only(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "a.json").read_text())["seed"] == 1 != json.loads(first)["seed"]
     manifest_path(out).unlink()                    # now a.json is nobody's report
+    out.unlink()                                   # (and a.txt would be refused too)
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "a.json, which already exists" in result.output
     assert json.loads((tmp_path / "a.json").read_text())["seed"] == 1

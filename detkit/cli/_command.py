@@ -110,7 +110,8 @@ def register(name: str, options_cls: type, run: Callable[..., Any],
             check(options)                        # the values typed, before any note
             options = input_size_of_anchors(options)
             check(options)                        # and the size taken from --anchors
-            check_outputs(options, extra_inputs=[("--config", config)] if config else [])
+            check_outputs(options, extra_inputs=[("--config", config)] if config else [],
+                          command=name)
             result = run(options, progress)
         render(result)
 

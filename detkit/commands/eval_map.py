@@ -17,8 +17,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detkit.artifacts import (check_outputs, check_spares_files, write_json,
-                              write_manifest)
+from detkit.artifacts import (check_outputs, check_own_file, check_spares_files,
+                              write_json, write_manifest)
 from detkit.commands import predict
 from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
                                     InferenceOptions, ModelOptions)
@@ -321,6 +321,8 @@ def check_detections_output(opts: Options) -> None:
         raise UsageError(f"--detections {path} already exists: with --weights, eval-map "
                          f"writes the model's detections there; pass --exist-ok to replace "
                          f"it, or choose another --detections")
+    if not opts.exist_ok:       # the default file: only the detections of a former run
+        check_own_file("--detections", path, predict.COMMAND)
     # --detections is an output here, not the input its option declares.
     check_outputs(dataclasses.replace(opts, detections=None), [("--detections", path)])
 

@@ -20,8 +20,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detkit.artifacts import (check_folder_replaceable, check_no_clobber, check_weights_file,
-                              check_writable, sha256_file, write_manifest)
+from detkit.artifacts import (check_folder_replaceable, check_no_clobber, check_own_file,
+                              check_weights_file, check_writable, sha256_file,
+                              write_manifest)
 from detkit.commands.groups import ModelOptions
 from detkit.commands.predict import (MAX_DET_HELP, NMS_IOU_HELP, load_weights_strict,
                                      recorded_class_names)
@@ -157,6 +158,8 @@ def check_options(opts: Options) -> tuple[str, Path]:
     check_no_clobber(opts, [("--out", out)])
     if fmt == "saved_model":
         check_folder_replaceable(opts, "--out", out, SAVED_MODEL_FILE)
+    else:
+        check_own_file("--out", out, COMMAND)
     check_writable(out, flag="--out", folder=fmt == "saved_model")
     return fmt, out
 
