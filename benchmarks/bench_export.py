@@ -46,7 +46,7 @@ EXPORTS = (
     ("tflite float16", dict(format="tflite", quantize="float16")),
     ("tflite int8", dict(format="tflite", quantize="int8")),
     ("onnx + nms", dict(format="onnx", nms=True)),
-    ("tflite int8 + nms", dict(format="tflite", quantize="int8", nms=True)),
+    ("tflite float16 + nms", dict(format="tflite", quantize="float16", nms=True)),
 )
 
 

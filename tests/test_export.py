@@ -331,6 +331,8 @@ def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--format", "pb"], "--format must be one of saved_model, tflite, onnx"),
     (["--format", "tflite", "--quantize", "int8"], "--quantize int8 needs --calibration"),
+    (["--format", "tflite", "--quantize", "int8", "--nms", "--calibration", "x"],
+     "--quantize int8 with --nms: the TF Lite converter quantizes the box slices"),
     (["--format", "onnx", "--quantize", "float16"], "--quantize applies to --format tflite"),
     (["--format", "tflite", "--out", "x.onnx"], "does not fit --format tflite"),
     ([], "give --format saved_model|tflite|onnx"),
