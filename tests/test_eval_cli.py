@@ -175,6 +175,18 @@ def test_model_mode_scores_rpn_proposals_class_agnostic_up_to_1000(dataset, tmp_
     per_image = Counter(d["image_id"] for d in json.loads(
         (tmp_path / "report.detections.json").read_text()))
     assert 100 < max(per_image.values()) <= 1000      # more than predict's usual 100
+    # The same proposals given as --detections: their manifest names the rpn, so they
+    # are scored the same way (not against the first class alone), with a note.
+    again = tmp_path / "again.json"
+    result = invoke(dataset["gt"], "--detections", tmp_path / "report.detections.json",
+                    "--out", again)
+    assert result.exit_code == 0, result.output
+    assert "proposals of --model rpn (its manifest), scored class-agnostic with max dets " \
+           "1,100,1000" in " ".join(result.output.split())
+    assert json.loads(again.read_text())["stats"] == report["stats"]
+    result = invoke(dataset["gt"], "--detections", tmp_path / "report.detections.json",
+                    "--metric", "voc07", "--out", tmp_path / "voc.json")
+    assert result.exit_code == 2 and "--metric coco" in result.output, result.output
 
 
 def test_voc_metric_is_refused_for_rpn_proposals(dataset, tmp_path):

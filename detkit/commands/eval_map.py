@@ -25,7 +25,7 @@ from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
 from detkit.commands.predict import names_subset
 from detkit.errors import DataError, UsageError
 from detkit.evaluate import (CocoParams, GroundTruth, check_detections,
-                             evaluate_coco, evaluate_voc, load_detections,
+                             detections_model, evaluate_coco, evaluate_voc, load_detections,
                              load_ground_truth)
 from detkit.evaluate.coco import family_params
 from detkit.evaluate.plots import require_pyplot, write_plots
@@ -219,10 +219,12 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
             params = family_params(get_family(model_info["name"]), params,
                                    keep_max_dets=opts.max_dets is not None)
     detections = Path(detections)
+    warnings = list(notes)
+    if model_info is None:
+        params = _params_of_recorded_family(opts, detections, params, warnings)
     check_detections(detections, gt,
                      classes=params is None or not params.class_agnostic)
     dets = load_detections(detections, gt)
-    warnings = list(notes)
     if len(dets) == 0:
         warnings.append(f"{detections} has no detections: every AP is 0")
     inputs = {"ground_truth": str(opts.data), "detections": str(detections)}
@@ -246,6 +248,30 @@ def run(opts: Options, progress: Progress = SILENT) -> EvalMapResult:
                        extra={"metric": opts.metric})
     return EvalMapResult(metric=opts.metric, report=report, out=out_path,
                          detections=detections, plots=plot_paths, warnings=warnings)
+
+
+def _params_of_recorded_family(opts: Options, detections: Path,
+                               params: Optional[CocoParams],
+                               warnings: list[str]) -> Optional[CocoParams]:
+    """The COCO settings for ``--detections`` that predict made with a class-agnostic
+    family (rpn proposals, recorded in their manifest): pooled categories and the
+    family's proposal limits (unless ``--max-dets``), with a note, as ``--weights`` runs.
+
+    Raises:
+        UsageError: ``--metric voc07``/``voc12`` for such detections (exit 2).
+    """
+    model = detections_model(detections)
+    if model not in MODEL_NAMES or not get_family(model).class_agnostic:
+        return params
+    if params is None:
+        raise UsageError(f"{detections} holds the proposals of --model {model} (its "
+                         f"manifest), which have no classes: score them with --metric "
+                         f"coco, not --metric {opts.metric}")
+    family = get_family(model)
+    warnings.append(f"{detections}: proposals of --model {model} (its manifest), scored "
+                    f"class-agnostic" + ("" if opts.max_dets is not None else
+                                         f" with max dets {','.join(map(str, family.max_dets))}"))
+    return family_params(family, params, keep_max_dets=opts.max_dets is not None)
 
 
 def _model_class_names(opts: Options) -> Optional[list[str]]:

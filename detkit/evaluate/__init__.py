@@ -8,12 +8,12 @@ every IoU threshold and area range at once.
 
 from detkit.evaluate.coco import CocoParams, CocoResult, evaluate_coco
 from detkit.evaluate.inputs import (Detections, GroundTruth, check_detections,
-                                    detections_from_list, ground_truth_from_coco,
+                                    detections_from_list, detections_model, ground_truth_from_coco,
                                     ground_truth_from_dataset, load_detections,
                                     load_ground_truth)
 from detkit.evaluate.voc import VocResult, evaluate_voc
 
 __all__ = ["CocoParams", "CocoResult", "Detections", "GroundTruth", "VocResult",
-           "check_detections", "detections_from_list",
+           "check_detections", "detections_from_list", "detections_model",
            "evaluate_coco", "evaluate_voc", "ground_truth_from_coco",
            "ground_truth_from_dataset", "load_detections", "load_ground_truth"]

@@ -365,6 +365,17 @@ def check_detections(path: str | os.PathLike, gt: GroundTruth, *,
         _check_same_classes(path, manifest, gt)
 
 
+def detections_model(path: str | os.PathLike) -> str | None:
+    """The ``--model`` that made the detections ``path``, as ``predict`` records it in
+    their manifest (``None``: no manifest, or none recorded)."""
+    try:
+        config = read_manifest(path).get("config")
+    except ArtifactError:
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def _check_same_images(path: str | os.PathLike, manifest: dict, gt: GroundTruth) -> None:
     """Refuse detections made on other images than ``gt``'s under the same ids.
 
