@@ -535,6 +535,10 @@ RUN_DIR_CASES = [
          lambda r: [_train(r, data=str(_coco(r))), _images(r), (r / "b.png").unlink()][0],
          1, "{root}/gt.json: image file not found: {root}/b.png (image id 2)",
          check=_no_run_dir),
+    Case("train-resume-into-a-folder-without-a-run",
+         lambda r: _train(r, "--resume"), 2,
+         "--resume: {root}/run holds no run to resume (no state.json of a kept epoch); drop "
+         "--resume to start one", check=_no_run_dir),
     Case("train-failing-early-leaves-no-run-dir",
          lambda r: _train(r, data=str(r / "missing.txt")), 1, "dataset not found",
          check=_no_run_dir),
@@ -1264,3 +1268,18 @@ def test_a_real_run_directory(tmp_path, monkeypatch):
     assert not (run / ".detkit.lock").exists() and not list(run.glob(".tmp-*"))
     assert {name: digest for name, digest in _hashes(root).items()
             if not name.startswith("run")} == inputs
+
+    # A resumed run given another --lr says so, and its manifest keeps what the epochs
+    # before ran with.
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    lr = json.loads((run / "manifest.json").read_text())["config"]["lr"]
+    result = CliRunner().invoke(app, _train(root, "--resume", "--epochs", "2", "--lr", "0.05"))
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"--resume: --lr 0.05 replaces the run's {lr:g} from its next epoch" in said
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["lr"] == 0.05
+    assert manifest["resumed"] == [                 # the resume the full disk stopped too
+        {"epoch": 1, "changed": {"epochs": [1, 2]}},
+        {"epoch": 1, "changed": {"lr": [lr, 0.05]}}]

@@ -616,6 +616,7 @@ def test_resumed_options_come_from_the_run_unless_given(tmp_path):
     """with_run_options: options not given take the run's recorded values; a given option
     (or one that sets it, --mixed-precision for --precision) wins; anchors and weights
     stay the state's; a recorded input path not found from here is an error naming it."""
+    from detkit.artifacts import DetkitWarning
     from detkit.commands.train import Options
     from detkit.errors import UsageError
 
@@ -638,8 +639,12 @@ def test_resumed_options_come_from_the_run_unless_given(tmp_path):
     assert (plain.lr, plain.precision, plain.freeze, plain.aug_scale) == (
         0.02, "float32", "none", (0.7, 1.3))
     assert plain.anchors is None and plain.weights is None and plain.val == val
-    mixed = resumed(mixed_precision=True, lr=0.5)
+    with pytest.warns(DetkitWarning) as told:
+        mixed = resumed(mixed_precision=True, lr=0.5)
     assert (mixed.precision, mixed.lr) == (None, 0.5)
+    assert [str(w.message) for w in told] == [
+        "--resume: --lr 0.5 replaces the run's 0.02 from its next epoch (its manifest.json "
+        "records the change)"]
     val.unlink()
     with pytest.raises(UsageError, match=f"the run was started with --val {val}, which is "
                                          "not found from here"):

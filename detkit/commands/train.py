@@ -12,12 +12,12 @@ import dataclasses
 import json
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from detkit import choices
-from detkit.artifacts import DetkitWarning, run_files
+from detkit.artifacts import DetkitWarning, Note, run_files
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions,
                                     ModelOptions, SeedOptions)
 from detkit.data.augment_config import AugmentConfig, multi_scale_sides
@@ -44,10 +44,23 @@ FAMILY_OPTIONS = ("ignore_thresh", "box_loss", "obj_loss", "focal_alpha", "focal
 #: flags, and what the run's state holds (anchors, weights: the state's are used).
 NEW_ON_RESUME = ("data", "out", "resume", "exist_ok", "anchors", "weights",
                  "backbone_weights")
+#: Options a resumed run is given another value of without a note: how long and how it
+#: runs, not what it learns (--epochs extends the schedule).
+CHANGEABLE_ON_RESUME = ("epochs", "eval_every", "plots", "workers", "strategy", "jit",
+                        "early_stopping")
 #: An option not taken from a resumed run when another that sets it is given.
 ALIASES = {"precision": ("mixed_precision",)}
 #: Learning rate by stage when not given.
 DEFAULT_LR = {1: 1e-3, 2: 1e-4}
+
+
+def _typed(value: object) -> str:
+    """An option's value as typed: ``0.01``, ``0.7 1.3``, ``none``."""
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(_typed, value))
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -366,16 +379,31 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         found = {field.name: (field, spec) for field, spec in specs(self)}
         changes = {}
         for name, value in config.items():
-            if (name not in found or name in NEW_ON_RESUME or is_given(self, name)
-                    or any(is_given(self, alias) for alias in ALIASES.get(name, ()))):
+            if name not in found or name in NEW_ON_RESUME:
                 continue
             field, spec = found[name]
+            if is_given(self, name):
+                self._tell_change(field, spec, value)
+                continue
+            if any(is_given(self, alias) for alias in ALIASES.get(name, ())):
+                continue
             if spec.role == "input" and value is not None and not Path(value).exists():
                 raise UsageError(f"--resume: the run was started with {spec.flag} {value}, "
                                  f"which is not found from here (the run records it as "
                                  f"given where it started); give {spec.flag}")
             changes[name] = recorded_value(field, value)
         return dataclasses.replace(self, **changes)
+
+    def _tell_change(self, field: dataclasses.Field, spec: Any, recorded: Any) -> None:
+        """Say when a resumed run is given another value than it was started with (its
+        manifest keeps both): the given one applies from the next epoch on."""
+        if field.name in CHANGEABLE_ON_RESUME or spec.role == "input":
+            return
+        given, before = getattr(self, field.name), recorded_value(field, recorded)
+        if given != before:
+            warnings.warn(Note(f"--resume: {spec.flag} {_typed(given)} replaces the run's "
+                               f"{_typed(before)} from its next epoch (its manifest.json "
+                               f"records the change)"), DetkitWarning, stacklevel=3)
 
     def resolved(self) -> "Options":
         """A copy with a resumed run's options (:meth:`with_run_options`), stage 2's

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 import shutil
 import warnings
@@ -40,7 +41,7 @@ from detkit.options import as_config
 from detkit.tables import plural
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
-                                       read_history, read_state)
+                                       STATE_JSON, read_history, read_state)
 from detkit.training.distributed import (is_chief, release_run_dir,
                                          worker_run_dir)
 from detkit.training.monitor import MONITOR_KEYS, image_phase_best, worst_value
@@ -222,13 +223,18 @@ class RunContext:
             return
         self.state = read_state(self.run_dir)
         if self.state is None:
-            self.notes.append(f"--resume: no state in {self.run_dir}, starting a new run")
-            return
+            raise _nothing_to_resume(self.run_dir)
         check_agree(str(self.run_dir / "state.json"), self.state, "this command",
                     self.settings, keys=RESUME_KEYS + tuple(extra_keys))
         self.start_epoch = int(self.state["epoch"])
         self.best = float(self.state.get("best", worst_value(self.monitor)))
         self.best_epoch = int(self.state.get("best_epoch", 0))
+
+
+def _nothing_to_resume(run_dir: Path) -> UsageError:
+    """The error of ``--resume`` into a folder that keeps no epoch (exit 2)."""
+    return UsageError(f"--resume: {run_dir} holds no run to resume (no {STATE_JSON} of a "
+                      f"kept epoch); drop --resume to start one")
 
 
 def _own_val_split(opts: "TrainOptions", class_names: list[str],
@@ -275,6 +281,8 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
     opts = opts.with_run_options()        # --resume: the run's own options, for every worker
     run_dir = Path(opts.out)
     check_writable(run_dir, folder=True)
+    if opts.resume and is_chief() and not (run_dir / STATE_JSON).is_file():
+        raise _nothing_to_resume(run_dir)     # before the data: a mistyped --out
     if opts.strategy == "multi-worker" and not is_chief():
         # Another worker holds --out: this one writes a scratch copy, removed after.
         scratch = worker_run_dir(run_dir, resume=opts.resume)
@@ -395,8 +403,12 @@ def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Cal
     try:
         _check_stage2_weights(ctx)
 
-        write_json(run_dir / MANIFEST, _run_manifest(config, ctx.settings, opts, inputs,
-                                                     objective.command, validation))
+        manifest = _run_manifest(config, ctx.settings, opts, inputs, objective.command,
+                                 validation)
+        if ctx.state is not None:           # resumed: keep what the epochs before ran with
+            manifest["resumed"] = _resumes(run_dir, config, ctx.start_epoch,
+                                           getattr(opts, "given", None))
+        write_json(run_dir / MANIFEST, manifest)
         try:
             outcome, report = _fit_phases(ctx, objective, on_saved, callbacks)
         except BaseException as err:
@@ -533,6 +545,24 @@ def _run_manifest(config: dict, settings: dict, opts: TrainOptions, inputs: list
             "versions": library_versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
+
+
+def _resumes(run_dir: Path, config: dict, epoch: int,
+             given: Optional[frozenset[str]]) -> list[dict[str, Any]]:
+    """The run manifest's record of its resumes, this one added: the epoch it continued
+    from and each option given another value, ``{name: [before, now]}`` (``given``: the
+    options set on this command line; ``None``: any that differs)."""
+    try:
+        before = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    before = before if isinstance(before, dict) else {}
+    old = before.get("config") if isinstance(before.get("config"), dict) else {}
+    changed = {name: [old[name], value] for name, value in config.items()
+               if name in old and old[name] != value and name not in ("resume", "exist_ok")
+               and (given is None or name in given)}
+    earlier = before.get("resumed") if isinstance(before.get("resumed"), list) else []
+    return [*earlier, {"epoch": int(epoch), "changed": changed}]
 
 
 def _float_rows(rows: list[dict[str, str]]) -> list[dict[str, float]]:
