@@ -19,7 +19,7 @@ from detkit.anchors import save_anchors
 from detkit.cli import app
 from detkit.losses import YoloV3Loss
 from detkit.keras_compat import ema_variable_pairs
-from detkit.training.callbacks import NanGuard, ema_weights, read_state
+from detkit.training.callbacks import NanGuard, ema_weights, read_history, read_state
 from detkit.training.model import YoloTrainingModel
 from detkit.training.schedule import WarmupCosine
 from detkit.training.targets import YoloTrainingTargets
@@ -554,6 +554,48 @@ def test_ctrl_c_says_what_the_run_keeps_and_how_to_continue(dataset, tmp_path, c
     with pytest.raises(Interrupted):
         run_training(dataclasses.replace(opts, out=fresh), callbacks=[CacheThenCtrlC()])
     assert sorted(p.name for p in fresh.iterdir()) == ["teacher.h5"]  # only the run's go
+
+
+def test_ctrl_c_while_an_epoch_is_saved_keeps_its_files_together(dataset, tmp_path,
+                                                                 monkeypatch):
+    """Ctrl-C (a real SIGINT) arriving while the epoch's weights are written waits for
+    the resume state: weights, state and history then all hold the same epochs."""
+    import os
+    import signal
+
+    from detkit.commands.train import Options
+    from detkit.errors import Interrupted
+    from detkit.training import callbacks
+    from detkit.training.run import run_training
+
+    real = callbacks.RunCheckpoint._save_network
+
+    def save_then_ctrl_c(self, path, epoch, logs):
+        real(self, path, epoch, logs)
+        if epoch == 1 and path.name == "last.weights.h5":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(callbacks.RunCheckpoint, "_save_network", save_then_ctrl_c)
+    out = tmp_path / "run"
+    opts = Options(data=dataset / "train.txt", model="yolov3-tiny", width=0.0625,
+                   anchors=dataset / "anchors.txt", input_size=SIZE, batch_size=4,
+                   steps_per_epoch=2, freeze="none", epochs=3, out=out, plots=False)
+    with pytest.raises(Interrupted, match="keeps 2 of 3 epochs"):
+        run_training(opts)
+    assert read_state(out)["epoch"] == 2
+    assert json.loads((out / "last.weights.h5.manifest.json").read_text())["epoch"] == 2
+    assert [row["epoch"] for row in read_history(out / "history.csv")[1]] == ["1", "2"]
+
+
+def test_history_is_trimmed_to_the_epochs_a_run_keeps(tmp_path):
+    from detkit.training.callbacks import trim_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,lr,loss\n1,0.1,3\n2,0.1,2\n3,0.1,1\n")
+    trim_history(path, 2)
+    assert path.read_text() == "epoch,lr,loss\n1,0.1,3\n2,0.1,2\n"
+    trim_history(path, 5)
+    assert path.read_text() == "epoch,lr,loss\n1,0.1,3\n2,0.1,2\n"
 
 
 def test_resume_alone_continues_the_run_as_it_was_started(dataset, tmp_path):

@@ -21,6 +21,8 @@ import io
 import json
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -165,8 +167,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self.columns: list[str] | None = None
         self.rows: list[dict[str, Any]] = []
         if keep_epochs > 0:
-            self.columns, self.rows = read_history(self.path)
-            self.rows = [row for row in self.rows if int(float(row["epoch"])) <= keep_epochs]
+            self.columns, self.rows = read_history(self.path, keep_epochs)
             if self.columns is not None:  # a resumed run may evaluate what it did not
                 self.columns += [k for k in self.always if k not in self.columns]
 
@@ -200,14 +201,33 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def read_history(path: str | os.PathLike) -> tuple[list[str] | None, list[dict[str, Any]]]:
-    """Columns and rows of a ``history.csv`` (``(None, [])`` when there is none)."""
+def read_history(path: str | os.PathLike, epochs: int | None = None
+                 ) -> tuple[list[str] | None, list[dict[str, Any]]]:
+    """Columns and rows of a ``history.csv`` (``(None, [])`` when there is none); with
+    ``epochs``, only the rows of the first ``epochs`` epochs."""
     path = Path(path)
     if not path.is_file():
         return None, []
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        return list(reader.fieldnames or []), [dict(row) for row in reader]
+        rows = [dict(row) for row in reader]
+        columns = list(reader.fieldnames or [])
+    if epochs is not None:
+        rows = [row for row in rows if int(float(row["epoch"])) <= epochs]
+    return columns, rows
+
+
+def trim_history(path: str | os.PathLike, epochs: int) -> None:
+    """Drop the rows of ``history.csv`` past epoch ``epochs`` (an epoch logged but not
+    kept: Ctrl-C before its checkpoint)."""
+    columns, kept = read_history(path, epochs)
+    if columns is None or len(kept) == len(read_history(path)[1]):
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    write_text(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,14 +311,16 @@ class RunCheckpoint(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         improved = is_finite(value) and improves(float(value), self.best, self.monitor)
         self._check_space(epoch, improved)
-        with ema_weights(self.model):
+        # Ctrl-C waits for the epoch's files to be written together: weights that are
+        # an epoch ahead of the resume state would not be what the run says it keeps.
+        with deferred_interrupt(), ema_weights(self.model):
             self._save_network(self.run_dir / LAST_WEIGHTS, epoch, logs)
             if improved:
                 self.best, self.best_epoch = float(value), epoch + 1
                 self._save_network(self.run_dir / BEST_WEIGHTS, epoch, logs)
-        save_state(self.run_dir, self.model, epoch + 1, {
-            **self.state_extra, "monitor": self.monitor, "best": self.best,
-            "best_epoch": self.best_epoch})
+            save_state(self.run_dir, self.model, epoch + 1, {
+                **self.state_extra, "monitor": self.monitor, "best": self.best,
+                "best_epoch": self.best_epoch})
         self.last_epoch = epoch + 1
 
     def _check_space(self, epoch: int, improved: bool) -> None:
@@ -319,6 +341,26 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.network.save_weights(tmp)
             if self.on_saved is not None:
                 self.on_saved(path, epoch + 1, logs)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise :class:`KeyboardInterrupt`.
+
+    Only in the main thread (where Python handles signals); elsewhere the block runs as
+    is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *args: received.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _variables_bytes(variables: Sequence[Any]) -> int:

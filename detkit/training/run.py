@@ -41,7 +41,8 @@ from detkit.options import as_config
 from detkit.tables import plural
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
-                                       STATE_JSON, read_history, read_state)
+                                       STATE_JSON, read_history, read_state,
+                                       trim_history)
 from detkit.training.distributed import (is_chief, release_run_dir,
                                          worker_run_dir)
 from detkit.training.monitor import MONITOR_KEYS, image_phase_best, worst_value
@@ -470,6 +471,7 @@ def _kept(ctx: RunContext) -> str:
         state = None
     if state is None:
         return "no epoch finished: nothing of this run is kept"
+    trim_history(ctx.run_dir / HISTORY_CSV, int(state["epoch"]))   # as the run keeps it
     return (f"{ctx.run_dir} keeps {int(state['epoch'])} of {ctx.opts.total_epochs} epochs; "
             f"the same command with --resume continues it")
 
