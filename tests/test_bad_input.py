@@ -174,6 +174,10 @@ CASES = [
              "annotations": [{"id": 1, "image_id": 1, "category_id": 1}],
              "categories": [{"id": 1, "name": "[bold]cat"}]})), r), 1,
          "annotation id 1: 'bbox' must be [x, y, width, height], got None"),
+    Case("synth-output-path-with-brackets",
+         lambda r: ["synth", str(r / "ds [v2] [bold]x[/bold]"), "--images", "4", "--size",
+                    "64", "--classes", "2"], 0,
+         "wrote {root}/ds [v2] [bold]x[/bold]: "),
     # a weights file given to --model (ultralytics' model=PATH habit)
     Case("weights-file-given-as-model",
          lambda r: ["eval-map", str(_lines_file(r)), "--model",

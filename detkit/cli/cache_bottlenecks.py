@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from detkit.cli._command import register
 from detkit.cli.app import console, warn
@@ -15,7 +16,7 @@ MB = 1e6
 def _render(result: CacheBottlenecksResult) -> None:
     for note in result.notes:
         warn(note)
-    table = Table(title=f"bottleneck cache {result.path}", show_header=True)
+    table = Table(title=Text(f"bottleneck cache {result.path}"), show_header=True)
     table.add_column("scale", justify="right")
     table.add_column("shape (H, W, C)")
     table.add_column("compression")
@@ -31,8 +32,8 @@ def _render(result: CacheBottlenecksResult) -> None:
                   f"(raw {result.raw_bytes_per_image / MB:.3f} MB)", highlight=False)
     if result.init_weights is not None:
         console.print(f"initial weights (no --weights): {result.init_weights}",
-                      highlight=False)
-    console.print(f"manifest: {result.manifest}", highlight=False)
+                      highlight=False, markup=False)
+    console.print(f"manifest: {result.manifest}", highlight=False, markup=False)
 
 
 register("cache-bottlenecks", Options, run, _render)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from detkit.cli.app import console
 from detkit.cli._command import register
@@ -14,11 +15,11 @@ def _render(result) -> None:
     table.add_column("class")
     table.add_column("boxes", justify="right")
     for name, count in zip(result.class_names, result.class_counts):
-        table.add_row(name, str(count))
+        table.add_row(Text(name), str(count))
     console.print(table)
     console.print(f"wrote {result.out_dir}: {result.n_train} train and {result.n_val} val "
                   f"images ({result.n_empty} without objects), {result.n_boxes} boxes",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 register("synth", Options, run, _render)
