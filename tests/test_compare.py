@@ -33,6 +33,20 @@ def test_compare_table_from_coco_and_voc_reports(tmp_path):
     assert "teacher" in result.output and "0.900" in result.output
 
 
+def test_reports_of_the_same_name_are_told_apart_by_their_folders(tmp_path):
+    """`compare fam/*/eval.json`: rows named yolov2/eval, rpn/eval, not eval twice."""
+    paths = []
+    for family in ("yolov2", "rpn"):
+        (tmp_path / family).mkdir()
+        paths.append(write(tmp_path / family / "eval.json", {"AP": 0.5, "AP50": 0.8}))
+    paths.append(write(tmp_path / "teacher_report.json", {"AP": 0.4, "AP50": 0.7}))
+    out = tmp_path / "summary.txt"
+    result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = [line.split()[0] for line in out.read_text().splitlines()[2:]]
+    assert names == ["yolov2/eval", "rpn/eval", "teacher"]
+
+
 def test_compare_errors(tmp_path):
     runner = CliRunner()
     missing = runner.invoke(app, ["compare", str(tmp_path / "nope.json")])

@@ -218,7 +218,10 @@ def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
     if not reports:
         raise UsageError("no report.json among the files given (only the detections "
                          "eval-map writes beside its reports)")
-    rows = with_deltas([read_report_row(path) for path in reports])
+    rows = [read_report_row(path) for path in reports]
+    for row, name in zip(rows, distinct_names([Path(path) for path in reports])):
+        row.name = name
+    rows = with_deltas(rows)
     table = format_table(rows)
     out = Path(opts.out) if opts.out is not None else None
     if out is not None:
@@ -228,6 +231,21 @@ def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
     notes = [f"skipped {path}: the detections of the report beside it" for path in skipped]
     return CompareResult(rows=rows, table=table, out=out,
                          notes=notes + comparison_notes(rows))
+
+
+def distinct_names(paths: list[Path]) -> list[str]:
+    """Row names: each report's stem (``teacher_report.json`` -> ``teacher``), with as many
+    of its folders as tell apart reports of the same name (``yolov2/eval``, ``rpn/eval``)."""
+    stems = [path.stem.removesuffix("_report") for path in paths]
+    names = list(stems)
+    deepest = max((len(path.parent.parts) for path in paths), default=0)
+    for depth in range(1, deepest + 1):
+        clashing = {name for name in names if names.count(name) > 1}
+        if not clashing:
+            break
+        names = ["/".join([*path.parent.parts[-depth:], stem]) if name in clashing else name
+                 for name, path, stem in zip(names, paths, stems)]
+    return names
 
 
 def _detections_beside_report(path: Path) -> bool:
