@@ -11,9 +11,9 @@ from detkit.commands.predict import Options, PredictResult, run
 def _render(result: PredictResult) -> None:
     for note in result.notes:
         warn(note)
+    print_line(result.weights_summary.splitlines()[0], err_console)   # what ran, first
     print_line(result.headline())
     console.print(text_table(result.table()))
-    print_line(result.weights_summary.splitlines()[0], err_console)
     print_line(result.summary_line())
 
 

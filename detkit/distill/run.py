@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import check_agree, sha256_file
+from detkit.artifacts import Note, check_agree, sha256_file
 from detkit.distill.cache import (TeacherCache, TeacherOutputBatches, cache_settings,
                                   write_teacher_cache)
 from detkit.distill.loss import distillation_loss_for
@@ -90,6 +90,7 @@ class Distillation(Objective):
         self.spec: TeacherSpec = spec
         self.pairs: list[StridePair] = pairs
         self.report = None
+        self.run_notes = notes               # told before the epochs
         self.settings = {"teacher_model": spec.model, "teacher_width": spec.width,
                          "teacher_backbone": spec.backbone,
                          "teacher_sha256": sha256_file(spec.weights),
@@ -104,6 +105,10 @@ class Distillation(Objective):
         with preserved_random_state():
             teacher, self.report = build_teacher(self.spec, loss.num_classes,
                                                  self.opts.input_size)
+        self.run_notes.append(Note(f"teacher: {self.spec.describe()}; strides "
+                              f"{', '.join(str(p.stride) for p in self.pairs)}; alpha "
+                              f"{float(self.opts.alpha):g}; "
+                              f"{self.report.summary().splitlines()[0]}"))
         return DistillationTrainingModel(detector, loss, teacher,
                                          distillation_loss_for(self.layout,
                                                                self.opts.temperature),
