@@ -142,6 +142,23 @@ def _round_trip_cases():
     return cases
 
 
+def _input_names(out: Path, fmt: str) -> list[str]:
+    """The input names an app sees in the export, read by the runtime itself."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        return [item.name for item in onnxruntime.InferenceSession(str(out)).get_inputs()]
+    if fmt == "tflite":
+        from detkit.export.runtimes import tflite_interpreter
+
+        signatures = tflite_interpreter(model_path=str(out)).get_signature_list()
+        return list(signatures["serving_default"]["inputs"])
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(out)).signatures["serving_default"]
+    return list(signature.structured_input_signature[1])
+
+
 @pytest.mark.parametrize("name, nms, fmt", _round_trip_cases())
 def test_export_round_trip(workspace, keras_predictions, name, nms, fmt):
     from detkit.export.runtimes import open_runtime
@@ -156,6 +173,7 @@ def test_export_round_trip(workspace, keras_predictions, name, nms, fmt):
     assert settings.class_names == workspace["data"].class_names
     assert settings.format == fmt
     assert settings.weights_sha256 == manifest["inputs"][str(workspace["weights"][name])]
+    assert _input_names(out, fmt) == ["images"]
 
     images = np.random.default_rng(3).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
     got = open_runtime(out, fmt)(images)

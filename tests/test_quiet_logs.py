@@ -133,7 +133,7 @@ def test_int8_export_prints_no_converter_lines(dataset, tmp_path):
         [sys.executable, "-m", "detkit", "export", str(weights), "--model", "yolov3-tiny",
          "--width", "0.0625", "--input-size", "32", "--classes", str(dataset.classes_path),
          "--format", "tflite", "--quantize", "int8", "--calibration",
-         str(dataset.train_path), "--calibration-images", "2", "--nms",
+         str(dataset.train_path), "--calibration-images", "2",
          "--out", str(tmp_path / "q.tflite")], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "fully_quantize" not in run.stderr

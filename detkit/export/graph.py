@@ -34,6 +34,8 @@ RAW_PREFIX = "raw_"
 NMS_OUTPUTS = ("boxes", "scores", "classes", "valid")
 #: dtype and layout of the exported input.
 INPUT_DTYPE = "uint8"
+#: Name of the exported input (ONNX input name, TF Lite and SavedModel signature key).
+INPUT_NAME = "images"
 INPUT_LAYOUT = "NHWC"
 
 
@@ -112,9 +114,9 @@ class InferenceModel(keras.Model):
                                             iou=iou, max_det=max_det) if nms else None)
 
     def input_spec_for_export(self):
-        """The exported input: ``(None, S, S, 3)`` uint8 (dynamic batch)."""
+        """The exported input ``images``: ``(None, S, S, 3)`` uint8 (dynamic batch)."""
         return [keras.InputSpec(shape=(None, self.input_size, self.input_size, 3),
-                                dtype=INPUT_DTYPE)]
+                                dtype=INPUT_DTYPE, name=INPUT_NAME)]
 
     def ensure_built(self) -> "InferenceModel":
         """Run once on a blank image (Keras exports need a model that has been called)."""
