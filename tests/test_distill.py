@@ -251,8 +251,10 @@ def test_other_anchors_skip_a_scale_and_none_shared_is_an_error():
         require_pairs(pairs, skipped)
     assert "stride 32: other anchors" in str(err.value)
     assert "\n" not in str(err.value)                  # one line, the strides joined
-    assert str(err.value).endswith("; ".join(skipped) + "): give teacher and student the "
-                                   "same anchors")
+    assert str(err.value).endswith("; ".join(skipped) + "): give the student --anchors "
+                                   "holding the teacher's anchors at the strides both have "
+                                   "(a yolov3 student of a yolov3-tiny teacher: 9 anchors "
+                                   "whose 6 largest are the teacher's)")
 
 
 # ---------------------------------------------------------------------------------------
