@@ -268,9 +268,10 @@ def _params_of_recorded_family(opts: Options, detections: Path,
                          f"manifest), which have no classes: score them with --metric "
                          f"coco, not --metric {opts.metric}")
     family = get_family(model)
+    limits = ("" if opts.max_dets is not None else
+              f" with max dets {','.join(map(str, family.max_dets))}")
     warnings.append(f"{detections}: proposals of --model {model} (its manifest), scored "
-                    f"class-agnostic" + ("" if opts.max_dets is not None else
-                                         f" with max dets {','.join(map(str, family.max_dets))}"))
+                    f"class-agnostic{limits}")
     return family_params(family, params, keep_max_dets=opts.max_dets is not None)
 
 

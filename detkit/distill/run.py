@@ -105,10 +105,10 @@ class Distillation(Objective):
         with preserved_random_state():
             teacher, self.report = build_teacher(self.spec, loss.num_classes,
                                                  self.opts.input_size)
+        loaded = f"; {self.report.summary().splitlines()[0]}" if self.report else ""
         self.run_notes.append(Note(f"teacher: {self.spec.describe()}; strides "
-                              f"{', '.join(str(p.stride) for p in self.pairs)}; alpha "
-                              f"{float(self.opts.alpha):g}; "
-                              f"{self.report.summary().splitlines()[0]}"))
+                                   f"{', '.join(str(p.stride) for p in self.pairs)}; "
+                                   f"alpha {float(self.opts.alpha):g}{loaded}"))
         return DistillationTrainingModel(detector, loss, teacher,
                                          distillation_loss_for(self.layout,
                                                                self.opts.temperature),

@@ -8,9 +8,9 @@ every IoU threshold and area range at once.
 
 from detkit.evaluate.coco import CocoParams, CocoResult, evaluate_coco
 from detkit.evaluate.inputs import (Detections, GroundTruth, check_detections,
-                                    detections_from_list, detections_model, ground_truth_from_coco,
-                                    ground_truth_from_dataset, load_detections,
-                                    load_ground_truth)
+                                    detections_from_list, detections_model,
+                                    ground_truth_from_coco, ground_truth_from_dataset,
+                                    load_detections, load_ground_truth)
 from detkit.evaluate.voc import VocResult, evaluate_voc
 
 __all__ = ["CocoParams", "CocoResult", "Detections", "GroundTruth", "VocResult",
