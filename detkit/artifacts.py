@@ -53,12 +53,14 @@ LOCK_GRACE_S = 5.0
 #: network's and the optimizer's variables, read by ``--resume``).
 BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS = ("best.weights.h5", "last.weights.h5",
                                              "state.weights.h5")
+#: A run's resume state (its epoch count, best value and settings), and its manifest.
+STATE_JSON, RUN_MANIFEST = "state.json", "manifest.json"
 RUN_FILES = (BEST_WEIGHTS, f"{BEST_WEIGHTS}.manifest.json", LAST_WEIGHTS,
-             f"{LAST_WEIGHTS}.manifest.json", STATE_WEIGHTS, "state.json",
-             "history.csv", "manifest.json")
+             f"{LAST_WEIGHTS}.manifest.json", STATE_WEIGHTS, STATE_JSON,
+             "history.csv", RUN_MANIFEST)
 #: The run files that keep an epoch: a folder without them holds no run worth keeping
 #: (its manifest, the history of an epoch whose checkpoint failed).
-CHECKPOINT_FILES = (BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS, "state.json")
+CHECKPOINT_FILES = (BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS, STATE_JSON)
 
 
 class DetkitWarning(UserWarning):
@@ -674,6 +676,33 @@ def check_weights_file(path: str | os.PathLike) -> Path:
 def run_files(run_dir: str | os.PathLike) -> list[Path]:
     """The paths of :data:`RUN_FILES` in ``run_dir``."""
     return [Path(run_dir) / name for name in RUN_FILES]
+
+
+def check_run_folder(run_dir: str | os.PathLike, *, resume: bool, exist_ok: bool) -> None:
+    """What a training run's ``--out`` must be: with ``resume``, a folder that keeps an
+    epoch; else no folder holding a run, unless ``exist_ok`` (a manifest, or the history
+    of an epoch whose checkpoint failed, is no run: nothing to lose).
+
+    Raises:
+        UsageError: naming the folder and the flags to use (exit 2).
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / STATE_JSON).is_file():
+            raise nothing_to_resume(run_dir)
+        return
+    found = [path.name for path in run_files(run_dir) if path.exists()]
+    if exist_ok or not any(name in CHECKPOINT_FILES for name in found):
+        return
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    raise UsageError(f"--out {run_dir} already holds a run ({shown}): pass --resume to "
+                     f"continue it, --exist-ok to replace it, or choose another --out")
+
+
+def nothing_to_resume(run_dir: str | os.PathLike) -> UsageError:
+    """The error of ``--resume`` into a folder that keeps no epoch (exit 2)."""
+    return UsageError(f"--resume: {run_dir} holds no run to resume (no {STATE_JSON} of a "
+                      f"kept epoch); drop --resume to start one")
 
 
 def _lock_holder(lock: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from detkit.artifacts import manifest_path, run_files
+from detkit.artifacts import check_run_folder, manifest_path, run_files
 from detkit.choices import BACKBONES
 from detkit.commands.train import Options as TrainOptions
 from detkit.errors import ArtifactError, UsageError
@@ -131,9 +131,11 @@ def run(opts: Options, progress: Progress = SILENT):
         UsageError, DataError, ArtifactError, ArtifactMismatchError, TrainingError: see
             :func:`detkit.distill.run_distillation`.
     """
+    opts = opts.with_run_options()
+    if opts.strategy != "multi-worker":   # before Keras loads: a refused --out exits at once
+        check_run_folder(opts.out, resume=opts.resume, exist_ok=opts.exist_ok)
     from detkit.distill import run_distillation
     from detkit.training.progress import ProgressCallback
 
-    opts = opts.with_run_options()
     return run_distillation(opts, callbacks=[ProgressCallback(progress, opts.epochs)],
                             config=as_config(opts))

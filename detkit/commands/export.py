@@ -183,12 +183,12 @@ def run(opts: Options, progress: Progress = SILENT) -> ExportResult:
             class names that contradict the weights' manifest.
         DataError: unreadable calibration images.
     """
-    from detkit.export.graph import NMS_OUTPUTS, InferenceModel
-
     weights = Path(opts.weights)
     recorded = read_recorded(weights) if weights.is_file() else None
     opts, notes = resolve_options(opts, recorded)
     fmt, out = check_options(opts)
+    from detkit.export.graph import NMS_OUTPUTS, InferenceModel  # (Keras: after the checks)
+
     started = time.perf_counter()
     family = get_family(opts.model)
     anchors, anchors_path = resolve_anchors(family, opts.anchors, recorded)

@@ -17,7 +17,8 @@ from typing import Any, Optional
 import numpy as np
 
 from detkit import choices
-from detkit.artifacts import DetkitWarning, Note, run_files
+from detkit.artifacts import (RUN_MANIFEST, DetkitWarning, Note, check_run_folder,
+                              run_files)
 from detkit.commands.groups import (BackboneWeightsOptions, DatasetOptions,
                                     ModelOptions, SeedOptions)
 from detkit.data.augment_config import AugmentConfig, multi_scale_sides
@@ -367,10 +368,8 @@ class Options(SeedOptions, BackboneWeightsOptions, ModelOptions, DatasetOptions)
         validation...), so that ``--resume`` alone continues the run as it was."""
         if not self.resume:
             return self
-        from detkit.training.run import MANIFEST
-
         try:
-            config = json.loads((Path(self.out) / MANIFEST).read_text(encoding="utf-8"))
+            config = json.loads((Path(self.out) / RUN_MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return self                     # the run's own resume reports what is wrong
         config = config.get("config") if isinstance(config, dict) else None
@@ -479,9 +478,11 @@ def run(opts: Options, progress: Progress = SILENT):
         UsageError, DataError, ArtifactError, TrainingError: see
             :func:`detkit.training.run.run_training`.
     """
+    opts = opts.with_run_options()
+    if opts.strategy != "multi-worker":   # before Keras loads: a refused --out exits at once
+        check_run_folder(opts.out, resume=opts.resume, exist_ok=opts.exist_ok)
     from detkit.training.progress import ProgressCallback
     from detkit.training.run import run_training
 
-    opts = opts.with_run_options()
     return run_training(opts, callbacks=[ProgressCallback(progress, opts.total_epochs)],
                         config=as_config(opts))

@@ -30,13 +30,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from detkit.artifacts import (BEST_WEIGHTS, LAST_WEIGHTS, STATE_WEIGHTS, atomic_path,
-                              ensure_space, write_json, write_text)
+from detkit.artifacts import (BEST_WEIGHTS, LAST_WEIGHTS, STATE_JSON, STATE_WEIGHTS,
+                              atomic_path, ensure_space, write_json, write_text)
 from detkit.errors import ArtifactError
 from detkit.keras_compat import ema_variable_pairs
 from detkit.training.monitor import improves, worst_value
 
-STATE_JSON = "state.json"
 HISTORY_CSV = "history.csv"
 #: Root attribute of ``state.weights.h5``: completed epochs it holds.
 EPOCH_ATTR = "detkit_epoch"

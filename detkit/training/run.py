@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 
-from detkit.artifacts import (CHECKPOINT_FILES, DetkitWarning, Note, check_agree,
-                              check_fresh, check_writable, library_versions, read_manifest,
+from detkit.artifacts import (CHECKPOINT_FILES, RUN_MANIFEST, DetkitWarning, Note,
+                              check_agree, check_fresh, check_run_folder, check_writable,
+                              library_versions, nothing_to_resume, read_manifest,
                               remove_stale_temps, run_files, run_lock, sha256_file,
                               write_json, write_manifest)
 from detkit.data.dataset import Dataset, load_dataset, names_split
@@ -41,8 +42,7 @@ from detkit.options import as_config
 from detkit.tables import plural
 from detkit.training.board import TENSORBOARD_DIR, tensorboard_available
 from detkit.training.callbacks import (BEST_WEIGHTS, HISTORY_CSV, LAST_WEIGHTS,
-                                       STATE_JSON, read_history, read_state,
-                                       trim_history)
+                                       read_history, read_state, trim_history)
 from detkit.training.distributed import (is_chief, release_run_dir,
                                          worker_run_dir)
 from detkit.training.monitor import MONITOR_KEYS, image_phase_best, worst_value
@@ -59,7 +59,7 @@ RESUME_KEYS = ("model", "width", "backbone", "stage", "input_size", "anchors",
 #: Settings stage 2's ``--weights`` must share with it (from the weights' manifest).
 STAGE2_KEYS = ("model", "backbone", "anchors", "class_names")
 #: Name of the run manifest.
-MANIFEST = "manifest.json"
+MANIFEST = RUN_MANIFEST
 
 
 @dataclasses.dataclass
@@ -224,18 +224,12 @@ class RunContext:
             return
         self.state = read_state(self.run_dir)
         if self.state is None:
-            raise _nothing_to_resume(self.run_dir)
+            raise nothing_to_resume(self.run_dir)
         check_agree(str(self.run_dir / "state.json"), self.state, "this command",
                     self.settings, keys=RESUME_KEYS + tuple(extra_keys))
         self.start_epoch = int(self.state["epoch"])
         self.best = float(self.state.get("best", worst_value(self.monitor)))
         self.best_epoch = int(self.state.get("best_epoch", 0))
-
-
-def _nothing_to_resume(run_dir: Path) -> UsageError:
-    """The error of ``--resume`` into a folder that keeps no epoch (exit 2)."""
-    return UsageError(f"--resume: {run_dir} holds no run to resume (no {STATE_JSON} of a "
-                      f"kept epoch); drop --resume to start one")
 
 
 def _own_val_split(opts: "TrainOptions", class_names: list[str],
@@ -282,8 +276,9 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
     opts = opts.with_run_options()        # --resume: the run's own options, for every worker
     run_dir = Path(opts.out)
     check_writable(run_dir, folder=True)
-    if opts.resume and is_chief() and not (run_dir / STATE_JSON).is_file():
-        raise _nothing_to_resume(run_dir)     # before the data: a mistyped --out
+    if is_chief():                          # before the data: a mistyped --out
+        check_run_folder(run_dir, resume=opts.resume,
+                         exist_ok=getattr(opts, "exist_ok", False))
     if opts.strategy == "multi-worker" and not is_chief():
         # Another worker holds --out: this one writes a scratch copy, removed after.
         scratch = worker_run_dir(run_dir, resume=opts.resume)
@@ -296,7 +291,8 @@ def run_training(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Ca
     made = _missing_folders(run_dir)       # the run folder and parents this run creates
     try:
         with run_lock(run_dir, command="train") as notes:
-            _refuse_existing_run(opts, run_dir)
+            check_run_folder(run_dir, resume=opts.resume,     # again, holding the folder
+                             exist_ok=getattr(opts, "exist_ok", False))
             removed = remove_stale_temps(run_dir)
             if removed:
                 notes.append(f"removed {len(removed)} temporary file(s) an interrupted run "
@@ -350,23 +346,6 @@ def _remove_run_files(run_dir: Path) -> list[Path]:
     if (run_dir / TENSORBOARD_DIR).is_dir():
         shutil.rmtree(run_dir / TENSORBOARD_DIR)
     return removed
-
-
-def _refuse_existing_run(opts: "TrainOptions", run_dir: Path) -> None:
-    """A new run never replaces a run silently: ``--resume`` or ``--exist-ok``.
-
-    Raises:
-        UsageError: ``run_dir`` holds run files and neither flag is given.
-    """
-    if opts.resume or getattr(opts, "exist_ok", False):
-        return
-    # A manifest (and the history of an epoch never saved) is a run that failed before
-    # keeping an epoch: nothing to lose.
-    found = [path.name for path in run_files(run_dir) if path.exists()]
-    if any(name in CHECKPOINT_FILES for name in found):
-        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-        raise UsageError(f"--out {run_dir} already holds a run ({shown}): pass --resume to "
-                         f"continue it, --exist-ok to replace it, or choose another --out")
 
 
 def _run_locked(opts: "TrainOptions", *, callbacks: Sequence[keras.callbacks.Callback],
