@@ -72,7 +72,9 @@ def test_compare_keras_and_its_exports(tmp_path):
     paths = [report("keras", 0.5, {"format": "keras", "params": 1000}),
              report("onnx", 0.5004, {"format": "onnx", "params": None}),
              report("int8", 0.4821, {"format": "tflite", "quantize": "int8",
-                                     "weights_mb": 0.4, "ms_per_image": 4.25})]
+                                     "weights_mb": 0.4, "ms_per_image": 4.25}),
+             report("f16nms", 0.5, {"format": "tflite", "quantize": "float16",
+                                    "nms": True})]
     out = tmp_path / "t.txt"
     result = CliRunner().invoke(app, ["compare", *map(str, paths), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -80,6 +82,7 @@ def test_compare_keras_and_its_exports(tmp_path):
     assert lines[3].split()[3:6] == ["onnx", "0.500", "+0.000"]
     assert lines[4].split() == ["int8", "yolov3-tiny", "0.25", "tflite", "int8", "0.482",
                                 "-0.018", "0.682", "-", "-", "0.40", "4.2"]
+    assert lines[5].split()[3:6] == ["tflite", "float16", "nms"]       # decoding inside
     rows = json.loads((tmp_path / "t.txt.manifest.json").read_text())["rows"]
     assert rows[2]["delta_ap"] == pytest.approx(-0.0179)
 

@@ -236,6 +236,7 @@ def test_quantized_tflite_runs_in_predict_and_eval_map(workspace, quantize, scor
     assert result.exit_code == 0, result.output
     block = json.loads(report.read_text())["model"]
     assert block["format"] == "tflite" and block["quantize"] == quantize
+    assert block["nms"] is False                     # raw outputs, decoded by predict
     assert block["name"] == name and block["weights_mb"] > 0
 
 
@@ -303,6 +304,12 @@ def test_nms_export_notes_only_settings_the_user_gave(workspace, tmp_path):
     assert told.exit_code == 0, told.output
     assert "--conf 0.01 cannot bring back lower ones" in told.output, told.output
     assert "--iou 0.5 is not used" in told.output, told.output
+    report = tmp_path / "strict_report.json"
+    scored = runner.invoke(app, ["eval-map", str(workspace["data"].val_json), "--weights",
+                                 str(nms), "--out", str(report)])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(report.read_text())["model"]["nms"] is True   # compare shows it
+
 
 def test_export_default_out_and_flags_against_the_manifest(workspace, tmp_path):
     """(In a folder whose name TensorFlow would read as a glob pattern: ``run[1]``.)"""

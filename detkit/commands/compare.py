@@ -43,6 +43,8 @@ class ReportRow:
     ms_per_image: Optional[float]
     format: Optional[str] = None
     quantize: Optional[str] = None
+    #: An export with decoding and NMS inside (``export --nms``).
+    nms: bool = False
     delta_ap: Optional[float] = None
     #: What the report was scored on: the file's sha256, else its path (``None``: unknown).
     ground_truth: Optional[str] = None
@@ -54,10 +56,12 @@ class ReportRow:
 
     @property
     def kind(self) -> str:
-        """``keras``, ``tflite int8``...: the format with its quantization ("-" unknown)."""
+        """``keras``, ``tflite int8``, ``onnx nms``...: the format with its quantization
+        and in-graph NMS ("-" unknown)."""
         if self.format is None:
             return "-"
-        return self.format + (f" {self.quantize}" if self.quantize else "")
+        return (self.format + (f" {self.quantize}" if self.quantize else "")
+                + (" nms" if self.nms else ""))
 
 
 @dataclasses.dataclass
@@ -101,6 +105,7 @@ def read_report_row(path: str | Path) -> ReportRow:
         ms_per_image=model.get("ms_per_image"),
         format=model.get("format", "keras" if model else None),
         quantize=model.get("quantize"),
+        nms=bool(model.get("nms", False)),
         ground_truth=_ground_truth(report, path),
         ground_truth_given=_ground_truth_given(report),
         class_agnostic=bool((report.get("params") or {}).get("class_agnostic", False)),

@@ -373,7 +373,8 @@ def _run_model(opts: Options, progress: Progress
         The results json, the report's ``model`` block: name, width, params,
         weights_mb (size on disk of the weights or the export), ms_per_image (detection
         loop wall time per image, after a warm-up call), images, format (``keras`` or
-        the export format), quantize, runner (what ran it) and warmup_s; the
+        the export format), quantize, nms (decoding and NMS in the export), runner (what
+        ran it) and warmup_s; the
         run's notes (warnings); and the architecture that ran (model, width, input size,
         backbone: the manifest's config, in place of the flags' defaults).
     """
@@ -383,5 +384,6 @@ def _run_model(opts: Options, progress: Progress
             "weights_mb": round(result.size_bytes / 2**20, 3),
             "ms_per_image": round(result.ms_per_image, 2), "images": result.num_images,
             "format": result.weights_format, "quantize": result.quantize,
+            "nms": result.nms,
             "runner": result.runner, "warmup_s": round(result.warmup_seconds, 2)}
     return Path(result.out), info, list(result.notes), result.architecture

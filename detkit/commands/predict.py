@@ -57,6 +57,7 @@ class PredictResult:
         runner: what ran the model (``keras compiled``, ``tflite int8 (litert)``...).
         weights_format: ``keras`` or the export format.
         quantize: the export's quantization (``None`` for float32 and Keras).
+        nms: an export with decoding and NMS inside (``--nms``).
         size_bytes: size on disk of the weights or the export.
         video: the drawn video written, if requested.
         notes: things the user should know (an export's baked-in NMS settings).
@@ -81,6 +82,7 @@ class PredictResult:
     runner: str = "keras"
     weights_format: str = "keras"
     quantize: Optional[str] = None
+    nms: bool = False
     size_bytes: int = 0
     video: Path | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -259,7 +261,7 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
                          ms_per_image=1000 * loop_seconds / max(total, 1),
                          runner=loaded.detector.description,
                          weights_format=loaded.weights_format, quantize=loaded.quantize,
-                         size_bytes=loaded.size_bytes,
+                         nms=loaded.nms, size_bytes=loaded.size_bytes,
                          video=Path(opts.save_video) if opts.save_video else None,
                          notes=[*loaded.notes, *loaded.detector.notes,
                                 *_drawing_notes(opts, results)],
@@ -293,6 +295,7 @@ class LoadedDetector:
         params: parameter count of a Keras model (0 for an export).
         weights_format: ``keras``, ``saved_model``, ``tflite`` or ``onnx``.
         quantize: an export's quantization.
+        nms: an export with decoding and NMS inside.
         size_bytes: the weights' or the export's size on disk.
         model, width, backbone: the architecture loaded (``backbone`` ``None``: the
             family's own).
@@ -307,6 +310,7 @@ class LoadedDetector:
     params: int
     weights_format: str
     quantize: Optional[str]
+    nms: bool
     size_bytes: int
     model: str
     width: float
@@ -404,7 +408,7 @@ def _keras_detector(opts: Options, weights: Path, image_set) -> LoadedDetector:
                           anchors_path=anchors_path,
                           summary=_keras_summary(opts, report.summary(), recorded),
                           params=int(network.count_params()), weights_format="keras",
-                          quantize=None, size_bytes=weights.stat().st_size,
+                          quantize=None, nms=False, size_bytes=weights.stat().st_size,
                           model=opts.model, width=float(opts.width), backbone=backbone,
                           notes=notes)
 
@@ -458,7 +462,8 @@ def _export_detector(opts: Options, weights: Path, fmt: str, image_set) -> Loade
     return LoadedDetector(detector=detector, class_names=class_names, anchors=anchors,
                           anchors_path=anchors_path, summary=summary, params=0,
                           weights_format=fmt, quantize=settings.quantize,
-                          size_bytes=disk_size(weights), model=settings.model,
+                          nms=bool(settings.nms), size_bytes=disk_size(weights),
+                          model=settings.model,
                           width=float(settings.width), backbone=settings.backbone)
 
 
