@@ -282,6 +282,18 @@ def test_video_streams_frames_and_writes_the_drawn_video(workspace, tmp_path):
     capture.release()
     assert len(frames) == 5 and frames[0].shape == (64, 96, 3)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    # the drawn video has its manifest: the same command again replaces it; a video that
+    # detkit did not make is refused
+    assert json.loads((tmp_path / "drawn.avi.manifest.json").read_text())["command"] == \
+        "predict"
+    args = _args(workspace, video, out, "--conf", "0", "--max-det", "2", "--save-video")
+    assert runner.invoke(app, [*args, str(drawn)]).exit_code == 0
+    mine = tmp_path / "mine.avi"
+    mine.write_bytes(b"the user's own video")
+    result = runner.invoke(app, [*args, str(mine)])
+    assert mine.read_bytes() == b"the user's own video"
+    assert result.exit_code == 2 and "already exists and was not made by detkit" in \
+        result.output, result.output
 
     # the same frames, decoded by OpenCV and given as images, give the same detections
     folder = tmp_path / "frames"

@@ -147,7 +147,7 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
     save_video: Optional[Path] = option(
         None, "With a video DATA: also write the video with its boxes drawn (.mp4, .m4v, "
               ".mov, .mkv or .avi).",
-        role="output", writes=lambda p: [p])
+        role="output")
     draw_conf: float = option(DRAW_CONF, "Score a box needs to be drawn (--draw-dir, "
                               "--save-video); the results keep all above --conf.",
                               low=0, high=1)
@@ -251,9 +251,12 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
               "num_detections": len(results), **extra}
     if loaded.anchors_path is not None:
         record["anchors_file"] = str(loaded.anchors_path)
-    write_manifest(out, command=COMMAND, config={**as_config(opts), **loaded.architecture},
-                   inputs=[p for p in (weights, *anchors_input, *classes) if p.is_file()],
-                   extra=record)
+    config = {**as_config(opts), **loaded.architecture}
+    inputs = [p for p in (weights, *anchors_input, *classes) if p.is_file()]
+    write_manifest(out, command=COMMAND, config=config, inputs=inputs, extra=record)
+    if opts.save_video is not None:      # a re-run may replace it: predict made it
+        write_manifest(opts.save_video, command=COMMAND, config=config, inputs=inputs,
+                       extra={"detections": out.name, **extra})
     return PredictResult(out=out, num_images=total, num_detections=len(results),
                          detections_per_class=per_class, source=source,
                          draw_dir=draw_path, seconds=seconds,
