@@ -203,7 +203,8 @@ class Options:
     """The options of ``compare``."""
 
     reports: list[Path] = argument("eval-map report.json files.", role="input")
-    out: Optional[Path] = option(None, "Also write the table here.", role="output", writes=lambda p: [p])
+    out: Optional[Path] = option(None, "Also write the table here (with its manifest).",
+                                 role="output")
 
 
 def run(opts: Options, progress: Progress = SILENT) -> CompareResult:
