@@ -152,6 +152,24 @@ def test_ema_weights_swaps_in_the_averages_and_back():
         np.testing.assert_allclose(variable.numpy(), value)
 
 
+def test_ema_weights_are_the_raw_ones_before_any_step_is_applied():
+    """A mixed-precision loss scale skips the first steps (their gradients overflow):
+    until one step is applied the averages are zeros, and the weights saved must be the
+    raw ones, not zeros."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(0.1, use_ema=True, ema_momentum=0.5))
+    model.compile(optimizer, loss="mse")
+    optimizer.build(model.trainable_variables)
+    raw = [v.numpy().copy() for v in model.trainable_variables]
+    assert all(not np.any(v.numpy()) for _, v in ema_variable_pairs(optimizer.inner_optimizer))
+    with ema_weights(model) as swapped:
+        assert not swapped
+        for variable, value in zip(model.trainable_variables, raw):
+            np.testing.assert_array_equal(variable.numpy(), value)
+
+
 @pytest.mark.parametrize("extra,code,message", [
     (["--schedule", "linear"], 2, "--schedule must be one of cosine, plateau"),
     (["--stage", "3"], 2, "--stage must be one of 1, 2"),

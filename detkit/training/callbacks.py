@@ -235,10 +235,14 @@ def trim_history(path: str | os.PathLike, epochs: int) -> None:
 
 def _ema_pairs(model: keras.Model) -> list | None:
     """The optimizer's ``(variable, moving average)`` pairs; ``None`` without EMA or
-    before the first step."""
+    before the first step it applied (the averages, zeros until then, are set from the
+    weights at that step; a mixed-precision loss scale skips the first steps whose
+    gradients overflow)."""
     optimizer = model.optimizer
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
     if not getattr(optimizer, "use_ema", False):
+        return None
+    if int(ops.convert_to_numpy(optimizer.iterations)) == 0:
         return None
     return ema_variable_pairs(optimizer)
 
