@@ -483,8 +483,9 @@ def check_side_file(flag: str, out: str | os.PathLike, side: str | os.PathLike,
     if recorded == side.name:
         return
     raise UsageError(f"{flag} {out} also writes {side}, which already exists and is not "
-                     f"a file {flag} {out} wrote before; choose another {flag} (or move "
-                     f"{side} away)")
+                     f"a file {flag} {out} wrote before (its manifest names no such "
+                     f"report); choose another {flag}, or remove {side} if it is an old "
+                     f"report")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -565,7 +566,9 @@ def made_by(path: str | os.PathLike) -> Optional[str]:
 def check_replaces_own(opts: Any, command: str) -> None:
     """An existing output file is replaced only when ``command`` made it (its manifest
     says so), as a re-run or ``make`` does; a file of the user's or another command's
-    artifact is refused, unless the command's ``--exist-ok`` is given.
+    artifact is refused, unless the command's ``--exist-ok`` is given. The same holds for
+    the files written beside or inside an output with a manifest of their own (a cache's
+    init weights, import-darknet's anchors, doctor's report).
 
     Raises:
         UsageError: naming the output and who made it (exit 2).
@@ -574,8 +577,11 @@ def check_replaces_own(opts: Any, command: str) -> None:
         return
     _, outputs = io_paths(opts)
     for item in outputs:
-        if not item.spec.folder:
-            check_own_file(item.flag, item.path, command)
+        written = _written_by(item.path, item.spec)
+        for path in written:
+            own = path == item.path and not item.spec.folder
+            if own or (path != item.path and manifest_path(path) in written):
+                check_own_file(item.flag, path, command)
 
 
 def check_own_file(flag: str, path: str | os.PathLike, command: str) -> None:
@@ -591,7 +597,7 @@ def check_own_file(flag: str, path: str | os.PathLike, command: str) -> None:
     if maker == command:
         return
     why = (f"was made by {maker}" if maker else
-           f"was not made by detkit (no {manifest_path(path).name} beside it)")
+           f"has no {manifest_path(path).name} saying {command} made it (a file of yours?)")
     raise UsageError(f"{flag} {path} already exists and {why}: choose another {flag}, or "
                      f"remove the file to replace it")
 

@@ -340,15 +340,16 @@ CLOBBER_CASES = [
     # names the dataset, is test_a_dataset_file_is_refused_through_the_api)
     Case("kmeans-out-is-an-image-of-the-lines-file",
          lambda r: _kmeans_out(_lines_file(r), r / "imgs" / "a.png"), 2,
-         "--out {root}/imgs/a.png already exists and was not made by detkit (no "
-         "a.png.manifest.json beside it): choose another --out, or remove the file"),
+         "--out {root}/imgs/a.png already exists and has no a.png.manifest.json saying "
+         "kmeans-anchors made it (a file of yours?): choose another --out, or remove the "
+         "file"),
     Case("kmeans-out-is-the-classes-file-beside-the-lines",
          lambda r: _kmeans_out((_write(r / "classes.txt", "cat\ndog\n"), _lines_file(r))[1],
                                r / "classes.txt"), 2,
-         "--out {root}/classes.txt already exists and was not made by detkit"),
+         "--out {root}/classes.txt already exists and has no classes.txt.manifest.json"),
     Case("kmeans-out-is-a-voc-xml",
          lambda r: _kmeans_out(_voc_folder(r), next((r / "voc").rglob("*.xml"))), 2,
-         ".xml already exists and was not made by detkit"),
+         ".xml already exists and has no"),
     Case("kmeans-out-is-a-yolo-label-file",
          lambda r: _kmeans_out(_yolo_folder(r), _yolo_label(r)), 2,
          "--out {root}/yolo/labels/"),
@@ -358,17 +359,17 @@ CLOBBER_CASES = [
     Case("predict-out-is-an-image",
          lambda r: ["predict", str((_images(r / "imgs"), r / "imgs")[1]), "--weights",
                     str(_write(r / "w.weights.h5", "x")), "--out", str(r / "imgs" / "a.png")],
-         2, "--out {root}/imgs/a.png already exists and was not made by detkit"),
+         2, "--out {root}/imgs/a.png already exists and has no"),
     Case("predict-out-is-a-voc-xml",
          lambda r: ["predict", str(_voc_folder(r)), "--weights",
                     str(_write(r / "w.weights.h5", "x")), "--out",
                     str(next((r / "voc").rglob("*.xml")))],
-         2, ".xml already exists and was not made by detkit"),
+         2, ".xml already exists and has no"),
     Case("eval-map-out-is-a-voc-xml",
          lambda r: ["eval-map", str(_voc_folder(r)), "--detections",
                     str(_write(r / "d.json", "[]")), "--out",
                     str(next((r / "voc").rglob("*.xml")))],
-         2, ".xml already exists and was not made by detkit"),
+         2, ".xml already exists and has no"),
     Case("eval-map-model-detections-is-a-yolo-label",
          lambda r: ["eval-map", str(_yolo_folder(r)), "--weights",
                     str(_write(r / "w.weights.h5", "x")), "--exist-ok", "--detections",
@@ -377,9 +378,9 @@ CLOBBER_CASES = [
     # an existing file detkit did not make, or another command's artifact
     Case("kmeans-out-is-a-users-file",
          lambda r: _kmeans_out(_lines_file(r), _write(r / "notes.txt", "mine\n")), 2,
-         "--out {root}/notes.txt already exists and was not made by detkit (no "
-         "notes.txt.manifest.json beside it): choose another --out, or remove the file to "
-         "replace it"),
+         "--out {root}/notes.txt already exists and has no notes.txt.manifest.json saying "
+         "kmeans-anchors made it (a file of yours?): choose another --out, or remove the "
+         "file to replace it"),
     Case("encode-out-is-another-commands-artifact",
          lambda r: _encode(r, anchors=None)[:-1] + [str(
              (_write(r / "out" / "a.npz", "x"),
@@ -389,13 +390,23 @@ CLOBBER_CASES = [
     Case("export-out-is-a-users-file",
          lambda r: ["export", str(_write(r / "w.weights.h5", "x")), "--model", "yolov3-tiny",
                     "--out", str(_write(r / "u.onnx", "mine"))], 2,
-         "--out {root}/u.onnx already exists and was not made by detkit"),
+         "--out {root}/u.onnx already exists and has no"),
     Case("eval-map-default-detections-is-a-users-file",
          lambda r: ["eval-map", str(_coco(r)), "--weights", str(_write(r / "w.weights.h5", "x")),
                     "--out", str((_write(r / "out" / "report.detections.json", "[]"),
                                   r / "out" / "report.json")[1])], 2,
-         "--detections {root}/out/report.detections.json already exists and was not made by "
-         "detkit"),
+         "--detections {root}/out/report.detections.json already exists and has no "
+         "report.detections.json.manifest.json"),
+    Case("doctor-report-in-out-is-a-users-file",
+         lambda r: ["doctor", str(_lines_file(r)), "--input-size", "64", "--out",
+                    str((_write(r / "mydoc" / "report.json", "{}"), r / "mydoc")[1])], 2,
+         "--out {root}/mydoc/report.json already exists and has no "
+         "report.json.manifest.json saying doctor made it"),
+    Case("cache-init-weights-are-a-users-file",
+         lambda r: (_write(r / "cb.init.weights.h5", "mine"),
+                    _cache(r, "--out", str(r / "cb.h5")))[1], 2,
+         "--out {root}/cb.init.weights.h5 already exists and has no "
+         "cb.init.weights.h5.manifest.json saying cache-bottlenecks made it"),
     Case("kmeans-out-is-its-config",
          lambda r: _kmeans_out(_lines_file(r), r / "k.yaml", "--config",
                                str(_write(r / "k.yaml", "k: 1\n"))), 2,
@@ -417,7 +428,8 @@ CLOBBER_CASES = [
     Case("kmeans-report-would-replace-a-file-of-another-dataset",
          lambda r: (_coco(r), _kmeans_out(_lines_file(r), r / "gt.anchors"))[1], 2,
          "--out {root}/gt.anchors also writes {root}/gt.json, which already exists and is "
-         "not a file --out {root}/gt.anchors wrote before; choose another --out"),
+         "not a file --out {root}/gt.anchors wrote before (its manifest names no such "
+         "report); choose another --out, or remove {root}/gt.json if it is an old report"),
     Case("kmeans-manifest-is-classes",
          lambda r: _kmeans_out(_coco(r), r / "names", "--classes",
                                str(_write(r / "names.manifest.json", "cat\ndog\n"))), 2,

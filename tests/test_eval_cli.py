@@ -145,6 +145,14 @@ def test_model_mode_writes_detections(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     written = tmp_path / "report.detections.json"
     assert isinstance(json.loads(written.read_text()), list)
+    assert json.loads((tmp_path / "report.detections.json.manifest.json").read_text())[
+        "command"] == "eval-map"                  # its own output: a re-run replaces it
+    named = tmp_path / "named.json"
+    again = ["--model", "yolov3-tiny", "--width", "0.125", "--weights", weights,
+             "--input-size", "64", "--detections", named, "--out", tmp_path / "r2.json"]
+    for _ in range(2):                           # make: the same command runs again
+        result = invoke(dataset["gt"], *again)
+        assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["inputs"]["detections"] == str(written)
     model = report["model"]

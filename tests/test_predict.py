@@ -292,7 +292,7 @@ def test_video_streams_frames_and_writes_the_drawn_video(workspace, tmp_path):
     mine.write_bytes(b"the user's own video")
     result = runner.invoke(app, [*args, str(mine)])
     assert mine.read_bytes() == b"the user's own video"
-    assert result.exit_code == 2 and "already exists and was not made by detkit" in \
+    assert result.exit_code == 2 and "already exists and has no mine.avi.manifest.json" in \
         result.output, result.output
 
     # the same frames, decoded by OpenCV and given as images, give the same detections

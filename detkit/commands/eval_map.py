@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from detkit.artifacts import (check_outputs, check_own_file, check_spares_files,
-                              write_json, write_manifest)
+                              made_by, write_json, write_manifest)
 from detkit.commands import predict
 from detkit.commands.groups import (GROUND_TRUTH_HELP, DatasetOptions,
                                     InferenceOptions, ModelOptions)
@@ -332,11 +332,9 @@ def check_spares_ground_truth(opts: Options, gt: GroundTruth) -> None:
 
 
 def check_detections_output(opts: Options) -> None:
-    """Before the model runs: its detections file may overwrite no input and, when the
-    user named it (``--detections``), no existing file unless ``--exist-ok``.
-
-    The default ``<out stem>.detections.json`` is this command's own output (like the
-    report) and is replaced by a new run.
+    """Before the model runs: its detections file may overwrite no input, and no
+    existing file but the detections of an earlier eval-map run (their manifest names it;
+    a re-run replaces them, as it does the report) unless ``--exist-ok``.
 
     Raises:
         UsageError: an existing ``--detections`` without ``--exist-ok``, or a detections
@@ -344,12 +342,12 @@ def check_detections_output(opts: Options) -> None:
         ArtifactError: the detections file cannot be written (exit 1).
     """
     path = detections_output(opts)
-    if opts.detections is not None and not opts.exist_ok and os.path.lexists(path):
-        raise UsageError(f"--detections {path} already exists: with --weights, eval-map "
-                         f"writes the model's detections there; pass --exist-ok to replace "
-                         f"it, or choose another --detections")
-    if not opts.exist_ok:       # the default file: only the detections of a former run
-        check_own_file("--detections", path, predict.COMMAND)
+    if not opts.exist_ok and os.path.lexists(path) and made_by(path) != COMMAND:
+        if opts.detections is not None:        # the user's detections, to keep
+            raise UsageError(f"--detections {path} already exists: with --weights, "
+                             f"eval-map writes the model's detections there; pass "
+                             f"--exist-ok to replace it, or choose another --detections")
+        check_own_file("--detections", path, COMMAND)
     # --detections is an output here, not the input its option declares.
     check_outputs(dataclasses.replace(opts, detections=None), [("--detections", path)])
 
@@ -378,7 +376,7 @@ def _run_model(opts: Options, progress: Progress
         run's notes (warnings); and the architecture that ran (model, width, input size,
         backbone: the manifest's config, in place of the flags' defaults).
     """
-    result = predict.run(predict_options(opts), progress)
+    result = predict.run(predict_options(opts), progress, command=COMMAND)
     info = {"name": result.model, "width": result.width,
             "params": result.params or None,
             "weights_mb": round(result.size_bytes / 2**20, 3),

@@ -154,7 +154,8 @@ class Options(InferenceOptions, ModelOptions, DatasetOptions):
     compile: bool = option(True, COMPILE_HELP, toggle=True)
 
 
-def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
+def run(opts: Options, progress: Progress = SILENT, *,
+        command: str = COMMAND) -> PredictResult:
     """Detect objects in images or a video and write COCO-style results.
 
     ``opts.data`` is an image file, a folder of images, a video (results carry frame
@@ -173,6 +174,9 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
             without its manifest.
         ArtifactMismatchError: an anchors file with the wrong count, flags that disagree
             with the export's manifest.
+
+    ``command`` is the one the manifests name as the maker (``eval-map`` when it runs a
+    model: its detections are then its own output, which a re-run replaces).
     """
     from detkit.predict import (check_drawings, collect_images, is_video_file,
                                 run_predictions, run_video, video_codec)
@@ -253,9 +257,9 @@ def run(opts: Options, progress: Progress = SILENT) -> PredictResult:
         record["anchors_file"] = str(loaded.anchors_path)
     config = {**as_config(opts), **loaded.architecture}
     inputs = [p for p in (weights, *anchors_input, *classes) if p.is_file()]
-    write_manifest(out, command=COMMAND, config=config, inputs=inputs, extra=record)
+    write_manifest(out, command=command, config=config, inputs=inputs, extra=record)
     if opts.save_video is not None:      # a re-run may replace it: predict made it
-        write_manifest(opts.save_video, command=COMMAND, config=config, inputs=inputs,
+        write_manifest(opts.save_video, command=command, config=config, inputs=inputs,
                        extra={"detections": out.name, **extra})
     return PredictResult(out=out, num_images=total, num_detections=len(results),
                          detections_per_class=per_class, source=source,
