@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from detkit.artifacts import Note
 from detkit.choices import BACKBONES
 from detkit.cli import app
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError
@@ -201,6 +202,7 @@ def test_darknet_backbone_weights_take_only_the_body(tmp_path):
     heads_before = [np.array(w) for w in model.get_layer("heads").weights]
     line = load_backbone_weights(model, "darknet-tiny", path)
     assert "layers from" in line
+    assert isinstance(line, Note)                  # told as a note, not a warning
     for a, b in zip(trained.get_layer("body").weights, model.get_layer("body").weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     for a, b in zip(heads_before, model.get_layer("heads").weights):

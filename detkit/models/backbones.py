@@ -48,6 +48,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from detkit.artifacts import Note
 from detkit.choices import BACKBONE_WEIGHTS_WORDS, BACKBONES
 from detkit.errors import ArtifactError, ArtifactMismatchError, UsageError, lookup
 from detkit.models.detector import BODY_NAME, image_input, sub_model
@@ -264,7 +265,8 @@ def load_backbone_weights(model: keras.Model, name: str, source: str | os.PathLi
         width: the model's ``--width`` (MobileNetV2's alpha picks the ImageNet file).
 
     Returns:
-        One line saying what loaded (``None`` when nothing was asked).
+        A :class:`~detkit.artifacts.Note` saying what loaded (``None`` when nothing was
+        asked).
 
     Raises:
         UsageError: ``imagenet`` for a backbone or alpha without ImageNet weights.
@@ -280,7 +282,7 @@ def load_backbone_weights(model: keras.Model, name: str, source: str | os.PathLi
         fresh = _imagenet_application(spec, width)
         count = _copy_by_layer_name(fresh, part)
         _identity_normalization(part)
-        return f"backbone {name}: ImageNet weights of {count} layers (keras.applications)"
+        return Note(f"backbone {name}: ImageNet weights of {count} layers (keras.applications)")
     path = Path(source)
     if not path.is_file():
         raise ArtifactError("--backbone-weights: no such file (give imagenet, none or a "
@@ -296,10 +298,10 @@ def load_backbone_weights(model: keras.Model, name: str, source: str | os.PathLi
             raise ArtifactMismatchError(f"--backbone-weights does not fit {name}: "
                                         f"{str(err).splitlines()[0]}", path=path) from None
         _identity_normalization(part)
-        return f"backbone {name}: weights from {path} (keras.applications file)"
+        return Note(f"backbone {name}: weights from {path} (keras.applications file)")
     count = _load_by_name_path(part, path, name)
     _identity_normalization(part)
-    return f"backbone {name}: {count} layers from {path}"
+    return Note(f"backbone {name}: {count} layers from {path}")
 
 
 def _is_legacy_h5(path: Path) -> bool:
