@@ -210,6 +210,9 @@ def train_args(dataset, out, *extra):
      "--bottlenecks"),
     (["--multi-scale", "0.5", "--batch-size", "16"],
      "--multi-scale 0.5 needs at least 2 batches per epoch (this run has 1"),
+    (["--multi-scale", "0.5", "--steps-per-epoch", "1"],
+     "--multi-scale 0.5 needs at least 2 batches per epoch (this run has "
+     "--steps-per-epoch 1); raise --steps-per-epoch"),
 ])
 def test_flag_refusals_are_one_line_usage_errors(dataset, tmp_path, extra, message):
     from typer.testing import CliRunner

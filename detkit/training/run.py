@@ -434,8 +434,10 @@ def check_multi_scale(ctx: RunContext, objective: Objective) -> None:
         raise UsageError(f"{flag} is not supported by {objective.command} (its teacher "
                          f"runs at one input size)")
     batches = math.ceil(len(ctx.records) / opts.batch_size)
-    if opts.steps_per_epoch:
-        batches = min(batches, opts.steps_per_epoch)
+    if opts.steps_per_epoch and opts.steps_per_epoch < min(batches, 2):
+        raise UsageError(f"{flag} needs at least 2 batches per epoch (this run has "
+                         f"--steps-per-epoch {opts.steps_per_epoch}); raise "
+                         f"--steps-per-epoch")
     if batches < 2:
         raise UsageError(f"{flag} needs at least 2 batches per epoch (this run has "
                          f"{batches}: {len(ctx.records)} images, --batch-size "
