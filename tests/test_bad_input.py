@@ -392,7 +392,8 @@ CLOBBER_CASES = [
                     "--out", str(_write(r / "u.onnx", "mine"))], 2,
          "--out {root}/u.onnx already exists and has no"),
     Case("eval-map-default-detections-is-a-users-file",
-         lambda r: ["eval-map", str(_coco(r)), "--weights", str(_write(r / "w.weights.h5", "x")),
+         lambda r: ["eval-map", str(_coco(r)),
+                    "--weights", str(_write(r / "w.weights.h5", "x")),
                     "--out", str((_write(r / "out" / "report.detections.json", "[]"),
                                   r / "out" / "report.json")[1])], 2,
          "--detections {root}/out/report.detections.json already exists and has no "

@@ -326,7 +326,8 @@ def test_cli_rerun_replaces_its_own_report_only(dataset, tmp_path):
     first = (tmp_path / "a.json").read_text()
     result = runner.invoke(app, [*args, "--seed", "1"])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "a.json").read_text())["seed"] == 1 != json.loads(first)["seed"]
+    assert json.loads((tmp_path / "a.json").read_text())["seed"] == 1
+    assert json.loads(first)["seed"] == 0
     manifest_path(out).unlink()                    # now a.json is nobody's report
     out.unlink()                                   # (and a.txt would be refused too)
     result = runner.invoke(app, args)

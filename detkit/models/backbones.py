@@ -282,7 +282,8 @@ def load_backbone_weights(model: keras.Model, name: str, source: str | os.PathLi
         fresh = _imagenet_application(spec, width)
         count = _copy_by_layer_name(fresh, part)
         _identity_normalization(part)
-        return Note(f"backbone {name}: ImageNet weights of {count} layers (keras.applications)")
+        return Note(f"backbone {name}: ImageNet weights of {count} layers "
+                    f"(keras.applications)")
     path = Path(source)
     if not path.is_file():
         raise ArtifactError("--backbone-weights: no such file (give imagenet, none or a "
