@@ -577,6 +577,8 @@ def check_replaces_own(opts: Any, command: str) -> None:
         return
     _, outputs = io_paths(opts)
     for item in outputs:
+        if item.spec.writes is run_files:    # a run folder: check_run_folder's rule
+            continue
         written = _written_by(item.path, item.spec)
         for path in written:
             own = path == item.path and not item.spec.folder
