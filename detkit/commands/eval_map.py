@@ -342,11 +342,12 @@ def check_detections_output(opts: Options) -> None:
         ArtifactError: the detections file cannot be written (exit 1).
     """
     path = detections_output(opts)
-    if not opts.exist_ok and os.path.lexists(path) and made_by(path) != COMMAND:
-        if opts.detections is not None:        # the user's detections, to keep
-            raise UsageError(f"--detections {path} already exists: with --weights, "
-                             f"eval-map writes the model's detections there; pass "
-                             f"--exist-ok to replace it, or choose another --detections")
+    if not opts.exist_ok and opts.detections is not None and os.path.lexists(path) \
+            and made_by(path) != COMMAND:          # the user's detections, to keep
+        raise UsageError(f"--detections {path} already exists: with --weights, eval-map "
+                         f"writes the model's detections there; pass --exist-ok to replace "
+                         f"it, or choose another --detections")
+    if not opts.exist_ok:
         check_own_file("--detections", path, COMMAND)
     # --detections is an output here, not the input its option declares.
     check_outputs(dataclasses.replace(opts, detections=None), [("--detections", path)])

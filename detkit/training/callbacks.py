@@ -211,16 +211,20 @@ def read_history(path: str | os.PathLike, epochs: int | None = None
         reader = csv.DictReader(handle)
         rows = [dict(row) for row in reader]
         columns = list(reader.fieldnames or [])
-    if epochs is not None:
-        rows = [row for row in rows if int(float(row["epoch"])) <= epochs]
-    return columns, rows
+    return columns, rows if epochs is None else _first_epochs(rows, epochs)
+
+
+def _first_epochs(rows: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
+    """The history rows of epochs ``1..epochs``."""
+    return [row for row in rows if int(float(row["epoch"])) <= epochs]
 
 
 def trim_history(path: str | os.PathLike, epochs: int) -> None:
     """Drop the rows of ``history.csv`` past epoch ``epochs`` (an epoch logged but not
     kept: Ctrl-C before its checkpoint)."""
-    columns, kept = read_history(path, epochs)
-    if columns is None or len(kept) == len(read_history(path)[1]):
+    columns, rows = read_history(path)
+    kept = _first_epochs(rows, epochs)
+    if columns is None or len(kept) == len(rows):
         return
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
